@@ -1,0 +1,25 @@
+"""Task environments (gymnasium API), installed as ``metarl.envs``.
+
+Importing this package registers the environments with gymnasium, e.g.
+``gymnasium.make("metarl/Navigation2D-v0")``.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from .navigation import BatchedNavigation2D, Navigation2DEnv, sample_navigation_tasks
+from .task_env import BatchedTaskEnv, BatchStep, TaskEnv
+
+__all__ = [
+    "BatchStep",
+    "BatchedNavigation2D",
+    "BatchedTaskEnv",
+    "Navigation2DEnv",
+    "TaskEnv",
+    "sample_navigation_tasks",
+]
+
+# The module can be imported twice (e.g. as `metarl.envs` and through a test path hack);
+# gymnasium warns on re-registration, so register only once. The horizon is enforced by the
+# environment itself, hence no `max_episode_steps` (it would add a second TimeLimit).
+if "metarl/Navigation2D-v0" not in registry:
+    register(id="metarl/Navigation2D-v0", entry_point="metarl.envs.navigation:Navigation2DEnv")

@@ -1,0 +1,155 @@
+"""The task interface shared by every task environment.
+
+Two shapes of environment exist:
+
+- :class:`TaskEnv` — a mixin for a single ``gymnasium.Env`` whose dynamics or reward depend on a
+  task (a goal position, a target velocity, ...). The task distribution lives with the
+  environment (``sample_tasks``) so that a config only has to name the environment.
+- :class:`BatchedTaskEnv` — a vectorised simulator stepping ``N`` environments, each with its
+  own task, as one array operation. The meta-RL sampler uses it to step all tasks × all
+  episodes of a meta-batch together.
+
+Tasks are plain ``dict[str, Any]`` (e.g. ``{"goal": np.array([gx, gy])}``) so they can be logged,
+pickled and compared without knowing the environment.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class TaskEnv(abc.ABC):
+    """Mixin for a single environment parameterised by a task.
+
+    Subclasses sample tasks from their own task distribution and switch between them without
+    being re-created (re-creating a MuJoCo environment per task would be slow).
+    """
+
+    @abc.abstractmethod
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Draw ``n`` independent tasks from the environment's task distribution.
+
+        Args:
+            n: number of tasks, ``n >= 0``.
+            rng: the generator to draw from; the environment's own RNG is not touched, so that
+                the meta-batch of tasks depends only on the caller's seed.
+        """
+
+    @abc.abstractmethod
+    def set_task(self, task: dict[str, Any]) -> None:
+        """Make ``task`` the environment's task from now on (call it between episodes).
+
+        Raises:
+            ValueError: if ``task`` is malformed for this environment.
+        """
+
+    @property
+    @abc.abstractmethod
+    def task(self) -> dict[str, Any]:
+        """The current task (a copy: mutating it does not change the environment)."""
+
+
+class BatchStep(NamedTuple):
+    """What :meth:`BatchedTaskEnv.step` returns for ``N`` environments.
+
+    Attributes:
+        observation: ``(N, obs_dim)`` float32, the observation after the step.
+        reward: ``(N,)`` float32.
+        terminated: ``(N,)`` bool, the environment reached a terminal state (now or earlier).
+        truncated: ``(N,)`` bool, the episode was cut at the horizon (now or earlier).
+    """
+
+    observation: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+
+class BatchedTaskEnv(abc.ABC):
+    """``N`` task environments stepped together as one numpy array operation.
+
+    All environments are reset together and share the step counter, so the horizon cuts them at
+    the same step.
+
+    Finished environments are frozen: once an environment has terminated or been truncated,
+    further steps leave its state unchanged, return its last observation with reward 0, and
+    keep reporting the ``terminated``/``truncated`` flags it finished with (the flags are
+    sticky). Stepping a finished environment never raises, so the sampler can keep stepping the
+    whole batch until every environment is done; it is the sampler's job to mask the steps that
+    come after an environment finished (mask at step ``t`` = not done before step ``t``).
+
+    Attributes:
+        num_envs: ``N``, the number of environments.
+        observation_dim: size of one observation.
+        action_dim: size of one action.
+        horizon: maximum number of steps of an episode; step ``horizon`` truncates.
+    """
+
+    def __init__(self, num_envs: int, observation_dim: int, action_dim: int, horizon: int) -> None:
+        for name, value in (
+            ("num_envs", num_envs),
+            ("observation_dim", observation_dim),
+            ("action_dim", action_dim),
+            ("horizon", horizon),
+        ):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.num_envs = int(num_envs)
+        self.observation_dim = int(observation_dim)
+        self.action_dim = int(action_dim)
+        self.horizon = int(horizon)
+
+    @abc.abstractmethod
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Draw ``n`` tasks from the same distribution as the matching single environment."""
+
+    @abc.abstractmethod
+    def set_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Give environment ``i`` the task ``tasks[i]``; takes effect at the next reset.
+
+        Raises:
+            ValueError: if ``len(tasks) != num_envs`` or a task is malformed.
+        """
+
+    @abc.abstractmethod
+    def reset(self) -> np.ndarray:
+        """Start a new episode in every environment; returns observations ``(N, obs_dim)``
+        float32.
+
+        Raises:
+            RuntimeError: if no tasks were set.
+        """
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> BatchStep:
+        """Advance every still-running environment by one step.
+
+        Args:
+            actions: ``(N, action_dim)``; rows of finished environments are ignored.
+        """
+
+    def _check_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Raise ValueError unless there is exactly one task per environment."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(
+                f"tasks must hold one task per environment: expected {self.num_envs}, "
+                f"got {len(tasks)}"
+            )
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Return ``actions`` as a float64 ``(N, action_dim)`` array.
+
+        Raises:
+            ValueError: on a wrong shape or a non-finite entry (a NaN action would silently
+                turn the whole episode into NaN rewards).
+        """
+        actions = np.asarray(actions, dtype=np.float64)
+        expected = (self.num_envs, self.action_dim)
+        if actions.shape != expected:
+            raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            raise ValueError("actions must be finite")
+        return actions

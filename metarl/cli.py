@@ -1,0 +1,168 @@
+"""``metarl`` command line: train, evaluate, list, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from metarl.config import ConfigError, field_docs, write_yaml
+
+EXIT_USAGE = 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metarl.config import from_dict, to_dict
+    from metarl.experiments import get_experiment, load_config
+    from metarl.run import CONFIG, load_checkpoint, new_run_dir
+
+    if args.resume is not None:
+        state = load_checkpoint(args.resume, experiment=args.experiment)
+        values = dict(state["config"])
+        for key, value in _overrides(args.set).items():
+            if key != "iterations":
+                raise ConfigError(
+                    f"--set {key}: a resumed run keeps its config; only `iterations` may change"
+                )
+            values[key] = value
+        experiment = get_experiment(values["experiment"])
+        config = from_dict(experiment.config_cls, values)
+        if state["iteration"] >= config.iterations:
+            print(
+                f"{args.resume} already finished {state['iteration']} iterations", file=sys.stderr
+            )
+        run_dir = Path(args.resume)
+    else:
+        config = load_config(args.experiment, args.set)
+        experiment = get_experiment(config.experiment)
+        state = None
+        run_dir = new_run_dir(config.experiment, args.out)
+    write_yaml(run_dir / CONFIG, to_dict(config))
+    print(f"run directory: {run_dir}")
+    model = experiment.train(config, run_dir, state, progress=not args.no_progress)
+    if args.evaluate:
+        report = experiment.evaluate(
+            config, model, run_dir, config.iterations, progress=not args.no_progress
+        )
+        print(experiment.results_table(report))
+        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+    return 0
+
+
+def _overrides(pairs: list[str]) -> dict:
+    from metarl.config import parse_overrides
+
+    return parse_overrides(pairs)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from metarl.config import from_dict, to_dict
+    from metarl.experiments import get_experiment, load_run
+
+    run = load_run(args.run_dir)
+    experiment = get_experiment(run.config.experiment)
+    values = to_dict(run.config)
+    for key, value in _overrides(args.set).items():
+        if key not in values:
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys: {', '.join(sorted(values))}"
+            )
+        values[key] = value
+    config = from_dict(experiment.config_cls, values)
+    report = experiment.evaluate(
+        config, run.model, run.run_dir, run.iteration,
+        retrain_baselines=args.retrain_baselines, progress=not args.no_progress,
+    )  # fmt: skip
+    print(experiment.results_table(report))
+    print(f"wrote {run.run_dir / 'eval.json'} and {run.run_dir / 'plots'}/")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from metarl.experiments import experiment_names, get_experiment
+
+    for name in experiment_names():
+        print(name)
+        if args.verbose:
+            for key, doc in field_docs(get_experiment(name).config_cls).items():
+                print(f"    {key:26s} {doc}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from metarl.benchmarks import run_benchmark
+
+    return run_benchmark(args.name, args.iterations, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metarl", description="Model-Agnostic Meta-Learning: train, evaluate, benchmark."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train an experiment into a run directory")
+    train.add_argument("experiment", help="experiment name (see `metarl list`) or a YAML file")
+    train.add_argument("--out", type=Path, help="run directory (default runs/<experiment>-<time>)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values (YAML syntax), e.g. --set iterations=500",
+    )
+    train.add_argument("--evaluate", action="store_true", help="run `metarl evaluate` afterwards")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="the paper's test protocol on a trained run")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override evaluation settings, e.g. --set eval_tasks=100",
+    )
+    evaluate.add_argument(
+        "--retrain-baselines",
+        action="store_true",
+        help="train the baselines again even if stored ones match",
+    )
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=_evaluate)
+
+    lst = sub.add_parser("list", help="list experiments (-v: with every config key)")
+    lst.add_argument("-v", "--verbose", action="store_true")
+    lst.set_defaults(func=_list)
+
+    bench = sub.add_parser("bench", help="speed benchmarks, side by side in one process")
+    bench.add_argument("name", choices=["sinusoid"])
+    bench.add_argument("--iterations", type=int, default=200, help="timed iterations per variant")
+    bench.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``metarl`` console script."""
+    from metarl.run import RunError
+    from metarl.supervised.trainer import NonFiniteLossError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, RunError, NonFiniteLossError, FileNotFoundError) as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("\nmetarl: interrupted; the last checkpoint is intact (resume with --resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Typed, validated experiment configs.
+
+Every experiment family has one dataclass whose fields are declared with :func:`option`: a
+default, a one-line doc, and the allowed range or choices. A config is read from a YAML file
+(``metarl/configs/<experiment>.yaml``), overridden by ``--set key=value`` pairs, and validated
+before any work starts; every problem is reported as one :class:`ConfigError` that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the field and what is allowed."""
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """Declare a config field: ``default``, a one-line ``doc``, and its allowed values.
+
+    ``low``/``high`` bound numbers (inclusive) and every element of a number list.
+    """
+    meta = {"doc": doc, "low": low, "high": high, "choices": choices}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field name: doc}`` of a config dataclass."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints become floats where due."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option_tp in options:
+            if option_tp is type(None):
+                continue
+            try:
+                return _coerce(name, value, option_tp)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name}: invalid value {value!r}")
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(f"{name}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {name}")
+
+
+def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {list(choices)}")
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if meta.get("low") is not None and v < meta["low"]:
+            raise ConfigError(f"{name}: {v!r} is below the minimum {meta['low']}")
+        if meta.get("high") is not None and v > meta["high"]:
+            raise ConfigError(f"{name}: {v!r} is above the maximum {meta['high']}")
+
+
+C = TypeVar("C")
+
+
+def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Build and validate a config dataclass from a plain dict.
+
+    Raises:
+        ConfigError: an unknown key (with the closest valid one), a wrong type, or a value out
+            of range; also whatever the class's own ``validate()`` rejects.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r} for {cls.__name__}.{hint} "
+                f"Valid keys: {', '.join(sorted(fields))}"
+            )
+        coerced = _coerce(key, value, hints[key])
+        _check_range(key, coerced, fields[key].metadata)
+        kwargs[key] = coerced
+    config = cls(**kwargs)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as a plain dict (for YAML, checkpoints and logs)."""
+    return dataclasses.asdict(config)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=[1, 2]"]`` -> ``{"a": 1, "b": [1, 2]}``; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, with a clear error if it is missing or not a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> None:
+    """Write ``values`` as YAML, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(values, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,67 @@
+"""Layers that also run a whole task batch at once.
+
+When :func:`metarl.core.functional.task_forward` swaps in parameters with a leading task
+dimension, these layers compute every task with a single batched kernel instead of a loop or a
+``vmap``. With ordinary (unbatched) parameters they behave exactly like their ``torch.nn``
+parents, so a model built from them is still a plain ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that accepts a task batch.
+
+    Shapes:
+        unbatched: ``weight (out, in)``, ``x (..., in)`` -> ``(..., out)``.
+        task batch: ``weight (n_tasks, out, in)``, ``bias (n_tasks, out)``,
+        ``x (n_tasks, ..., in)`` -> ``(n_tasks, ..., out)``, computed by one ``baddbmm``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        n_tasks = self.weight.shape[0]
+        if x.shape[0] != n_tasks:
+            raise ValueError(
+                f"task-batched Linear: input has {x.shape[0]} tasks, weights have {n_tasks}"
+            )
+        flat = x.reshape(n_tasks, -1, x.shape[-1])
+        weight_t = self.weight.transpose(1, 2)
+        if self.bias is None:
+            out = torch.bmm(flat, weight_t)
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), flat, weight_t)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class MLP(nn.Sequential):
+    """Fully connected network ``sizes[0] -> ... -> sizes[-1]``, no activation on the output.
+
+    Args:
+        sizes: layer widths including input and output, e.g. ``(1, 40, 40, 1)``.
+        activation: ``"relu"`` or ``"tanh"``.
+    """
+
+    native_task_batch = True
+
+    def __init__(self, sizes: Sequence[int], activation: str = "relu") -> None:
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"MLP sizes must be >= 2 positive widths, got {list(sizes)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(int(n_in), int(n_out)))
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        super().__init__(*layers)
+        self.sizes = tuple(int(s) for s in sizes)
