@@ -13,6 +13,7 @@ import difflib
 import math
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -106,6 +107,32 @@ def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
             raise ConfigError(f"{name}: {v!r} is below the minimum {meta['low']}")
         if meta.get("high") is not None and v > meta["high"]:
             raise ConfigError(f"{name}: {v!r} is above the maximum {meta['high']}")
+
+
+@dataclass
+class CommonConfig:
+    """Fields every experiment has."""
+
+    experiment: str = option("sinusoid", "experiment name (the YAML file it came from)")
+    seed: int = option(0, "seed of every random generator of the run", low=0)
+    device: str = option("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    num_threads: int = option(
+        1, "torch CPU threads; 0 keeps torch's default (small models run fastest on 1)", low=0
+    )
+    log_every: int = option(
+        100, "iterations per metrics.jsonl line (values are window means)", low=1
+    )
+    checkpoint_every: int = option(1000, "iterations between checkpoints", low=1)
+    tensorboard: bool = option(True, "also write TensorBoard event files")
+
+    def validate(self) -> None:
+        if self.checkpoint_every % self.log_every != 0:
+            raise ConfigError(
+                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                f"log_every ({self.log_every}) so a resumed run logs the same windows"
+            )
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ConfigError(f"device: {self.device!r} is not cpu, cuda[:N] or mps")
 
 
 C = TypeVar("C")
