@@ -150,12 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metarl`` console script."""
     from metarl.run import RunError
-    from metarl.supervised.trainer import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RunError, NonFiniteLossError, FileNotFoundError) as e:
+    except (ConfigError, RunError, FloatingPointError, FileNotFoundError) as e:
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:

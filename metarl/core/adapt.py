@@ -122,7 +122,16 @@ def inner_step(
         grads = list(_FiniteDifferenceGradient.apply(loss_fn, names, fd_epsilon, *params.values()))
     else:
         grads = _gradients(loss_fn, params, mode == "second_order", check_finite)
-    return {n: params[n] - alpha(step, n) * g for n, g in zip(names, grads)}
+    adapted = {}
+    for name, grad in zip(names, grads):
+        lr = alpha(step, name)
+        # A constant α fuses into one op (fewer autograd nodes: this runs inside the meta-graph).
+        adapted[name] = (
+            torch.sub(params[name], grad, alpha=lr)
+            if isinstance(lr, float)
+            else params[name] - lr * grad
+        )
+    return adapted
 
 
 def adapt(

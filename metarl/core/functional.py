@@ -42,7 +42,7 @@ def expand_to_tasks(params: Params, n_tasks: int) -> Params:
     """
     if n_tasks < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
-    return {name: p.unsqueeze(0).expand(n_tasks, *p.shape) for name, p in params.items()}
+    return {name: p.expand(n_tasks, *p.shape) for name, p in params.items()}
 
 
 def task_forward(

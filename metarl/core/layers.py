@@ -34,13 +34,15 @@ class Linear(nn.Linear):
             raise ValueError(
                 f"task-batched Linear: input has {x.shape[0]} tasks, weights have {n_tasks}"
             )
-        flat = x.reshape(n_tasks, -1, x.shape[-1])
+        # Views are autograd nodes too, and MAML backpropagates through this graph twice:
+        # reshape only when the input is not already (n_tasks, N, in).
+        flat = x if x.dim() == 3 else x.reshape(n_tasks, -1, x.shape[-1])
         weight_t = self.weight.transpose(1, 2)
         if self.bias is None:
             out = torch.bmm(flat, weight_t)
         else:
             out = torch.baddbmm(self.bias.unsqueeze(1), flat, weight_t)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out if x.dim() == 3 else out.reshape(*x.shape[:-1], self.out_features)
 
 
 class MLP(nn.Sequential):

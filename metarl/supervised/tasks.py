@@ -31,7 +31,7 @@ class TaskBatch(NamedTuple):
 
 def mse_per_task(predictions: Tensor, targets: Tensor) -> Tensor:
     """Mean squared error of each task: ``(n_tasks, N, ...)`` -> ``(n_tasks,)``."""
-    return (predictions - targets).pow(2).flatten(1).mean(dim=1)
+    return (predictions - targets).pow(2).mean(dim=tuple(range(1, predictions.dim())))
 
 
 def cross_entropy_per_task(logits: Tensor, labels: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ on θ (and on the inner step sizes if they are learnable) → log → checkpoint
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,7 @@ def meta_train(
 
     log = MetricsLog(run_dir, config.tensorboard, resume_iteration=start if resume_state else None)
     window: dict[str, Tensor] = {}
+    window_start = time.perf_counter()
     bar = tqdm(
         range(start, config.iterations),
         initial=start,
@@ -126,9 +127,11 @@ def meta_train(
             query_pred = task_forward(model, adapted, batch.query_x)
             meta_loss = setup.task_losses(query_pred, batch.query_y).mean()
             if not torch.isfinite(meta_loss):
+                kept = (run_dir / CHECKPOINT).exists()
                 raise NonFiniteLossError(
-                    f"meta-loss is {meta_loss.item()} at iteration {iteration}; the last "
-                    f"checkpoint in {run_dir} is intact. Try a smaller meta_lr or inner_lr."
+                    f"the meta-loss is not finite ({meta_loss.item()}) at iteration {iteration}; "
+                    + ("the last checkpoint is intact. " if kept else "")
+                    + "Try a smaller meta_lr or inner_lr."
                 )
 
             # --- meta-update ------------------------------------------------------------------
@@ -150,10 +153,10 @@ def meta_train(
             if done % config.log_every == 0 or done == config.iterations:
                 n = config.log_every if done % config.log_every == 0 else done % config.log_every
                 means = {k: float(v) / n for k, v in window.items()}
-                means["perf/iterations_per_second"] = bar.format_dict.get("rate") or math.nan
+                means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
                 log.write(done, means)
                 bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
-                window = {}
+                window, window_start = {}, time.perf_counter()
             if done % config.checkpoint_every == 0 or done == config.iterations:
                 checkpoint(done)
     finally:

@@ -1,0 +1,237 @@
+"""Speed benchmarks, measured side by side in one process (``metarl bench NAME``).
+
+``sinusoid``: meta-iterations per second of the sinusoid MAML update (meta-batch 25, K=10,
+1-40-40-1 MLP, one second-order inner step, Adam) for
+
+* ``per-task loop`` — how other libraries write it: for each task, the module's forward, an
+  ``autograd.grad(create_graph=True)`` inner step, the query loss; sum; backward;
+* ``metarl (vmap)`` — the core on a plain ``nn.Sequential`` (``torch.func.vmap`` over tasks);
+* ``metarl`` — the core on :class:`metarl.core.MLP`, whose layers run all tasks in one
+  batched matmul.
+
+All three see the same tasks and compute the same meta-gradient (checked before timing). Each is
+timed with 1 and 2 torch threads, in interleaved rounds (timings here are noisy; the median of
+the rounds is reported). Peak memory is the peak resident-set growth of a fresh process running
+the variant, since the CPU allocator keeps no per-variant statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metarl.core import MLP, adapt, expand_to_tasks, get_params, task_forward
+from metarl.supervised.sinusoid import SinusoidTasks
+from metarl.supervised.tasks import TaskBatch, mse_per_task
+
+META_BATCH, K, INNER_LR = 25, 10, 0.01
+VARIANTS = ("per-task loop", "metarl (vmap)", "metarl")
+
+
+def _plain_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1)
+    )
+
+
+def _native_model(plain: nn.Module) -> nn.Module:
+    model = MLP((1, 40, 40, 1))
+    model.load_state_dict(plain.state_dict())
+    return model
+
+
+def _loop_meta_loss(model: nn.Module, batch: TaskBatch) -> Tensor:
+    """The per-task reference: one inner step per task in a Python loop."""
+    params = dict(model.named_parameters())
+    total = torch.zeros(())
+    for i in range(batch.support_x.shape[0]):
+        support = functional_call(model, params, (batch.support_x[i],))
+        loss = (support - batch.support_y[i]).pow(2).mean()
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        fast = {n: p - INNER_LR * g for (n, p), g in zip(params.items(), grads)}
+        query = functional_call(model, fast, (batch.query_x[i],))
+        total = total + (query - batch.query_y[i]).pow(2).mean()
+    return total / batch.support_x.shape[0]
+
+
+def _core_meta_loss(model: nn.Module, batch: TaskBatch) -> Tensor:
+    """metarl: all tasks as one task batch."""
+    theta = expand_to_tasks(get_params(model), batch.support_x.shape[0])
+    adapted = adapt(
+        lambda p: mse_per_task(task_forward(model, p, batch.support_x), batch.support_y),
+        theta,
+        INNER_LR,
+    )
+    return mse_per_task(task_forward(model, adapted, batch.query_x), batch.query_y).mean()
+
+
+def _make_step(variant: str) -> Callable[[TaskBatch], None]:
+    plain = _plain_model()
+    model = _native_model(plain) if variant == "metarl" else plain
+    meta_loss = _loop_meta_loss if variant == "per-task loop" else _core_meta_loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(batch: TaskBatch) -> None:
+        loss = meta_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _batches(n: int, seed: int = 0) -> list[TaskBatch]:
+    tasks, gen = SinusoidTasks(), torch.Generator().manual_seed(seed)
+    return [tasks.sample(META_BATCH, K, K, gen)[0] for _ in range(n)]
+
+
+def check_same_meta_gradient() -> float:
+    """Largest difference between the variants' meta-gradients on one batch (should be ~1e-7)."""
+    batch = _batches(1)[0]
+    grads = []
+    for variant in VARIANTS:
+        plain = _plain_model()
+        model = _native_model(plain) if variant == "metarl" else plain
+        meta_loss = _loop_meta_loss if variant == "per-task loop" else _core_meta_loss
+        g = torch.autograd.grad(meta_loss(model, batch), list(model.parameters()))
+        grads.append(torch.cat([x.flatten() for x in g]))
+    return max((g - grads[0]).abs().max().item() for g in grads[1:])
+
+
+def _peak_memory_worker(variant: str, iterations: int, queue: Any) -> None:
+    torch.set_num_threads(1)
+    step, batches = _make_step(variant), _batches(iterations)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for batch in batches:
+        step(batch)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((after - before) / 1024.0)  # ru_maxrss is in KiB on Linux
+
+
+def peak_memory_mib(variant: str, iterations: int = 20) -> float:
+    """Peak resident memory growth (MiB) of a fresh process running ``iterations`` steps."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_memory_worker, args=(variant, iterations, queue))
+    proc.start()
+    result = queue.get(timeout=600)
+    proc.join()
+    return float(result)
+
+
+def bench_sinusoid(iterations: int = 200, rounds: int = 5, progress: bool = True) -> dict[str, Any]:
+    """Iterations/s of every variant and thread count, interleaved; see the module docstring."""
+    threads_before = torch.get_num_threads()
+    max_diff = check_same_meta_gradient()
+    steps = {v: _make_step(v) for v in VARIANTS}
+    batches = _batches(iterations)
+    # The loop is ~10x slower: give it fewer iterations per round so rounds take similar time.
+    n_iter = {
+        v: max(10, iterations // 10) if v == "per-task loop" else iterations for v in VARIANTS
+    }
+    times: dict[tuple[str, int], list[float]] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for v in VARIANTS:  # warm-up
+            for batch in batches[:10]:
+                steps[v](batch)
+    for r in range(rounds):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for v in VARIANTS:
+                start = time.perf_counter()
+                for batch in batches[: n_iter[v]]:
+                    steps[v](batch)
+                times.setdefault((v, threads), []).append(n_iter[v] / (time.perf_counter() - start))
+        if progress:
+            print(f"  round {r + 1}/{rounds} done", flush=True)
+    torch.set_num_threads(threads_before)
+    rates = {key: statistics.median(vals) for key, vals in times.items()}
+    rows = []
+    for v in VARIANTS:
+        best_threads = max((1, 2), key=lambda t: rates[(v, t)])
+        rows.append(
+            {
+                "variant": v,
+                "it_per_s_1_thread": rates[(v, 1)],
+                "it_per_s_2_threads": rates[(v, 2)],
+                "best_threads": best_threads,
+                "best_it_per_s": rates[(v, best_threads)],
+                "peak_memory_mib": peak_memory_mib(v),
+            }
+        )
+    loop_best = rows[0]["best_it_per_s"]
+    for row in rows:
+        row["speedup_vs_loop"] = row["best_it_per_s"] / loop_best
+    return {
+        "benchmark": "sinusoid",
+        "setting": f"meta-batch {META_BATCH}, K={K}, 1-40-40-1 MLP, 1 second-order step, Adam",
+        "max_meta_gradient_difference": max_diff,
+        "rows": rows,
+        "machine": machine_info(),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and library versions, for the report."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def format_sinusoid(result: dict[str, Any]) -> str:
+    """Markdown table of :func:`bench_sinusoid`'s result."""
+    lines = [
+        f"sinusoid MAML meta-iteration ({result['setting']})",
+        f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"torch {result['machine']['torch']}",
+        f"meta-gradients agree to {result['max_meta_gradient_difference']:.1e}",
+        "",
+        "| variant | it/s (1 thread) | it/s (2 threads) | best | speed-up vs loop | peak memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['variant']} | {r['it_per_s_1_thread']:.1f} | {r['it_per_s_2_threads']:.1f} | "
+            f"{r['best_threads']} thr | {r['speedup_vs_loop']:.1f}x | "
+            f"{r['peak_memory_mib']:.1f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def run_benchmark(name: str, iterations: int = 200, out: Path | None = None) -> int:
+    """Entry point of ``metarl bench`` and ``scripts/benchmark.py``."""
+    if name != "sinusoid":
+        raise ValueError(f"unknown benchmark {name!r}; available: sinusoid")
+    result = bench_sinusoid(iterations)
+    print(format_sinusoid(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+    return 0

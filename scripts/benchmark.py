@@ -1,0 +1,8 @@
+"""Benchmark suite entry point: ``python scripts/benchmark.py sinusoid`` (= ``metarl bench``)."""
+
+import sys
+
+from metarl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

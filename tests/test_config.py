@@ -1,0 +1,69 @@
+"""Config validation: every bad key or value is named in one clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarl.config import ConfigError, from_dict, parse_overrides, read_yaml
+from metarl.experiments import load_config
+from metarl.supervised.config import SinusoidConfig
+
+
+def test_defaults_are_the_paper_protocol():
+    c = load_config("sinusoid")
+    assert (c.k_shot, c.meta_batch_size, c.meta_lr, c.inner_lr) == (10, 25, 1e-3, 0.01)
+    assert (c.iterations, c.inner_steps, c.hidden_sizes) == (70_000, 1, [40, 40])
+    assert c.amplitude_range == [0.1, 5.0] and c.input_range == [-5.0, 5.0]
+    assert c.meta_gradient == "second_order"
+
+
+def test_overrides_are_parsed_as_yaml_and_coerced():
+    c = load_config("sinusoid", ["inner_lr=0.001", "hidden_sizes=[20, 20]", "meta_lr=1"])
+    assert c.inner_lr == 0.001 and c.hidden_sizes == [20, 20]
+    assert isinstance(c.meta_lr, float)
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("inner_lrr=0.1", "unknown config key 'inner_lrr'.*Did you mean 'inner_lr'"),
+        ("k_shot=ten", "k_shot: expected an integer"),
+        ("k_shot=2.5", "k_shot: expected an integer"),
+        ("k_shot=0", "k_shot: 0 is below the minimum 1"),
+        ("meta_gradient=third_order", "meta_gradient: 'third_order' is not one of"),
+        ("tensorboard=1", "tensorboard: expected true or false"),
+        ("hidden_sizes=40", "hidden_sizes: expected a list"),
+        ("amplitude_range=[5, 1]", "amplitude_range: expected \\[low, high\\]"),
+        ("log_every=30", "checkpoint_every .* must be a multiple of log_every"),
+        ("device=tpu", "device"),
+        ("meta_lr=.nan", "meta_lr: expected a finite number"),
+    ],
+)
+def test_bad_values_name_the_field(pair, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("sinusoid", [pair])
+
+
+def test_bad_override_syntax_and_unknown_experiment(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["iterations"])
+    with pytest.raises(ConfigError, match="unknown experiment 'sinusiod'.*sinusoid"):
+        load_config("sinusiod")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        read_yaml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "missing.yaml")
+
+
+def test_yaml_file_config(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("experiment: sinusoid\nk_shot: 5\n")
+    c = load_config(str(path))
+    assert c.k_shot == 5 and c.experiment == "sinusoid"
+
+
+def test_from_dict_round_trip():
+    c = from_dict(SinusoidConfig, {"eval_lr": 0.02})
+    assert c.test_lr == 0.02 and from_dict(SinusoidConfig, {}).test_lr == c.inner_lr

@@ -1,0 +1,69 @@
+"""Sinusoid tasks and the test-time fine-tuning curve, against direct computations."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from metarl.supervised.finetune import finetune_curve, mean_ci95
+from metarl.supervised.models import sinusoid_mlp
+from metarl.supervised.sinusoid import SinusoidTasks, oracle_inputs
+from metarl.supervised.tasks import TaskBatch, mse_per_task
+
+
+def test_tasks_follow_the_paper_distribution():
+    tasks = SinusoidTasks()
+    batch, params = tasks.sample(2000, 10, 7, torch.Generator().manual_seed(0))
+    assert batch.support_x.shape == (2000, 10, 1) and batch.query_y.shape == (2000, 7, 1)
+    assert 0.1 <= params.amplitude.min() and params.amplitude.max() <= 5.0
+    assert 0.0 <= params.phase.min() and params.phase.max() <= math.pi
+    assert -5.0 <= batch.support_x.min() and batch.support_x.max() <= 5.0
+    # y = A sin(x - φ), checked point by point with math.sin
+    a, p, x = params.amplitude[3].item(), params.phase[3].item(), batch.query_x[3, 2, 0].item()
+    assert abs(batch.query_y[3, 2, 0].item() - a * math.sin(x - p)) < 1e-5
+    assert abs(params.amplitude.mean().item() - 2.55) < 0.1  # U[0.1, 5] has mean 2.55
+
+
+def test_same_generator_seed_same_tasks():
+    t = SinusoidTasks()
+    a, _ = t.sample(3, 4, 4, torch.Generator().manual_seed(7))
+    b, _ = t.sample(3, 4, 4, torch.Generator().manual_seed(7))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_oracle_inputs_append_amplitude_and_phase():
+    batch, params = SinusoidTasks().sample(2, 3, 3, torch.Generator().manual_seed(0))
+    inputs = oracle_inputs(batch.support_x, params)
+    assert inputs.shape == (2, 3, 3)
+    assert torch.equal(inputs[1, :, 1], params.amplitude[1].expand(3))
+    assert torch.equal(inputs[0, :, 2], params.phase[0].expand(3))
+
+
+def test_finetune_curve_equals_plain_sgd_on_each_task():
+    torch.manual_seed(0)
+    model = sinusoid_mlp([16, 16])
+    batch, _ = SinusoidTasks().sample(3, 10, 20, torch.Generator().manual_seed(1))
+    curve = finetune_curve(model, batch, 0.01, 4, mse_per_task, chunk_size=2)
+    assert curve.shape == (5, 3)
+    for i in range(3):  # independent reference: a copied module and torch.optim.SGD
+        net = copy.deepcopy(model)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        for s in range(5):
+            with torch.no_grad():
+                q = ((net(batch.query_x[i]) - batch.query_y[i]) ** 2).mean()
+            torch.testing.assert_close(curve[s, i], q, rtol=1e-5, atol=1e-6)
+            opt.zero_grad()
+            ((net(batch.support_x[i]) - batch.support_y[i]) ** 2).mean().backward()
+            opt.step()
+    assert all(p.grad is None for p in model.parameters()), "the model must not be modified"
+
+
+def test_with_shots_and_ci():
+    batch = TaskBatch(*(torch.randn(4, 20, 1) for _ in range(4)))
+    assert batch.with_shots(5).support_x.shape == (4, 5, 1)
+    mean, ci = mean_ci95(torch.tensor([[1.0, 3.0, 5.0, 7.0]]))
+    assert mean == [4.0]
+    assert abs(ci[0] - 1.96 * math.sqrt(20 / 3) / 2) < 1e-9

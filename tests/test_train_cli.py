@@ -1,0 +1,167 @@
+"""End to end through the CLI: train, resume, evaluate, load_run, and the error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import metarl
+from metarl.cli import main
+from metarl.run import read_metrics
+
+SMALL = [
+    "iterations=40",
+    "log_every=10",
+    "checkpoint_every=20",
+    "tensorboard=false",
+    "eval_tasks=30",
+    "eval_steps=3",
+    "eval_shots=[5, 10]",
+    "baseline_iterations=30",
+    "pretrained_finetune_lrs=[0.01, 0.1]",
+]
+
+
+def _train(out, *extra):
+    return main(["train", "sinusoid", "--out", str(out), "--no-progress", "--set", *SMALL, *extra])
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    assert _train(tmp_path / "run") == 0
+    run = tmp_path / "run"
+    assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists()
+    metrics = read_metrics(run)
+    assert [m["iteration"] for m in metrics] == [10, 20, 30, 40]
+    assert all(m["meta/query_loss"] > 0 for m in metrics)
+    loaded = metarl.load_run(run)
+    assert loaded.iteration == 40 and loaded.config.iterations == 40
+    out = loaded.model(torch.zeros(3, 1))
+    assert out.shape == (3, 1)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    _train(tmp_path / "a")
+    _train(tmp_path / "b")
+    la = [m["meta/query_loss"] for m in read_metrics(tmp_path / "a")]
+    lb = [m["meta/query_loss"] for m in read_metrics(tmp_path / "b")]
+    assert la == lb
+
+
+def test_resume_continues_exactly(tmp_path):
+    _train(tmp_path / "full")
+    # Stop at 20 (as if interrupted after the first checkpoint), then resume to 40.
+    assert _train(tmp_path / "part", "iterations=20") == 0
+    assert main(["train", "sinusoid", "--resume", str(tmp_path / "part"), "--no-progress",
+                 "--set", "iterations=40"]) == 0  # fmt: skip
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model"]
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    assert [m["iteration"] for m in read_metrics(tmp_path / "part")] == [10, 20, 30, 40]
+
+
+def test_evaluate_writes_eval_json_and_plots(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run, "iterations=300", "checkpoint_every=100")
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["results"]) == {"K=5", "K=10"}
+    curves = report["results"]["K=10"]
+    assert set(curves) == {"MAML", "pretrained", "oracle"}
+    assert curves["MAML"]["steps"] == [0, 1, 2, 3] and len(curves["MAML"]["ci95"]) == 4
+    # After a little meta-training, one gradient step already helps.
+    assert curves["MAML"]["mean"][1] < curves["MAML"]["mean"][0]
+    assert report["pretrained_finetune_lr"] in (0.01, 0.1)
+    for name in ("mse_vs_steps_K5.png", "predictions.png", "learning_curve.png"):
+        assert (run / "plots" / name).stat().st_size > 1000
+    assert "| 10 | MAML |" in capsys.readouterr().out
+    # The baselines are stored and reused.
+    assert (run / "baselines.pt").exists()
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["train", "sinusoid", "--set", "inner_lrr=0.1"]) == 2
+    assert "unknown config key 'inner_lrr'" in capsys.readouterr().err
+    assert main(["train", "sinusoid", "--resume", str(tmp_path / "nowhere")]) == 1
+    assert "run directory not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "sinusoid", "--resume", str(tmp_path / "empty")]) == 1
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "empty")]) == 1
+
+
+def test_existing_run_is_never_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert _train(run) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_refuses_another_experiment_and_config_changes(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    state["config"]["experiment"] = "navigation"
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "sinusoid", "--resume", str(run)]) == 1
+    assert "is a run of 'navigation', not 'sinusoid'" in capsys.readouterr().err
+    _train(tmp_path / "ok")
+    assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set", "k_shot=5"]) == 2
+    assert "only `iterations` may change" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    _train(run, "iterations=20")
+    before = (run / "checkpoint.pt").read_bytes()
+    import metarl.supervised.sinusoid_experiment as experiment
+
+    monkeypatch.setattr(experiment, "mse_per_task", lambda p, t: (p - t).sum((1, 2)) * torch.nan)
+    code = main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=40"])  # fmt: skip
+    assert code == 1
+    assert "not finite" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_diverging_step_size_is_reported(tmp_path, capsys):
+    assert _train(tmp_path / "diverge", "inner_lr=1e30") == 1
+    assert "not finite" in capsys.readouterr().err
+
+
+def test_yaml_exponent_without_dot_is_a_number():
+    from metarl.experiments import load_config
+
+    assert load_config("sinusoid", ["meta_lr=1e-4"]).meta_lr == 1e-4
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "metarl.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert "train" in out and "evaluate" in out
+
+
+def test_finite_difference_and_first_order_training_run(tmp_path):
+    for mode in ("first_order", "finite_difference"):
+        assert _train(tmp_path / mode, f"meta_gradient={mode}", "iterations=20") == 0
+        assert len(read_metrics(tmp_path / mode)) == 2
+
+
+@pytest.mark.parametrize("script", ["train_sinusoid.py"])
+def test_scripts_are_thin_entry_points(tmp_path, script):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / script
+    result = subprocess.run(
+        [sys.executable, str(path), "--out", str(tmp_path / "s"), "--no-progress",
+         "--set", *SMALL, "iterations=10"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "s" / "checkpoint.pt").exists()
