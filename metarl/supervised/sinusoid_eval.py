@@ -11,7 +11,7 @@ validation tasks), **oracle** (given A and φ; no adaptation).
 
     {"experiment": "sinusoid", "iteration": int, "protocol": {...},
      "results": {"K=<k>": {"<method>": {"steps": [int], "mean": [float], "ci95": [float]}}},
-     "pretrained_finetune_lr": float, "seconds": float}
+     "pretrained_finetune_lr": {"K=<k>": float}, "seconds": float}
 
 ``ci95`` is the half-width of the normal 95% confidence interval of the mean over test tasks.
 """
@@ -65,8 +65,8 @@ def _baseline_key(config: SinusoidConfig) -> dict[str, Any]:
 
 def baselines(
     config: SinusoidConfig, run_dir: Path, retrain: bool = False, progress: bool = True
-) -> tuple[nn.Module, float, nn.Module]:
-    """The pretrained model, its tuned fine-tuning step size, and the oracle.
+) -> tuple[nn.Module, nn.Module]:
+    """The pretrained model and the oracle.
 
     Trained on first use and stored in ``run_dir/baselines.pt``; reused while the fields they
     depend on are unchanged.
@@ -79,28 +79,32 @@ def baselines(
         if state.get("key") == _baseline_key(config):
             pretrained.load_state_dict(state["pretrained"])
             oracle.load_state_dict(state["oracle"])
-            return pretrained, state["finetune_lr"], oracle
+            return pretrained, oracle
     pretrained = train_regressor(config, oracle=False, progress=progress, desc="pretrained").cpu()
     oracle = train_regressor(config, oracle=True, progress=progress, desc="oracle").cpu()
-    # The paper fine-tunes the pretrained model "using an automatically tuned step size": pick
-    # the candidate with the lowest mean MSE over steps 1..S on separate validation tasks.
-    val, _ = fixed_tasks(config, VALIDATION_TASKS, config.eval_seed + 1)
-    val = val.with_shots(config.k_shot)
-    scores = {
-        lr: finetune_curve(pretrained, val, lr, config.eval_steps, mse_per_task)[1:].mean().item()
-        for lr in config.pretrained_finetune_lrs
-    }
-    # A diverging step size scores NaN/inf: rank it last.
-    best_lr = min(scores, key=lambda lr: scores[lr] if scores[lr] == scores[lr] else float("inf"))
     state = {
         "key": _baseline_key(config),
         "pretrained": pretrained.state_dict(),
         "oracle": oracle.state_dict(),
-        "finetune_lr": best_lr,
-        "finetune_lr_scores": scores,
     }
     atomic_torch_save(state, path)
-    return pretrained, best_lr, oracle
+    return pretrained, oracle
+
+
+def tune_finetune_lr(config: SinusoidConfig, model: nn.Module, k: int) -> tuple[float, dict]:
+    """The paper fine-tunes the pretrained model "using an automatically tuned step size".
+
+    For support size ``k``, each candidate of ``pretrained_finetune_lrs`` fine-tunes the model
+    on ``VALIDATION_TASKS`` separate tasks (seed ``eval_seed + 1``); the one with the lowest
+    mean query MSE over steps 1..S wins. A step size that diverges on any task scores inf.
+    """
+    val, _ = fixed_tasks(config, VALIDATION_TASKS, config.eval_seed + 1)
+    val = val.with_shots(k)
+    scores = {}
+    for lr in config.pretrained_finetune_lrs:
+        curve = finetune_curve(model, val, lr, config.eval_steps, mse_per_task)[1:]
+        scores[lr] = curve.mean().item() if torch.isfinite(curve).all() else float("inf")
+    return min(scores, key=scores.__getitem__), scores
 
 
 def evaluate(
@@ -115,16 +119,19 @@ def evaluate(
     started = time.time()
     set_torch_threads(config.num_threads)
     model = model.cpu()
-    pretrained, finetune_lr, oracle = baselines(config, run_dir, retrain_baselines, progress)
+    pretrained, oracle = baselines(config, run_dir, retrain_baselines, progress)
     test, task_params = fixed_tasks(config, config.eval_tasks, config.eval_seed)
     with torch.no_grad():
         oracle_mse = mse_per_task(oracle(oracle_inputs(test.query_x, task_params)), test.query_y)
     oracle_mean, oracle_ci = mean_ci95(oracle_mse)
 
     results: dict[str, dict[str, Any]] = {}
+    finetune_lrs: dict[str, float] = {}
     steps = list(range(config.eval_steps + 1))
     for k in config.eval_shots:
         shots = test.with_shots(k)
+        finetune_lr, _ = tune_finetune_lr(config, pretrained, k)
+        finetune_lrs[f"K={k}"] = finetune_lr
         per_method: dict[str, Any] = {}
         for name, net, lr in (
             ("MAML", model, config.test_lr),
@@ -146,7 +153,7 @@ def evaluate(
             "step_size": config.test_lr,
             "metric": "mean squared error on the query points",
         },
-        "pretrained_finetune_lr": finetune_lr,
+        "pretrained_finetune_lr": finetune_lrs,
         "results": results,
         "seconds": time.time() - started,
         "config": to_dict(config),
@@ -158,7 +165,9 @@ def evaluate(
             per_method, plots / f"mse_vs_steps_{key.replace('=', '')}.png",
             "MSE (query points)", f"sinusoid, {key}", log_y=True,
         )  # fmt: skip
-    plot_predictions(config, model, pretrained, finetune_lr, test, plots / "predictions.png")
+    plot_predictions(
+        config, model, pretrained, finetune_lrs, test, task_params, plots / "predictions.png"
+    )
     metrics = read_metrics(run_dir)
     if metrics:
         learning_curve(metrics, ["meta/query_loss", "inner/support_loss_pre"],
@@ -170,8 +179,9 @@ def plot_predictions(
     config: SinusoidConfig,
     model: nn.Module,
     pretrained: nn.Module,
-    pretrained_lr: float,
+    pretrained_lrs: dict[str, float],
     test: TaskBatch,
+    task_params: SinusoidTaskParams,
     path: Path,
     task: int = 0,
 ) -> Path:
@@ -179,13 +189,17 @@ def plot_predictions(
     from metarl.core import expand_to_tasks, get_params, inner_step, task_forward
 
     shots = [k for k in (5, 10) if k <= test.support_x.shape[1]] or [test.support_x.shape[1]]
-    order = test.query_x[task, :, 0].argsort()
-    xs, ys = test.query_x[task, order], test.query_y[task, order]
+    low, high = config.input_range
+    xs = torch.linspace(low, high, 300).view(1, -1, 1)
+    one_task = SinusoidTaskParams(
+        task_params.amplitude[task : task + 1], task_params.phase[task : task + 1]
+    )
+    ys = task_distribution(config).targets(one_task, xs)[0]
+    xs = xs[0]
     fig, axes = plt.subplots(2, len(shots), figsize=(5 * len(shots), 7), squeeze=False)
-    for row, (name, net, lr) in enumerate(
-        (("MAML", model, config.test_lr), ("pretrained", pretrained, pretrained_lr))
-    ):
+    for row, (name, net) in enumerate((("MAML", model), ("pretrained", pretrained))):
         for col, k in enumerate(shots):
+            lr = config.test_lr if name == "MAML" else pretrained_lrs.get(f"K={k}", config.test_lr)
             ax = axes[row][col]
             sx, sy = test.support_x[task : task + 1, :k], test.support_y[task : task + 1, :k]
             params = expand_to_tasks({n: p.detach() for n, p in get_params(net).items()}, 1)
