@@ -1,7 +1,5 @@
-"""Speed benchmarks, measured side by side in one process (``metarl bench NAME``).
-
-``sinusoid``: meta-iterations per second of the sinusoid MAML update (meta-batch 25, K=10,
-1-40-40-1 MLP, one second-order inner step, Adam) for
+"""``metarl bench sinusoid``: meta-iterations per second of the sinusoid MAML update
+(meta-batch 25, K=10, 1-40-40-1 MLP, one second-order inner step, Adam) for
 
 * ``per-task loop`` — how other libraries write it: for each task, the module's forward, an
   ``autograd.grad(create_graph=True)`` inner step, the query loss; sum; backward;
@@ -17,19 +15,16 @@ the variant, since the CPU allocator keeps no per-variant statistics.
 
 from __future__ import annotations
 
-import json
-import multiprocessing as mp
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metarl.benchmarks.common import machine_info, peak_memory_mib
 from metarl.core import MLP, adapt, expand_to_tasks, get_params, task_forward
 from metarl.supervised.sinusoid import SinusoidTasks
 from metarl.supervised.tasks import TaskBatch, mse_per_task
@@ -96,6 +91,10 @@ def _batches(n: int, seed: int = 0) -> list[TaskBatch]:
     return [tasks.sample(META_BATCH, K, K, gen)[0] for _ in range(n)]
 
 
+def _memory_setup(variant: str, iterations: int) -> tuple[Callable[[TaskBatch], None], list]:
+    return _make_step(variant), _batches(iterations)
+
+
 def check_same_meta_gradient() -> float:
     """Largest difference between the variants' meta-gradients on one batch (should be ~1e-7)."""
     batch = _batches(1)[0]
@@ -107,39 +106,6 @@ def check_same_meta_gradient() -> float:
         g = torch.autograd.grad(meta_loss(model, batch), list(model.parameters()))
         grads.append(torch.cat([x.flatten() for x in g]))
     return max((g - grads[0]).abs().max().item() for g in grads[1:])
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"{field} not in /proc/self/status")
-
-
-def _peak_memory_worker(variant: str, iterations: int, queue: Any) -> None:
-    torch.set_num_threads(1)
-    step, batches = _make_step(variant), _batches(iterations)
-    step(batches[0])  # allocate the parameters' gradients and Adam state first
-    before = _rss_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
-    for batch in batches:
-        step(batch)
-    queue.put((_rss_kib("VmHWM") - before) / 1024.0)
-
-
-def peak_memory_mib(variant: str, iterations: int = 20) -> float:
-    """Peak resident memory growth (MiB) of a fresh process running ``iterations`` steps (Linux).
-
-    Measured as the peak RSS during the steps minus the RSS before them, so it counts what one
-    meta-iteration allocates (activations, the inner-loop graph), not the interpreter or torch.
-    """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_memory_worker, args=(variant, iterations, queue))
-    proc.start()
-    result = queue.get(timeout=600)
-    proc.join()
-    return float(result)
 
 
 def bench_sinusoid(iterations: int = 200, rounds: int = 5, progress: bool = True) -> dict[str, Any]:
@@ -180,7 +146,7 @@ def bench_sinusoid(iterations: int = 200, rounds: int = 5, progress: bool = True
                 "it_per_s_2_threads": rates[(v, 2)],
                 "best_threads": best_threads,
                 "best_it_per_s": rates[(v, best_threads)],
-                "peak_memory_mib": peak_memory_mib(v),
+                "peak_memory_mib": peak_memory_mib(_memory_setup, v),
             }
         )
     loop_best = rows[0]["best_it_per_s"]
@@ -192,26 +158,6 @@ def bench_sinusoid(iterations: int = 200, rounds: int = 5, progress: bool = True
         "max_meta_gradient_difference": max_diff,
         "rows": rows,
         "machine": machine_info(),
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count and library versions, for the report."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
     }
 
 
@@ -233,16 +179,3 @@ def format_sinusoid(result: dict[str, Any]) -> str:
             f"{r['peak_memory_mib']:.1f} MiB |"
         )
     return "\n".join(lines)
-
-
-def run_benchmark(name: str, iterations: int = 200, out: Path | None = None) -> int:
-    """Entry point of ``metarl bench`` and ``scripts/benchmark.py``."""
-    if name != "sinusoid":
-        raise ValueError(f"unknown benchmark {name!r}; available: sinusoid")
-    result = bench_sinusoid(iterations)
-    print(format_sinusoid(result))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        print(f"wrote {out}")
-    return 0
