@@ -37,8 +37,20 @@ def _sinusoid() -> Experiment:
     )
 
 
+def _navigation() -> Experiment:
+    from metarl.rl import evaluate, trainer
+    from metarl.rl.config import RLConfig
+
+    return Experiment(
+        RLConfig, trainer.build_policy, trainer.train, evaluate.evaluate, evaluate.results_table
+    )
+
+
 # Each entry is imported lazily so that `metarl --help` stays fast.
-_FAMILIES: dict[str, Callable[[], Experiment]] = {"sinusoid": _sinusoid}
+_FAMILIES: dict[str, Callable[[], Experiment]] = {
+    "sinusoid": _sinusoid,
+    "navigation": _navigation,
+}
 
 
 def experiment_names() -> list[str]:

@@ -1,0 +1,123 @@
+"""Config of the meta-RL experiments (MAML with a policy-gradient inner loop and TRPO outer loop).
+
+Defaults are the 2D-navigation protocol of Finn et al. (2017, Sec. 5.3 and App. A.2) and the
+pytorch-maml-rl reference config ``configs/maml/2d-navigation.yaml`` (fast-lr 0.1, fast-batch-size
+20, meta-batch-size 20, one inner step, max-kl 0.01, 10 CG iterations, CG damping 1e-5, line
+search 15 steps with ratio 0.8, γ 0.99, GAE λ 1.0, 500 meta-iterations). The paper's policy has
+two hidden layers of 100 ReLU units; the PyTorch reference uses 64-64 tanh
+(``--set hidden_sizes=[64,64] activation=tanh``).
+
+The locomotion tasks reuse this class: they differ in ``env``, ``horizon`` and the batch sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metarl.config import CommonConfig, ConfigError, option
+from metarl.core.adapt import META_GRADIENT_MODES
+from metarl.rl.task_envs import ENVIRONMENTS
+
+FISHER_PRODUCTS: tuple[str, ...] = ("double_backward", "finite_difference")
+
+
+@dataclass
+class RLConfig(CommonConfig):
+    """MAML-TRPO meta-reinforcement learning. Defaults: 2D navigation as in the paper."""
+
+    experiment: str = option("navigation", "experiment name (the YAML file it came from)")
+    log_every: int = option(1, "iterations per metrics.jsonl line (values are window means)", low=1)
+    checkpoint_every: int = option(10, "iterations between checkpoints", low=1)
+    # --- environment -------------------------------------------------------------------------
+    env: str = option("navigation2d", "task environment", choices=ENVIRONMENTS)
+    horizon: int = option(
+        100, "steps per episode before truncation (paper: 100 for navigation)", low=1
+    )
+    # --- policy ------------------------------------------------------------------------------
+    hidden_sizes: list[int] = option(
+        [100, 100], "hidden widths of the Gaussian MLP policy (paper: 100-100)", low=1
+    )
+    activation: str = option(
+        "relu", "hidden activation (paper: relu; PyTorch reference: tanh)", choices=("relu", "tanh")
+    )
+    init_std: float = option(1.0, "initial standard deviation of the Gaussian policy", low=1e-6)
+    min_std: float = option(1e-6, "floor on the policy's standard deviation", low=0.0)
+    # --- meta-training -----------------------------------------------------------------------
+    iterations: int = option(500, "meta-iterations (TRPO updates)", low=1)
+    meta_batch_size: int = option(20, "tasks per meta-iteration", low=1)
+    episodes_per_task: int = option(
+        20, "episodes sampled per task for each inner step and for the query (K)", low=1
+    )
+    inner_lr: float = option(0.1, "inner (fast) step size α of the REINFORCE steps", low=0.0)
+    inner_steps: int = option(1, "inner gradient steps, each on fresh episodes", low=1)
+    meta_gradient: str = option(
+        "second_order", "how the meta-gradient crosses the inner loop", choices=META_GRADIENT_MODES
+    )
+    fd_epsilon: float = option(
+        1e-3, "perturbation size of the finite-difference Hessian products", low=0.0
+    )
+    # --- returns and advantages --------------------------------------------------------------
+    gamma: float = option(0.99, "discount factor γ", low=0.0, high=1.0)
+    gae_lambda: float = option(
+        1.0, "GAE λ (1: Monte-Carlo returns minus the baseline)", low=0.0, high=1.0
+    )
+    normalize_advantages: bool = option(True, "standardise each task's advantages")
+    baseline_reg: float = option(1e-5, "first ridge coefficient of the linear baseline", low=1e-12)
+    # --- TRPO meta-update --------------------------------------------------------------------
+    max_kl: float = option(0.01, "trust region: largest mean KL(old || new) of a step", low=0.0)
+    cg_iterations: int = option(10, "conjugate-gradient iterations", low=1)
+    cg_damping: float = option(
+        1e-5, "damping λ added to the Fisher-vector product (F + λI)", low=0.0
+    )
+    fisher_product: str = option(
+        "double_backward",
+        "Fisher-vector product through the adaptation: exact double backward, or central "
+        "differences of KL gradients (the paper's choice)",
+        choices=FISHER_PRODUCTS,
+    )
+    fisher_subsample: int = option(
+        1,
+        "Fisher-vector products use every k-th episode of each task; the gradient and the line "
+        "search always use all of them (the paper: 1, all episodes, 4x slower per iteration; "
+        "OpenAI baselines' TRPO also uses every 5th sample)",
+        low=1,
+    )
+    line_search_ratio: float = option(
+        0.8, "backtracking factor of the line search", low=0.0, high=1.0
+    )
+    line_search_steps: int = option(15, "step sizes tried by the line search", low=1)
+    # --- evaluation (metarl evaluate) --------------------------------------------------------
+    eval_tasks: int = option(40, "fixed test tasks (paper: 40 goals)", low=1)
+    eval_seed: int = option(
+        20_170_302, "seed of the test tasks and rollouts (independent of `seed`)", low=0
+    )
+    eval_steps: int = option(3, "gradient steps measured at test time", low=0)
+    eval_episodes: int = option(20, "episodes per task and gradient step at test time", low=1)
+    eval_step_sizes: list[float] | None = option(
+        None, "test-time step size per step (last one repeats); null: inner_lr, then inner_lr/2",
+        low=0.0,
+    )  # fmt: skip
+    eval_trajectory_goals: int = option(4, "goals drawn in plots/trajectories.png", low=0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.meta_gradient == "finite_difference" and self.fisher_product == "double_backward":
+            # The finite-difference inner step has no second-order graph to differentiate twice.
+            raise ConfigError(
+                "fisher_product: 'double_backward' cannot differentiate through "
+                "meta_gradient='finite_difference'; use fisher_product=finite_difference"
+            )
+        if self.fisher_subsample > self.episodes_per_task:
+            raise ConfigError(
+                f"fisher_subsample: {self.fisher_subsample} is above episodes_per_task "
+                f"({self.episodes_per_task}); no episode would be left"
+            )
+        if self.eval_step_sizes is not None and not self.eval_step_sizes:
+            raise ConfigError("eval_step_sizes: give at least one step size, or null")
+
+    @property
+    def test_step_sizes(self) -> list[float]:
+        """Step size of each test-time step: ``eval_step_sizes``, else α then α/2 (the paper)."""
+        if self.eval_step_sizes is not None:
+            return list(self.eval_step_sizes)
+        return [self.inner_lr, self.inner_lr / 2]

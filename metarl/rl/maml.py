@@ -1,0 +1,162 @@
+"""MAML for policies: adaptation on episodes, and the post-adaptation objective as a function of θ.
+
+The TRPO meta-update treats ``θ ↦ (surrogate loss, KL)`` as an ordinary function of the
+policy's parameters: every evaluation re-runs the inner adaptation from θ on the same support
+episodes, so the natural gradient and the trust region both see θ through θ'(θ) (Finn et al.
+2017, Sec. 3.2 and App. A.2; pytorch-maml-rl ``MAMLTRPO.surrogate_loss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.distributions import Independent
+
+from metarl.core.adapt import LossFn, MetaGradientMode, inner_step
+from metarl.core.functional import Params, expand_to_tasks
+from metarl.rl.episodes import Episodes
+from metarl.rl.losses import mean_kl, reinforce_loss, surrogate_loss
+from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
+from metarl.rl.trpo import flatten, unflatten
+
+
+def _require_advantages(episodes: Episodes) -> Tensor:
+    if episodes.advantages is None:
+        raise ValueError("episodes have no advantages: call metarl.rl.episodes.with_advantages")
+    return episodes.advantages
+
+
+def inner_loss(policy: GaussianMLPPolicy, episodes: Episodes) -> LossFn:
+    """``params -> (n_tasks,)`` REINFORCE losses of ``episodes`` (the inner-loop loss)."""
+    advantages = _require_advantages(episodes)
+
+    def loss(params: Params) -> Tensor:
+        pi = policy.distribution(params, episodes.observations, task_dim=1)
+        log_probs = pi.log_prob(episodes.actions)
+        return reinforce_loss(log_probs, advantages, episodes.masks)
+
+    return loss
+
+
+def adapt_to_episodes(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    support: Sequence[Episodes],
+    step_sizes: float | Sequence[float],
+    mode: MetaGradientMode = "second_order",
+    fd_epsilon: float = 1e-3,
+) -> Params:
+    """θ' after one inner step per element of ``support`` (step ``k`` on ``support[k]``).
+
+    Args:
+        policy: the policy module.
+        params: θ with a leading task dimension (see :func:`metarl.core.expand_to_tasks`).
+        support: the episodes of each inner step, sampled with the parameters of that step.
+        step_sizes: α, or one α per step.
+        mode: how the meta-gradient crosses the steps (see :mod:`metarl.core.adapt`).
+        fd_epsilon: perturbation of the finite-difference mode.
+    """
+    for k, episodes in enumerate(support):
+        params = inner_step(inner_loss(policy, episodes), params, step_sizes, k, mode, fd_epsilon)
+    return params
+
+
+class MetaObjective(NamedTuple):
+    """The post-adaptation objective of every task at one θ.
+
+    Attributes:
+        losses: ``(n_tasks,)`` TRPO surrogate losses on the query episodes.
+        kls: ``(n_tasks,)`` mean KL between the old adapted policy and the one at this θ.
+        query_policy: ``π_θ'`` on the query observations (detach it to get the "old" policy).
+    """
+
+    losses: Tensor
+    kls: Tensor
+    query_policy: Independent
+
+
+def meta_objective(
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    support: Sequence[Episodes],
+    query: Episodes,
+    step_sizes: float | Sequence[float],
+    old_policy: Independent | None = None,
+    mode: MetaGradientMode = "second_order",
+    fd_epsilon: float = 1e-3,
+) -> MetaObjective:
+    """Adapt θ on ``support``, then the surrogate loss and KL of ``query`` at θ'.
+
+    Args:
+        policy: the policy module.
+        theta: θ, without a task dimension (gradients flow back to these tensors).
+        support: the inner steps' episodes.
+        query: episodes sampled with the adapted parameters of the old θ, with advantages.
+        step_sizes: the inner α (per step).
+        old_policy: ``π_θ'_old`` on the query observations; ``None`` means "θ is the old θ":
+            the adapted policy itself, detached, is used (ratio 1, KL 0).
+        mode: meta-gradient mode of the adaptation (``first_order`` gives the same values
+            without a second-order graph, which is all a line search needs).
+        fd_epsilon: perturbation of the finite-difference mode.
+    """
+    advantages = _require_advantages(query)
+    adapted = adapt_to_episodes(
+        policy, expand_to_tasks(theta, query.n_tasks), support, step_sizes, mode, fd_epsilon
+    )
+    pi = policy.distribution(adapted, query.observations, task_dim=1)
+    old = detach_distribution(pi) if old_policy is None else old_policy
+    losses = surrogate_loss(
+        pi.log_prob(query.actions), old.log_prob(query.actions), advantages, query.masks
+    )
+    return MetaObjective(losses, mean_kl(old, pi, query.masks), pi)
+
+
+def objective_values(
+    policy: GaussianMLPPolicy,
+    like: Params,
+    support: Sequence[Episodes],
+    query: Episodes,
+    step_sizes: float | Sequence[float],
+    old_policy: Independent,
+) -> Callable[[Tensor], tuple[float, float]]:
+    """flat θ ↦ (mean surrogate loss, mean KL) over tasks: what the line search evaluates.
+
+    Values only, so the adaptation runs first-order (same numbers, no second-order graph).
+    ``like`` gives the names and shapes of the parameters.
+    """
+
+    def evaluate(flat: Tensor) -> tuple[float, float]:
+        at = meta_objective(
+            policy, unflatten(flat, like), support, query, step_sizes, old_policy, "first_order"
+        )
+        return float(at.losses.detach().mean()), float(at.kls.detach().mean())
+
+    return evaluate
+
+
+def kl_gradient(
+    policy: GaussianMLPPolicy,
+    like: Params,
+    support: Sequence[Episodes],
+    query: Episodes,
+    step_sizes: float | Sequence[float],
+    old_policy: Independent,
+    mode: MetaGradientMode = "second_order",
+    fd_epsilon: float = 1e-3,
+) -> Callable[[Tensor], Tensor]:
+    """flat θ ↦ flat ∇_θ mean KL(π_old || π_θ'(θ)), through the adaptation (``mode``).
+
+    The input of :func:`metarl.rl.trpo.finite_difference_fvp`.
+    """
+
+    def gradient(flat: Tensor) -> Tensor:
+        leaves = {n: t.clone().requires_grad_(True) for n, t in unflatten(flat, like).items()}
+        kl = meta_objective(
+            policy, leaves, support, query, step_sizes, old_policy, mode, fd_epsilon
+        ).kls.mean()
+        return flatten(torch.autograd.grad(kl, list(leaves.values())))
+
+    return gradient

@@ -1,0 +1,27 @@
+"""Which batched task environment a config's ``env`` names.
+
+The meta-RL code only sees :class:`~metarl.envs.BatchedTaskEnv`; adding a task family means
+adding one entry here; :data:`ENVIRONMENTS` (the choices of the config's ``env``) follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from metarl.envs import BatchedNavigation2D, BatchedTaskEnv
+
+_BATCHED: dict[str, Callable[[int, int], BatchedTaskEnv]] = {
+    "navigation2d": lambda num_envs, horizon: BatchedNavigation2D(num_envs, horizon=horizon),
+}
+ENVIRONMENTS: tuple[str, ...] = tuple(_BATCHED)
+
+
+def make_batched_env(name: str, num_envs: int, horizon: int) -> BatchedTaskEnv:
+    """``num_envs`` environments of the task family ``name``, stepped as one batch.
+
+    Raises:
+        ValueError: an unknown ``name``.
+    """
+    if name not in _BATCHED:
+        raise ValueError(f"unknown environment {name!r}; available: {', '.join(sorted(_BATCHED))}")
+    return _BATCHED[name](num_envs, horizon)

@@ -1,0 +1,178 @@
+"""TRPO's pieces (Schulman et al. 2015, App. C), as small functions of flat parameter vectors.
+
+The meta-update of MAML-TRPO (Finn et al. 2017, App. A.2) applies them to ``θ ↦ L(θ'(θ))``:
+
+1. ``g = ∇_θ L``, the gradient of the post-adaptation surrogate loss;
+2. ``F v``, the Hessian of the mean KL at θ applied to ``v`` (:func:`fisher_vector_product` by
+   double backward, or :func:`finite_difference_fvp`) — differentiated through the inner
+   adaptation, since the KL depends on θ through θ';
+3. ``d = F⁻¹ g`` by conjugate gradient (:mod:`metarl.rl.conjugate_gradient`);
+4. the full step ``s = sqrt(2 δ / dᵀ F d) d`` that reaches KL ≈ δ = ``max_kl`` under the
+   quadratic model (:func:`trust_region_step`);
+5. a backtracking line search on ``θ - β^k s`` that accepts the first candidate with a lower
+   surrogate loss and a mean KL within δ (:func:`line_search`).
+
+Parameters travel as flat vectors here; :func:`flatten` and :func:`unflatten` convert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from metarl.core.functional import Params
+
+FlatFn = Callable[[Tensor], Tensor]
+"""A map from one flat vector ``(n,)`` to another ``(n,)``."""
+
+
+def flatten(tensors: Iterable[Tensor]) -> Tensor:
+    """Concatenate tensors into one flat vector ``(n,)``."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(flat: Tensor, like: Params) -> Params:
+    """Split ``flat (n,)`` into tensors shaped like ``like``'s (views of ``flat``).
+
+    Raises:
+        ValueError: ``flat`` has the wrong number of elements.
+    """
+    sizes = [p.numel() for p in like.values()]
+    if flat.dim() != 1 or flat.numel() != sum(sizes):
+        raise ValueError(f"expected a flat vector of {sum(sizes)} values, got {tuple(flat.shape)}")
+    chunks = torch.split(flat, sizes)
+    return {name: c.view_as(p) for (name, p), c in zip(like.items(), chunks)}
+
+
+def fisher_vector_product(kl: Tensor, params: Sequence[Tensor], damping: float = 0.0) -> FlatFn:
+    """``v ↦ (∇²KL) v + damping · v`` by double backward (Pearlmutter's trick).
+
+    ``∇KL`` is built once with ``create_graph=True``; each product then costs one backward pass
+    of ``∇KL · v``. At θ_old the KL and its gradient vanish, so its Hessian is the Fisher matrix
+    of the adapted policy pulled back through the adaptation, ``Jᵀ F J`` with ``J = ∂θ'/∂θ``.
+
+    Args:
+        kl: scalar mean KL at θ, with a graph through the inner adaptation to ``params``.
+        params: the leaves θ.
+        damping: λ of ``F + λ I`` (keeps conjugate gradient well posed).
+
+    Returns:
+        The product, detached, flat ``(n,)``.
+    """
+    grads = torch.autograd.grad(
+        kl, params, create_graph=True, allow_unused=True, materialize_grads=True
+    )
+    flat_grad = flatten(grads)
+
+    def product(vector: Tensor) -> Tensor:
+        hv = torch.autograd.grad(
+            flat_grad @ vector, params, retain_graph=True, allow_unused=True,
+            materialize_grads=True,
+        )  # fmt: skip
+        return flatten(hv).detach() + damping * vector
+
+    return product
+
+
+def finite_difference_fvp(
+    kl_gradient: FlatFn, theta: Tensor, damping: float = 0.0, epsilon: float = 1e-3
+) -> FlatFn:
+    """``v ↦ [∇KL(θ + εv) − ∇KL(θ − εv)] / 2ε + damping · v``, with ``ε = epsilon / ‖v‖``.
+
+    The paper's way (App. A.2: "we use finite differences to compute the Hessian-vector
+    products for TRPO"): only first derivatives of the KL are needed, at the price of two
+    re-adaptations per product; the error is O(ε²).
+
+    Args:
+        kl_gradient: flat θ ↦ flat ∇KL at that θ (KL against the fixed old policy).
+        theta: the flat θ_old ``(n,)``.
+        damping: λ of ``F + λ I``.
+        epsilon: size of the perturbation, whatever the scale of ``v``.
+    """
+
+    def product(vector: Tensor) -> Tensor:
+        norm = float(vector.norm())
+        if norm == 0.0:
+            return torch.zeros_like(vector)
+        eps = epsilon / norm
+        plus, minus = kl_gradient(theta + eps * vector), kl_gradient(theta - eps * vector)
+        return (plus - minus).detach() / (2.0 * eps) + damping * vector
+
+    return product
+
+
+def trust_region_step(direction: Tensor, fvp: FlatFn, max_kl: float) -> Tensor:
+    """Scale the natural-gradient ``direction`` d so that ``½ sᵀ F s = max_kl``.
+
+    Returns:
+        ``s = d · sqrt(2 max_kl / dᵀ F d)``; all NaN if ``dᵀ F d`` is not positive and finite
+        (the line search then rejects the step).
+    """
+    curvature = float(direction @ fvp(direction))
+    if not (math.isfinite(curvature) and curvature > 0.0):
+        return torch.full_like(direction, math.nan)
+    return direction * math.sqrt(2.0 * max_kl / curvature)
+
+
+class LineSearchResult(NamedTuple):
+    """Outcome of :func:`line_search`.
+
+    Attributes:
+        params: the flat θ to use next: the accepted candidate, or θ_old unchanged.
+        accepted: whether a candidate was accepted.
+        steps: candidates evaluated (1 = the full step was accepted; 0 = nothing to try).
+        step_fraction: ``β^k`` of the accepted candidate, 0 if rejected.
+        loss_before: surrogate loss at θ_old.
+        loss_after: surrogate loss at ``params`` (``loss_before`` if rejected).
+        kl: mean KL at ``params`` (0 if rejected).
+    """
+
+    params: Tensor
+    accepted: bool
+    steps: int
+    step_fraction: float
+    loss_before: float
+    loss_after: float
+    kl: float
+
+
+def line_search(
+    evaluate: Callable[[Tensor], tuple[float, float]],
+    theta: Tensor,
+    full_step: Tensor,
+    loss_before: float,
+    max_kl: float,
+    ratio: float = 0.8,
+    max_steps: int = 15,
+) -> LineSearchResult:
+    """Backtracking line search on ``θ − ratio^k · full_step``, ``k = 0 .. max_steps − 1``.
+
+    A candidate is accepted iff its loss and KL are finite, the loss is strictly below
+    ``loss_before`` and the KL is at most ``max_kl``. Nothing is modified: when no candidate
+    qualifies (or ``full_step``/``loss_before`` is not finite), θ_old itself is returned,
+    which "restores θ" for the caller.
+
+    Args:
+        evaluate: flat θ ↦ (surrogate loss, mean KL against the old policy).
+        theta: flat θ_old ``(n,)``.
+        full_step: flat step ``(n,)``; candidates move *against* it (it is a loss gradient
+            direction).
+        loss_before: the loss at θ_old.
+        max_kl: the trust region δ.
+        ratio: backtracking factor β in ``(0, 1)``.
+        max_steps: number of candidates.
+    """
+    rejected = LineSearchResult(theta, False, 0, 0.0, loss_before, loss_before, 0.0)
+    if not (math.isfinite(loss_before) and bool(torch.isfinite(full_step).all())):
+        return rejected
+    for k in range(max_steps):
+        fraction = ratio**k
+        candidate = theta - fraction * full_step
+        loss, kl = evaluate(candidate)
+        if math.isfinite(loss) and math.isfinite(kl) and loss < loss_before and kl <= max_kl:
+            return LineSearchResult(candidate, True, k + 1, fraction, loss_before, loss, kl)
+    return rejected._replace(steps=max_steps)

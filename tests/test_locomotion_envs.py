@@ -1,0 +1,151 @@
+"""MuJoCo task environments against gymnasium's own environments, and the batched simulator
+against the single environments, step by step."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import metarl.envs as E
+
+FAMILY_NAMES = ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_registered_and_passes_check_env(name):
+    env = gym.make(f"metarl/{name}-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_batched_equals_single_env_step_by_step(name):
+    n, horizon = 3, 25
+    batch = E.BatchedLocomotion(name, n, horizon=horizon, threads=2)
+    rng = np.random.default_rng(1)
+    tasks = batch.sample_tasks(n, rng)
+    batch.set_tasks(tasks)
+    obs_b = batch.reset(seeds=[5, 6, 7])
+    singles = [gym.make(f"metarl/{name}-v0", horizon=horizon).unwrapped for _ in range(n)]
+    obs_s = [e.reset(seed=5 + i, options={"task": tasks[i]})[0] for i, e in enumerate(singles)]
+    np.testing.assert_allclose(obs_b, np.array(obs_s), atol=1e-6)
+    done = [False] * n
+    for _ in range(horizon):
+        actions = 0.5 * rng.standard_normal((n, batch.action_dim))
+        step = batch.step(actions)
+        for i, env in enumerate(singles):
+            if done[i]:
+                assert step.reward[i] == 0.0  # frozen after it finished
+                continue
+            obs, reward, terminated, truncated, _ = env.step(actions[i])
+            np.testing.assert_allclose(step.observation[i], obs, atol=1e-4)
+            assert step.reward[i] == pytest.approx(reward, abs=1e-4)
+            assert (step.terminated[i], step.truncated[i]) == (terminated, truncated)
+            done[i] = terminated or truncated
+    assert all(done)
+    batch.close()
+
+
+def _gym_reference(robot: str, seed: int, actions: np.ndarray):
+    """gymnasium's own HalfCheetah-v5 / Ant-v5: its velocity, costs and health per step."""
+    env = gym.make("HalfCheetah-v5" if robot == "half_cheetah" else "Ant-v5").unwrapped
+    env.reset(seed=seed)
+    for a in actions:
+        _, _, terminated, _, info = env.step(a)
+        yield info, terminated
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("HalfCheetahVel", lambda info, a, task: -abs(info["x_velocity"] - task["velocity"])
+         - 0.05 * np.sum(a**2)),
+        ("HalfCheetahDir", lambda info, a, task: task["direction"] * info["x_velocity"]
+         - 0.05 * np.sum(a**2)),
+        ("AntVel", lambda info, a, task: -abs(info["x_velocity"] - task["velocity"]) + 1.0
+         - 0.005 * np.sum(a**2) + info["reward_contact"] + 0.05),
+        ("AntDir", lambda info, a, task: task["direction"] * info["x_velocity"]
+         - 0.005 * np.sum(a**2) + info["reward_contact"] + 0.05),
+        ("AntGoal", lambda info, a, task: -np.abs(np.array([info["x_position"], info["y_position"]])
+         - task["goal"]).sum() + 4.0 - 0.005 * np.sum(a**2) + info["reward_contact"] + 0.05),
+    ],
+)  # fmt: skip
+def test_rewards_match_formulas_on_gymnasium_quantities(name, expected):
+    """The task reward, recomputed from gymnasium's own env's velocity and contact cost."""
+    env = gym.make(f"metarl/{name}-v0").unwrapped
+    task = env.sample_tasks(1, np.random.default_rng(3))[0]
+    env.reset(seed=11, options={"task": task})
+    rng = np.random.default_rng(4)
+    actions = 0.3 * rng.standard_normal((15, env.action_space.shape[0]))
+    robot = E.FAMILIES[name].robot
+    for a, (info, gym_terminated) in zip(actions, _gym_reference(robot, 11, actions)):
+        _, reward, terminated, _, _ = env.step(a)
+        if robot == "ant":
+            # gymnasium's Ant reports the torso position through qpos, which is the same body.
+            info = dict(info, x_position=info["x_position"], y_position=info["y_position"])
+        assert reward == pytest.approx(expected(info, a, task), abs=1e-6)
+        assert terminated == gym_terminated
+        if terminated:
+            break
+
+
+def test_ant_contact_forces_are_real():
+    """cfrc_ext is only filled by mj_rnePostConstraint: standing on the floor gives non-zero
+    contact forces in the observation (a known trap that zeroed them for years)."""
+    batch = E.BatchedLocomotion("AntVel", 2, threads=1)
+    batch.set_tasks(batch.sample_tasks(2, np.random.default_rng(0)))
+    batch.reset(seeds=[0, 1])
+    for _ in range(10):
+        step = batch.step(np.zeros((2, batch.action_dim)))
+    contact_part = step.observation[:, 27:]
+    assert contact_part.shape == (2, 78)
+    assert (np.abs(contact_part).sum(axis=1) > 0.1).all()
+    single = gym.make("metarl/AntVel-v0").unwrapped
+    single.reset(seed=0, options={"task": {"velocity": 1.0}})
+    for _ in range(10):
+        obs, *_ = single.step(np.zeros(8))
+    assert np.abs(obs[27:]).sum() > 0.1
+
+
+def test_thread_count_does_not_change_results():
+    results = []
+    for threads in (1, 2):
+        batch = E.BatchedLocomotion("HalfCheetahVel", 5, horizon=10, threads=threads)
+        batch.set_tasks(batch.sample_tasks(5, np.random.default_rng(0)))
+        batch.reset(seeds=list(range(5)))
+        rng = np.random.default_rng(9)
+        results.append([batch.step(rng.standard_normal((5, 6))).observation for _ in range(10)])
+        batch.close()
+    np.testing.assert_array_equal(np.array(results[0]), np.array(results[1]))
+
+
+def test_task_distributions_and_errors():
+    rng = np.random.default_rng(0)
+    vel = E.FAMILIES["HalfCheetahVel"].sample_tasks(500, rng)
+    assert all(0.0 <= t["velocity"] <= 2.0 for t in vel)
+    ant_vel = E.FAMILIES["AntVel"].sample_tasks(500, rng)
+    assert max(t["velocity"] for t in ant_vel) > 2.5
+    dirs = {t["direction"] for t in E.FAMILIES["AntDir"].sample_tasks(100, rng)}
+    assert dirs == {-1.0, 1.0}
+    goals = np.array([t["goal"] for t in E.FAMILIES["AntGoal"].sample_tasks(500, rng)])
+    assert goals.min() >= -3.0 and goals.max() <= 3.0 and goals.shape == (500, 2)
+    with pytest.raises(ValueError, match="unknown locomotion family"):
+        E.BatchedLocomotion("HalfCheetahJump", 2)
+    batch = E.BatchedLocomotion("HalfCheetahVel", 2, threads=1)
+    with pytest.raises(RuntimeError, match="set_tasks"):
+        batch.reset()
+    with pytest.raises(ValueError, match="'velocity'"):
+        batch.set_tasks([{"goal": 1.0}, {"goal": 2.0}])
+    with pytest.raises(ValueError, match="one task per environment"):
+        batch.set_tasks([{"velocity": 1.0}])

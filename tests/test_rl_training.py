@@ -1,0 +1,157 @@
+"""MAML-TRPO end to end on small settings: learning, exact resume, evaluation, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.config import ConfigError
+from metarl.experiments import load_config, load_run
+from metarl.rl.evaluate import adaptation_curve, results_table
+from metarl.rl.task_envs import make_batched_env
+from metarl.rl.trainer import build_policy, train
+from metarl.run import load_checkpoint, read_metrics
+
+# Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
+SMALL = [
+    "horizon=30", "meta_batch_size=8", "episodes_per_task=8", "hidden_sizes=[32,32]",
+    "tensorboard=false", "eval_tasks=6", "eval_episodes=6", "eval_steps=2",
+    "eval_trajectory_goals=2", "fisher_subsample=2",
+]  # fmt: skip
+
+
+def _small(*extra: str):
+    return load_config("navigation", [*SMALL, *extra])
+
+
+def _post_adaptation_return(config, policy) -> float:
+    """Mean return after one test-time step on 16 fixed tasks (independent of training noise)."""
+    env = make_batched_env(config.env, 16 * 10, config.horizon)
+    tasks = env.sample_tasks(16, np.random.default_rng(123))
+    probe = load_config("navigation", [*SMALL, "eval_episodes=10", "eval_steps=1"])
+    curve = adaptation_curve(policy, env, tasks, probe, torch.Generator().manual_seed(0))
+    return float(curve.returns[1].mean())
+
+
+def test_short_training_improves_the_post_adaptation_return(tmp_path: Path) -> None:
+    config = _small("iterations=8", "checkpoint_every=4", "seed=3")
+    before = _post_adaptation_return(config, build_policy(config))
+    policy = train(config, tmp_path, progress=False)
+    after = _post_adaptation_return(config, policy)
+    assert after > before + 1.0, (before, after)
+    metrics = read_metrics(tmp_path)
+    assert [m["iteration"] for m in metrics] == list(range(1, 9))
+    for key in (
+        "returns/pre_adaptation", "returns/post_adaptation", "meta/surrogate_before",
+        "meta/surrogate_after", "meta/kl", "meta/line_search_steps", "meta/accepted",
+        "time/sampling", "time/update", "time/elapsed", "sampling/env_steps",
+    ):  # fmt: skip
+        assert key in metrics[-1], key
+    accepted = [m for m in metrics if m["meta/accepted"] == 1.0]
+    assert accepted and all(m["meta/kl"] <= config.max_kl for m in accepted)
+    assert all(m["meta/surrogate_after"] < m["meta/surrogate_before"] for m in accepted)
+
+
+@pytest.mark.parametrize(
+    "modes",
+    [
+        ["meta_gradient=first_order"],
+        ["fisher_product=finite_difference"],
+        ["meta_gradient=finite_difference", "fisher_product=finite_difference"],
+        ["fisher_subsample=1", "inner_steps=2"],
+    ],
+)
+def test_every_meta_gradient_mode_trains(tmp_path: Path, modes: list[str]) -> None:
+    config = _small("iterations=2", "meta_batch_size=4", "episodes_per_task=4", *modes)
+    train(config, tmp_path, progress=False)
+    metrics = read_metrics(tmp_path)
+    assert len(metrics) == 2
+    assert any(m["meta/accepted"] == 1.0 for m in metrics)
+    assert all(m["meta/kl"] <= config.max_kl for m in metrics)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = ["--set", *SMALL, "meta_batch_size=4", "episodes_per_task=4", "checkpoint_every=2"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", "navigation", "--out", str(straight), *args, "iterations=4",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert main(["train", "navigation", "--out", str(split), *args, "iterations=2",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert main(["train", "navigation", "--resume", str(split), "--set", "iterations=4",
+                 "--no-progress"]) == 0  # fmt: skip
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    assert a["iteration"] == b["iteration"] == 4
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert torch.equal(a["action_noise"], b["action_noise"])
+    assert a["task_rng"] == b["task_rng"]
+
+    def deterministic(run: Path) -> list[dict]:
+        return [
+            {k: v for k, v in m.items() if not k.startswith("time") and k != "time"}
+            for m in read_metrics(run)
+        ]
+
+    assert deterministic(straight) == deterministic(split)
+
+
+def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
+    config = _small("iterations=1")
+    assert main(["train", "navigation", "--out", str(tmp_path), "--set", *SMALL, "iterations=1",
+                 "--evaluate", "--no-progress"]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report["results"]) == {"MAML", "random init", "oracle"}
+    for method in ("MAML", "random init"):
+        curve = report["results"][method]
+        assert curve["steps"] == [0, 1, 2]
+        assert len(curve["mean"]) == len(curve["stderr"]) == 3
+    oracle = report["results"]["oracle"]
+    assert oracle["steps"] == [0] and oracle["mean"][0] > max(report["results"]["MAML"]["mean"])
+    assert report["protocol"]["step_sizes"] == [config.inner_lr, config.inner_lr / 2]
+    for plot in ("return_vs_steps.png", "trajectories.png", "learning_curve.png"):
+        assert (tmp_path / "plots" / plot).stat().st_size > 0
+    table = results_table(report)
+    assert "| MAML |" in table and "| oracle |" in table and "| paper: MAML |" in table
+    run = load_run(tmp_path)  # the CLI's `metarl evaluate` path
+    assert run.iteration == 1 and run.config.experiment == "navigation"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("max_kl=-0.1", "max_kl"),
+        ("gamma=1.5", "gamma"),
+        ("meta_gradient=third_order", "meta_gradient"),
+        ("hidden_sizes=[0]", "hidden_sizes"),
+        ("fisher_product=exact", "fisher_product"),
+        ("meta_gradient=finite_difference", "fisher_product"),
+        ("eval_step_sizes=[]", "eval_step_sizes"),
+        ("line_search_step=3", "line_search_steps"),  # a typo: the closest key is suggested
+    ],
+)
+def test_invalid_config_values_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_config("navigation", [override])
+
+
+def test_finite_difference_mode_is_a_valid_combination() -> None:
+    config = load_config(
+        "navigation", ["meta_gradient=finite_difference", "fisher_product=finite_difference"]
+    )
+    assert config.meta_gradient == config.fisher_product == "finite_difference"
+
+
+def test_resuming_another_experiment_is_refused(tmp_path: Path, capsys) -> None:
+    sinusoid = ["iterations=2", "log_every=1", "checkpoint_every=1", "tensorboard=false"]
+    assert (
+        main(["train", "sinusoid", "--out", str(tmp_path), "--set", *sinusoid, "--no-progress"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["train", "navigation", "--resume", str(tmp_path), "--no-progress"]) == 1
+    assert "not 'navigation'" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+"""TRPO pieces against independent references: explicit Hessians, the KL bound, NaN handling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metarl.core import get_params
+from metarl.rl.conjugate_gradient import conjugate_gradient
+from metarl.rl.episodes import Episodes
+from metarl.rl.maml import meta_objective
+from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
+from metarl.rl.trpo import (
+    finite_difference_fvp,
+    fisher_vector_product,
+    flatten,
+    line_search,
+    trust_region_step,
+    unflatten,
+)
+
+N_TASKS, HORIZON, EPISODES = 2, 4, 3
+
+
+def _episodes(gen: torch.Generator, lengths: list[int]) -> Episodes:
+    """Random float64 episodes with advantages; episode e of every task lasts lengths[e] steps."""
+    shape = (HORIZON, N_TASKS, EPISODES)
+    masks = torch.zeros(shape, dtype=torch.float64)
+    for e, length in enumerate(lengths):
+        masks[:length, :, e] = 1.0
+    return Episodes(
+        observations=torch.randn(*shape, 2, generator=gen, dtype=torch.float64),
+        actions=torch.randn(*shape, 2, generator=gen, dtype=torch.float64),
+        rewards=torch.randn(shape, generator=gen, dtype=torch.float64) * masks,
+        masks=masks,
+        returns=torch.zeros(shape, dtype=torch.float64),
+        advantages=torch.randn(shape, generator=gen, dtype=torch.float64) * masks,
+    )
+
+
+@pytest.fixture()
+def problem() -> tuple[GaussianMLPPolicy, Episodes, Episodes]:
+    """A tiny tanh policy (the Hessian is fully non-trivial) and random support/query episodes."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=[3], activation="tanh", init_std=0.7).double()
+    gen = torch.Generator().manual_seed(1)
+    return policy, _episodes(gen, [4, 2, 3]), _episodes(gen, [3, 4, 1])
+
+
+def _kl_of_flat(policy: GaussianMLPPolicy, support: Episodes, query: Episodes, alpha: float):
+    """flat θ ↦ mean KL(π_θ'_old || π_θ'(θ)) on the query, with the old policy fixed at θ_0."""
+    theta = get_params(policy)
+    old = detach_distribution(meta_objective(policy, theta, [support], query, alpha).query_policy)
+
+    def kl(flat: torch.Tensor) -> torch.Tensor:
+        return meta_objective(
+            policy, unflatten(flat, theta), [support], query, alpha, old
+        ).kls.mean()
+
+    return kl
+
+
+def test_fisher_vector_product_equals_explicit_hessian_through_adaptation(problem) -> None:
+    policy, support, query = problem
+    theta = get_params(policy)
+    theta0 = flatten(p.detach() for p in theta.values())
+    kl_fn = _kl_of_flat(policy, support, query, alpha=0.5)
+    hessian = torch.autograd.functional.hessian(kl_fn, theta0)
+
+    kl = meta_objective(policy, theta, [support], query, 0.5).kls.mean()
+    fvp = fisher_vector_product(kl, list(theta.values()), damping=0.0)
+    columns = torch.stack([fvp(e) for e in torch.eye(theta0.numel(), dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(columns, hessian, rtol=1e-8, atol=1e-10)
+    # The adaptation matters: without it (α = 0) the Hessian is a different matrix.
+    plain = torch.autograd.functional.hessian(_kl_of_flat(policy, support, query, 0.0), theta0)
+    assert (plain - hessian).abs().max() > 1e-3
+
+    damped = fisher_vector_product(kl, list(theta.values()), damping=0.1)
+    v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(damped(v), hessian @ v + 0.1 * v)
+
+
+def test_finite_difference_fvp_matches_hessian(problem) -> None:
+    policy, support, query = problem
+    theta = get_params(policy)
+    theta0 = flatten(p.detach() for p in theta.values())
+    kl_fn = _kl_of_flat(policy, support, query, alpha=0.5)
+    hessian = torch.autograd.functional.hessian(kl_fn, theta0)
+
+    def kl_gradient(flat: torch.Tensor) -> torch.Tensor:
+        flat = flat.clone().requires_grad_(True)
+        return torch.autograd.grad(kl_fn(flat), flat)[0]
+
+    fvp = finite_difference_fvp(kl_gradient, theta0, damping=0.0, epsilon=1e-4)
+    v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(fvp(v), hessian @ v, rtol=1e-5, atol=1e-8)
+
+
+def test_trust_region_step_reaches_max_kl_under_the_quadratic_model() -> None:
+    a = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    step = trust_region_step(torch.tensor([1.0, -2.0], dtype=torch.float64), lambda v: a @ v, 0.01)
+    assert 0.5 * float(step @ a @ step) == pytest.approx(0.01)
+    bad = trust_region_step(torch.ones(2), lambda v: torch.full_like(v, math.nan), 0.01)
+    assert bool(torch.isnan(bad).all())
+
+
+def test_accepted_trpo_step_satisfies_the_kl_bound(problem) -> None:
+    policy, support, query = problem
+    theta = get_params(policy)
+    objective = meta_objective(policy, theta, [support], query, 0.5)
+    loss, kl = objective.losses.mean(), objective.kls.mean()
+    loss_before = float(loss.detach())
+    old = detach_distribution(objective.query_policy)
+    grad = flatten(torch.autograd.grad(loss, list(theta.values()), retain_graph=True))
+    fvp = fisher_vector_product(kl, list(theta.values()), damping=1e-5)
+    max_kl = 1e-3
+    # Twice the natural step: the quadratic model overshoots, so backtracking must engage.
+    full_step = 2.0 * trust_region_step(conjugate_gradient(fvp, grad, 10), fvp, max_kl)
+    theta0 = flatten(p.detach() for p in theta.values())
+
+    def evaluate(flat: torch.Tensor) -> tuple[float, float]:
+        at = meta_objective(policy, unflatten(flat, theta), [support], query, 0.5, old)
+        return float(at.losses.detach().mean()), float(at.kls.detach().mean())
+
+    result = line_search(evaluate, theta0, full_step, loss_before, max_kl, 0.8, 15)
+    assert result.accepted and result.steps > 1
+    loss_after, kl_after = evaluate(result.params)
+    assert kl_after <= max_kl and kl_after == pytest.approx(result.kl)
+    assert loss_after < loss_before and loss_after == pytest.approx(result.loss_after)
+    assert result.step_fraction == pytest.approx(0.8 ** (result.steps - 1))
+
+
+def test_line_search_rejects_nan_and_keeps_theta() -> None:
+    theta = torch.tensor([1.0, 2.0])
+    calls = []
+
+    def nan_loss(flat: torch.Tensor) -> tuple[float, float]:
+        calls.append(flat)
+        return math.nan, 0.0
+
+    def nan_kl(flat: torch.Tensor) -> tuple[float, float]:
+        return -1.0, math.nan
+
+    for evaluate in (nan_loss, nan_kl):
+        result = line_search(evaluate, theta, torch.ones(2), 0.0, 0.01, 0.8, 5)
+        assert not result.accepted and result.steps == 5
+        assert result.params is theta and torch.equal(theta, torch.tensor([1.0, 2.0]))
+        assert result.loss_after == result.loss_before and result.kl == 0.0
+    assert len(calls) == 5
+    # A NaN step or a NaN starting loss is rejected without evaluating anything.
+    for step, before in ((torch.tensor([math.nan, 0.0]), 0.0), (torch.ones(2), math.nan)):
+        result = line_search(nan_loss, theta, step, before, 0.01)
+        assert not result.accepted and result.steps == 0 and result.params is theta
+    assert len(calls) == 5
+
+
+def test_line_search_takes_the_first_improving_step_within_the_trust_region() -> None:
+    # loss(θ) = θ², KL(θ) = (θ - 1)²: from θ = 1, the full step to θ = -1 breaks KL ≤ 0.5,
+    # 0.5 · step gives θ = 0 (KL 1, still too far), 0.25 · step gives θ = 0.5 (KL 0.25): taken.
+    def evaluate(flat: torch.Tensor) -> tuple[float, float]:
+        x = float(flat[0])
+        return x * x, (x - 1.0) ** 2
+
+    result = line_search(evaluate, torch.tensor([1.0]), torch.tensor([2.0]), 1.0, 0.5, 0.5, 10)
+    assert result.accepted and result.steps == 3 and result.step_fraction == 0.25
+    assert float(result.params[0]) == pytest.approx(0.5)
