@@ -95,6 +95,10 @@ class BatchedLocomotion(BatchedTaskEnv):
         self._tasks = self.family.task_array(tasks)
         self._task_dicts = [dict(t) for t in tasks]
 
+    def seed(self, seed: int | list[int]) -> None:
+        """Reseed the initial-state noise of the following resets."""
+        self._rng = np.random.default_rng(seed)
+
     @property
     def tasks(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self._task_dicts]

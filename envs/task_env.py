@@ -106,6 +106,12 @@ class BatchedTaskEnv(abc.ABC):
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         """Draw ``n`` tasks from the same distribution as the matching single environment."""
 
+    def seed(self, seed: int | list[int]) -> None:  # noqa: B027 - optional hook
+        """Reseed the randomness of :meth:`reset` (e.g. initial-state noise).
+
+        Deterministic environments (2D navigation starts at the origin) ignore it.
+        """
+
     @abc.abstractmethod
     def set_tasks(self, tasks: list[dict[str, Any]]) -> None:
         """Give environment ``i`` the task ``tasks[i]``; takes effect at the next reset.

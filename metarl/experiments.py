@@ -37,7 +37,7 @@ def _sinusoid() -> Experiment:
     )
 
 
-def _navigation() -> Experiment:
+def _meta_rl() -> Experiment:
     from metarl.rl import evaluate, trainer
     from metarl.rl.config import RLConfig
 
@@ -49,7 +49,9 @@ def _navigation() -> Experiment:
 # Each entry is imported lazily so that `metarl --help` stays fast.
 _FAMILIES: dict[str, Callable[[], Experiment]] = {
     "sinusoid": _sinusoid,
-    "navigation": _navigation,
+    "navigation": _meta_rl,
+    "halfcheetah": _meta_rl,
+    "ant": _meta_rl,
 }
 
 

@@ -166,10 +166,12 @@ def evaluate(
     curves: dict[str, AdaptationCurve] = {}
     for name, policy in (("MAML", model.cpu()), ("random init", build_policy(config))):
         generator = torch.Generator().manual_seed(config.eval_seed)  # same noise for both
+        env.seed(config.eval_seed)
         curves[name] = adaptation_curve(policy, env, tasks, config, generator)
         mean, stderr = mean_stderr(curves[name].returns)
         results[name] = {"steps": steps, "mean": mean, "stderr": stderr}
     if config.env in ORACLES:
+        env.seed(config.eval_seed)
         oracle = rollout(env, tasks, config.eval_episodes, ORACLES[config.env](env, tasks))
         mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
         results["oracle"] = {"steps": [0], "mean": mean, "stderr": stderr}

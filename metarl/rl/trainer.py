@@ -128,6 +128,7 @@ def train(
             tick = time.perf_counter()
             # --- sample a meta-batch of tasks ----------------------------------------------------
             tasks = env.sample_tasks(n_tasks, task_rng)
+            env.seed([config.seed, iteration])  # reset noise: the same after a resume
 
             # --- inner loop: episodes with θ, then a REINFORCE step; fresh episodes per step ----
             # The steps here only produce θ' to sample with (no graph); meta_objective below
