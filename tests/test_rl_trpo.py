@@ -10,7 +10,7 @@ import torch
 from metarl.core import get_params
 from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.episodes import Episodes
-from metarl.rl.maml import meta_objective
+from metarl.rl.maml import gauss_newton_fvp, meta_objective
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
 from metarl.rl.trpo import (
     finite_difference_fvp,
@@ -80,6 +80,45 @@ def test_fisher_vector_product_equals_explicit_hessian_through_adaptation(proble
     damped = fisher_vector_product(kl, list(theta.values()), damping=0.1)
     v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(damped(v), hessian @ v + 0.1 * v)
+
+
+@pytest.mark.parametrize(
+    ("activation", "inner_steps", "mode"),
+    [("tanh", 1, "second_order"), ("relu", 2, "second_order"), ("tanh", 2, "first_order")],
+)
+def test_gauss_newton_fvp_equals_the_double_backward_one(
+    activation: str, inner_steps: int, mode: str
+) -> None:
+    # Two hidden layers (the weights of one layer meet those of the next in the Hessian), one
+    # or two inner steps (A = (I − αH₂)(I − αH₁) is not symmetric), a σ floor that binds.
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, [3, 4], activation, init_std=0.7, min_std=0.69).double()
+    with torch.no_grad():
+        policy.log_std[0] = -1.0  # below the floor: clamped, no gradient
+    gen = torch.Generator().manual_seed(1)
+    support = [_episodes(gen, [4, 2, 3]) for _ in range(inner_steps)]
+    query = _episodes(gen, [3, 4, 1])
+    theta = get_params(policy)
+    kl = meta_objective(policy, theta, support, query, 0.5, mode=mode).kls.mean()  # type: ignore[arg-type]
+    reference = fisher_vector_product(kl, list(theta.values()), damping=0.1)
+    fvp = gauss_newton_fvp(policy, theta, support, query, 0.5, damping=0.1, mode=mode)  # type: ignore[arg-type]
+    n = sum(p.numel() for p in theta.values())
+    for v in torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(5)):
+        torch.testing.assert_close(fvp(v), reference(v), rtol=1e-9, atol=1e-11)
+    # θ itself is not touched.
+    assert all(p.grad is None for p in theta.values())
+
+
+def test_gauss_newton_fvp_equals_explicit_hessian(problem) -> None:
+    policy, support, query = problem
+    theta = get_params(policy)
+    theta0 = flatten(p.detach() for p in theta.values())
+    hessian = torch.autograd.functional.hessian(
+        _kl_of_flat(policy, support, query, alpha=0.5), theta0
+    )
+    fvp = gauss_newton_fvp(policy, theta, [support], query, 0.5)
+    columns = torch.stack([fvp(e) for e in torch.eye(theta0.numel(), dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(columns, hessian, rtol=1e-8, atol=1e-10)
 
 
 def test_finite_difference_fvp_matches_hessian(problem) -> None:

@@ -25,7 +25,13 @@ from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.episodes import Episodes, with_advantages
-from metarl.rl.maml import inner_loss, kl_gradient, meta_objective, objective_values
+from metarl.rl.maml import (
+    gauss_newton_fvp,
+    inner_loss,
+    kl_gradient,
+    meta_objective,
+    objective_values,
+)
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
 from metarl.rl.sampler import sample_episodes
 from metarl.rl.task_envs import make_batched_env
@@ -159,33 +165,44 @@ def train(
             loss_before = float(loss.detach())
             old_policy = detach_distribution(objective.query_policy)
             theta_old = flatten(p.detach() for p in theta.values())
+            every = config.fisher_subsample
+            # Only the double backward of the full batch's KL differentiates this graph again.
+            reuse_graph = config.fisher_product == "double_backward" and every == 1
             if math.isfinite(loss_before):
-                grad = flatten(torch.autograd.grad(loss, list(theta.values()), retain_graph=True))
+                grad = flatten(
+                    torch.autograd.grad(loss, list(theta.values()), retain_graph=reuse_graph)
+                )
             else:  # nothing to solve: the line search rejects a NaN step
                 grad = torch.full_like(theta_old, math.nan)
 
             # --- Fisher-vector product: Hessian of the mean KL at θ, through the adaptation ----
             # On every k-th episode if fisher_subsample = k > 1 (then with that subset's own KL).
-            every = config.fisher_subsample
             fisher_support = [episodes.every_kth_episode(every) for episodes in support]
             fisher_query = query.every_kth_episode(every)
-            fisher = objective if every == 1 else meta_objective(
-                policy, theta, fisher_support, fisher_query, config.inner_lr,
-                mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
-            )  # fmt: skip
-            if config.fisher_product == "double_backward":
-                fvp = fisher_vector_product(
-                    fisher.kls.mean(), list(theta.values()), config.cg_damping
-                )
-            else:
-                fisher_kl_gradient = kl_gradient(
+            if config.fisher_product == "gauss_newton":
+                fvp = gauss_newton_fvp(
                     policy, theta, fisher_support, fisher_query, config.inner_lr,
-                    detach_distribution(fisher.query_policy), config.meta_gradient,
-                    config.fd_epsilon,
+                    config.cg_damping, config.meta_gradient,
                 )  # fmt: skip
-                fvp = finite_difference_fvp(
-                    fisher_kl_gradient, theta_old, config.cg_damping, config.fd_epsilon
-                )
+            else:
+                fisher = objective if every == 1 else meta_objective(
+                    policy, theta, fisher_support, fisher_query, config.inner_lr,
+                    mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
+                )  # fmt: skip
+                if config.fisher_product == "double_backward":
+                    fvp = fisher_vector_product(
+                        fisher.kls.mean(), list(theta.values()), config.cg_damping
+                    )
+                else:
+                    fisher_kl_gradient = kl_gradient(
+                        policy, theta, fisher_support, fisher_query, config.inner_lr,
+                        detach_distribution(fisher.query_policy), config.meta_gradient,
+                        config.fd_epsilon,
+                    )  # fmt: skip
+                    fvp = finite_difference_fvp(
+                        fisher_kl_gradient, theta_old, config.cg_damping, config.fd_epsilon
+                    )
+                del fisher
 
             # --- natural gradient by conjugate gradient, scaled to the trust region -----------
             if bool(torch.isfinite(grad).all()):
@@ -193,7 +210,7 @@ def train(
                 full_step = trust_region_step(direction, fvp, config.max_kl)
             else:
                 full_step = grad
-            del objective, fisher, loss, fvp  # free the second-order graphs before the search
+            del objective, loss, fvp  # free the second-order graphs before the search
 
             # --- backtracking line search; θ changes only if a candidate is accepted -----------
             evaluate = objective_values(policy, theta, support, query, config.inner_lr, old_policy)
