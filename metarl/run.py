@@ -41,6 +41,16 @@ def set_torch_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
+def adam(params: Any, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where torch has one for the device (the same update; on the CPU
+    one kernel instead of ~10 small ops per tensor, which matters for MAML's small models)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused Adam
+        return torch.optim.Adam(params, lr=lr)
+
+
 def new_run_dir(experiment: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
     """Create the directory of a new run (``root/<experiment>-<time>`` unless ``out`` is given).
 

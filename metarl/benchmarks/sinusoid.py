@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from metarl.benchmarks.common import machine_info, peak_memory_mib
 from metarl.core import MLP, adapt, expand_to_tasks, get_params, task_forward
+from metarl.run import adam
 from metarl.supervised.sinusoid import SinusoidTasks
 from metarl.supervised.tasks import TaskBatch, mse_per_task
 
@@ -75,7 +76,7 @@ def _make_step(variant: str) -> Callable[[TaskBatch], None]:
     plain = _plain_model()
     model = _native_model(plain) if variant == "metarl" else plain
     meta_loss = _loop_meta_loss if variant == "per-task loop" else _core_meta_loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), 1e-3)
 
     def step(batch: TaskBatch) -> None:
         loss = meta_loss(model, batch)

@@ -19,6 +19,7 @@ def finetune_curve(
     task_losses: Callable[[Tensor, Tensor], Tensor],
     task_metric: Callable[[Tensor, Tensor], Tensor] | None = None,
     chunk_size: int = 1000,
+    query_inputs: Callable[[TaskBatch], tuple[Tensor, ...]] | None = None,
 ) -> Tensor:
     """Per-task query metric after each of ``0..steps`` plain gradient steps on the support set.
 
@@ -34,6 +35,8 @@ def finetune_curve(
         task_losses: per-task training loss ``(predictions, targets) -> (n_tasks,)``.
         task_metric: per-task score; default: ``task_losses`` on the query set.
         chunk_size: tasks adapted together (bounds memory).
+        query_inputs: the model's inputs for the query pass; default ``(query_x,)`` (see
+            :class:`metarl.supervised.trainer.MetaTrainSetup`).
 
     Returns:
         ``(steps + 1, n_tasks)``: row s is the query metric after s steps.
@@ -48,7 +51,8 @@ def finetune_curve(
         with torch.enable_grad():
             for s in range(steps + 1):
                 with torch.no_grad():
-                    pred = task_forward(model, params, chunk.query_x)
+                    inputs = (chunk.query_x,) if query_inputs is None else query_inputs(chunk)
+                    pred = task_forward(model, params, *inputs)
                     scores.append(metric(pred, chunk.query_y))
                 if s == steps:
                     break

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from metarl.core import InnerStepSize
 from metarl.core.layers import MLP
+from metarl.run import adam
 from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTasks, oracle_inputs
@@ -71,7 +72,7 @@ def train_regressor(
     model.to(device)
     gen = torch.Generator().manual_seed(config.seed + (2 if oracle else 1))
     tasks = task_distribution(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.baseline_lr)
+    optimizer = adam(model.parameters(), config.baseline_lr)
     n_points = config.k_shot + config.k_query
     for _ in tqdm(range(config.baseline_iterations), desc=desc, disable=not progress, unit="it"):
         params = tasks.sample_params(config.meta_batch_size, gen)

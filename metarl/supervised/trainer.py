@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from metarl.config import to_dict
 from metarl.core import InnerStepSize, adapt, expand_to_tasks, get_params, task_forward
-from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, set_torch_threads
+from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, set_torch_threads
 from metarl.supervised.tasks import TaskBatch
 
 
@@ -35,6 +35,10 @@ class MetaTrainSetup:
     """(predictions, targets) with a task dimension -> per-task losses ``(n_tasks,)``."""
     task_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     """Optional extra per-batch metrics (e.g. accuracy) on the query set."""
+    query_inputs: Callable[[TaskBatch], tuple[Tensor, ...]] | None = None
+    """The model's inputs for the query pass; default ``(query_x,)``. A model whose query
+    predictions also depend on the support set (BatchNorm with support statistics) gets
+    ``(query_x, support_x)``."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,7 +66,7 @@ def meta_train(
     device = torch.device(config.device)
     model, step_size = setup.model.to(device), setup.step_size.to(device)
     meta_params = list(model.parameters()) + list(step_size.parameters())
-    optimizer = torch.optim.Adam(meta_params, lr=config.meta_lr)
+    optimizer = adam(meta_params, config.meta_lr)
     task_gen = torch.Generator().manual_seed(config.seed)
     start = 0
     if resume_state is not None:
@@ -124,7 +128,8 @@ def meta_train(
             )
 
             # --- outer loss at the adapted parameters, mean over tasks ------------------------
-            query_pred = task_forward(model, adapted, batch.query_x)
+            query_in = (batch.query_x,) if setup.query_inputs is None else setup.query_inputs(batch)
+            query_pred = task_forward(model, adapted, *query_in)
             meta_loss = setup.task_losses(query_pred, batch.query_y).mean()
             if not torch.isfinite(meta_loss):
                 kept = (run_dir / CHECKPOINT).exists()
