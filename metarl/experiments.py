@@ -46,12 +46,30 @@ def _meta_rl() -> Experiment:
     )
 
 
+def _classification() -> Experiment:
+    from metarl.supervised import classification_eval, classification_experiment
+    from metarl.supervised.classification_config import ClassificationConfig
+
+    return Experiment(
+        ClassificationConfig,
+        classification_experiment.build_model,
+        classification_experiment.train,
+        classification_eval.evaluate,
+        classification_eval.results_table,
+    )
+
+
 # Each entry is imported lazily so that `metarl --help` stays fast.
 _FAMILIES: dict[str, Callable[[], Experiment]] = {
     "sinusoid": _sinusoid,
     "navigation": _meta_rl,
     "halfcheetah": _meta_rl,
     "ant": _meta_rl,
+    # Few-shot classification; "fashion" is the prefix of fashion-mnist-*.
+    "omniglot": _classification,
+    "mnist": _classification,
+    "fashion": _classification,
+    "miniimagenet": _classification,
 }
 
 

@@ -1,0 +1,93 @@
+"""Few-shot classification: data splits, the Conv-4 model and MAML meta-training.
+
+The training loop is the shared :func:`metarl.supervised.trainer.meta_train`; this module only
+says what a task is (an N-way K-shot episode of the configured dataset), what the model is and
+how it is scored (cross-entropy, accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metarl.core import InnerStepSize
+from metarl.supervised.classification_config import ClassificationConfig
+from metarl.supervised.conv4 import Conv4
+from metarl.supervised.data.episodes import ClassImages, sample_episodes
+from metarl.supervised.tasks import TaskBatch, cross_entropy_per_task
+from metarl.supervised.trainer import MetaTrainSetup, meta_train
+
+
+def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
+    """The classes of ``subset`` (``"train"``, ``"val"`` or ``"test"``) of the config's dataset.
+
+    Raises:
+        DataError: the data is missing or corrupt (the message says what to do).
+    """
+    if config.dataset == "omniglot":
+        from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
+
+        return omniglot_split(load_omniglot(config.data_dir), config.split, subset, config.data_dir)
+    if config.dataset in ("mnist", "fashion-mnist"):
+        from metarl.supervised.data.mnist import mnist_split
+
+        return mnist_split(config.dataset, config.train_classes, subset, config.data_dir)
+    from metarl.supervised.data.image_folder import image_folder_split
+
+    assert config.data_dir is not None  # validated
+    return image_folder_split(config.data_dir, subset, config.image_size)
+
+
+def image_shape(config: ClassificationConfig) -> tuple[int, int]:
+    """``(channels, side)`` of the config's images (known without reading the data)."""
+    if config.dataset == "image_folder":
+        return 3, config.image_size
+    return 1, 28
+
+
+def build_model(config: ClassificationConfig) -> Conv4:
+    """The Conv-4 the config describes (seeded by ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    channels, side = image_shape(config)
+    return Conv4(config.n_way, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
+
+
+def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of correct predictions per task: ``(n_tasks, N, C), (n_tasks, N) -> (n_tasks,)``."""
+    return (logits.argmax(dim=-1) == labels).float().mean(dim=1)
+
+
+def query_inputs(config: ClassificationConfig) -> Callable[[TaskBatch], tuple[Tensor, ...]] | None:
+    """The model's query-pass inputs under the config's ``bn_policy`` (None: query only)."""
+    if config.bn_policy == "transductive":
+        return None
+    return lambda batch: (batch.query_x, batch.support_x)
+
+
+def train(
+    config: ClassificationConfig,
+    run_dir: Path,
+    resume_state: dict[str, Any] | None,
+    progress: bool = True,
+) -> nn.Module:
+    """Meta-train Conv-4 with MAML on the config's meta-training classes into ``run_dir``."""
+    classes = load_split(config, "train")
+
+    def sample_batch(gen: torch.Generator) -> TaskBatch:
+        return sample_episodes(
+            classes, config.meta_batch_size, config.n_way, config.k_shot, config.k_query, gen
+        )
+
+    setup = MetaTrainSetup(
+        model=build_model(config),
+        step_size=InnerStepSize(config.inner_lr),
+        sample_batch=sample_batch,
+        task_losses=cross_entropy_per_task,
+        task_metrics=lambda logits, labels: {"accuracy": accuracy_per_task(logits, labels).mean()},
+        query_inputs=query_inputs(config),
+    )
+    return meta_train(config, setup, run_dir, resume_state, progress)

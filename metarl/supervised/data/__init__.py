@@ -1,0 +1,2 @@
+"""Few-shot datasets: files, caches and splits (Omniglot, MNIST/Fashion-MNIST, image folders),
+and the episode sampler."""
