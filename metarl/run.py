@@ -51,6 +51,21 @@ def adam(params: Any, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+def iteration_bar(config: Any, start: int, progress: bool = True) -> Any:
+    """The progress bar over iterations ``start..config.iterations`` (tqdm; loss and it/s)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        range(start, config.iterations),
+        initial=start,
+        total=config.iterations,
+        desc=config.experiment,
+        disable=not progress,
+        unit="it",
+        dynamic_ncols=True,
+    )
+
+
 def new_run_dir(experiment: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
     """Create the directory of a new run (``root/<experiment>-<time>`` unless ``out`` is given).
 

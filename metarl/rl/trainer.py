@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.config import to_dict
 from metarl.core import expand_to_tasks, get_params, inner_step
@@ -43,7 +42,7 @@ from metarl.rl.trpo import (
     trust_region_step,
     unflatten,
 )
-from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, set_torch_threads
+from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, iteration_bar, set_torch_threads
 
 
 def build_policy(config: RLConfig) -> GaussianMLPPolicy:
@@ -119,15 +118,7 @@ def train(
 
     log = MetricsLog(run_dir, config.tensorboard, resume_iteration=start if resume_state else None)
     window: dict[str, float] = {}
-    bar = tqdm(
-        range(start, config.iterations),
-        initial=start,
-        total=config.iterations,
-        desc=config.experiment,
-        disable=not progress,
-        unit="it",
-        dynamic_ncols=True,
-    )
+    bar = iteration_bar(config, start, progress)
     started = time.perf_counter()
     try:
         for iteration in bar:

@@ -15,11 +15,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from metarl.config import to_dict
 from metarl.core import InnerStepSize, adapt, expand_to_tasks, get_params, task_forward
-from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, set_torch_threads
+from metarl.run import (
+    CHECKPOINT,
+    MetricsLog,
+    adam,
+    atomic_torch_save,
+    iteration_bar,
+    set_torch_threads,
+)
 from metarl.supervised.tasks import TaskBatch
 
 
@@ -92,15 +98,7 @@ def meta_train(
     log = MetricsLog(run_dir, config.tensorboard, resume_iteration=start if resume_state else None)
     window: dict[str, Tensor] = {}
     window_start = time.perf_counter()
-    bar = tqdm(
-        range(start, config.iterations),
-        initial=start,
-        total=config.iterations,
-        desc=config.experiment,
-        disable=not progress,
-        unit="it",
-        dynamic_ncols=True,
-    )
+    bar = iteration_bar(config, start, progress)
     try:
         for iteration in bar:
             # --- sample a meta-batch of tasks --------------------------------------------------
