@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_list)
 
     bench = sub.add_parser("bench", help="speed benchmarks, side by side in one process")
-    bench.add_argument("name", help="benchmark name: sinusoid")
+    bench.add_argument("name", help="benchmark name: sinusoid, locomotion or omniglot")
     bench.add_argument("--iterations", type=int, default=200, help="timed iterations per variant")
     bench.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
     bench.set_defaults(func=_bench)
