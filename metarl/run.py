@@ -13,6 +13,8 @@ Layout (see DESIGN.md)::
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
@@ -31,14 +33,39 @@ class RunError(RuntimeError):
     """A run directory is missing, incomplete, or of another experiment."""
 
 
-def set_torch_threads(num_threads: int) -> None:
-    """Use ``num_threads`` CPU threads (0: leave torch's default).
+def setup_cpu(num_threads: int) -> None:
+    """Use ``num_threads`` torch CPU threads (0: torch's default) and keep freed memory mapped.
 
     Small MAML models are fastest single-threaded here: with 2 threads the tiny batched ops
-    spend more time synchronising than computing (see ``metarl bench sinusoid``).
+    spend more time synchronising than computing (see ``metarl bench sinusoid``); meta-RL's
+    large episode batches are not small, and their configs ask for every core.
     """
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+    retain_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters of glibc's malloc.h
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024 - 1  # glibc's ceiling on 64-bit systems
+
+
+@functools.cache  # once per process
+def retain_freed_memory() -> bool:
+    """Stop glibc from handing every large freed tensor back to the kernel.
+
+    By default glibc serves allocations above a threshold with their own ``mmap`` and unmaps
+    them on free, so an autograd pass over tens of megabytes of activations page-faults its
+    memory in again on every call (meta-RL's Fisher-vector products: a third of the update
+    time went to the kernel here). Raising the mmap and trim thresholds keeps freed blocks
+    in the heap for reuse, as jemalloc or tcmalloc would. Only touches glibc's allocator;
+    returns whether it did (False elsewhere, e.g. macOS or musl).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+        return mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def adam(params: Any, lr: float) -> torch.optim.Optimizer:

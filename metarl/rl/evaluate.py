@@ -57,7 +57,7 @@ from metarl.rl.policy import GaussianMLPPolicy  # noqa: E402
 from metarl.rl.sampler import ActFn, rollout, sample_episodes  # noqa: E402
 from metarl.rl.task_envs import make_batched_env  # noqa: E402
 from metarl.rl.trainer import build_policy  # noqa: E402
-from metarl.run import atomic_write_text, read_metrics, set_torch_threads  # noqa: E402
+from metarl.run import atomic_write_text, read_metrics, setup_cpu  # noqa: E402
 
 PAPER: dict[str, dict[str, dict[str, list[float]]]] = {
     # Average return on 2D navigation, Finn et al. 2017 (Fig. 4), as quoted by issue 3; the
@@ -155,7 +155,7 @@ def evaluate(
     """
     del retrain_baselines, progress
     started = time.time()
-    set_torch_threads(config.num_threads)
+    setup_cpu(config.num_threads)
     if not isinstance(model, GaussianMLPPolicy):
         raise TypeError(f"expected a GaussianMLPPolicy, got {type(model).__name__}")
     env = make_batched_env(config.env, config.eval_tasks * config.eval_episodes, config.horizon)

@@ -42,7 +42,7 @@ from metarl.rl.trpo import (
     trust_region_step,
     unflatten,
 )
-from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, iteration_bar, set_torch_threads
+from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, iteration_bar, setup_cpu
 
 
 def build_policy(config: RLConfig) -> GaussianMLPPolicy:
@@ -78,7 +78,7 @@ def train(
     ``time/sampling``/``time/update`` (seconds), ``time/elapsed`` (wall seconds since the run
     started, across resumes) and ``sampling/env_steps`` (cumulative).
     """
-    set_torch_threads(config.num_threads)
+    setup_cpu(config.num_threads)
     if config.device != "cpu":
         warnings.warn("meta-RL runs on the CPU: the environments are numpy", stacklevel=2)
     n_tasks, n_episodes = config.meta_batch_size, config.episodes_per_task

@@ -25,7 +25,7 @@ from torch import nn
 
 from metarl.config import to_dict
 from metarl.plots import adaptation_curves, learning_curve
-from metarl.run import atomic_write_text, read_metrics, set_torch_threads
+from metarl.run import atomic_write_text, read_metrics, setup_cpu
 from metarl.supervised.classification_config import ClassificationConfig
 from metarl.supervised.classification_experiment import (
     accuracy_per_task,
@@ -52,7 +52,7 @@ def evaluate(
     """
     del retrain_baselines, progress
     started = time.time()
-    set_torch_threads(config.num_threads)
+    setup_cpu(config.num_threads)
     model = model.cpu()
     classes = load_split(config, config.eval_subset)
     episodes = fixed_episodes(

@@ -32,7 +32,7 @@ from torch import nn  # noqa: E402
 
 from metarl.config import to_dict  # noqa: E402
 from metarl.plots import adaptation_curves, learning_curve  # noqa: E402
-from metarl.run import atomic_torch_save, atomic_write_text, read_metrics, set_torch_threads  # noqa: E402
+from metarl.run import atomic_torch_save, atomic_write_text, read_metrics, setup_cpu  # noqa: E402
 from metarl.supervised.config import SinusoidConfig  # noqa: E402
 from metarl.supervised.finetune import finetune_curve, mean_ci95  # noqa: E402
 from metarl.supervised.models import sinusoid_mlp  # noqa: E402
@@ -117,7 +117,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run the protocol, write ``eval.json`` and the plots, and return the results."""
     started = time.time()
-    set_torch_threads(config.num_threads)
+    setup_cpu(config.num_threads)
     model = model.cpu()
     pretrained, oracle = baselines(config, run_dir, retrain_baselines, progress)
     test, task_params = fixed_tasks(config, config.eval_tasks, config.eval_seed)

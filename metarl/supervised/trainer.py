@@ -24,7 +24,7 @@ from metarl.run import (
     adam,
     atomic_torch_save,
     iteration_bar,
-    set_torch_threads,
+    setup_cpu,
 )
 from metarl.supervised.tasks import TaskBatch
 
@@ -68,7 +68,7 @@ def meta_train(
     Raises:
         NonFiniteLossError: the meta-loss is NaN/inf (the previous checkpoint stays intact).
     """
-    set_torch_threads(config.num_threads)
+    setup_cpu(config.num_threads)
     device = torch.device(config.device)
     model, step_size = setup.model.to(device), setup.step_size.to(device)
     meta_params = list(model.parameters()) + list(step_size.parameters())
