@@ -14,6 +14,7 @@ batch at once with the same vectorised functions as the single environments
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,7 +79,8 @@ class BatchedLocomotion(BatchedTaskEnv):
         self._terminated = np.zeros(n, dtype=bool)
         self._truncated = np.zeros(n, dtype=bool)
         self._last_obs = np.zeros((n, obs_dim), dtype=np.float32)
-        self._elapsed = 0
+        self._elapsed = np.zeros(n, dtype=np.int64)  # steps of each environment's episode
+        self._started = False
         self._rng, _ = seeding.np_random(seed)
         n_threads = min(threads or os.cpu_count() or 1, 8, n)
         bounds = np.linspace(0, n, n_threads + 1).astype(int)
@@ -95,6 +97,9 @@ class BatchedLocomotion(BatchedTaskEnv):
         self._tasks = self.family.task_array(tasks)
         self._task_dicts = [dict(t) for t in tasks]
 
+    def task_array(self, tasks: list[dict[str, Any]]) -> np.ndarray:
+        return self.family.task_array(tasks)
+
     def seed(self, seed: int | list[int]) -> None:
         """Reseed the initial-state noise of the following resets."""
         self._rng = np.random.default_rng(seed)
@@ -104,21 +109,25 @@ class BatchedLocomotion(BatchedTaskEnv):
         return [dict(t) for t in self._task_dicts]
 
     # --- simulation --------------------------------------------------------------------------
-    def reset(self, seeds: list[int] | None = None) -> np.ndarray:
+    def reset(
+        self, indices: Sequence[int] | None = None, seeds: list[int] | None = None
+    ) -> np.ndarray:
         """Start new episodes: qpos = init + U(±0.1), qvel = init + 0.1·N(0, 1) per environment.
 
         Args:
-            seeds: one seed per environment; the noise is then drawn exactly as gymnasium's
-                ``env.reset(seed=seeds[i])`` draws it (used to check equality). Default: from
-                this simulator's own generator.
+            indices: the environments to reset (default: all); the others keep running.
+            seeds: one seed per reset environment; the noise is then drawn exactly as
+                gymnasium's ``env.reset(seed=seeds[i])`` draws it (used to check equality).
+                Default: from this simulator's own generator.
         """
         if self._tasks is None:
             raise RuntimeError("no tasks set: call set_tasks() before reset()")
-        n, nq, nv, s = self.num_envs, self.model.nq, self.model.nv, self.reset_noise_scale
+        index = self._reset_indices(indices)
+        n, nq, nv, s = len(index), self.model.nq, self.model.nv, self.reset_noise_scale
         if seeds is not None:
             if len(seeds) != n:
                 raise ValueError(
-                    f"seeds must hold one seed per environment ({n}), got {len(seeds)}"
+                    f"seeds must hold one seed per reset environment ({n}), got {len(seeds)}"
                 )
             pos_noise, vel_noise = np.empty((n, nq)), np.empty((n, nv))
             for i, seed in enumerate(seeds):
@@ -128,20 +137,22 @@ class BatchedLocomotion(BatchedTaskEnv):
         else:
             pos_noise = self._rng.uniform(-s, s, size=(n, nq))
             vel_noise = s * self._rng.standard_normal((n, nv))
-        for i, data in enumerate(self.datas):
+        for row, i in enumerate(index):
+            data = self.datas[i]
             mujoco.mj_resetData(self.model, data)
-            data.qpos[:] = self.init_qpos + pos_noise[i]
-            data.qvel[:] = self.init_qvel + vel_noise[i]
+            data.qpos[:] = self.init_qpos + pos_noise[row]
+            data.qvel[:] = self.init_qvel + vel_noise[row]
             mujoco.mj_forward(self.model, data)
-        self._gather(range(n))
-        self._done[:] = False
-        self._terminated[:] = False
-        self._truncated[:] = False
-        self._elapsed = 0
-        self._last_obs = self._observations()
+        self._gather(index)
+        self._done[index] = False
+        self._terminated[index] = False
+        self._truncated[index] = False
+        self._elapsed[index] = 0
+        self._started = True
+        self._last_obs[index] = self._observations()[index]
         return self._last_obs.copy()
 
-    def _simulate(self, chunk: range) -> None:
+    def _simulate(self, chunk: Sequence[int]) -> None:
         """Advance the running environments of ``chunk`` by one environment step (GIL released)."""
         model, skip = self.model, self.frame_skip
         for i in chunk:
@@ -156,7 +167,7 @@ class BatchedLocomotion(BatchedTaskEnv):
                 mujoco.mj_rnePostConstraint(model, data)
         self._gather(chunk)
 
-    def _gather(self, chunk: range) -> None:
+    def _gather(self, chunk: Sequence[int]) -> None:
         for i in chunk:
             data = self.datas[i]
             self.qpos[i] = data.qpos
@@ -175,7 +186,7 @@ class BatchedLocomotion(BatchedTaskEnv):
         return self.torso_xy[:, 0].copy() if self.is_ant else self.qpos[:, 0].copy()
 
     def step(self, actions: np.ndarray) -> BatchStep:
-        if self._tasks is None or self._elapsed == 0 and self._done.all():
+        if self._tasks is None or not self._started:
             raise RuntimeError("call reset() before step()")
         actions = self._check_actions(actions)
         running = ~self._done
@@ -192,11 +203,11 @@ class BatchedLocomotion(BatchedTaskEnv):
             else np.stack([self.qpos[:, 0], np.zeros(self.num_envs)], 1)
         )
         reward = locomotion_reward(self.family, velocity, xy, actions, self.cfrc_ext, self._tasks)
-        self._elapsed += 1
+        self._elapsed += running
         terminated = (
             ~ant_is_healthy(self.qpos, self.qvel) if self.is_ant else np.zeros_like(running)
         )
-        truncated = np.full(self.num_envs, self._elapsed >= self.horizon)
+        truncated = self._elapsed >= self.horizon
         observation = self._observations()
         # Environments that had already finished keep their last observation and flags.
         observation[~running] = self._last_obs[~running]

@@ -15,6 +15,7 @@ The single environment and the batched one share :func:`sample_navigation_tasks`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -202,7 +203,7 @@ class BatchedNavigation2D(BatchedTaskEnv):
         self._state: np.ndarray | None = None  # (N, 2) float64
         self._terminated = np.zeros(self.num_envs, dtype=bool)
         self._truncated = np.zeros(self.num_envs, dtype=bool)
-        self._steps = 0
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return sample_navigation_tasks(n, rng, self.low, self.high)
@@ -218,13 +219,19 @@ class BatchedNavigation2D(BatchedTaskEnv):
             raise RuntimeError("no tasks yet: call set_tasks() first")
         return [{"goal": goal.copy()} for goal in self._goals]
 
-    def reset(self) -> np.ndarray:
+    def task_array(self, tasks: list[dict[str, Any]]) -> np.ndarray:
+        return np.stack([_goal_of(task) for task in tasks]) if tasks else np.zeros((0, 2))
+
+    def reset(self, indices: Sequence[int] | None = None) -> np.ndarray:
         if self._goals is None:
             raise RuntimeError("call set_tasks() before reset()")
-        self._state = np.zeros((self.num_envs, 2), dtype=np.float64)
-        self._terminated = np.zeros(self.num_envs, dtype=bool)
-        self._truncated = np.zeros(self.num_envs, dtype=bool)
-        self._steps = 0
+        index = self._reset_indices(indices)
+        if self._state is None:
+            self._state = np.zeros((self.num_envs, 2), dtype=np.float64)
+        self._state[index] = 0.0
+        self._terminated[index] = False
+        self._truncated[index] = False
+        self._steps[index] = 0
         return self._state.astype(np.float32)
 
     def step(self, actions: np.ndarray) -> BatchStep:
@@ -234,7 +241,7 @@ class BatchedNavigation2D(BatchedTaskEnv):
         running = ~(self._terminated | self._truncated)
         moved, reward, reached = _move(self._state, actions, self._goals, self.action_scale)
         self._state = np.where(running[:, None], moved, self._state)
-        self._steps += 1
+        self._steps += running
         self._terminated = self._terminated | (running & reached)
         self._truncated = self._truncated | (running & (self._steps >= self.horizon))
         return BatchStep(

@@ -16,6 +16,7 @@ pickled and compared without knowing the environment.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -71,8 +72,9 @@ class BatchStep(NamedTuple):
 class BatchedTaskEnv(abc.ABC):
     """``N`` task environments stepped together as one numpy array operation.
 
-    All environments are reset together and share the step counter, so the horizon cuts them at
-    the same step.
+    Meta-RL resets all environments together, so the horizon cuts them at the same step; a
+    subset can also be reset on its own (``reset(indices)``: what auto-resetting vectorised
+    environments such as Stable-Baselines3's need), and every environment counts its own steps.
 
     Finished environments are frozen: once an environment has terminated or been truncated,
     further steps leave its state unchanged, return its last observation with reward 0, and
@@ -121,13 +123,20 @@ class BatchedTaskEnv(abc.ABC):
         """
 
     @abc.abstractmethod
-    def reset(self) -> np.ndarray:
-        """Start a new episode in every environment; returns observations ``(N, obs_dim)``
-        float32.
+    def reset(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Start a new episode in every environment, or only in those of ``indices``.
+
+        Returns:
+            observations ``(N, obs_dim)`` float32 of all environments (the others unchanged).
 
         Raises:
             RuntimeError: if no tasks were set.
         """
+
+    @abc.abstractmethod
+    def task_array(self, tasks: list[dict[str, Any]]) -> np.ndarray:
+        """The tasks' parameters as a float array ``(len(tasks), task_dim)`` (goal, velocity,
+        direction): what a task-conditioned policy (the oracle) sees."""
 
     @abc.abstractmethod
     def step(self, actions: np.ndarray) -> BatchStep:
@@ -144,6 +153,15 @@ class BatchedTaskEnv(abc.ABC):
                 f"tasks must hold one task per environment: expected {self.num_envs}, "
                 f"got {len(tasks)}"
             )
+
+    def _reset_indices(self, indices: Sequence[int] | None) -> np.ndarray:
+        """``indices`` (default: all) as a sorted, checked integer array."""
+        if indices is None:
+            return np.arange(self.num_envs)
+        index = np.unique(np.asarray(indices, dtype=np.int64))
+        if index.size and (index[0] < 0 or index[-1] >= self.num_envs):
+            raise ValueError(f"reset indices must lie in [0, {self.num_envs}), got {list(indices)}")
+        return index
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         """Return ``actions`` as a float64 ``(N, action_dim)`` array.

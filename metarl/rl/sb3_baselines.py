@@ -1,0 +1,226 @@
+"""The paper's meta-RL baselines, trained with Stable-Baselines3 PPO (Finn et al. 2017, Sec. 5.3).
+
+- **pretrained**: one policy trained on the whole task distribution (a new task at every
+  reset), with the MAML policy's network, then adapted at test time with exactly the same
+  REINFORCE steps as MAML (:func:`metarl.rl.evaluate.adaptation_curve`);
+- **oracle**: a policy that sees the task's parameters (goal, target velocity or direction)
+  appended to its observation; evaluated without adaptation, acting with its mean action.
+
+Both train on the batched simulator through :class:`~metarl.rl.sb3_env.TaskVecEnv`, with
+observations and rewards normalised by SB3's ``VecNormalize``. The trained network is then
+converted into a :class:`~metarl.rl.policy.GaussianMLPPolicy`: the observation normalisation
+is folded into the first layer (``W' = W / σ``, ``b' = b − W' μ``; its clipping is set wide
+enough never to act), so the metarl policy computes exactly SB3's action distribution.
+
+Stored as ``<dir>/<kind>.pt`` (default ``dir``: ``runs/baselines/<experiment>``), which
+``metarl evaluate`` picks up when the environment, horizon and network match.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarl.config import ConfigError
+from metarl.rl.config import RLConfig
+from metarl.rl.policy import GaussianMLPPolicy
+from metarl.rl.sampler import ActFn
+from metarl.rl.sb3_env import ACTION_BOUND, TaskVecEnv
+from metarl.rl.task_envs import make_batched_env
+from metarl.run import atomic_torch_save, setup_cpu
+
+KINDS = ("pretrained", "oracle")
+
+PPO_HYPERPARAMETERS: dict[str, Any] = {
+    # SB3's PPO defaults for continuous control, but for the rollout shape: 20 environments
+    # x 200 steps = 4,000 samples per update, 20 minibatches of 200, 10 epochs.
+    "learning_rate": 3e-4,
+    "n_steps": 200,
+    "batch_size": 200,
+    "n_epochs": 10,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_range": 0.2,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+}
+NUM_ENVS = 20
+OBS_CLIP = 1e6  # VecNormalize's clip, wide enough never to act (the folding stays exact)
+
+DEFAULT_TIMESTEPS: dict[str, int] = {"navigation2d": 300_000}
+"""Training budget per environment; everything else gets :data:`LOCOMOTION_TIMESTEPS`."""
+LOCOMOTION_TIMESTEPS = 1_000_000
+
+
+def default_timesteps(env: str) -> int:
+    """The documented default budget of ``metarl baseline`` for an environment."""
+    return DEFAULT_TIMESTEPS.get(env, LOCOMOTION_TIMESTEPS)
+
+
+def default_dir(run_dir: Path, experiment: str) -> Path:
+    """Where baselines of ``experiment`` are looked for: ``<runs>/baselines/<experiment>``."""
+    return run_dir.parent / "baselines" / experiment
+
+
+class StoredBaseline(NamedTuple):
+    """A trained baseline, as ``metarl evaluate`` uses it.
+
+    Attributes:
+        kind: ``pretrained`` or ``oracle``.
+        policy: the converted policy (the oracle's input is ``obs ++ task``).
+        info: how it was trained (timesteps, seconds, hyperparameters, final training return).
+    """
+
+    kind: str
+    policy: GaussianMLPPolicy
+    info: dict[str, Any]
+
+
+def _activation(name: str) -> type[nn.Module]:
+    return {"relu": nn.ReLU, "tanh": nn.Tanh}[name]
+
+
+def train_baseline(
+    config: RLConfig, kind: str, out_dir: Path, timesteps: int | None = None, progress: bool = True
+) -> Path:
+    """Train the ``kind`` baseline of ``config``'s environment and store it in ``out_dir``.
+
+    Args:
+        config: the experiment's config (environment, horizon, network shape, seed).
+        kind: ``pretrained`` or ``oracle``.
+        out_dir: the directory of ``<kind>.pt``.
+        timesteps: environment steps of PPO; default :func:`default_timesteps`.
+        progress: show SB3's progress bar.
+
+    Returns:
+        The path of the stored baseline.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    if kind not in KINDS:
+        raise ConfigError(f"unknown baseline {kind!r}; one of {', '.join(KINDS)}")
+    timesteps = default_timesteps(config.env) if timesteps is None else timesteps
+    if timesteps < 1:
+        raise ConfigError(f"timesteps must be >= 1, got {timesteps}")
+    setup_cpu(config.num_threads)
+    started = time.perf_counter()
+    batched = make_batched_env(config.env, NUM_ENVS, config.horizon)
+    task_env = TaskVecEnv(batched, seed=config.seed, task_in_observation=kind == "oracle")
+    env = VecNormalize(VecMonitor(task_env), clip_obs=OBS_CLIP, gamma=config.gamma)
+    policy_kwargs = {
+        "net_arch": {"pi": list(config.hidden_sizes), "vf": list(config.hidden_sizes)},
+        "activation_fn": _activation(config.activation),
+        "log_std_init": float(np.log(config.init_std)),
+    }
+    model = PPO(
+        "MlpPolicy", env, policy_kwargs=policy_kwargs, seed=config.seed, device="cpu",
+        verbose=0, **PPO_HYPERPARAMETERS,
+    )  # fmt: skip
+    model.learn(total_timesteps=timesteps, progress_bar=progress)
+    policy = sb3_to_policy(model, env, config)
+    recent = [float(e["r"]) for e in model.ep_info_buffer]
+    info = {
+        "kind": kind,
+        "algorithm": "PPO (stable-baselines3)",
+        "timesteps": int(model.num_timesteps),
+        "seconds": time.perf_counter() - started,
+        "hyperparameters": {**PPO_HYPERPARAMETERS, "num_envs": NUM_ENVS},
+        "train_return_last_100": float(np.mean(recent)) if recent else float("nan"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{kind}.pt"
+    atomic_torch_save(
+        {
+            "info": info,
+            "env": config.env,
+            "horizon": config.horizon,
+            "hidden_sizes": list(config.hidden_sizes),
+            "activation": config.activation,
+            "obs_dim": policy.obs_dim,
+            "model": policy.state_dict(),
+        },
+        path,
+    )
+    env.close()
+    return path
+
+
+def sb3_to_policy(model: Any, normalizer: Any, config: RLConfig) -> GaussianMLPPolicy:
+    """SB3 PPO's Gaussian MLP policy (behind ``VecNormalize``) as a ``GaussianMLPPolicy``.
+
+    The mean network ``mlp_extractor.policy_net`` + ``action_net`` becomes ``policy.mean``
+    (same layers, same activation), ``log_std`` is copied, and the observation normalisation
+    ``(obs − μ) / sqrt(var + ε)`` is folded into the first layer.
+    """
+    sb3 = model.policy
+    linears = [m for m in sb3.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
+    linears.append(sb3.action_net)
+    obs_dim = linears[0].in_features
+    policy = GaussianMLPPolicy(
+        obs_dim, sb3.action_net.out_features, config.hidden_sizes, config.activation,
+        config.init_std, config.min_std,
+    )  # fmt: skip
+    targets = [m for m in policy.mean if isinstance(m, nn.Linear)]
+    if len(targets) != len(linears):
+        raise ValueError("the SB3 policy's network does not have the config's hidden layers")
+    mean = torch.as_tensor(normalizer.obs_rms.mean, dtype=torch.float32)
+    std = np.sqrt(normalizer.obs_rms.var + normalizer.epsilon)
+    scale = torch.as_tensor(std, dtype=torch.float32)
+    with torch.no_grad():
+        for i, (target, source) in enumerate(zip(targets, linears)):
+            weight, bias = source.weight.detach().cpu(), source.bias.detach().cpu()
+            if i == 0:
+                weight = weight / scale
+                bias = bias - weight @ mean
+            target.weight.copy_(weight)
+            target.bias.copy_(bias)
+        policy.log_std.copy_(sb3.log_std.detach().cpu())
+    return policy
+
+
+def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
+    """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``)."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    fits = (
+        state["env"] == config.env
+        and state["horizon"] == config.horizon
+        and state["hidden_sizes"] == list(config.hidden_sizes)
+        and state["activation"] == config.activation
+    )
+    if not fits:
+        return None
+    probe = make_batched_env(config.env, 1, config.horizon)
+    policy = GaussianMLPPolicy(
+        state["obs_dim"], probe.action_dim, config.hidden_sizes, config.activation,
+        config.init_std, config.min_std,
+    )  # fmt: skip
+    policy.load_state_dict(state["model"])
+    policy.eval()
+    return StoredBaseline(state["info"]["kind"], policy, state["info"])
+
+
+def oracle_actions(policy: GaussianMLPPolicy, task_features: np.ndarray) -> ActFn:
+    """The oracle's controller: its mean action on ``obs ++ task``, within the action bounds.
+
+    Args:
+        policy: the oracle (input size ``obs_dim + task_dim``).
+        task_features: ``(n_tasks, task_dim)`` the tasks' parameters (``env.task_array``).
+    """
+    task = torch.as_tensor(task_features, dtype=torch.float32)
+
+    def act(obs: Tensor) -> Tensor:  # (n_tasks, E, obs_dim)
+        features = task.unsqueeze(1).expand(*obs.shape[:2], task.shape[1])
+        with torch.no_grad():
+            mean, _ = policy(torch.cat([obs, features], dim=-1))
+        return mean.clamp(-ACTION_BOUND, ACTION_BOUND)
+
+    return act
