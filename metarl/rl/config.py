@@ -99,6 +99,9 @@ class RLConfig(CommonConfig):
         low=0.0,
     )  # fmt: skip
     eval_trajectory_goals: int = option(4, "goals drawn in plots/trajectories.png", low=0)
+    baselines_dir: str | None = option(
+        None, "where `metarl evaluate` looks for SB3 baselines; null: <runs>/baselines/<experiment>"
+    )
 
     def validate(self) -> None:
         super().validate()

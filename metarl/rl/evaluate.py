@@ -15,6 +15,10 @@ Methods:
   ``clip(goal − position, ±0.1)`` per step, which reaches the closest point to the goal that
   any policy can reach at every step, hence the best possible return (the paper's oracle was a
   goal-conditioned policy trained with TRPO, so it is somewhat weaker: −2.3).
+- ``pretrained`` and ``oracle (PPO)``: the Stable-Baselines3 baselines of
+  :mod:`metarl.rl.sb3_baselines` (``metarl baseline {pretrained,oracle} EXPERIMENT``), when
+  stored in ``baselines_dir``: the pretrained policy is adapted exactly like MAML, the
+  task-conditioned oracle acts with its mean action and is not adapted.
 
 ``eval.json`` schema::
 
@@ -23,6 +27,7 @@ Methods:
                   "metric"},
      "results": {"<method>": {"steps": [int], "mean": [float], "stderr": [float]}},
      "paper": {"<method>": {"steps": [int], "mean": [float]}},   # reference numbers, if known
+     "baselines": {"<kind>": {training info}}, "missing": [str],  # SB3 baselines used / not
      "seconds": float, "config": {...}}
 
 The oracle does not adapt: its lists have the single step 0.
@@ -55,6 +60,7 @@ from metarl.rl.episodes import with_advantages  # noqa: E402
 from metarl.rl.maml import inner_loss  # noqa: E402
 from metarl.rl.policy import GaussianMLPPolicy  # noqa: E402
 from metarl.rl.sampler import ActFn, rollout, sample_episodes  # noqa: E402
+from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions  # noqa: E402
 from metarl.rl.task_envs import make_batched_env  # noqa: E402
 from metarl.rl.trainer import build_policy  # noqa: E402
 from metarl.run import atomic_write_text, read_metrics, setup_cpu  # noqa: E402
@@ -170,6 +176,29 @@ def evaluate(
         curves[name] = adaptation_curve(policy, env, tasks, config, generator)
         mean, stderr = mean_stderr(curves[name].returns)
         results[name] = {"steps": steps, "mean": mean, "stderr": stderr}
+    trained, missing = {}, []
+    baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
+    for kind in KINDS:
+        stored = load_baseline(baselines / f"{kind}.pt", config)
+        if stored is None:
+            missing.append(
+                f"{kind}: none for this environment/network in {baselines} "
+                f"(`metarl baseline {kind} {config.experiment}`)"
+            )
+            continue
+        trained[kind] = stored.info
+        if kind == "pretrained":
+            generator = torch.Generator().manual_seed(config.eval_seed)
+            env.seed(config.eval_seed)
+            curve = adaptation_curve(stored.policy, env, tasks, config, generator)
+            mean, stderr = mean_stderr(curve.returns)
+            results["pretrained"] = {"steps": steps, "mean": mean, "stderr": stderr}
+        else:
+            env.seed(config.eval_seed)
+            act = oracle_actions(stored.policy, env.task_array(tasks))
+            oracle = rollout(env, tasks, config.eval_episodes, act)
+            mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
+            results["oracle (PPO)"] = {"steps": [0], "mean": mean, "stderr": stderr}
     if config.env in ORACLES:
         env.seed(config.eval_seed)
         oracle = rollout(env, tasks, config.eval_episodes, ORACLES[config.env](env, tasks))
@@ -189,6 +218,8 @@ def evaluate(
         },
         "results": results,
         "paper": PAPER.get(config.env, {}),
+        "baselines": trained,
+        "missing": missing,
         "seconds": time.time() - started,
         "config": to_dict(config),
     }
@@ -272,4 +303,5 @@ def results_table(report: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(cell(curve, s) for s in steps) + " |")
     for method, curve in report.get("paper", {}).items():
         lines.append(f"| paper: {method} | " + " | ".join(cell(curve, s) for s in steps) + " |")
+    lines += [f"not evaluated: {why}" for why in report.get("missing", [])]
     return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The SB3 adapter of the batched simulators and the pretrained/oracle baselines.
+
+Checked against independent references: partial resets against gymnasium's own reset,
+auto-reset against SB3's VecEnv contract, the converted policy against SB3's own distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+import metarl.envs as E
+from metarl.cli import main
+from metarl.experiments import load_config
+from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, sb3_to_policy
+from metarl.rl.sb3_env import TaskVecEnv
+from metarl.rl.task_envs import make_batched_env
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def test_partial_reset_matches_gymnasium_and_leaves_the_others_running():
+    n, horizon = 3, 8
+    batch = E.BatchedLocomotion("HalfCheetahVel", n, horizon=horizon, threads=2)
+    twin = E.BatchedLocomotion("HalfCheetahVel", n, horizon=horizon, threads=1)
+    tasks = batch.sample_tasks(n, np.random.default_rng(0))
+    for env in (batch, twin):
+        env.set_tasks(tasks)
+        env.reset(seeds=[1, 2, 3])
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        actions = rng.uniform(-1, 1, (n, batch.action_dim))
+        batch.step(actions)
+        twin.step(actions)
+    obs = batch.reset(indices=[1], seeds=[9])
+    single = gym.make("metarl/HalfCheetahVel-v0", horizon=horizon).unwrapped
+    reference, _ = single.reset(seed=9, options={"task": tasks[1]})
+    np.testing.assert_allclose(obs[1], reference, atol=1e-6)
+    for _ in range(horizon - 3):  # the others finish at their own horizon, env 1 does not
+        actions = rng.uniform(-1, 1, (n, batch.action_dim))
+        step, twin_step = batch.step(actions), twin.step(actions)
+        ref_obs, ref_reward, *_ = single.step(actions[1])
+        np.testing.assert_allclose(step.observation[[0, 2]], twin_step.observation[[0, 2]])
+        np.testing.assert_allclose(step.observation[1], ref_obs, atol=1e-4)
+        assert step.reward[1] == pytest.approx(ref_reward, abs=1e-4)
+    assert step.truncated.tolist() == [True, False, True]
+    for _ in range(3):
+        step = batch.step(np.zeros((n, batch.action_dim)))
+    assert step.truncated.tolist() == [True, True, True]
+    batch.close()
+    twin.close()
+
+
+def test_navigation_partial_reset_and_own_step_counts():
+    env = E.BatchedNavigation2D(3, horizon=4)
+    env.set_tasks([{"goal": np.array([0.4, 0.4])}] * 3)
+    env.reset()
+    env.step(np.ones((3, 2)))
+    obs = env.reset(indices=[2])
+    np.testing.assert_allclose(obs[:, 0], [0.1, 0.1, 0.0])
+    for _ in range(3):
+        step = env.step(np.ones((3, 2)))
+    assert step.truncated.tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="reset indices"):
+        env.reset(indices=[3])
+
+
+def test_vec_env_auto_resets_with_new_tasks_and_terminal_observations():
+    batched = E.BatchedNavigation2D(4, horizon=3)
+    vec = TaskVecEnv(batched, seed=0, task_in_observation=True)
+    obs = vec.reset()
+    assert obs.shape == (4, 4) and obs.dtype == np.float32
+    goals = obs[:, 2:].copy()
+    np.testing.assert_allclose(goals, batched.task_array(batched.tasks), atol=1e-7)
+    for _ in range(3):
+        vec.step_async(np.ones((4, 2)))
+        obs, rewards, dones, infos = vec.step_wait()
+        assert rewards.shape == (4,)
+    assert dones.all()  # the horizon (no goal of seed 0 lies on the diagonal path)
+    for info in infos:
+        np.testing.assert_allclose(info["terminal_observation"][:2], [0.3, 0.3], atol=1e-6)
+        assert info["TimeLimit.truncated"]
+    np.testing.assert_allclose(obs[:, :2], 0.0)  # new episodes start at the origin ...
+    assert not np.allclose(obs[:, 2:], goals)  # ... with new tasks
+    np.testing.assert_allclose(obs[:, 2:], batched.task_array(batched.tasks), atol=1e-7)
+
+
+def _ppo(vec, steps=200):
+    env = VecNormalize(VecMonitor(vec), clip_obs=OBS_CLIP)
+    model = PPO(
+        "MlpPolicy", env, n_steps=50, batch_size=50, n_epochs=2, seed=0, device="cpu",
+        policy_kwargs={"net_arch": {"pi": [16, 16], "vf": [16, 16]},
+                       "activation_fn": torch.nn.ReLU},
+    )  # fmt: skip
+    model.learn(steps)
+    return model, env
+
+
+def test_converted_policy_equals_sb3_distribution():
+    config = load_config("halfcheetah-dir", ["hidden_sizes=[16,16]"])
+    vec = TaskVecEnv(make_batched_env(config.env, 4, 20), seed=1, task_in_observation=True)
+    model, env = _ppo(vec)
+    assert env.obs_rms.count > 1  # the normalisation is not the identity any more
+    policy = sb3_to_policy(model, env, config)
+    raw = env.get_original_obs()
+    obs, _ = model.policy.obs_to_tensor(env.normalize_obs(raw))
+    reference = model.policy.get_distribution(obs).distribution
+    mean, log_std = policy(torch.as_tensor(raw, dtype=torch.float32))
+    torch.testing.assert_close(mean, reference.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(log_std.exp(), reference.stddev, atol=1e-6, rtol=1e-6)
+
+
+def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
+    small = [
+        "horizon=10", "hidden_sizes=[16,16]", "meta_batch_size=2", "episodes_per_task=2",
+        "eval_tasks=3", "eval_episodes=2", "eval_steps=1", "tensorboard=false",
+    ]  # fmt: skip
+    baselines = tmp_path / "baselines"
+    for kind in ("pretrained", "oracle"):
+        code = main(
+            ["baseline", kind, "navigation", "--timesteps", "400", "--out", str(baselines),
+             "--no-progress", "--set", *small]
+        )  # fmt: skip
+        assert code == 0 and (baselines / f"{kind}.pt").exists()
+    config = load_config("navigation", small)
+    oracle = load_baseline(baselines / "oracle.pt", config)
+    assert oracle is not None and oracle.policy.obs_dim == 4  # position ++ goal
+    assert load_baseline(baselines / "oracle.pt", load_config("navigation")) is None  # 100-100
+    run = tmp_path / "run"
+    assert main(["train", "navigation", "--out", str(run), "--no-progress",
+                 "--set", *small, "iterations=1", f"baselines_dir={baselines}"]) == 0  # fmt: skip
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["results"]) == {"MAML", "random init", "pretrained", "oracle (PPO)", "oracle"}
+    assert len(report["results"]["pretrained"]["mean"]) == 2  # adapted: 0 and 1 step
+    assert report["missing"] == []
+    assert report["baselines"]["oracle"]["timesteps"] >= 400
+    assert all(np.isfinite(v) for r in report["results"].values() for v in r["mean"])
+
+
+def test_baseline_cli_rejects_bad_input(capsys):
+    assert main(["baseline", "oracle", "sinusoid"]) == 2
+    assert "meta-RL baselines" in capsys.readouterr().err
+    assert main(["baseline", "oracle", "navigation", "--timesteps", "0"]) == 2
+    assert "timesteps" in capsys.readouterr().err
