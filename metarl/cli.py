@@ -1,4 +1,4 @@
-"""``metarl`` command line: train, evaluate, baseline, list, bench."""
+"""``metarl`` command line: train, evaluate, baseline, view, list, bench."""
 
 from __future__ import annotations
 
@@ -95,6 +95,22 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    import os
+
+    # MuJoCo picks its OpenGL backend when it is first imported: offscreen EGL unless told.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from metarl.rl.view import view
+
+    written = view(
+        args.run_dir, args.tasks, args.steps, args.out, args.gif, args.width, args.height,
+        args.interactive_stage if args.interactive else None, progress=not args.no_progress,
+    )  # fmt: skip
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from metarl.experiments import experiment_names, get_experiment
 
@@ -171,6 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     baseline.add_argument("--no-progress", action="store_true")
     baseline.set_defaults(func=_baseline)
+
+    viewer = sub.add_parser(
+        "view",
+        help="render a meta-RL policy before and after 1, 2, 3 adaptation steps",
+        description="MuJoCo tasks: MP4 videos (stages side by side, task and returns in the "
+        "caption), rendered offscreen (MUJOCO_GL=egl by default, or osmesa). 2D navigation: "
+        "a trajectory figure and an animation.",
+    )
+    viewer.add_argument("run_dir", type=Path)
+    viewer.add_argument(
+        "--tasks", type=int, nargs="+", default=None, help="test task indices (default 0 1)"
+    )
+    viewer.add_argument("--steps", type=int, default=None, help="gradient steps (default 3)")
+    viewer.add_argument("--out", type=Path, default=None, help="output directory (the run's)")
+    viewer.add_argument("--gif", action="store_true", help="also write GIFs")
+    viewer.add_argument("--width", type=int, default=320, help="pixels per stage panel")
+    viewer.add_argument("--height", type=int, default=240)
+    viewer.add_argument(
+        "--interactive", action="store_true", help="replay in MuJoCo's viewer (needs a display)"
+    )
+    viewer.add_argument(
+        "--interactive-stage", type=int, default=1, help="stage to replay (0 = pre-update)"
+    )
+    viewer.add_argument("--no-progress", action="store_true")
+    viewer.set_defaults(func=_view)
 
     lst = sub.add_parser("list", help="list experiments (-v: with every config key)")
     lst.add_argument("-v", "--verbose", action="store_true")

@@ -52,6 +52,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from metarl.config import to_dict  # noqa: E402
 from metarl.core import expand_to_tasks, get_params, inner_step  # noqa: E402
+from metarl.core.functional import Params  # noqa: E402
 from metarl.envs import BatchedTaskEnv  # noqa: E402
 from metarl.plots import adaptation_curves, learning_curve  # noqa: E402
 from metarl.rl.baseline import LinearFeatureBaseline  # noqa: E402
@@ -102,10 +103,12 @@ class AdaptationCurve(NamedTuple):
         returns: ``(steps + 1, n_tasks)``, row ``s`` after ``s`` gradient steps.
         trajectories: per step, observations ``(T, n_tasks, obs_dim)`` and masks ``(T, n_tasks)``
             of each task's first episode (for plots).
+        params: per step, the adapted parameters (task dimension first, detached).
     """
 
     returns: Tensor
     trajectories: list[tuple[Tensor, Tensor]]
+    params: list[Params]
 
 
 def adaptation_curve(
@@ -121,8 +124,9 @@ def adaptation_curve(
     """
     baseline = LinearFeatureBaseline(config.baseline_reg)
     params = expand_to_tasks({n: p.detach() for n, p in get_params(policy).items()}, len(tasks))
-    returns, trajectories = [], []
+    returns, trajectories, stages = [], [], []
     for step in range(config.eval_steps + 1):
+        stages.append(params)
         episodes = sample_episodes(env, tasks, config.eval_episodes, policy, params, generator)
         returns.append(episodes.task_returns())
         trajectories.append((episodes.observations[:, :, 0], episodes.masks[:, :, 0]))
@@ -136,7 +140,7 @@ def adaptation_curve(
             mode="first_order", check_finite=False,
         )  # fmt: skip
         params = {n: p.detach() for n, p in params.items()}
-    return AdaptationCurve(torch.stack(returns), trajectories)
+    return AdaptationCurve(torch.stack(returns), trajectories, stages)
 
 
 def mean_stderr(values: Tensor) -> tuple[list[float], list[float]]:
