@@ -27,4 +27,4 @@ lint: setup
 	$(PYTHON) -m ruff format --check metarl envs tests scripts
 
 bench: setup
-	$(PYTHON) -m metarl bench sinusoid
+	$(PYTHON) -m metarl bench --suite quick

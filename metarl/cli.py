@@ -123,9 +123,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from metarl.benchmarks import run_benchmark
+    from metarl.benchmarks.suite import benchmark_names, run_suite
 
-    return run_benchmark(args.name, args.iterations, args.out)
+    if args.list:
+        print("\n".join(benchmark_names()))
+        return 0
+    return run_suite(
+        args.suite, args.only, args.runs_dir, args.report_dir, args.time_limit,
+        report_only=args.report_only, progress=not args.no_progress,
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,10 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("-v", "--verbose", action="store_true")
     lst.set_defaults(func=_list)
 
-    bench = sub.add_parser("bench", help="speed benchmarks, side by side in one process")
-    bench.add_argument("name", help="benchmark name: sinusoid, locomotion or omniglot")
-    bench.add_argument("--iterations", type=int, default=200, help="timed iterations per variant")
-    bench.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    bench = sub.add_parser(
+        "bench",
+        help="the benchmark suite: quality against the paper, speed side by side",
+        description="Run the benchmarks of a suite and write BENCHMARKS.md, benchmarks.json and "
+        "a dated copy in docs/benchmarks/history. quick: every pipeline at a tiny budget "
+        "(minutes; a smoke check that fails if a number is not finite or adaptation does not "
+        "help). paper: the full protocols, hours; unfinished runs resume on the next call.",
+    )
+    bench.add_argument("--suite", choices=["quick", "paper"], default="quick")
+    bench.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these benchmarks (see --list)"
+    )
+    bench.add_argument("--list", action="store_true", help="list the benchmark names and exit")
+    bench.add_argument(
+        "--runs-dir", type=Path, default=Path("runs/bench"), help="where the runs live"
+    )
+    bench.add_argument(
+        "--report-dir", type=Path, default=Path("."), help="where BENCHMARKS.md is written"
+    )
+    bench.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop training after this long (checkpoints kept; the next call resumes)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from existing runs"
+    )
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.set_defaults(func=_bench)
     return parser
 

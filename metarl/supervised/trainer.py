@@ -74,7 +74,7 @@ def meta_train(
     meta_params = list(model.parameters()) + list(step_size.parameters())
     optimizer = adam(meta_params, config.meta_lr)
     task_gen = torch.Generator().manual_seed(config.seed)
-    start = 0
+    start, elapsed_before = 0, 0.0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         step_size.load_state_dict(resume_state["step_size"])
@@ -82,6 +82,8 @@ def meta_train(
         task_gen.set_state(resume_state["task_generator"])
         torch.set_rng_state(resume_state["torch_rng"])
         start = resume_state["iteration"]
+        elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
+    started = time.perf_counter()
 
     def checkpoint(iteration: int) -> None:
         state = {
@@ -92,6 +94,7 @@ def meta_train(
             "optimizer": optimizer.state_dict(),
             "task_generator": task_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "elapsed": elapsed_before + time.perf_counter() - started,  # wall seconds of training
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 

@@ -1,0 +1,462 @@
+"""``metarl bench``: the benchmark suite — quality against the paper, speed side by side.
+
+Two suites share one list of benchmarks:
+
+* ``quick`` — every pipeline at a tiny budget (minutes in total on a 2-core CPU): a smoke check
+  for CI that asserts finite numbers and that adaptation improves on the pre-update value;
+* ``paper`` — the full protocols (the experiments' YAML configs unchanged). They take hours, so
+  the runs live in ``<runs_dir>/paper/<name>`` and every invocation resumes where the last one
+  stopped (an interruption or ``--time-limit`` keeps the last checkpoint; the report then shows
+  the run as in progress with the numbers of its latest checkpoint).
+
+Each quality benchmark trains and evaluates in a child process (``metarl train`` / ``metarl
+evaluate``, the same commands a user runs), so one failure does not end the suite and the peak
+memory of each child is measured on its own (``os.wait4``). Speed benchmarks are the side-by-side
+measurements of :mod:`metarl.benchmarks` plus the seconds per meta-iteration of the reference
+HalfCheetah-vel config, split into sampling and update.
+
+The report (:mod:`metarl.benchmarks.report`) is written from the results of the latest run of
+each suite; every run's results are also kept, dated, in ``docs/benchmarks/history``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metarl.config import ConfigError
+
+SUITES = ("quick", "paper")
+TINY_RL = {"eval_tasks": 10, "eval_episodes": 10, "checkpoint_every": 1}
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A reference number: ``value ± err`` of the ``metric`` the benchmark reports, or None."""
+
+    value: float | None
+    err: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class QualityBenchmark:
+    """One experiment trained and evaluated with the standard commands.
+
+    Attributes:
+        name: benchmark name (``--only``).
+        experiment: the experiment (a YAML in ``metarl/configs``).
+        quick: config overrides of the quick suite (the paper suite uses the config as it is).
+        paper: the paper's number for the headline metric.
+        baselines: meta-RL baselines trained (``metarl baseline``) before the paper evaluation.
+    """
+
+    name: str
+    experiment: str
+    quick: dict[str, Any]
+    paper: Paper
+    baselines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The number a benchmark is judged by, read from its ``eval.json``."""
+
+    metric: str
+    before: float  # the same metric before adaptation (step 0)
+    value: float
+    err: float
+    higher_better: bool
+    scale: float = 1.0  # displayed value = value * scale (accuracy in %)
+
+
+def headline(report: dict[str, Any]) -> Headline:
+    """The headline metric of an ``eval.json`` (sinusoid, classification or meta-RL)."""
+    results = report["results"]
+    if "accuracy" in report:  # few-shot classification: accuracy after the last test step
+        curve = results["MAML"]
+        return Headline(
+            f"accuracy after {curve['steps'][-1]} steps",
+            curve["mean"][0], curve["mean"][-1], curve["ci95"][-1], True, 100.0,
+        )  # fmt: skip
+    if "K=10" in results:  # sinusoid: MSE at K=10 after one step, as Meta-SGD's Table 1
+        curve = results["K=10"]["MAML"]
+        i = curve["steps"].index(1)
+        return Headline("MSE, K=10, 1 step", curve["mean"][0], curve["mean"][i],
+                        curve["ci95"][i], False)  # fmt: skip
+    curve = results["MAML"]  # meta-RL: average return after one policy-gradient step
+    i = curve["steps"].index(1)
+    return Headline("return after 1 step", curve["mean"][0], curve["mean"][i],
+                    curve["stderr"][i], True)  # fmt: skip
+
+
+_OMNIGLOT = "Finn et al. 2017, Table 1"
+_FIG5 = "Finn et al. 2017, Fig. 5: a figure on rllab's models (dt 0.01, horizon 200), no number"
+_QUICK_CLS = {
+    "iterations": 40,
+    "meta_batch_size": 8,
+    "eval_episodes": 50,
+    "log_every": 10,
+    "checkpoint_every": 40,
+}
+_QUICK_LOCO = {"iterations": 2, "meta_batch_size": 4, "episodes_per_task": 5, **TINY_RL}
+_RL_BASELINES = ("pretrained", "oracle")
+
+QUALITY: tuple[QualityBenchmark, ...] = (
+    QualityBenchmark(
+        "sinusoid", "sinusoid",
+        {"iterations": 2000, "baseline_iterations": 2000, "eval_tasks": 100},
+        Paper(0.77, 0.11, "no table in the paper (Fig. 2-3); Li et al. 2017 (Meta-SGD), Table 1"),
+    ),
+    QualityBenchmark("omniglot-5w1s", "omniglot-5w1s", _QUICK_CLS, Paper(98.7, 0.4, _OMNIGLOT)),
+    QualityBenchmark("omniglot-5w5s", "omniglot-5w5s", _QUICK_CLS, Paper(99.9, 0.1, _OMNIGLOT)),
+    QualityBenchmark("omniglot-20w1s", "omniglot-20w1s", _QUICK_CLS, Paper(95.8, 0.3, _OMNIGLOT)),
+    QualityBenchmark("omniglot-20w5s", "omniglot-20w5s", _QUICK_CLS, Paper(98.9, 0.2, _OMNIGLOT)),
+    QualityBenchmark(
+        "navigation", "navigation",
+        {"iterations": 3, "meta_batch_size": 10, "episodes_per_task": 10, **TINY_RL},
+        Paper(-11.68, 1.10, "Finn et al. 2017, Fig. 4 (as quoted in issue 3)"), _RL_BASELINES,
+    ),
+    QualityBenchmark("halfcheetah-vel", "halfcheetah-vel", _QUICK_LOCO, Paper(None, None, _FIG5),
+                     _RL_BASELINES),
+    QualityBenchmark("halfcheetah-dir", "halfcheetah-dir", _QUICK_LOCO, Paper(None, None, _FIG5),
+                     _RL_BASELINES),
+    QualityBenchmark("ant-vel", "ant-vel", _QUICK_LOCO, Paper(None, None, _FIG5), _RL_BASELINES),
+    QualityBenchmark("ant-dir", "ant-dir", _QUICK_LOCO, Paper(None, None, _FIG5), _RL_BASELINES),
+    QualityBenchmark("ant-goal", "ant-goal", _QUICK_LOCO, Paper(None, None, _FIG5), _RL_BASELINES),
+)  # fmt: skip
+
+
+def _speed_core(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.sinusoid import bench_sinusoid, format_sinusoid
+
+    result = bench_sinusoid(30 if suite == "quick" else 200)
+    return result, format_sinusoid(result)
+
+
+def _speed_omniglot(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.omniglot import bench_omniglot, format_omniglot
+
+    result = bench_omniglot(2 if suite == "quick" else 20)
+    return result, format_omniglot(result)
+
+
+def _speed_simulator(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.locomotion import bench_locomotion, format_locomotion
+
+    result = bench_locomotion(steps=10 if suite == "quick" else 50)
+    return result, format_locomotion(result)
+
+
+def _speed_meta_iteration(suite: str) -> tuple[dict[str, Any], str]:
+    """Seconds per meta-iteration of the reference HalfCheetah-vel config (40 tasks × 20
+    episodes × 100 steps), split into sampling and update; the first iteration is warm-up."""
+    iterations = 2 if suite == "quick" else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        code, peak, _ = _child(
+            ["train", "halfcheetah-vel", "--out", str(out), "--no-progress",
+             "--set", f"iterations={iterations}", f"checkpoint_every={iterations}"],
+        )  # fmt: skip
+        if code != 0:
+            raise RuntimeError(f"metarl train halfcheetah-vel exited with {code}")
+        from metarl.run import read_metrics
+
+        lines = read_metrics(out)[1:]
+    sampling = sum(m["time/sampling"] for m in lines) / len(lines)
+    update = sum(m["time/update"] for m in lines) / len(lines)
+    steps = lines[0]["sampling/env_steps"] / lines[0]["iteration"]  # the log is cumulative
+    result = {
+        "experiment": "halfcheetah-vel (reference config)",
+        "iterations_timed": len(lines),
+        "sampling_seconds": sampling,
+        "update_seconds": update,
+        "seconds_per_iteration": sampling + update,
+        "env_steps_per_iteration": steps,
+        "peak_memory_mib": peak,
+    }
+    table = "\n".join(
+        [
+            "| config | sampling (s) | update (s) | s / meta-iteration | peak memory |",
+            "|---|---|---|---|---|",
+            f"| halfcheetah-vel, 40 tasks × 20 episodes × 100 steps | {sampling:.1f} | "
+            f"{update:.1f} | **{sampling + update:.1f}** | {peak:.0f} MiB |",
+        ]
+    )
+    return result, table
+
+
+SPEED: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
+    "speed-core": _speed_core,
+    "speed-omniglot": _speed_omniglot,
+    "speed-simulator": _speed_simulator,
+    "speed-meta-iteration": _speed_meta_iteration,
+}
+"""Speed benchmarks: name -> function(suite) returning (JSON-able result, Markdown table)."""
+
+
+def benchmark_names() -> list[str]:
+    """Every name ``--only`` accepts."""
+    return [b.name for b in QUALITY] + list(SPEED)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def _child(args: list[str], deadline: float | None = None) -> tuple[int, float, bool]:
+    """Run ``python -m metarl ARGS``; return its exit code, peak resident memory (MiB) and
+    whether the deadline stopped it.
+
+    At ``deadline`` (a ``time.time()``) the child gets SIGINT: a trainer stops and keeps its last
+    checkpoint, exactly as after Ctrl-C.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "metarl", *args])
+    interrupted = False
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and not interrupted and time.time() > deadline:
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it save, then stop the suite
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024.0, interrupted  # ru_maxrss: KiB on Linux
+
+
+@dataclass
+class QualityResult:
+    """What the report needs of one quality benchmark (JSON-able through ``vars``)."""
+
+    name: str
+    experiment: str
+    status: str  # "done", "in progress", "failed", "not run"
+    note: str = ""
+    iterations: int = 0
+    target_iterations: int = 0
+    wall_seconds: float | None = None
+    seconds_per_iteration: float | None = None
+    peak_memory_mib: float | None = None
+    headline: dict[str, Any] | None = None
+    paper: dict[str, Any] = field(default_factory=dict)
+    comparison: str = ""
+    table: str = ""
+    plots: list[str] = field(default_factory=list)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_quality(
+    bench: QualityBenchmark, suite: str, run_dir: Path, deadline: float | None, progress: bool
+) -> None:
+    """Train missing baselines, train (or resume) MAML, evaluate if the evaluation is stale."""
+    from metarl.run import CHECKPOINT, load_checkpoint
+
+    quiet = [] if progress else ["--no-progress"]
+    info_path = run_dir / "bench.json"
+    info = _load(info_path) or {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if suite == "paper":  # baselines first: they are short, and a time limit stops training
+        from metarl.rl.sb3_baselines import default_dir
+
+        for kind in bench.baselines:
+            out = default_dir(run_dir, bench.experiment)  # where `metarl evaluate` looks
+            if not (out / f"{kind}.pt").exists():
+                print(f"\n=== {bench.name}: metarl baseline {kind}", flush=True)
+                _child(["baseline", kind, bench.experiment, "--out", str(out), *quiet])
+    args = ["train", bench.experiment, "--out", str(run_dir), *quiet]
+    if (run_dir / CHECKPOINT).exists():
+        state = load_checkpoint(run_dir)
+        done = state["iteration"] >= state["config"]["iterations"]
+        args = None if done else ["train", "--resume", str(run_dir), *quiet]
+    elif suite == "quick":
+        args += ["--set", *(f"{k}={v}" for k, v in bench.quick.items())]
+    if args is not None and (deadline is None or time.time() < deadline):
+        print(f"\n=== {bench.name}: metarl {' '.join(args)}", flush=True)
+        code, peak, stopped = _child(args, deadline)
+        info["train_peak_mib"] = max(peak, info.get("train_peak_mib", 0.0))
+        info["train_exit"] = 0 if stopped else code  # stopped at the time limit: not a failure
+        info_path.write_text(json.dumps(info))
+    if not (run_dir / CHECKPOINT).exists():
+        return
+    state = load_checkpoint(run_dir)
+    report = _load(run_dir / "eval.json")
+    if report is None or report["iteration"] != state["iteration"]:
+        print(f"\n=== {bench.name}: metarl evaluate {run_dir}", flush=True)
+        code, peak, _ = _child(["evaluate", str(run_dir), *quiet])
+        info["eval_peak_mib"], info["eval_exit"] = peak, code
+        info_path.write_text(json.dumps(info))
+
+
+def _compare(head: Headline, paper: Paper) -> str:
+    """ "met", "missed by X" or why there is no comparison."""
+    if paper.value is None:
+        return "no number in the paper"
+    value = head.value * head.scale
+    slack = (paper.err or 0.0) + head.err * head.scale  # within both error bars counts as met
+    gap = (paper.value - value) if head.higher_better else (value - paper.value)
+    return "met" if gap <= slack else f"missed by {gap:.3g}"
+
+
+def collect_quality(bench: QualityBenchmark, run_dir: Path, suite: str) -> QualityResult:
+    """The result of one quality benchmark from its run directory (whatever state it is in)."""
+    from metarl.experiments import get_experiment
+    from metarl.run import CHECKPOINT, load_checkpoint, read_metrics
+
+    result = QualityResult(bench.name, bench.experiment, "not run", paper=vars(bench.paper))
+    if not (run_dir / CHECKPOINT).exists():
+        if run_dir.exists():
+            result.status, result.note = "failed", "training stopped before its first checkpoint"
+        else:
+            result.note = "not run yet"
+        return result
+    state = load_checkpoint(run_dir)
+    info = _load(run_dir / "bench.json") or {}
+    result.iterations, result.target_iterations = state["iteration"], state["config"]["iterations"]
+    result.wall_seconds = state.get("elapsed")
+    metrics = read_metrics(run_dir)
+    if metrics and "time/update" in metrics[-1]:
+        per_iter = [m["time/sampling"] + m["time/update"] for m in metrics]
+        result.seconds_per_iteration = sum(per_iter) / len(per_iter)
+    elif metrics and "perf/iterations_per_second" in metrics[-1]:
+        rates = [m["perf/iterations_per_second"] for m in metrics]
+        result.seconds_per_iteration = len(rates) / sum(rates)
+    peaks = [info.get(k) for k in ("train_peak_mib", "eval_peak_mib") if info.get(k)]
+    result.peak_memory_mib = max(peaks) if peaks else None
+    done = result.iterations >= result.target_iterations
+    for step in ("train", "eval"):
+        if info.get(f"{step}_exit", 0) != 0:
+            result.status = "failed"
+            result.note = f"metarl {step} exited with code {info[f'{step}_exit']}"
+            return result
+    report = _load(run_dir / "eval.json")
+    if report is None:
+        result.status, result.note = "failed", "no eval.json: the evaluation did not finish"
+        return result
+    head = headline(report)
+    result.headline = vars(head)
+    result.table = get_experiment(bench.experiment).results_table(report)
+    # A quick-suite number is a smoke check at a tiny budget, not a result to hold to the paper.
+    result.comparison = _compare(head, bench.paper) if suite == "paper" else "quick budget"
+    result.status = "done" if done else "in progress"
+    if report["iteration"] != result.iterations:
+        result.note = f"evaluated at iteration {report['iteration']}"
+    result.plots = sorted(str(p) for p in (run_dir / "plots").glob("*.png"))
+    return result
+
+
+def problems(results: list[QualityResult], speed: dict[str, Any]) -> list[str]:
+    """What makes a suite run fail: errors, non-finite numbers, adaptation that does not help."""
+    found = []
+    for r in results:
+        if r.status == "failed":
+            found.append(f"{r.name}: {r.note}")
+        if r.headline is None:
+            continue
+        h = r.headline
+        if not all(math.isfinite(h[k]) for k in ("before", "value", "err")):
+            found.append(f"{r.name}: non-finite result {h}")
+        elif (h["value"] <= h["before"]) if h["higher_better"] else (h["value"] >= h["before"]):
+            found.append(
+                f"{r.name}: adaptation does not improve on the pre-update value "
+                f"({h['metric']}: {h['before']:.4g} before, {h['value']:.4g} after)"
+            )
+    for name, entry in speed.items():
+        if "error" in entry:
+            found.append(f"{name}: {entry['error']}")
+    return found
+
+
+def run_suite(
+    suite: str = "quick",
+    only: list[str] | None = None,
+    runs_dir: Path = Path("runs/bench"),
+    report_dir: Path = Path("."),
+    time_limit_minutes: float | None = None,
+    report_only: bool = False,
+    progress: bool = True,
+) -> int:
+    """Entry point of ``metarl bench``: run the suite, write the report, return the exit code."""
+    from metarl.benchmarks.common import machine_info
+    from metarl.benchmarks.report import latest_runs, write_report
+
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
+    unknown = sorted(set(only or []) - set(benchmark_names()))
+    if unknown:
+        raise ConfigError(
+            f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(benchmark_names())}"
+        )
+    selected = set(only) if only else set(benchmark_names())
+    started = time.time()
+    deadline = None if time_limit_minutes is None else started + 60.0 * time_limit_minutes
+    root = runs_dir / suite
+    if suite == "quick" and not report_only:
+        for bench in QUALITY:  # a quick run is a fresh smoke check, never a resumed one
+            if bench.name in selected and (root / bench.name).exists():
+                shutil.rmtree(root / bench.name)
+        shutil.rmtree(root / "baselines", ignore_errors=True)
+    results = []
+    for bench in QUALITY:
+        if bench.name not in selected:
+            continue
+        if not report_only and (deadline is None or time.time() < deadline):
+            try:
+                _run_quality(bench, suite, root / bench.name, deadline, progress)
+            except KeyboardInterrupt:  # report what exists; the next call resumes
+                print(f"\ninterrupted during {bench.name}", file=sys.stderr)
+                report_only = True
+        results.append(collect_quality(bench, root / bench.name, suite))
+    # Benchmarks not run this time (--only, --report-only) keep their latest results.
+    previous = latest_runs(report_dir).get(suite, {})
+    speed: dict[str, Any] = dict(previous.get("speed", {}))
+    ran: list[str] = []
+    for name, fn in SPEED.items():
+        if name not in selected or report_only:
+            continue
+        if deadline is not None and time.time() > deadline:
+            speed[name] = {"skipped": "time limit reached"}
+            continue
+        print(f"\n=== {name}", flush=True)
+        ran.append(name)
+        try:
+            result, table = fn(suite)
+            speed[name] = {"result": result, "table": table}
+            print(table)
+        except Exception as e:  # noqa: BLE001 - a failed benchmark is reported, not fatal
+            speed[name] = {"error": f"{type(e).__name__}: {e}"}
+    kept = {r["name"]: r for r in previous.get("quality", [])}
+    kept.update({r.name: vars(r) for r in results})
+    quality = [kept[b.name] for b in QUALITY if b.name in kept]
+    run = {
+        "suite": suite,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": time.time() - started,
+        "machine": machine_info(),
+        "quality": quality,
+        "speed": speed,
+    }
+    found = problems(results, {name: speed[name] for name in ran})
+    run["problems"] = found
+    paths = write_report(run, report_dir)
+    print("\n" + "\n".join(f"wrote {p}" for p in paths))
+    for p in found:
+        print(f"PROBLEM: {p}", file=sys.stderr)
+    return 1 if found else 0

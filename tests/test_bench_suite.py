@@ -1,0 +1,125 @@
+"""`metarl bench`: headline metrics, the verdict against the paper, the smoke checks, the report
+with its dated history and README block, and one real (tiny) suite run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from metarl.benchmarks import report as report_mod
+from metarl.benchmarks import suite
+from metarl.benchmarks.suite import Headline, Paper, QualityBenchmark, QualityResult
+from metarl.cli import main
+
+
+def _rl_eval(pre: float, post: float) -> dict:
+    return {"results": {"MAML": {"steps": [0, 1, 2], "mean": [pre, post, post + 1],
+                                 "stderr": [1.0, 0.5, 0.5]}}}  # fmt: skip
+
+
+def test_headline_reads_each_family():
+    rl = suite.headline(_rl_eval(-40.0, -12.0))
+    assert (rl.before, rl.value, rl.err, rl.higher_better) == (-40.0, -12.0, 0.5, True)
+    sinusoid = {"results": {"K=10": {"MAML": {"steps": [0, 1, 10], "mean": [3.0, 0.5, 0.1],
+                                              "ci95": [0.3, 0.05, 0.01]}}}}  # fmt: skip
+    h = suite.headline(sinusoid)
+    assert (h.value, h.err, h.higher_better) == (0.5, 0.05, False)
+    cls = {"results": {"MAML": {"steps": [0, 1, 2], "mean": [0.2, 0.9, 0.95],
+                                "ci95": [0.01, 0.01, 0.02]}}, "accuracy": 0.95}  # fmt: skip
+    h = suite.headline(cls)
+    assert (h.before, h.value, h.scale, h.metric) == (0.2, 0.95, 100.0, "accuracy after 2 steps")
+
+
+def test_compare_with_the_paper_counts_both_error_bars():
+    acc = Headline("accuracy", 0.2, 0.975, 0.004, True, 100.0)
+    assert suite._compare(acc, Paper(98.7, 0.4, "")) == "missed by 1.2"
+    close = Headline("accuracy", 0.2, 0.984, 0.004, True, 100.0)  # 98.4 ± 0.4 vs 98.7 ± 0.4
+    assert suite._compare(close, Paper(98.7, 0.4, "")) == "met"
+    mse = Headline("MSE", 3.0, 0.5, 0.05, False)  # lower is better
+    assert suite._compare(mse, Paper(0.77, 0.11, "")) == "met"
+    assert suite._compare(mse, Paper(0.3, 0.05, "")).startswith("missed by 0.2")
+    assert suite._compare(mse, Paper(None, None, "figure")) == "no number in the paper"
+
+
+def _result(name: str, before: float, value: float, higher: bool = True) -> QualityResult:
+    h = Headline("m", before, value, 0.1, higher)
+    return QualityResult(name, name, "done", headline=vars(h), paper=vars(Paper(None, None, "")))
+
+
+def test_problems_flag_failures_nan_and_no_improvement():
+    ok = [_result("a", -40.0, -12.0), _result("b", 3.0, 0.5, higher=False)]
+    assert suite.problems(ok, {"speed-x": {"table": ""}}) == []
+    bad = [
+        _result("worse", -12.0, -40.0),
+        _result("nan", 3.0, math.nan, higher=False),
+        QualityResult("broken", "broken", "failed", note="no eval.json"),
+    ]
+    found = suite.problems(bad, {"speed-x": {"error": "RuntimeError: boom"}})
+    assert len(found) == 4
+    assert any("worse" in p and "does not improve" in p for p in found)
+    assert any(p.startswith("nan: non-finite") for p in found)
+    assert any("broken" in p for p in found) and any("boom" in p for p in found)
+
+
+def _run(date: str, value: float) -> dict:
+    row = vars(_result("navigation", -40.0, value))
+    row.update(iterations=20, target_iterations=500, status="in progress", comparison="met")
+    return {"suite": "paper", "date": date, "seconds": 75.0, "problems": [],
+            "machine": {"cpu": "cpu", "cores": 2, "torch": "2"}, "quality": [row],
+            "speed": {"speed-core": {"table": "| a |\n|---|\n| 1 |"}}}  # fmt: skip
+
+
+def test_report_keeps_dated_history_and_rewrites_only_the_readme_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"intro\n{report_mod.README_BEGIN}\nold numbers\n{report_mod.README_END}\noutro\n"
+    )
+    report_mod.write_report(_run("2026-11-20 10:00:00", -20.0), tmp_path)
+    written = report_mod.write_report(_run("2026-11-23 10:00:00", -11.0), tmp_path)
+    assert len(list((tmp_path / report_mod.HISTORY).glob("*-paper.json"))) == 2
+    assert tmp_path / "BENCHMARKS.md" in written and readme in written
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "### History" in text  # both dates side by side, newest first
+    history_row = next(line for line in text.splitlines() if line.startswith("| navigation | -11"))
+    assert history_row.index("-11.00") < history_row.index("-20.00")
+    assert json.loads((tmp_path / "benchmarks.json").read_text())["paper"]["date"].startswith(
+        "2026-11-23"
+    )
+    new = readme.read_text()
+    assert new.startswith("intro\n") and new.endswith("\noutro\n") and "old numbers" not in new
+    assert "| navigation | m | -40.00 | -11.00 ± 0.100 |" in new
+
+
+def test_cli_rejects_unknown_benchmarks_and_lists_them(capsys):
+    assert main(["bench", "--only", "no-such-benchmark"]) == 2
+    assert "unknown benchmark(s) no-such-benchmark" in capsys.readouterr().err
+    assert main(["bench", "--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"sinusoid", "halfcheetah-vel", "ant-goal", "speed-simulator"} <= set(names)
+
+
+def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+    """The real pipeline (child `metarl train`/`evaluate` processes) at a tiny budget."""
+    tiny = QualityBenchmark(
+        "sinusoid", "sinusoid",
+        {"iterations": 30, "baseline_iterations": 30, "eval_tasks": 20, "eval_shots": [10],
+         "log_every": 10, "checkpoint_every": 30},
+        Paper(0.77, 0.11, "test"),
+    )  # fmt: skip
+    monkeypatch.setattr(suite, "QUALITY", (tiny,))
+    monkeypatch.setattr(suite, "SPEED", {})
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    code = suite.run_suite("quick", None, runs, out, progress=False)
+    assert code == 0
+    run = json.loads((out / "benchmarks.json").read_text())["quick"]
+    (row,) = run["quality"]
+    assert row["status"] == "done" and row["iterations"] == 30
+    assert row["headline"]["value"] < row["headline"]["before"]  # one step lowers the MSE
+    assert row["peak_memory_mib"] > 10 and row["wall_seconds"] > 0
+    assert all((out / p).is_file() for p in row["plots"]) and row["plots"]
+    # --report-only rewrites the report from the same run without training again.
+    checkpoint = runs / "quick" / "sinusoid" / "checkpoint.pt"
+    mtime = checkpoint.stat().st_mtime
+    assert suite.run_suite("quick", None, runs, out, report_only=True, progress=False) == 0
+    assert checkpoint.stat().st_mtime == mtime
+    assert len(list((out / report_mod.HISTORY).glob("*.json"))) >= 1
