@@ -1,4 +1,4 @@
-"""Benchmark suite entry point: ``python scripts/benchmark.py sinusoid`` (= ``metarl bench``)."""
+"""The benchmark suite: ``python scripts/benchmark.py --suite quick`` (= ``metarl bench``)."""
 
 import sys
 
