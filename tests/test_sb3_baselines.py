@@ -22,6 +22,7 @@ from metarl.experiments import load_config
 from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, sb3_to_policy
 from metarl.rl.sb3_env import TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
+from metarl.rl.task_stream import TaskVectorEnv
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +96,36 @@ def test_vec_env_auto_resets_with_new_tasks_and_terminal_observations():
     np.testing.assert_allclose(obs[:, :2], 0.0)  # new episodes start at the origin ...
     assert not np.allclose(obs[:, 2:], goals)  # ... with new tasks
     np.testing.assert_allclose(obs[:, 2:], batched.task_array(batched.tasks), atol=1e-7)
+
+
+def test_gymnasium_vector_env_matches_the_sb3_adapter_step_by_step():
+    """The same stream through gymnasium's vector API: same observations, rewards and final
+    observations as the SB3 adapter, with gymnasium's same-step autoreset conventions."""
+    make = lambda: E.BatchedLocomotion("HalfCheetahVel", 3, horizon=4)  # noqa: E731
+    gym_vec = TaskVectorEnv(make(), seed=5, task_in_observation=True)
+    sb3_vec = TaskVecEnv(make(), seed=5, task_in_observation=True)
+    assert gym_vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    assert gym_vec.observation_space.shape == (3, 18) and gym_vec.action_space.shape == (3, 6)
+    obs, info = gym_vec.reset(seed=5)
+    sb3_vec.seed(5)
+    np.testing.assert_array_equal(obs, sb3_vec.reset())
+    actions = np.random.default_rng(0).uniform(-1, 1, (9, 3, 6))
+    for t, action in enumerate(actions):
+        obs, reward, terminated, truncated, info = gym_vec.step(action)
+        sb3_vec.step_async(action)
+        sb3_obs, sb3_reward, sb3_done, sb3_infos = sb3_vec.step_wait()
+        np.testing.assert_array_equal(obs, sb3_obs)
+        np.testing.assert_array_equal(reward, sb3_reward)
+        np.testing.assert_array_equal(terminated | truncated, sb3_done)
+        assert truncated.all() == ((t + 1) % 4 == 0)  # the horizon, in every environment
+        if truncated.any():
+            assert info["_final_obs"].all()
+            for i in range(3):
+                np.testing.assert_array_equal(
+                    info["final_obs"][i], sb3_infos[i]["terminal_observation"]
+                )
+        else:
+            assert "final_obs" not in info
 
 
 def _ppo(vec, steps=200):

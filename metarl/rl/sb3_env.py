@@ -3,13 +3,9 @@
 The pretrained and oracle baselines (Finn et al. 2017, Sec. 5.3) are ordinary RL policies
 trained on the whole task distribution. They train with Stable-Baselines3 on the same fast
 batched simulator as MAML (:class:`~metarl.envs.BatchedTaskEnv`: one array step for all
-environments) rather than on ``N`` wrapped gymnasium environments.
-
-SB3's vectorised environments reset each environment on its own when its episode ends; the
-batched simulators support that with ``reset(indices)``. Every reset draws a new task for that
-environment from the adapter's own seeded generator, so training sees the task distribution.
-With ``task_in_observation`` the task's parameters (goal, target velocity, direction) are
-appended to the observation: the oracle's input.
+environments) rather than on ``N`` wrapped gymnasium environments. The task draws and the
+per-environment resets are :class:`~metarl.rl.task_stream.TaskStream`'s, shared with the
+gymnasium vector adapter; this module only speaks SB3's dialect.
 """
 
 from __future__ import annotations
@@ -18,14 +14,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
 from metarl.envs import BatchedTaskEnv
+from metarl.rl.task_stream import ACTION_BOUND, TaskStream
 
-ACTION_BOUND = 1.0
-"""Every task environment here takes actions in ``[-1, 1]`` (HalfCheetah and Ant control
-ranges; 2D navigation clips to it and scales by 0.1)."""
+__all__ = ["ACTION_BOUND", "TaskVecEnv"]
 
 
 class TaskVecEnv(VecEnv):
@@ -45,63 +39,45 @@ class TaskVecEnv(VecEnv):
     def __init__(
         self, env: BatchedTaskEnv, seed: int = 0, task_in_observation: bool = False
     ) -> None:
+        self.stream = TaskStream(env, seed, task_in_observation)
         self.env = env
         self.task_in_observation = task_in_observation
-        self._rng = np.random.default_rng(seed)
-        env.seed(seed)
-        self._tasks = env.sample_tasks(env.num_envs, self._rng)
-        self.task_dim = env.task_array(self._tasks[:1]).shape[1]
-        obs_dim = env.observation_dim + (self.task_dim if task_in_observation else 0)
-        observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        action_space = spaces.Box(-ACTION_BOUND, ACTION_BOUND, (env.action_dim,), np.float32)
+        self.task_dim = self.stream.task_dim
         self.render_mode = None  # set before SB3's constructor, which warns when it is missing
-        super().__init__(env.num_envs, observation_space, action_space)
+        super().__init__(env.num_envs, self.stream.observation_space, self.stream.action_space)
         self._actions: np.ndarray | None = None
 
-    def _observe(self, observation: np.ndarray) -> np.ndarray:
-        if not self.task_in_observation:
-            return observation.astype(np.float32)
-        task = self.env.task_array(self._tasks).astype(np.float32)
-        return np.concatenate([observation, task], axis=1).astype(np.float32)
+    @property
+    def _tasks(self) -> list[dict[str, Any]]:
+        """The task each environment is running."""
+        return self.stream.tasks
 
     def reset(self) -> VecEnvObs:
-        self._tasks = self.env.sample_tasks(self.num_envs, self._rng)
-        self.env.set_tasks(self._tasks)
-        return self._observe(self.env.reset())
+        return self.stream.reset()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        self._actions = np.asarray(actions)
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise RuntimeError("step_async() must come before step_wait()")
-        step = self.env.step(self._actions)
+        step = self.stream.step(self._actions)
         self._actions = None
         done = step.terminated | step.truncated
-        observation = self._observe(step.observation)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        finished = np.flatnonzero(done)
-        if finished.size:
-            for i in finished:
-                infos[i]["terminal_observation"] = observation[i].copy()
-                infos[i]["TimeLimit.truncated"] = bool(step.truncated[i] and not step.terminated[i])
-            for i, task in zip(finished, self.env.sample_tasks(finished.size, self._rng)):
-                self._tasks[i] = task
-            self.env.set_tasks(self._tasks)  # the running environments keep their tasks
-            observation = self._observe(self.env.reset(finished))
-        return observation, step.reward.astype(np.float32), done, infos
+        for i in np.flatnonzero(done):
+            infos[i]["terminal_observation"] = step.final_observation[i].copy()
+            infos[i]["TimeLimit.truncated"] = bool(step.truncated[i] and not step.terminated[i])
+        return step.observation, step.reward, done, infos
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         """Reseed the task draws and the reset noise (from the next reset on)."""
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
-            self.env.seed(seed)
+            self.stream.seed(seed)
         return [seed] * self.num_envs
 
     def close(self) -> None:
-        close = getattr(self.env, "close", None)
-        if close is not None:
-            close()
+        self.stream.close()
 
     # --- the attribute plumbing SB3 asks of every VecEnv (one simulator behind all indices) --
     def _count(self, indices: None | int | Iterable[int]) -> int:

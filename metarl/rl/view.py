@@ -19,6 +19,7 @@ a video shows a typical episode, not the mean action.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,6 @@ def interactive(record: dict[str, Any], task: int, stage: int) -> None:
         )
     if "model" not in record:
         raise ConfigError("--interactive replays MuJoCo tasks; 2D navigation has no 3D scene")
-    import time
 
     import mujoco
     import mujoco.viewer
@@ -276,7 +276,13 @@ def view(
     if "model" in record:
         fps = 1.0 / record["dt"]
         for row, index in enumerate(indices):
+            started = time.perf_counter()
             frames = render_mujoco(record, row, width, height, progress)
+            seconds = time.perf_counter() - started
+            print(
+                f"task {index}: {len(frames)} frames of {config.eval_steps + 1} panels "
+                f"{width}x{height} in {seconds:.1f} s ({len(frames) / seconds:.1f} frames/s)"
+            )
             written.append(write_video(frames, out / "videos" / f"task{index}.mp4", fps))
             if gif:
                 written.append(
