@@ -87,7 +87,7 @@ def test_report_keeps_dated_history_and_rewrites_only_the_readme_block(tmp_path)
     )
     new = readme.read_text()
     assert new.startswith("intro\n") and new.endswith("\noutro\n") and "old numbers" not in new
-    assert "| navigation | m | -40.00 | -11.00 ± 0.100 |" in new
+    assert "| navigation | m | -40.00 | -11.00 ± 0.10 |" in new
 
 
 def test_cli_rejects_unknown_benchmarks_and_lists_them(capsys):

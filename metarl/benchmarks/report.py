@@ -37,6 +37,13 @@ def _num(v: float | None) -> str:
     return f"{v:.1f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
 
 
+def _pm(value: float, err: float | None) -> str:
+    """``value ± err`` with the error at the value's precision."""
+    text = _num(value)
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return text if err is None else f"{text} ± {err:.{decimals}f}"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -52,7 +59,7 @@ def _value(row: dict[str, Any]) -> tuple[str, str]:
     if h is None:
         return "–", "–"
     s = h["scale"]
-    return _num(h["before"] * s), f"{_num(h['value'] * s)} ± {_num(h['err'] * s)}"
+    return _num(h["before"] * s), _pm(h["value"] * s, h["err"] * s)
 
 
 def quality_table(run: dict[str, Any]) -> str:
@@ -64,9 +71,7 @@ def quality_table(run: dict[str, Any]) -> str:
     ]
     for row in run["quality"]:
         paper = row["paper"]
-        paper_cell = (
-            "–" if paper["value"] is None else f"{_num(paper['value'])} ± {_num(paper['err'])}"
-        )
+        paper_cell = "–" if paper["value"] is None else _pm(paper["value"], paper["err"])
         before, after = _value(row)
         metric = row["headline"]["metric"] if row["headline"] else "–"
         verdict = row["comparison"] or row["note"]

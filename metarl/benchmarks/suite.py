@@ -110,7 +110,16 @@ _QUICK_CLS = {
     "log_every": 10,
     "checkpoint_every": 20,
 }
-_QUICK_LOCO = {"iterations": 2, "meta_batch_size": 4, "episodes_per_task": 5, **TINY_RL}
+# Near-random locomotion policies give noisy returns (Ant's are near 0): evaluate on enough
+# episodes that "one step improves on none" is a real check, not a coin flip.
+_QUICK_LOCO = {
+    "iterations": 2,
+    "meta_batch_size": 4,
+    "episodes_per_task": 5,
+    **TINY_RL,
+    "eval_tasks": 20,
+    "eval_episodes": 20,
+}
 _RL_BASELINES = ("pretrained", "oracle")
 
 QUALITY: tuple[QualityBenchmark, ...] = (
