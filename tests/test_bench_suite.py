@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from metarl.benchmarks import report as report_mod
 from metarl.benchmarks import suite
 from metarl.benchmarks.suite import Headline, Paper, QualityBenchmark, QualityResult
@@ -123,3 +125,12 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert suite.run_suite("quick", None, runs, out, report_only=True, progress=False) == 0
     assert checkpoint.stat().st_mtime == mtime
     assert len(list((out / report_mod.HISTORY).glob("*.json"))) >= 1
+
+
+def test_gap_closed_between_random_init_and_oracle():
+    report = _rl_eval(-90.0, -80.0)
+    assert suite.gap_closed(report) is None  # no oracle: nothing to measure the gap by
+    report["results"]["random init"] = {"steps": [0, 1], "mean": [-290.0, -265.0],
+                                        "stderr": [1.0, 1.0]}  # fmt: skip
+    report["results"]["oracle (PPO)"] = {"steps": [0], "mean": [-15.0], "stderr": [1.0]}
+    assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))

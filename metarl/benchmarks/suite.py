@@ -101,6 +101,21 @@ def headline(report: dict[str, Any]) -> Headline:
                     curve["stderr"][i], True)  # fmt: skip
 
 
+def gap_closed(report: dict[str, Any]) -> float | None:
+    """Meta-RL: the share of the gap between the random-init policy and the oracle that MAML
+    closes after one step, ``(MAML − random) / (oracle − random)``; None without an oracle."""
+    results = report["results"]
+    oracle = results.get("oracle (PPO)") or results.get("oracle")
+    if oracle is None or "random init" not in results or "stderr" not in results["MAML"]:
+        return None
+    maml, random = results["MAML"], results["random init"]
+    random_1 = random["mean"][random["steps"].index(1)]
+    gap = oracle["mean"][0] - random_1
+    if gap <= 0:
+        return None
+    return (maml["mean"][maml["steps"].index(1)] - random_1) / gap
+
+
 _OMNIGLOT = "Finn et al. 2017, Table 1"
 _FIG5 = "Finn et al. 2017, Fig. 5: a figure on rllab's models (dt 0.01, horizon 200), no number"
 _QUICK_CLS = {
@@ -366,6 +381,9 @@ def collect_quality(bench: QualityBenchmark, run_dir: Path, suite: str) -> Quali
     result.table = get_experiment(bench.experiment).results_table(report)
     # A quick-suite number is a smoke check at a tiny budget, not a result to hold to the paper.
     result.comparison = _compare(head, bench.paper) if suite == "paper" else "quick budget"
+    closed = gap_closed(report)
+    if closed is not None and suite == "paper":
+        result.comparison += f"; closes {closed:.0%} of the random-init → oracle gap"
     result.status = "done" if done else "in progress"
     if report["iteration"] != result.iterations:
         result.note = f"evaluated at iteration {report['iteration']}"
