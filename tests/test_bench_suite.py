@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +67,8 @@ def test_problems_flag_failures_nan_and_no_improvement():
 
 def _run(date: str, value: float) -> dict:
     row = vars(_result("navigation", -40.0, value))
-    row.update(iterations=20, target_iterations=500, status="in progress", comparison="met")
+    row.update(iterations=20, target_iterations=500, status="in progress", comparison="met",
+               evaluated=date)  # fmt: skip
     return {"suite": "paper", "date": date, "seconds": 75.0, "problems": [],
             "machine": {"cpu": "cpu", "cores": 2, "torch": "2"}, "quality": [row],
             "speed": {"speed-core": {"table": "| a |\n|---|\n| 1 |"}}}  # fmt: skip
@@ -81,12 +84,16 @@ def test_report_keeps_dated_history_and_rewrites_only_the_readme_block(tmp_path)
     assert len(list((tmp_path / report_mod.HISTORY).glob("*-paper.json"))) == 2
     assert tmp_path / "BENCHMARKS.md" in written and readme in written
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "### History" in text  # both dates side by side, newest first
-    history_row = next(line for line in text.splitlines() if line.startswith("| navigation | -11"))
-    assert history_row.index("-11.00") < history_row.index("-20.00")
-    assert json.loads((tmp_path / "benchmarks.json").read_text())["paper"]["date"].startswith(
-        "2026-11-23"
-    )
+    history = text[text.index("### History") :].splitlines()  # each evaluation, newest first
+    assert history[4:6] == [
+        "| navigation | 2026-11-23 10:00 | 20 | -11.00 ± 0.10 |",
+        "| navigation | 2026-11-20 10:00 | 20 | -20.00 ± 0.10 |",
+    ]
+    # --report-only (record=False) rewrites the report but adds nothing to the history.
+    report_mod.write_report(_run("2026-11-24 10:00:00", -11.0), tmp_path, record=False)
+    assert len(list((tmp_path / report_mod.HISTORY).glob("*-paper.json"))) == 2
+    latest = json.loads((tmp_path / "benchmarks.json").read_text())["paper"]
+    assert latest["date"].startswith("2026-11-24")  # the rewritten report is the latest state
     new = readme.read_text()
     assert new.startswith("intro\n") and new.endswith("\noutro\n") and "old numbers" not in new
     assert "| navigation | m | -40.00 | -11.00 ± 0.10 |" in new
@@ -119,6 +126,7 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert row["headline"]["value"] < row["headline"]["before"]  # one step lowers the MSE
     assert row["peak_memory_mib"] > 10 and row["wall_seconds"] > 0
     assert all((out / p).is_file() for p in row["plots"]) and row["plots"]
+    assert all(Path(p).name.startswith("sinusoid-") for p in row["plots"])
     # --report-only rewrites the report from the same run without training again.
     checkpoint = runs / "quick" / "sinusoid" / "checkpoint.pt"
     mtime = checkpoint.stat().st_mtime
@@ -134,3 +142,24 @@ def test_gap_closed_between_random_init_and_oracle():
                                         "stderr": [1.0, 1.0]}  # fmt: skip
     report["results"]["oracle (PPO)"] = {"steps": [0], "mean": [-15.0], "stderr": [1.0]}
     assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+
+
+def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path):
+    """A deadline interrupts `metarl train` (SIGINT: the last checkpoint stays), the run is
+    evaluated where it stopped and reported in progress; the next call resumes it."""
+    long = QualityBenchmark(
+        "sinusoid", "sinusoid",
+        {"iterations": 10**6, "log_every": 50, "checkpoint_every": 50, "baseline_iterations": 20,
+         "eval_tasks": 10, "eval_shots": [10], "eval_steps": 1},
+        Paper(0.77, 0.11, "test"),
+    )  # fmt: skip
+    run_dir = tmp_path / "quick" / "sinusoid"
+    suite._run_quality(long, "quick", run_dir, time.time() + 15, progress=False)
+    first = suite.collect_quality(long, run_dir, "quick")
+    assert first.status == "in progress" and 0 < first.iterations < 10**6, first
+    assert first.headline is not None and not suite.problems([first], {})
+    suite._run_quality(long, "quick", run_dir, time.time() + 15, progress=False)
+    second = suite.collect_quality(long, run_dir, "quick")
+    assert second.status == "in progress" and second.iterations > first.iterations, second
+    # The quick suite counts an unfinished benchmark as a problem: it must run to the end.
+    assert suite.problems([second], {}, complete=True)

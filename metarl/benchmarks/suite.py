@@ -238,29 +238,39 @@ def benchmark_names() -> list[str]:
 # --- running ------------------------------------------------------------------------------------
 
 
+STOPPED_CODES = (0, 130, -signal.SIGINT)  # how a child ends after SIGINT, cleanly
+GRACE_SECONDS = 120.0  # after SIGINT, before SIGTERM and then SIGKILL
+
+
 def _child(args: list[str], deadline: float | None = None) -> tuple[int, float, bool]:
     """Run ``python -m metarl ARGS``; return its exit code, peak resident memory (MiB) and
     whether the deadline stopped it.
 
     At ``deadline`` (a ``time.time()``) the child gets SIGINT: a trainer stops and keeps its last
-    checkpoint, exactly as after Ctrl-C.
+    checkpoint, exactly as after Ctrl-C. One that does not stop within ``GRACE_SECONDS`` gets
+    SIGTERM, then SIGKILL (the checkpoint is still safe: it is only ever replaced atomically).
     """
     proc = subprocess.Popen([sys.executable, "-m", "metarl", *args])
-    interrupted = False
+    interrupted_at = None
     try:
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if deadline is not None and not interrupted and time.time() > deadline:
+            now = time.time()
+            if deadline is not None and interrupted_at is None and now > deadline:
                 proc.send_signal(signal.SIGINT)
-                interrupted = True
+                interrupted_at = now
+            elif interrupted_at is not None and now > interrupted_at + GRACE_SECONDS:
+                late = now > interrupted_at + 1.25 * GRACE_SECONDS
+                proc.send_signal(signal.SIGKILL if late else signal.SIGTERM)
             time.sleep(0.5)
     except KeyboardInterrupt:  # Ctrl-C reached the child too: let it save, then stop the suite
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024.0, interrupted  # ru_maxrss: KiB on Linux
+    stopped = interrupted_at is not None and proc.returncode in STOPPED_CODES
+    return proc.returncode, usage.ru_maxrss / 1024.0, stopped  # ru_maxrss: KiB on Linux
 
 
 @dataclass
@@ -281,54 +291,81 @@ class QualityResult:
     comparison: str = ""
     table: str = ""
     plots: list[str] = field(default_factory=list)
+    evaluated: str = ""  # when eval.json was written (the history lists each evaluation once)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _stale(report: dict[str, Any] | None, iteration: int, baselines: Path) -> bool:
+    """Whether ``eval.json`` must be rewritten: missing, of another iteration, or missing a
+    baseline that has been trained since."""
+    if report is None or report["iteration"] != iteration:
+        return True
+    missing = [m.split(":")[0] for m in report.get("missing", [])]
+    return any((baselines / f"{kind}.pt").exists() for kind in missing)
+
+
 def _run_quality(
     bench: QualityBenchmark, suite: str, run_dir: Path, deadline: float | None, progress: bool
 ) -> None:
-    """Train missing baselines, train (or resume) MAML, evaluate if the evaluation is stale."""
+    """Train missing baselines, train (or resume) MAML, evaluate if the evaluation is stale.
+
+    Exit codes and peak memory of the children go to ``run_dir/bench.json``.
+    """
+    from metarl.rl.sb3_baselines import default_dir
     from metarl.run import CHECKPOINT, load_checkpoint
 
     quiet = [] if progress else ["--no-progress"]
     info_path = run_dir / "bench.json"
     info = _load(info_path) or {}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if suite == "paper":  # baselines first: they are short, and a time limit stops training
-        from metarl.rl.sb3_baselines import default_dir
+    baselines = default_dir(run_dir, bench.experiment)  # where `metarl evaluate` looks
 
+    def save() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(info))
+
+    def running() -> bool:
+        return deadline is None or time.time() < deadline
+
+    if suite == "paper":  # baselines first: they are short, and a time limit stops training
         for kind in bench.baselines:
-            out = default_dir(run_dir, bench.experiment)  # where `metarl evaluate` looks
-            if deadline is not None and time.time() > deadline:
-                break  # `--time-limit 0` only evaluates what is there
-            if not (out / f"{kind}.pt").exists():
+            if running() and not (baselines / f"{kind}.pt").exists():
                 print(f"\n=== {bench.name}: metarl baseline {kind}", flush=True)
-                _child(["baseline", kind, bench.experiment, "--out", str(out), *quiet])
-    args = ["train", bench.experiment, "--out", str(run_dir), *quiet]
+                args = ["baseline", kind, bench.experiment, "--out", str(baselines), *quiet]
+                info[f"baseline_{kind}_exit"] = _child(args)[0]
+                save()
     if (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
         done = state["iteration"] >= state["config"]["iterations"]
-        args = None if done else ["train", "--resume", str(run_dir), *quiet]
-    elif suite == "quick":
-        args += ["--set", *(f"{k}={v}" for k, v in bench.quick.items())]
-    if args is not None and (deadline is None or time.time() < deadline):
+        args = None if done else ["train", bench.experiment, "--resume", str(run_dir), *quiet]
+        if done:
+            info["train_exit"] = 0  # whatever failed before, the training is complete now
+    else:
+        if run_dir.exists():  # a start that never reached its first checkpoint: start afresh
+            for path in run_dir.iterdir():
+                if path.name != "bench.json":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        args = ["train", bench.experiment, "--out", str(run_dir), *quiet]
+        if suite == "quick":
+            args += ["--set", *(f"{k}={v}" for k, v in bench.quick.items())]
+    if args is not None and running():
         print(f"\n=== {bench.name}: metarl {' '.join(args)}", flush=True)
         code, peak, stopped = _child(args, deadline)
         info["train_peak_mib"] = max(peak, info.get("train_peak_mib", 0.0))
         info["train_exit"] = 0 if stopped else code  # stopped at the time limit: not a failure
-        info_path.write_text(json.dumps(info))
+        save()
     if not (run_dir / CHECKPOINT).exists():
         return
     state = load_checkpoint(run_dir)
-    report = _load(run_dir / "eval.json")
-    if report is None or report["iteration"] != state["iteration"]:
+    if _stale(_load(run_dir / "eval.json"), state["iteration"], baselines):
         print(f"\n=== {bench.name}: metarl evaluate {run_dir}", flush=True)
         code, peak, _ = _child(["evaluate", str(run_dir), *quiet])
         info["eval_peak_mib"], info["eval_exit"] = peak, code
-        info_path.write_text(json.dumps(info))
+    else:
+        info["eval_exit"] = 0  # the stored evaluation is current
+    save()
 
 
 def _compare(head: Headline, paper: Paper) -> str:
@@ -342,40 +379,39 @@ def _compare(head: Headline, paper: Paper) -> str:
 
 
 def collect_quality(bench: QualityBenchmark, run_dir: Path, suite: str) -> QualityResult:
-    """The result of one quality benchmark from its run directory (whatever state it is in)."""
-    from metarl.experiments import get_experiment
-    from metarl.run import CHECKPOINT, load_checkpoint, read_metrics
-
+    """The result of one quality benchmark from its run directory (whatever state it is in);
+    anything unreadable makes it a failed row, never the end of the suite."""
     result = QualityResult(bench.name, bench.experiment, "not run", paper=vars(bench.paper))
-    if not (run_dir / CHECKPOINT).exists():
-        if run_dir.exists():
-            result.status, result.note = "failed", "training stopped before its first checkpoint"
-        else:
-            result.note = "not run yet"
-        return result
-    state = load_checkpoint(run_dir)
+    try:
+        _collect(bench, run_dir, suite, result)
+    except Exception as e:  # noqa: BLE001 - one broken run must not hide the others
+        result.status, result.note = "failed", f"cannot read the run: {type(e).__name__}: {e}"
+    return result
+
+
+def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: QualityResult) -> None:
+    from metarl.experiments import get_experiment
+    from metarl.run import CHECKPOINT, load_checkpoint
+
     info = _load(run_dir / "bench.json") or {}
+    failed = [f"metarl {k[:-5].replace('_', ' ')} exited with code {v}"
+              for k, v in info.items() if k.endswith("_exit") and v != 0]  # fmt: skip
+    if not (run_dir / CHECKPOINT).exists():
+        result.note = "; ".join(failed) or "not run yet"
+        result.status = "failed" if failed else "not run"
+        return
+    state = load_checkpoint(run_dir)
     result.iterations, result.target_iterations = state["iteration"], state["config"]["iterations"]
     result.wall_seconds = state.get("elapsed")
-    metrics = read_metrics(run_dir)
-    if metrics and "time/update" in metrics[-1]:
-        per_iter = [m["time/sampling"] + m["time/update"] for m in metrics]
-        result.seconds_per_iteration = sum(per_iter) / len(per_iter)
-    elif metrics and "perf/iterations_per_second" in metrics[-1]:
-        rates = [m["perf/iterations_per_second"] for m in metrics]
-        result.seconds_per_iteration = len(rates) / sum(rates)
+    if result.wall_seconds and result.iterations:
+        result.seconds_per_iteration = result.wall_seconds / result.iterations
     peaks = [info.get(k) for k in ("train_peak_mib", "eval_peak_mib") if info.get(k)]
     result.peak_memory_mib = max(peaks) if peaks else None
-    done = result.iterations >= result.target_iterations
-    for step in ("train", "eval"):
-        if info.get(f"{step}_exit", 0) != 0:
-            result.status = "failed"
-            result.note = f"metarl {step} exited with code {info[f'{step}_exit']}"
-            return result
     report = _load(run_dir / "eval.json")
-    if report is None:
-        result.status, result.note = "failed", "no eval.json: the evaluation did not finish"
-        return result
+    if failed or report is None:
+        result.status = "failed"
+        result.note = "; ".join(failed) or "no eval.json: the evaluation did not finish"
+        return
     head = headline(report)
     result.headline = vars(head)
     result.table = get_experiment(bench.experiment).results_table(report)
@@ -384,19 +420,24 @@ def collect_quality(bench: QualityBenchmark, run_dir: Path, suite: str) -> Quali
     closed = gap_closed(report)
     if closed is not None and suite == "paper":
         result.comparison += f"; closes {closed:.0%} of the random-init → oracle gap"
+    done = result.iterations >= result.target_iterations
     result.status = "done" if done else "in progress"
     if report["iteration"] != result.iterations:
         result.note = f"evaluated at iteration {report['iteration']}"
+    stamp = (run_dir / "eval.json").stat().st_mtime
+    result.evaluated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
     result.plots = sorted(str(p) for p in (run_dir / "plots").glob("*.png"))
-    return result
 
 
-def problems(results: list[QualityResult], speed: dict[str, Any]) -> list[str]:
-    """What makes a suite run fail: errors, non-finite numbers, adaptation that does not help."""
+def problems(
+    results: list[QualityResult], speed: dict[str, Any], complete: bool = False
+) -> list[str]:
+    """What makes a suite run fail: errors, non-finite numbers, adaptation that does not help;
+    with ``complete`` (the quick suite) also a benchmark that did not run to the end."""
     found = []
     for r in results:
-        if r.status == "failed":
-            found.append(f"{r.name}: {r.note}")
+        if r.status == "failed" or (complete and r.status != "done"):
+            found.append(f"{r.name}: {r.status}" + (f" ({r.note})" if r.note else ""))
         if r.headline is None:
             continue
         h = r.headline
@@ -408,8 +449,8 @@ def problems(results: list[QualityResult], speed: dict[str, Any]) -> list[str]:
                 f"({h['metric']}: {h['before']:.4g} before, {h['value']:.4g} after)"
             )
     for name, entry in speed.items():
-        if "error" in entry:
-            found.append(f"{name}: {entry['error']}")
+        if "error" in entry or (complete and "skipped" in entry):
+            found.append(f"{name}: {entry.get('error') or entry.get('skipped')}")
     return found
 
 
@@ -437,55 +478,66 @@ def run_suite(
     started = time.time()
     deadline = None if time_limit_minutes is None else started + 60.0 * time_limit_minutes
     root = runs_dir / suite
-    if suite == "quick" and not report_only:
-        for bench in QUALITY:  # a quick run is a fresh smoke check, never a resumed one
-            if bench.name in selected and (root / bench.name).exists():
-                shutil.rmtree(root / bench.name)
-        shutil.rmtree(root / "baselines", ignore_errors=True)
+    interrupted = False
     results = []
     for bench in QUALITY:
         if bench.name not in selected:
             continue
-        if not report_only and (deadline is None or time.time() < deadline):
+        ran = False
+        if not (report_only or interrupted) and (deadline is None or time.time() < deadline):
+            if suite == "quick" and (root / bench.name).exists():
+                shutil.rmtree(root / bench.name)  # a quick run is a fresh smoke check
+            ran = True
             try:
                 _run_quality(bench, suite, root / bench.name, deadline, progress)
             except KeyboardInterrupt:  # report what exists; the next call resumes
                 print(f"\ninterrupted during {bench.name}", file=sys.stderr)
-                report_only = True
-        results.append(collect_quality(bench, root / bench.name, suite))
+                interrupted = True
+        if suite == "quick" and not report_only and not ran:  # never an earlier run's numbers
+            note = "interrupted" if interrupted else "time limit reached"
+            results.append(QualityResult(bench.name, bench.experiment, "not run", note=note,
+                                         paper=vars(bench.paper)))  # fmt: skip
+        else:
+            results.append(collect_quality(bench, root / bench.name, suite))
     # Benchmarks not run this time (--only, --report-only) keep their latest results.
     previous = latest_runs(report_dir).get(suite, {})
     speed: dict[str, Any] = dict(previous.get("speed", {}))
-    ran: list[str] = []
+    attempted: dict[str, Any] = {}
     for name, fn in SPEED.items():
-        if name not in selected or report_only:
+        if name not in selected or report_only or interrupted:
             continue
         if deadline is not None and time.time() > deadline:
-            speed.setdefault(name, {"skipped": "time limit reached"})  # keep earlier results
+            attempted[name] = {"skipped": "time limit reached"}
+            speed.setdefault(name, attempted[name])  # an earlier measurement stays
             continue
         print(f"\n=== {name}", flush=True)
-        ran.append(name)
         try:
             result, table = fn(suite)
-            speed[name] = {"result": result, "table": table}
+            attempted[name] = {"result": result, "table": table}
             print(table)
+        except KeyboardInterrupt:
+            interrupted = True
+            continue
         except Exception as e:  # noqa: BLE001 - a failed benchmark is reported, not fatal
-            speed[name] = {"error": f"{type(e).__name__}: {e}"}
+            attempted[name] = {"error": f"{type(e).__name__}: {e}"}
+        speed[name] = attempted[name]
     kept = {r["name"]: r for r in previous.get("quality", [])}
     kept.update({r.name: vars(r) for r in results})
-    quality = [kept[b.name] for b in QUALITY if b.name in kept]
     run = {
         "suite": suite,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": time.time() - started,
         "machine": machine_info(),
-        "quality": quality,
+        "quality": [kept[b.name] for b in QUALITY if b.name in kept],
         "speed": speed,
     }
-    found = problems(results, {name: speed[name] for name in ran})
+    # The quick suite is a smoke check of everything selected: all of it must have run.
+    found = problems(results, attempted, complete=suite == "quick" and not report_only)
     run["problems"] = found
-    paths = write_report(run, report_dir)
+    paths = write_report(run, report_dir, record=not report_only)
     print("\n" + "\n".join(f"wrote {p}" for p in paths))
     for p in found:
         print(f"PROBLEM: {p}", file=sys.stderr)
+    if interrupted:
+        return 130
     return 1 if found else 0

@@ -125,6 +125,7 @@ class TaskVectorEnv(gymnasium.vector.VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)  # seeds ``self.np_random`` as gymnasium's vector envs do
         if seed is not None:
             self.stream.seed(seed)
         return self.stream.reset(), {}
@@ -139,7 +140,9 @@ class TaskVectorEnv(gymnasium.vector.VectorEnv):
             final = np.empty(self.num_envs, dtype=object)
             for i in np.flatnonzero(done):
                 final[i] = step.final_observation[i]
-            infos = {"final_obs": final, "_final_obs": done.copy()}
+            final_info = np.array([{} for _ in range(self.num_envs)], dtype=object)
+            infos = {"final_obs": final, "_final_obs": done.copy(),
+                     "final_info": final_info, "_final_info": done.copy()}  # fmt: skip
         return step.observation, step.reward, step.terminated, step.truncated, infos
 
     def close_extras(self, **kwargs: Any) -> None:
