@@ -7,6 +7,7 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -144,8 +145,21 @@ def test_gap_closed_between_random_init_and_oracle():
     assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
 
 
-def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path):
-    """A deadline interrupts `metarl train` (SIGINT: the last checkpoint stays), the run is
+def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:
+    """A stand-in for the suite's ``time`` module: the deadline (1e9) passes as soon as a new
+    checkpoint is written, so the test does not depend on this machine's speed."""
+    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+
+    def now() -> float:
+        current = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+        return 2e9 if current != before else 0.0
+
+    return SimpleNamespace(time=now, sleep=time.sleep, strftime=time.strftime,
+                           localtime=time.localtime)  # fmt: skip
+
+
+def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypatch):
+    """At the deadline `metarl train` gets SIGINT (its last checkpoint stays), the run is
     evaluated where it stopped and reported in progress; the next call resumes it."""
     long = QualityBenchmark(
         "sinusoid", "sinusoid",
@@ -154,11 +168,14 @@ def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path):
         Paper(0.77, 0.11, "test"),
     )  # fmt: skip
     run_dir = tmp_path / "quick" / "sinusoid"
-    suite._run_quality(long, "quick", run_dir, time.time() + 15, progress=False)
+    checkpoint = run_dir / "checkpoint.pt"
+    monkeypatch.setattr(suite, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
+    suite._run_quality(long, "quick", run_dir, 1e9, progress=False)
     first = suite.collect_quality(long, run_dir, "quick")
     assert first.status == "in progress" and 0 < first.iterations < 10**6, first
     assert first.headline is not None and not suite.problems([first], {})
-    suite._run_quality(long, "quick", run_dir, time.time() + 15, progress=False)
+    monkeypatch.setattr(suite, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
+    suite._run_quality(long, "quick", run_dir, 1e9, progress=False)
     second = suite.collect_quality(long, run_dir, "quick")
     assert second.status == "in progress" and second.iterations > first.iterations, second
     # The quick suite counts an unfinished benchmark as a problem: it must run to the end.
