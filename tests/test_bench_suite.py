@@ -180,3 +180,13 @@ def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypat
     assert second.status == "in progress" and second.iterations > first.iterations, second
     # The quick suite counts an unfinished benchmark as a problem: it must run to the end.
     assert suite.problems([second], {}, complete=True)
+
+
+def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("METARL_DATA", str(tmp_path / "no-data-here"))
+    (bench,) = [b for b in suite.QUALITY if b.name == "omniglot-5w1s"]
+    run_dir = tmp_path / "quick" / bench.name
+    suite._run_quality(bench, "quick", run_dir, None, progress=False)
+    result = suite.collect_quality(bench, run_dir, "quick")
+    assert result.status == "skipped" and "dataset 'omniglot' not found" in result.note
+    assert suite.problems([result], {}, complete=True) == []

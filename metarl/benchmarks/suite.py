@@ -169,8 +169,16 @@ def _speed_core(suite: str) -> tuple[dict[str, Any], str]:
     return result, format_sinusoid(result)
 
 
+class BenchmarkUnavailable(Exception):
+    """A benchmark that cannot run on this machine (e.g. its dataset is not here)."""
+
+
 def _speed_omniglot(suite: str) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.omniglot import bench_omniglot, format_omniglot
+
+    missing = _missing_dataset("omniglot-5w1s")
+    if missing is not None:
+        raise BenchmarkUnavailable(missing)
 
     result = bench_omniglot(2 if suite == "quick" else 20)
     return result, format_omniglot(result)
@@ -279,7 +287,7 @@ class QualityResult:
 
     name: str
     experiment: str
-    status: str  # "done", "in progress", "failed", "not run"
+    status: str  # "done", "in progress", "failed", "not run", "skipped" (no dataset here)
     note: str = ""
     iterations: int = 0
     target_iterations: int = 0
@@ -307,6 +315,21 @@ def _stale(report: dict[str, Any] | None, iteration: int, baselines: Path) -> bo
     return any((baselines / f"{kind}.pt").exists() for kind in missing)
 
 
+def _missing_dataset(experiment: str) -> str | None:
+    """Why a few-shot benchmark cannot run here (its dataset is not on this machine), or None."""
+    from metarl.experiments import load_config
+    from metarl.supervised.data.files import DataError, dataset_dir
+
+    config = load_config(experiment)
+    if not hasattr(config, "dataset"):
+        return None
+    try:
+        dataset_dir(config.data_dir, config.dataset)
+    except DataError as e:
+        return str(e)
+    return None
+
+
 def _run_quality(
     bench: QualityBenchmark, suite: str, run_dir: Path, deadline: float | None, progress: bool
 ) -> None:
@@ -329,6 +352,12 @@ def _run_quality(
     def running() -> bool:
         return deadline is None or time.time() < deadline
 
+    missing = _missing_dataset(bench.experiment)
+    if missing is not None and not (run_dir / CHECKPOINT).exists():
+        info = {"skipped": missing}  # like a test without its data: said, not failed
+        save()
+        return
+    info.pop("skipped", None)
     if suite == "paper":  # baselines first: they are short, and a time limit stops training
         for kind in bench.baselines:
             if running() and not (baselines / f"{kind}.pt").exists():
@@ -397,8 +426,8 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
     failed = [f"metarl {k[:-5].replace('_', ' ')} exited with code {v}"
               for k, v in info.items() if k.endswith("_exit") and v != 0]  # fmt: skip
     if not (run_dir / CHECKPOINT).exists():
-        result.note = "; ".join(failed) or "not run yet"
-        result.status = "failed" if failed else "not run"
+        result.note = "; ".join(failed) or info.get("skipped") or "not run yet"
+        result.status = "failed" if failed else "skipped" if "skipped" in info else "not run"
         return
     state = load_checkpoint(run_dir)
     result.iterations, result.target_iterations = state["iteration"], state["config"]["iterations"]
@@ -436,7 +465,7 @@ def problems(
     with ``complete`` (the quick suite) also a benchmark that did not run to the end."""
     found = []
     for r in results:
-        if r.status == "failed" or (complete and r.status != "done"):
+        if r.status == "failed" or (complete and r.status not in ("done", "skipped")):
             found.append(f"{r.name}: {r.status}" + (f" ({r.note})" if r.note else ""))
         if r.headline is None:
             continue
@@ -449,7 +478,7 @@ def problems(
                 f"({h['metric']}: {h['before']:.4g} before, {h['value']:.4g} after)"
             )
     for name, entry in speed.items():
-        if "error" in entry or (complete and "skipped" in entry):
+        if "error" in entry or (complete and "skipped" in entry and "unavailable" not in entry):
             found.append(f"{name}: {entry.get('error') or entry.get('skipped')}")
     return found
 
@@ -521,6 +550,8 @@ def run_suite(
         except KeyboardInterrupt:
             interrupted = True
             continue
+        except BenchmarkUnavailable as e:
+            attempted[name] = {"skipped": str(e), "unavailable": True}
         except Exception as e:  # noqa: BLE001 - a failed benchmark is reported, not fatal
             attempted[name] = {"error": f"{type(e).__name__}: {e}"}
         speed[name] = attempted[name]
