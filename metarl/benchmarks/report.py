@@ -116,7 +116,12 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
     out = [
         f"## {run['suite']} suite — {run['date']}",
         "",
-        f"Machine: {_machine(run)}. Suite wall time: {_duration(run['seconds'])}.",
+        f"Machine: {_machine(run)}. "
+        + (
+            "Rewritten from the run directories (`--report-only`); each row's wall time is its own."
+            if run.get("report_only")
+            else f"Suite wall time: {_duration(run['seconds'])}."
+        ),
         "",
         "### Quality",
         "",

@@ -561,6 +561,7 @@ def run_suite(
         "suite": suite,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": time.time() - started,
+        "report_only": report_only,
         "machine": machine_info(),
         "quality": [kept[b.name] for b in QUALITY if b.name in kept],
         "speed": speed,
