@@ -28,7 +28,12 @@ def history(report_dir: Path) -> list[dict[str, Any]]:
 
 def latest_runs(report_dir: Path) -> dict[str, dict[str, Any]]:
     """The latest stored run of each suite."""
-    return {run["suite"]: run for run in history(report_dir)}
+    return latest_of(history(report_dir))
+
+
+def latest_of(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last run of each suite in ``runs`` (oldest first)."""
+    return {run["suite"]: run for run in runs}
 
 
 def _num(v: float | None) -> str:
@@ -220,7 +225,7 @@ def write_report(run: dict[str, Any], report_dir: Path, record: bool = True) -> 
         dated.write_text(json.dumps(run, indent=1))
         written.append(dated)
     all_runs.append(run)
-    runs = {r["suite"]: r for r in all_runs}
+    runs = latest_of(all_runs)
     (report_dir / "benchmarks.json").write_text(json.dumps(runs, indent=1))
     (report_dir / "BENCHMARKS.md").write_text(render(runs, all_runs))
     written += [report_dir / "benchmarks.json", report_dir / "BENCHMARKS.md"]

@@ -54,6 +54,7 @@ class TaskStream:
         self.num_envs = env.num_envs
         self.task_in_observation = task_in_observation
         self.seed(seed)
+        self.tasks = env.sample_tasks(self.num_envs, self._rng)  # every reset draws anew
         self.task_dim = env.task_array(self.tasks[:1]).shape[1]
         obs_dim = env.observation_dim + (self.task_dim if task_in_observation else 0)
         self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
@@ -63,7 +64,6 @@ class TaskStream:
         """Reseed the task draws and the reset noise (from the next reset on)."""
         self._rng = np.random.default_rng(seed)
         self.env.seed(seed)
-        self.tasks = self.env.sample_tasks(self.num_envs, self._rng)
 
     def observe(self, observation: np.ndarray) -> np.ndarray:
         if not self.task_in_observation:
