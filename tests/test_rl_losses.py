@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Normal
 
 from metarl.core import expand_to_tasks, get_params, single_forward
+from metarl.core.functional import task_forward
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import masked_task_mean, mean_kl, reinforce_loss, surrogate_loss
 from metarl.rl.maml import inner_loss
@@ -93,3 +94,30 @@ def test_reinforce_gradient_equals_a_per_sample_loop() -> None:
     torch.testing.assert_close(batched[1], (total / count).detach())
     for g, ref in zip(grads, expected):
         torch.testing.assert_close(g, ref)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_policy_linearize_equals_torch_func_jvp(activation: str) -> None:
+    """The kept-activation JVP of the task-batched policy (the Fisher product's Q a) gives
+    torch.func.jvp's numbers, including the clamp of log σ at its floor."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(5, 3, (7, 6), activation, min_std=0.5)
+    params = {
+        name: p.detach() + 0.1 * torch.randn(4, *p.shape) for name, p in get_params(policy).items()
+    }
+    params["log_std"][0, 0] = -2.0  # below the floor log 0.5: no derivative passes
+    obs = torch.randn(4, 8, 2, 5)
+    tangents = {name: torch.randn_like(p) for name, p in params.items()}
+    names = list(params)
+
+    def forward(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return task_forward(policy, dict(zip(names, tensors)), obs)
+
+    outputs, expected = torch.func.jvp(forward, tuple(params.values()), tuple(tangents.values()))
+    (mean, log_std), jvp = policy.linearize(params, obs)
+    d_mean, d_log_std = jvp(tangents)
+    torch.testing.assert_close(mean, outputs[0])
+    torch.testing.assert_close(log_std, outputs[1])
+    torch.testing.assert_close(d_mean, expected[0])
+    torch.testing.assert_close(d_log_std, expected[1])
+    assert d_mean.abs().max() > 0 and bool((d_log_std[0, ..., 0] == 0).all())

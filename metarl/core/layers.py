@@ -8,7 +8,7 @@ parents, so a model built from them is still a plain ``nn.Module``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +67,60 @@ class MLP(nn.Sequential):
                 layers.append(ACTIVATIONS[activation]())
         super().__init__(*layers)
         self.sizes = tuple(int(s) for s in sizes)
+
+    def linearize(
+        self, params: Mapping[str, Tensor], x: Tensor
+    ) -> tuple[Tensor, Callable[[Mapping[str, Tensor]], Tensor]]:
+        """The task-batched output at ``params`` and its Jacobian-vector product in ``params``.
+
+        Equal to :func:`torch.func.jvp` of the task-batched forward, but the activations are
+        computed once and kept: when the same point is differentiated in many directions (the
+        conjugate-gradient iterations of TRPO), each product costs two batched matmuls per
+        layer and no forward pass.
+
+        Args:
+            params: this MLP's parameters by their own names (``"0.weight"``, ``"0.bias"``, …),
+                each with a leading task dimension: ``weight (n_tasks, out, in)``,
+                ``bias (n_tasks, out)``.
+            x: input ``(n_tasks, ..., sizes[0])``, held fixed.
+
+        Returns:
+            ``(output, jvp)``: ``output (n_tasks, ..., sizes[-1])`` (no graph) and the function
+            mapping tangents shaped like ``params`` to ``d output`` of the same shape.
+        """
+        linears = [(i, m) for i, m in enumerate(self) if isinstance(m, Linear)]
+        with torch.no_grad():
+            n_tasks = x.shape[0]
+            h = x.reshape(n_tasks, -1, x.shape[-1])
+            inputs, slopes = [], []  # each Linear's input; the activation's derivative after it
+            for position, (i, _) in enumerate(linears):
+                inputs.append(h)
+                h = torch.baddbmm(
+                    params[f"{i}.bias"].unsqueeze(1), h, params[f"{i}.weight"].transpose(1, 2)
+                )
+                if position < len(linears) - 1:
+                    activation = self[i + 1]
+                    if isinstance(activation, nn.ReLU):
+                        slopes.append((h > 0).to(h.dtype))  # relu's derivative as autograd's
+                        h = torch.relu(h)
+                    else:
+                        h = torch.tanh(h)
+                        slopes.append(1.0 - h * h)
+        out_shape = (*x.shape[:-1], self.sizes[-1])
+
+        @torch.no_grad()
+        def jvp(tangents: Mapping[str, Tensor]) -> Tensor:
+            d: Tensor | None = None
+            for position, (i, _) in enumerate(linears):
+                d_out = torch.baddbmm(
+                    tangents[f"{i}.bias"].unsqueeze(1),
+                    inputs[position],
+                    tangents[f"{i}.weight"].transpose(1, 2),
+                )
+                if d is not None:  # the input's own tangent, through this layer's weights
+                    d_out = torch.baddbmm(d_out, d, params[f"{i}.weight"].transpose(1, 2))
+                d = d_out * slopes[position] if position < len(slopes) else d_out
+            assert d is not None
+            return d.reshape(out_shape)
+
+        return h.reshape(out_shape), jvp

@@ -187,7 +187,9 @@ def gauss_newton_fvp(
     step ``k``). Each factor ``I − α_k H_ik`` is symmetric (α is a scalar per step), so both
     ``A_i v`` and ``A_iᵀ w`` are backward passes through the retained graphs of the inner
     gradients (one Hessian-vector product per step and direction), ``Q_i a`` is one
-    forward-mode pass (:func:`torch.func.jvp`) and ``Q_iᵀ b`` one backward pass. Compared with
+    forward-mode pass on the kept activations (:meth:`GaussianMLPPolicy.linearize`, the numbers
+    of :func:`torch.func.jvp` without recomputing the forward pass) and ``Q_iᵀ b`` one backward
+    pass. Compared with
     the double backward of ∇KL, this skips the third-order terms that the vanishing KL
     gradient multiplies by zero: about half the work per product (issue 4).
 
@@ -217,16 +219,15 @@ def gauss_newton_fvp(
         params = {name: p.detach().requires_grad_(True) for name, p in adapted.items()}
     adapted_leaves = list(params.values())
 
-    # Query pass at θ' in task-first layout: mean, log σ (n_tasks, T, E, action_dim).
+    # Query pass at θ' in task-first layout: mean, log σ (n_tasks, T, E, action_dim); the
+    # graph for Qᵀ, the linearisation (activations kept) for Q.
     observations = query.observations.movedim(1, 0)
     outputs = task_forward(policy, params, observations)
+    _, query_jvp = policy.linearize(params, observations)
     masks = query.masks.movedim(1, 0).unsqueeze(-1)  # (n_tasks, T, E, 1)
     weights = masks / (masks.sum(dim=(1, 2, 3), keepdim=True) * n_tasks)  # KL's mean weights
     fisher_mean = weights / (2.0 * outputs[1].detach()).exp()  # 1 / σ²
     fisher_log_std = 2.0 * weights
-
-    def query_forward(*tensors: Tensor) -> tuple[Tensor, Tensor]:
-        return task_forward(policy, dict(zip(names, tensors)), observations)
 
     def through_steps(vectors: Sequence[Tensor], order: Sequence[int]) -> list[Tensor]:
         # (I − α_k H_k) w = the vector-Jacobian product of step k; symmetric, so also its JVP.
@@ -243,8 +244,7 @@ def gauss_newton_fvp(
             v.expand(n_tasks, *v.shape) for v in unflatten(vector, theta).values()
         ]  # the same direction for every task
         tangents = through_steps(per_task, range(len(steps)))  # A v
-        detached = tuple(p.detach() for p in adapted_leaves)
-        _, (d_mean, d_log_std) = torch.func.jvp(query_forward, detached, tuple(tangents))  # Q A v
+        d_mean, d_log_std = query_jvp(dict(zip(names, tangents)))  # Q A v
         pulled = torch.autograd.grad(
             outputs, adapted_leaves, (fisher_mean * d_mean, fisher_log_std * d_log_std),
             retain_graph=True, allow_unused=True, materialize_grads=True,

@@ -12,7 +12,7 @@ all tasks are evaluated by one batched matmul per layer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +73,41 @@ class GaussianMLPPolicy(nn.Module):
         if log_std.dim() == 2:  # task batch: broadcast over the task's own batch dimensions
             log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
         return mean, log_std.expand_as(mean)
+
+    def linearize(
+        self, params: Params, obs: Tensor
+    ) -> tuple[tuple[Tensor, Tensor], Callable[[Params], tuple[Tensor, Tensor]]]:
+        """``(mean, log σ)`` of a task batch and their Jacobian-vector product in ``params``.
+
+        The same numbers as :func:`torch.func.jvp` of :func:`task_forward`, with the hidden
+        activations computed once (see :meth:`metarl.core.layers.MLP.linearize`).
+
+        Args:
+            params: parameters with a leading task dimension ``n_tasks``.
+            obs: observations ``(n_tasks, ..., obs_dim)``, held fixed.
+
+        Returns:
+            ``((mean, log_std), jvp)``, both ``(n_tasks, ..., action_dim)`` without a graph, and
+            ``jvp``: tangents shaped like ``params`` -> ``(d mean, d log_std)``.
+        """
+        prefix = "mean."
+        mean, mean_jvp = self.mean.linearize(
+            {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}, obs
+        )
+        log_std = params["log_std"].detach()
+        # clamp passes the derivative where log σ >= its floor (as autograd's clamp does)
+        passes = (log_std >= self.min_log_std).to(log_std.dtype)
+        shape = (log_std.shape[0], *([1] * (mean.dim() - 2)), log_std.shape[-1])
+
+        def jvp(tangents: Params) -> tuple[Tensor, Tensor]:
+            d_mean = mean_jvp(
+                {n[len(prefix) :]: t for n, t in tangents.items() if n.startswith(prefix)}
+            )
+            d_log_std = (tangents["log_std"].detach() * passes).reshape(shape)
+            return d_mean, d_log_std.expand_as(d_mean)
+
+        clamped = log_std.clamp(min=self.min_log_std).reshape(shape).expand_as(mean)
+        return (mean, clamped), jvp
 
     def distribution(self, params: Params, obs: Tensor, task_dim: int = 0) -> Independent:
         """``π_params(· | obs)`` for a task batch.
