@@ -15,13 +15,14 @@ from PIL import Image
 
 from metarl.supervised.data import omniglot as omniglot_module
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
-from metarl.supervised.data.files import REPO_DATA, DataError, dataset_dir
+from metarl.supervised.data.files import DataError, dataset_dir, resolve_data_dir
 from metarl.supervised.data.image_folder import image_folder_split
 from metarl.supervised.data.mnist import load_idx_dataset, mnist_split
 from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
 
-OMNIGLOT = REPO_DATA / "omniglot"
-MNIST = REPO_DATA / "mnist"
+DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../shared/data
+OMNIGLOT = DATA_ROOT / "omniglot"
+MNIST = DATA_ROOT / "mnist"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -32,8 +33,9 @@ def _need(path: Path, what: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_data_env(monkeypatch, request):
-    """Default data root, and a cache shared by the tests of one machine (not ~/.cache)."""
-    monkeypatch.delenv("METARL_DATA", raising=False)
+    """The data root found as pytest started, and a cache shared by the tests of one machine
+    (not ~/.cache)."""
+    monkeypatch.setenv("METARL_DATA", str(DATA_ROOT))
     monkeypatch.setenv("METARL_CACHE", str(request.config.cache.mkdir("metarl-data")))
 
 

@@ -12,7 +12,9 @@ from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
 from metarl.run import read_metrics
-from metarl.supervised.data.files import REPO_DATA
+from metarl.supervised.data.files import resolve_data_dir
+
+DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../shared/data
 
 TINY = [
     "iterations=4", "meta_batch_size=4", "log_every=2", "checkpoint_every=2", "tensorboard=false",
@@ -22,12 +24,12 @@ TINY = [
 
 @pytest.fixture(autouse=True)
 def _isolated_data_env(monkeypatch, request):
-    monkeypatch.delenv("METARL_DATA", raising=False)
+    monkeypatch.setenv("METARL_DATA", str(DATA_ROOT))
     monkeypatch.setenv("METARL_CACHE", str(request.config.cache.mkdir("metarl-data")))
 
 
 def _need(dataset: str) -> None:
-    folder = REPO_DATA / dataset
+    folder = DATA_ROOT / dataset
     if not folder.is_dir():
         pytest.skip(f"{dataset} not available at {folder}")
 
