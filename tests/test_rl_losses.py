@@ -96,17 +96,24 @@ def test_reinforce_gradient_equals_a_per_sample_loop() -> None:
         torch.testing.assert_close(g, ref)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_policy_linearize_equals_torch_func_jvp(activation: str) -> None:
-    """The kept-activation JVP of the task-batched policy (the Fisher product's Q a) gives
-    torch.func.jvp's numbers, including the clamp of log σ at its floor."""
+def _task_batch(activation: str) -> tuple[GaussianMLPPolicy, dict[str, torch.Tensor]]:
+    """A float64 policy with 4 tasks' parameters, one log σ below its floor (log 0.5)."""
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(5, 3, (7, 6), activation, min_std=0.5)
+    policy = GaussianMLPPolicy(5, 3, (7, 6), activation, min_std=0.5).double()
     params = {
-        name: p.detach() + 0.1 * torch.randn(4, *p.shape) for name, p in get_params(policy).items()
+        name: p.detach() + 0.3 * torch.randn(4, *p.shape, dtype=torch.float64)
+        for name, p in get_params(policy).items()
     }
-    params["log_std"][0, 0] = -2.0  # below the floor log 0.5: no derivative passes
-    obs = torch.randn(4, 8, 2, 5)
+    params["log_std"][0, 0] = -2.0  # clamped: no derivative passes
+    return policy, params
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_policy_linearize_equals_autograd(activation: str) -> None:
+    """The kept-activation JVP and VJP of the task-batched policy (the Fisher product's Q a
+    and Qᵀ b) give torch.func.jvp's and autograd's numbers, with the clamp of log σ."""
+    policy, params = _task_batch(activation)
+    obs = torch.randn(4, 8, 2, 5, dtype=torch.float64)
     tangents = {name: torch.randn_like(p) for name, p in params.items()}
     names = list(params)
 
@@ -114,10 +121,44 @@ def test_policy_linearize_equals_torch_func_jvp(activation: str) -> None:
         return task_forward(policy, dict(zip(names, tensors)), obs)
 
     outputs, expected = torch.func.jvp(forward, tuple(params.values()), tuple(tangents.values()))
-    (mean, log_std), jvp = policy.linearize(params, obs)
-    d_mean, d_log_std = jvp(tangents)
-    torch.testing.assert_close(mean, outputs[0])
-    torch.testing.assert_close(log_std, outputs[1])
+    linear = policy.linearize(params, obs)
+    d_mean, d_log_std = linear.jvp(tangents)
+    torch.testing.assert_close(linear.mean, outputs[0])
+    torch.testing.assert_close(linear.log_std, outputs[1])
     torch.testing.assert_close(d_mean, expected[0])
     torch.testing.assert_close(d_log_std, expected[1])
     assert d_mean.abs().max() > 0 and bool((d_log_std[0, ..., 0] == 0).all())
+
+    cotangents = (torch.randn_like(d_mean), torch.randn_like(d_log_std))
+    _, pullback = torch.func.vjp(forward, *params.values())
+    for name, got, want in zip(names, linear.vjp(*cotangents).values(), pullback(cotangents)):
+        torch.testing.assert_close(got, want, msg=name)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_log_prob_hessian_equals_double_backward(activation: str) -> None:
+    """The R-operator Hessian-vector product of Σ w log π (the inner loss's curvature) against
+    autograd's double backward, per task, with a clamped log σ."""
+    policy, params = _task_batch(activation)
+    leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
+    obs = torch.randn(4, 8, 2, 5, dtype=torch.float64)
+    actions = torch.randn(4, 8, 2, 3, dtype=torch.float64)
+    weights = torch.randn(4, 8, 2, dtype=torch.float64)
+    mean, log_std = task_forward(policy, leaves, obs)
+    objective = (gaussian(mean, log_std).log_prob(actions) * weights).sum()
+    grads = torch.autograd.grad(objective, list(leaves.values()), create_graph=True)
+    vector = {name: torch.randn_like(p) for name, p in params.items()}
+    expected = torch.autograd.grad(
+        sum((g * v).sum() for g, v in zip(grads, vector.values())), list(leaves.values())
+    )
+    product = policy.log_prob_hessian(params, obs, actions, weights)(vector)
+    assert list(product) == list(params)
+    for (name, got), want in zip(product.items(), expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=name)
+    assert bool((product["log_std"][0, 0] == 0).all()) and product["mean.2.weight"].abs().max() > 0
+
+
+def test_linearize_needs_a_task_batch() -> None:
+    policy = GaussianMLPPolicy(5, 3, (7,))
+    with pytest.raises(ValueError, match="task-batched"):
+        policy.linearize(get_params(policy), torch.randn(4, 5))

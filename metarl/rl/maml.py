@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.distributions import Independent
 
 from metarl.core.adapt import LossFn, MetaGradientMode, inner_step
-from metarl.core.functional import Params, expand_to_tasks, task_forward
+from metarl.core.functional import Params, expand_to_tasks
+from metarl.core.step_size import as_step_size
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import mean_kl, reinforce_loss, surrogate_loss
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
@@ -162,6 +163,26 @@ def kl_gradient(
     return gradient
 
 
+def inner_loss_hessian(
+    policy: GaussianMLPPolicy, params: Params, episodes: Episodes
+) -> Callable[[Params], Params]:
+    """``w ↦ H w`` per task: the exact Hessian of :func:`inner_loss` at ``params``.
+
+    ``params`` has a leading task dimension; ``w`` and the result are shaped like it. The
+    REINFORCE loss is ``Σ_t weight_t · log π(a_t | s_t)`` with ``weight = −advantage · mask /
+    valid steps``, so this is :meth:`GaussianMLPPolicy.log_prob_hessian` with those weights.
+    """
+    advantages = _require_advantages(episodes).detach()
+    masks = episodes.masks
+    weights = -(advantages * masks) / masks.sum(dim=(0, 2), keepdim=True)  # (T, n_tasks, E)
+    return policy.log_prob_hessian(
+        params,
+        episodes.observations.movedim(1, 0),
+        episodes.actions.movedim(1, 0),
+        weights.movedim(1, 0),
+    )
+
+
 def gauss_newton_fvp(
     policy: GaussianMLPPolicy,
     theta: Params,
@@ -184,14 +205,13 @@ def gauss_newton_fvp(
 
     ``J_i = Q_i A_i`` where ``Q_i = ∂y_i/∂θ'_i`` is the query forward pass and ``A_i =
     ∂θ'_i/∂θ = Π_k (I − α_k H_ik)`` the inner steps (``H_ik``: Hessian of the support loss of
-    step ``k``). Each factor ``I − α_k H_ik`` is symmetric (α is a scalar per step), so both
-    ``A_i v`` and ``A_iᵀ w`` are backward passes through the retained graphs of the inner
-    gradients (one Hessian-vector product per step and direction), ``Q_i a`` is one
-    forward-mode pass on the kept activations (:meth:`GaussianMLPPolicy.linearize`, the numbers
-    of :func:`torch.func.jvp` without recomputing the forward pass) and ``Q_iᵀ b`` one backward
-    pass. Compared with
-    the double backward of ∇KL, this skips the third-order terms that the vanishing KL
-    gradient multiplies by zero: about half the work per product (issue 4).
+    step ``k`` at that step's parameters). Each factor is symmetric (α is a scalar per step),
+    so ``A_i v`` and ``A_iᵀ w`` are one Hessian-vector product per step
+    (:func:`inner_loss_hessian`), ``Q_i a`` a Jacobian-vector product and ``Q_iᵀ b`` a
+    backward pass (:meth:`GaussianMLPPolicy.linearize`). All of them run on activations
+    computed once, since every conjugate-gradient iteration differentiates the same point:
+    compared with autograd's double backward of ∇KL this skips the third-order terms that the
+    vanishing KL gradient multiplies by zero and the forward pass of every product (issue 4).
 
     Args:
         policy: the Gaussian policy module (the Fisher matrix ``M`` assumes its distribution).
@@ -200,56 +220,47 @@ def gauss_newton_fvp(
         query: the query episodes (only observations and masks are used).
         step_sizes: the inner α (a scalar per step: ``I − α H`` must be symmetric).
         damping: λ of ``F + λ I``.
-        mode: meta-gradient mode of the adaptation; ``first_order`` gives ``A_i = I``.
+        mode: meta-gradient mode of the adaptation; ``first_order`` gives ``A_i = I``
+            (``finite_difference`` differentiates the adaptation exactly here: the
+            finite differences are the meta-gradient's, not the Fisher product's).
 
     Returns:
         The product, flat ``(n,)`` in, detached flat ``(n,)`` out.
     """
     n_tasks = query.n_tasks
     names = list(theta)
-    # One leaf per task and step: A_i v must stay per task (a shared θ would sum over tasks).
-    params = {
-        name: p.detach().expand(n_tasks, *p.shape).clone().requires_grad_(True)
-        for name, p in theta.items()
-    }
-    steps: list[tuple[list[Tensor], list[Tensor]]] = []  # (step inputs, step outputs)
+    alpha = as_step_size(step_sizes)
+    # θ' step by step (values only), and each step's support-loss Hessian at its own input.
+    params = expand_to_tasks({name: p.detach() for name, p in theta.items()}, n_tasks)
+    hessians: list[Callable[[Params], Params]] = []
     for k, episodes in enumerate(support):
-        adapted = inner_step(inner_loss(policy, episodes), params, step_sizes, k, mode)
-        steps.append((list(params.values()), list(adapted.values())))
-        params = {name: p.detach().requires_grad_(True) for name, p in adapted.items()}
-    adapted_leaves = list(params.values())
+        if mode != "first_order":
+            hessians.append(inner_loss_hessian(policy, params, episodes))
+        adapted = inner_step(inner_loss(policy, episodes), params, step_sizes, k, "first_order")
+        params = {name: p.detach() for name, p in adapted.items()}
 
-    # Query pass at θ' in task-first layout: mean, log σ (n_tasks, T, E, action_dim); the
-    # graph for Qᵀ, the linearisation (activations kept) for Q.
-    observations = query.observations.movedim(1, 0)
-    outputs = task_forward(policy, params, observations)
-    _, query_jvp = policy.linearize(params, observations)
+    # The query pass at θ' in task-first layout, (n_tasks, T, E, action_dim).
+    linear = policy.linearize(params, query.observations.movedim(1, 0))
     masks = query.masks.movedim(1, 0).unsqueeze(-1)  # (n_tasks, T, E, 1)
     weights = masks / (masks.sum(dim=(1, 2, 3), keepdim=True) * n_tasks)  # KL's mean weights
-    fisher_mean = weights / (2.0 * outputs[1].detach()).exp()  # 1 / σ²
+    fisher_mean = weights / (2.0 * linear.log_std).exp()  # 1 / σ²
     fisher_log_std = 2.0 * weights
 
-    def through_steps(vectors: Sequence[Tensor], order: Sequence[int]) -> list[Tensor]:
-        # (I − α_k H_k) w = the vector-Jacobian product of step k; symmetric, so also its JVP.
-        for k in order:
-            inputs, adapted_k = steps[k]
-            vectors = torch.autograd.grad(
-                adapted_k, inputs, vectors, retain_graph=True, allow_unused=True,
-                materialize_grads=True,
-            )  # fmt: skip
-        return list(vectors)
+    def through_steps(vectors: Params, order: Sequence[int]) -> Params:
+        for k in order:  # (I − α_k H_k) w
+            curvature = hessians[k](vectors)
+            vectors = {name: vectors[name] - alpha(k, name) * curvature[name] for name in names}
+        return vectors
 
+    @torch.no_grad()
     def product(vector: Tensor) -> Tensor:
-        per_task = [
-            v.expand(n_tasks, *v.shape) for v in unflatten(vector, theta).values()
-        ]  # the same direction for every task
-        tangents = through_steps(per_task, range(len(steps)))  # A v
-        d_mean, d_log_std = query_jvp(dict(zip(names, tangents)))  # Q A v
-        pulled = torch.autograd.grad(
-            outputs, adapted_leaves, (fisher_mean * d_mean, fisher_log_std * d_log_std),
-            retain_graph=True, allow_unused=True, materialize_grads=True,
-        )  # fmt: skip  # Qᵀ M Q A v
-        pulled = through_steps(pulled, range(len(steps) - 1, -1, -1))  # Aᵀ Qᵀ M Q A v
-        return flatten(g.sum(dim=0) for g in pulled).detach() + damping * vector
+        per_task = {
+            name: v.expand(n_tasks, *v.shape) for name, v in unflatten(vector, theta).items()
+        }  # the same direction for every task
+        tangents = through_steps(per_task, range(len(hessians)))  # A v
+        d_mean, d_log_std = linear.jvp(tangents)  # Q A v
+        pulled = linear.vjp(fisher_mean * d_mean, fisher_log_std * d_log_std)  # Qᵀ M Q A v
+        pulled = through_steps(pulled, range(len(hessians) - 1, -1, -1))  # Aᵀ Qᵀ M Q A v
+        return flatten(pulled[name].sum(dim=0) for name in names) + damping * vector
 
     return product

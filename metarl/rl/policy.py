@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -74,40 +75,95 @@ class GaussianMLPPolicy(nn.Module):
             log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
         return mean, log_std.expand_as(mean)
 
-    def linearize(
-        self, params: Params, obs: Tensor
-    ) -> tuple[tuple[Tensor, Tensor], Callable[[Params], tuple[Tensor, Tensor]]]:
-        """``(mean, log σ)`` of a task batch and their Jacobian-vector product in ``params``.
+    def _split(self, params: Params) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The mean network's own parameters, log σ after the floor, and where the floor
+        lets the derivative through (as autograd's clamp does: where log σ >= the floor)."""
+        prefix = "mean."
+        mlp = {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}
+        log_std = params["log_std"].detach()
+        passes = (log_std >= self.min_log_std).to(log_std.dtype)
+        return mlp, log_std.clamp(min=self.min_log_std), passes
 
-        The same numbers as :func:`torch.func.jvp` of :func:`task_forward`, with the hidden
-        activations computed once (see :meth:`metarl.core.layers.MLP.linearize`).
+    def _mean_tangents(self, tangents: Params) -> dict[str, Tensor]:
+        return {n[len("mean.") :]: t for n, t in tangents.items() if n.startswith("mean.")}
+
+    def linearize(self, params: Params, obs: Tensor) -> PolicyLinearization:
+        """``(mean, log σ)`` of a task batch, with their Jacobian-vector and vector-Jacobian
+        products in ``params`` (the numbers of :func:`torch.func.jvp` and of autograd's
+        backward pass, with the hidden activations computed once:
+        :class:`metarl.core.layers.MLPLinearization`).
 
         Args:
             params: parameters with a leading task dimension ``n_tasks``.
             obs: observations ``(n_tasks, ..., obs_dim)``, held fixed.
-
-        Returns:
-            ``((mean, log_std), jvp)``, both ``(n_tasks, ..., action_dim)`` without a graph, and
-            ``jvp``: tangents shaped like ``params`` -> ``(d mean, d log_std)``.
         """
-        prefix = "mean."
-        mean, mean_jvp = self.mean.linearize(
-            {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}, obs
-        )
-        log_std = params["log_std"].detach()
-        # clamp passes the derivative where log σ >= its floor (as autograd's clamp does)
-        passes = (log_std >= self.min_log_std).to(log_std.dtype)
+        mlp_params, log_std, passes = self._split(params)
+        mean_net = self.mean.linearize(mlp_params, obs)
+        mean = mean_net.output
         shape = (log_std.shape[0], *([1] * (mean.dim() - 2)), log_std.shape[-1])
 
         def jvp(tangents: Params) -> tuple[Tensor, Tensor]:
-            d_mean = mean_jvp(
-                {n[len(prefix) :]: t for n, t in tangents.items() if n.startswith(prefix)}
-            )
+            d_mean = mean_net.jvp(self._mean_tangents(tangents))
             d_log_std = (tangents["log_std"].detach() * passes).reshape(shape)
             return d_mean, d_log_std.expand_as(d_mean)
 
-        clamped = log_std.clamp(min=self.min_log_std).reshape(shape).expand_as(mean)
-        return (mean, clamped), jvp
+        def vjp(grad_mean: Tensor, grad_log_std: Tensor) -> Params:
+            grads = {f"mean.{n}": g for n, g in mean_net.backward(grad_mean).items()}
+            per_task = grad_log_std.reshape(grad_log_std.shape[0], -1, self.action_dim)
+            grads["log_std"] = per_task.sum(dim=1) * passes
+            return {name: grads[name] for name in params}
+
+        return PolicyLinearization(mean, log_std.reshape(shape).expand_as(mean), jvp, vjp)
+
+    def log_prob_hessian(
+        self, params: Params, obs: Tensor, actions: Tensor, weights: Tensor
+    ) -> Callable[[Params], Params]:
+        """``v ↦ ∇²_params L · v`` per task, for ``L = Σ weights · log π_params(actions | obs)``.
+
+        The curvature of the inner REINFORCE loss (``weights = −advantage · mask / steps``),
+        which the Fisher product of MAML-TRPO applies twice per conjugate-gradient iteration.
+        For ``d = a − μ``: ``∂L/∂μ = w d / σ²``, ``∂L/∂log σ = Σ w (d² / σ² − 1)``, and their
+        tangents along ``v`` are ``−w/σ² (Rμ + 2 d Rlogσ)`` and ``−2 Σ w d/σ² (Rμ + d Rlogσ)``;
+        the mean network carries them through its R-operator
+        (:meth:`metarl.core.layers.MLPLinearization.hvp`). The numbers of autograd's double
+        backward (tested), with the activations kept across products.
+
+        Args:
+            params: parameters with a leading task dimension ``n_tasks``.
+            obs: ``(n_tasks, ..., obs_dim)``.
+            actions: ``(n_tasks, ..., action_dim)``.
+            weights: ``(n_tasks, ...)``, one per step.
+
+        Returns:
+            The product: directions shaped like ``params`` to products shaped like ``params``.
+        """
+        mlp_params, log_std, passes = self._split(params)
+        mean_net = self.mean.linearize(mlp_params, obs)
+        with torch.no_grad():
+            n_tasks = obs.shape[0]
+            w = weights.detach().reshape(n_tasks, -1, 1)
+            diff = actions.detach().reshape(n_tasks, -1, self.action_dim) - mean_net.output.reshape(
+                n_tasks, -1, self.action_dim
+            )
+            inv_var = torch.exp(-2.0 * log_std).unsqueeze(1)  # (n_tasks, 1, action_dim)
+            w_scaled = w * inv_var  # w / σ²
+            mean_net.backward(w_scaled * diff)
+
+        @torch.no_grad()
+        def product(vector: Params) -> Params:
+            r_log_std = (vector["log_std"] * passes).unsqueeze(1)  # (n_tasks, 1, action_dim)
+
+            def output_grad_r(d_mean: Tensor) -> Tensor:
+                return -w_scaled * (d_mean.reshape(diff.shape) + 2.0 * diff * r_log_std)
+
+            mean_part, d_mean = mean_net.hvp(self._mean_tangents(vector), output_grad_r)
+            r_mean = d_mean.reshape(diff.shape)
+            r_log_std_grad = -2.0 * (w_scaled * diff * (r_mean + diff * r_log_std)).sum(dim=1)
+            out = {f"mean.{n}": t for n, t in mean_part.items()}
+            out["log_std"] = r_log_std_grad * passes
+            return {n: out[n] for n in params}
+
+        return product
 
     def distribution(self, params: Params, obs: Tensor, task_dim: int = 0) -> Independent:
         """``π_params(· | obs)`` for a task batch.
@@ -125,6 +181,22 @@ class GaussianMLPPolicy(nn.Module):
         """
         mean, log_std = task_forward(self, params, obs.movedim(task_dim, 0))
         return gaussian(mean.movedim(0, task_dim), log_std.movedim(0, task_dim))
+
+
+class PolicyLinearization(NamedTuple):
+    """:meth:`GaussianMLPPolicy.linearize`'s result.
+
+    Attributes:
+        mean: ``(n_tasks, ..., action_dim)``, without a graph.
+        log_std: ``(n_tasks, ..., action_dim)`` (log σ after its floor, broadcast).
+        jvp: parameter tangents (shaped like ``params``) -> ``(d mean, d log_std)``.
+        vjp: ``(∂L/∂mean, ∂L/∂log_std)`` -> ``∂L/∂params`` per task.
+    """
+
+    mean: Tensor
+    log_std: Tensor
+    jvp: Callable[[Params], tuple[Tensor, Tensor]]
+    vjp: Callable[[Tensor, Tensor], Params]
 
 
 def gaussian(mean: Tensor, log_std: Tensor) -> Independent:
