@@ -9,6 +9,8 @@ from pathlib import Path
 from metarl.config import ConfigError, field_docs, write_yaml
 
 EXIT_USAGE = 2
+RESUME_OVERRIDES = ("iterations", "num_threads")
+"""Config keys ``--set`` may change on ``--resume``: the budget and how the run uses the CPU."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -20,9 +22,10 @@ def _train(args: argparse.Namespace) -> int:
         state = load_checkpoint(args.resume, experiment=args.experiment)
         values = dict(state["config"])
         for key, value in _overrides(args.set).items():
-            if key != "iterations":
+            if key not in RESUME_OVERRIDES:
                 raise ConfigError(
-                    f"--set {key}: a resumed run keeps its config; only `iterations` may change"
+                    f"--set {key}: a resumed run keeps its config; only "
+                    f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
                 )
             values[key] = value
         experiment = get_experiment(values["experiment"])
