@@ -81,7 +81,10 @@ def test_report_keeps_dated_history_and_rewrites_only_the_readme_block(tmp_path)
         f"intro\n{report_mod.README_BEGIN}\nold numbers\n{report_mod.README_END}\noutro\n"
     )
     report_mod.write_report(_run("2026-11-20 10:00:00", -20.0), tmp_path)
-    written = report_mod.write_report(_run("2026-11-23 10:00:00", -11.0), tmp_path)
+    later = _run("2026-11-23 10:00:00", -11.0)
+    # Training went on past the evaluated checkpoint: the history gives the evaluated one.
+    later["quality"][0].update(iterations=30, evaluated_iteration=20, note="evaluated at 20")
+    written = report_mod.write_report(later, tmp_path)
     assert len(list((tmp_path / report_mod.HISTORY).glob("*-paper.json"))) == 2
     assert tmp_path / "BENCHMARKS.md" in written and readme in written
     text = (tmp_path / "BENCHMARKS.md").read_text()
@@ -190,3 +193,32 @@ def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeyp
     result = suite.collect_quality(bench, run_dir, "quick")
     assert result.status == "skipped" and "dataset 'omniglot' not found" in result.note
     assert suite.problems([result], {}, complete=True) == []
+
+
+def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch):
+    """`--only speed-x` after a `--report-only` rewrite (not in the history) keeps the rewrite's
+    rows; benchmarks never reported show up as "not run", not as missing rows."""
+    benches = tuple(
+        QualityBenchmark(name, "sinusoid", {}, Paper(0.77, 0.11, "test"))
+        for name in ("first", "second")
+    )
+    monkeypatch.setattr(suite, "QUALITY", benches)
+    monkeypatch.setattr(suite, "SPEED", {"speed-fake": lambda s: ({"x": 1.0}, "| x |")})
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    assert suite.run_suite("paper", ["speed-fake"], runs, out, progress=False) == 0
+    latest = json.loads((out / "benchmarks.json").read_text())["paper"]
+    assert [(r["name"], r["status"]) for r in latest["quality"]] == [
+        ("first", "not run"), ("second", "not run")
+    ]  # fmt: skip
+    # A --report-only rewrite marks its rows; the next --only run starts from it.
+    assert suite.run_suite("paper", None, runs, out, report_only=True, progress=False) == 0
+    rewritten = json.loads((out / "benchmarks.json").read_text())["paper"]
+    rewritten["quality"][0]["note"] = "from the rewrite"
+    (out / "benchmarks.json").write_text(json.dumps({"paper": rewritten}))
+    assert suite.run_suite("paper", ["speed-fake"], runs, out, progress=False) == 0
+    latest = json.loads((out / "benchmarks.json").read_text())["paper"]
+    assert [r["name"] for r in latest["quality"]] == ["first", "second"]
+    assert latest["quality"][0]["note"] == "from the rewrite"
+    assert latest["speed"]["speed-fake"]["result"] == {"x": 1.0}
+    stored = report_mod.history(out)[-1]  # the dated copy holds the same rows
+    assert [r["note"] for r in stored["quality"]] == [r["note"] for r in latest["quality"]]

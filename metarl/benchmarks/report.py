@@ -27,8 +27,15 @@ def history(report_dir: Path) -> list[dict[str, Any]]:
 
 
 def latest_runs(report_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest stored run of each suite."""
-    return latest_of(history(report_dir))
+    """The latest run of each suite: from the history, or from ``benchmarks.json`` where that
+    is as new (a ``--report-only`` rewrite is not in the history but is the latest report)."""
+    runs = latest_of(history(report_dir))
+    current = report_dir / "benchmarks.json"
+    if current.is_file():
+        for suite, run in json.loads(current.read_text()).items():
+            if suite not in runs or run.get("date", "") >= runs[suite].get("date", ""):
+                runs[suite] = run
+    return runs
 
 
 def latest_of(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -80,6 +87,8 @@ def quality_table(run: dict[str, Any]) -> str:
         before, after = _value(row)
         metric = row["headline"]["metric"] if row["headline"] else "–"
         verdict = row["comparison"] or row["note"]
+        if row["comparison"] and row["note"]:  # e.g. evaluated before the last checkpoint
+            verdict = f"{verdict}; {row['note']}"
         if row["status"] == "in progress":
             verdict = f"{verdict}; in progress" if verdict else "in progress"
         iters = "–"
@@ -152,7 +161,8 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
     for row in run["quality"]:
         if not row["table"]:
             continue
-        out += [f"**{row['name']}** ({row['iterations']:,} iterations)", "", row["table"], ""]
+        trained = f"{row['iterations']:,} iterations" + (f"; {row['note']}" if row["note"] else "")
+        out += [f"**{row['name']}** ({trained})", "", row["table"], ""]
         if row["plots"]:
             out += [" · ".join(f"[{Path(p).stem}]({p})" for p in row["plots"]), ""]
     out += ["### History", "", _history_table(run["suite"], all_runs), ""]
@@ -175,7 +185,8 @@ def _history_table(suite: str, all_runs: list[dict[str, Any]]) -> str:
     for name, evaluations in seen.items():
         for when in sorted(evaluations, reverse=True)[:HISTORY_ROWS]:
             row = evaluations[when]
-            lines.append(f"| {name} | {when[:16]} | {row['iterations']:,} | {_value(row)[1]} |")
+            iteration = row.get("evaluated_iteration") or row["iterations"]
+            lines.append(f"| {name} | {when[:16]} | {iteration:,} | {_value(row)[1]} |")
     return "\n".join(lines)
 
 
@@ -224,8 +235,9 @@ def write_report(run: dict[str, Any], report_dir: Path, record: bool = True) -> 
         dated = folder / f"{stamp}-{run['suite']}.json"
         dated.write_text(json.dumps(run, indent=1))
         written.append(dated)
+    runs = latest_runs(report_dir)
+    runs[run["suite"]] = run
     all_runs.append(run)
-    runs = latest_of(all_runs)
     (report_dir / "benchmarks.json").write_text(json.dumps(runs, indent=1))
     (report_dir / "BENCHMARKS.md").write_text(render(runs, all_runs))
     written += [report_dir / "benchmarks.json", report_dir / "BENCHMARKS.md"]

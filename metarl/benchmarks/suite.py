@@ -300,6 +300,7 @@ class QualityResult:
     table: str = ""
     plots: list[str] = field(default_factory=list)
     evaluated: str = ""  # when eval.json was written (the history lists each evaluation once)
+    evaluated_iteration: int = 0  # the checkpoint eval.json measured (may precede `iterations`)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -451,6 +452,7 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
         result.comparison += f"; closes {closed:.0%} of the random-init → oracle gap"
     done = result.iterations >= result.target_iterations
     result.status = "done" if done else "in progress"
+    result.evaluated_iteration = report["iteration"]
     if report["iteration"] != result.iterations:
         result.note = f"evaluated at iteration {report['iteration']}"
     stamp = (run_dir / "eval.json").stat().st_mtime
@@ -557,6 +559,13 @@ def run_suite(
         speed[name] = attempted[name]
     kept = {r["name"]: r for r in previous.get("quality", [])}
     kept.update({r.name: vars(r) for r in results})
+    for bench in QUALITY:  # never reported before: a paper run's directory may hold results
+        if bench.name not in kept:
+            missing = QualityResult(bench.name, bench.experiment, "not run", note="not run yet",
+                                    paper=vars(bench.paper))  # fmt: skip
+            kept[bench.name] = vars(
+                collect_quality(bench, root / bench.name, suite) if suite == "paper" else missing
+            )
     run = {
         "suite": suite,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
