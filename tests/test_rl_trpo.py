@@ -84,7 +84,12 @@ def test_fisher_vector_product_equals_explicit_hessian_through_adaptation(proble
 
 @pytest.mark.parametrize(
     ("activation", "inner_steps", "mode"),
-    [("tanh", 1, "second_order"), ("relu", 2, "second_order"), ("tanh", 2, "first_order")],
+    [
+        ("tanh", 1, "second_order"),
+        ("relu", 2, "second_order"),
+        ("tanh", 2, "second_order"),
+        ("tanh", 2, "first_order"),
+    ],
 )
 def test_gauss_newton_fvp_equals_the_double_backward_one(
     activation: str, inner_steps: int, mode: str
@@ -98,15 +103,20 @@ def test_gauss_newton_fvp_equals_the_double_backward_one(
     gen = torch.Generator().manual_seed(1)
     support = [_episodes(gen, [4, 2, 3]) for _ in range(inner_steps)]
     query = _episodes(gen, [3, 4, 1])
+    for episodes in (*support, query):  # tasks of different lengths: per-task means matter
+        episodes.masks[2:, 1, :] = 0.0
+    alpha = [0.5, 0.2][:inner_steps]  # a step-size schedule: each step its own α
     theta = get_params(policy)
-    kl = meta_objective(policy, theta, support, query, 0.5, mode=mode).kls.mean()  # type: ignore[arg-type]
+    kl = meta_objective(policy, theta, support, query, alpha, mode=mode).kls.mean()  # type: ignore[arg-type]
     reference = fisher_vector_product(kl, list(theta.values()), damping=0.1)
-    fvp = gauss_newton_fvp(policy, theta, support, query, 0.5, damping=0.1, mode=mode)  # type: ignore[arg-type]
+    fvp = gauss_newton_fvp(policy, theta, support, query, alpha, damping=0.1, mode=mode)  # type: ignore[arg-type]
     n = sum(p.numel() for p in theta.values())
     for v in torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(5)):
         torch.testing.assert_close(fvp(v), reference(v), rtol=1e-9, atol=1e-11)
     # θ itself is not touched.
     assert all(p.grad is None for p in theta.values())
+    with pytest.raises(ValueError, match="mode must be"):
+        gauss_newton_fvp(policy, theta, support, query, alpha, mode="second-order")  # type: ignore[arg-type]
 
 
 def test_gauss_newton_fvp_equals_explicit_hessian(problem) -> None:

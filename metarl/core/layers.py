@@ -73,9 +73,16 @@ class MLP(nn.Sequential):
         return MLPLinearization(self, params, x)
 
 
+HessianVectorProduct = Callable[
+    [Mapping[str, Tensor], Callable[[Tensor], Tensor]], tuple[dict[str, Tensor], Tensor]
+]
+"""``(v, output_grad_r) -> ((∇² L) v, d output)``: see :meth:`MLPLinearization.curvature`."""
+
+
 class MLPLinearization:
-    """A task-batched :class:`MLP` frozen at one point: its output, Jacobian-vector products
-    and Hessian-vector products of a loss on its output, with the activations computed once.
+    """A task-batched :class:`MLP` frozen at one point: its output, Jacobian-vector and
+    vector-Jacobian products, and Hessian-vector products of a loss on its output, with the
+    activations computed once.
 
     TRPO's conjugate gradient differentiates the same point in many directions. Autograd would
     redo the forward pass (``torch.func.jvp``) or walk a double-backward graph with its
@@ -84,7 +91,7 @@ class MLPLinearization:
     (tested), including ReLU's second derivative, which autograd takes as zero.
 
     Args:
-        mlp: the network.
+        mlp: the network (ReLU or tanh).
         params: its parameters by their own names (``"0.weight"``, ``"0.bias"``, …), each with
             a leading task dimension: ``weight (n_tasks, out, in)``, ``bias (n_tasks, out)``.
         x: input ``(n_tasks, ..., sizes[0])``, held fixed.
@@ -95,23 +102,26 @@ class MLPLinearization:
 
     @torch.no_grad()
     def __init__(self, mlp: MLP, params: Mapping[str, Tensor], x: Tensor) -> None:
-        self._names = [i for i, m in enumerate(mlp) if isinstance(m, Linear)]
-        self._weights = [params[f"{i}.weight"].detach() for i in self._names]
+        self._indices = [i for i, m in enumerate(mlp) if isinstance(m, Linear)]
+        self._weights = [params[f"{i}.weight"].detach() for i in self._indices]
         if self._weights[0].dim() != 3 or x.shape[0] != self._weights[0].shape[0]:
             raise ValueError(
                 "MLPLinearization needs task-batched parameters (n_tasks, out, in) and an input "
                 f"(n_tasks, ..., in); got weight {tuple(self._weights[0].shape)}, "
                 f"input {tuple(x.shape)}"
             )
-        self._tanh = any(isinstance(m, nn.Tanh) for m in mlp)
+        activations = {type(m) for m in mlp if not isinstance(m, Linear)}
+        if not activations <= {nn.ReLU, nn.Tanh}:
+            raise NotImplementedError(f"MLPLinearization knows ReLU and tanh, not {activations}")
+        self._tanh = nn.Tanh in activations
         n_tasks = x.shape[0]
         h = x.reshape(n_tasks, -1, x.shape[-1])
-        self._inputs: list[Tensor] = []  # each Linear's input h_{k-1}
+        self._inputs: list[Tensor] = []  # each Linear's input: x, then the hidden outputs h_k
         self._slopes: list[Tensor] = []  # the activation's derivative after each hidden Linear
-        for k, i in enumerate(self._names):
+        for k, i in enumerate(self._indices):
             self._inputs.append(h)
             h = torch.baddbmm(params[f"{i}.bias"].detach().unsqueeze(1), h, self._weights[k].mT)
-            if k < len(self._names) - 1:
+            if k < len(self._indices) - 1:
                 if self._tanh:
                     h = torch.tanh(h)
                     self._slopes.append(1.0 - h * h)
@@ -120,48 +130,43 @@ class MLPLinearization:
                     h = torch.relu(h)
         self._out_shape = (*x.shape[:-1], mlp.sizes[-1])
         self.output = h.reshape(self._out_shape)
-        self._deltas: list[Tensor] = []  # δ_k = ∂L/∂(pre-activation k), set by backward()
-        self._hidden_grads: list[Tensor] = []  # ∂L/∂h_k (tanh's second-derivative term)
 
-    @torch.no_grad()
-    def backward(self, output_grad: Tensor) -> dict[str, Tensor]:
-        """The gradient of a loss L in ``params``, given ``∂L/∂output`` at this point.
-
-        Keeps the backward pass for :meth:`hvp` of the same loss.
-
-        Args:
-            output_grad: ``∂L/∂output``, the output's shape.
-
-        Returns:
-            ``∂L/∂params`` per task, by the parameters' names.
-        """
+    def _backward(
+        self, output_grad: Tensor
+    ) -> tuple[dict[str, Tensor], list[Tensor], list[Tensor]]:
+        """∂L/∂params, and per layer δ_k = ∂L/∂(pre-activation k) and ∂L/∂h_k (tanh only)."""
         delta = output_grad.detach().reshape(self._inputs[-1].shape[0], -1, self._out_shape[-1])
-        self._deltas, self._hidden_grads = [delta], []
+        deltas, hidden_grads = [delta], []
         grads: dict[str, Tensor] = {}
-        for k in range(len(self._names) - 1, -1, -1):
-            i = self._names[k]
+        for k in range(len(self._indices) - 1, -1, -1):
+            i = self._indices[k]
             grads[f"{i}.weight"] = torch.bmm(delta.mT, self._inputs[k])
             grads[f"{i}.bias"] = delta.sum(dim=1)
             if k > 0:
                 grad_h = torch.bmm(delta, self._weights[k])
                 if self._tanh:
-                    self._hidden_grads.insert(0, grad_h)
+                    hidden_grads.insert(0, grad_h)
                 delta = grad_h * self._slopes[k - 1]
-                self._deltas.insert(0, delta)
-        return grads
+                deltas.insert(0, delta)
+        return grads, deltas, hidden_grads
+
+    @torch.no_grad()
+    def vjp(self, output_grad: Tensor) -> dict[str, Tensor]:
+        """``∂L/∂params`` per task, by the parameters' names, given ``∂L/∂output``."""
+        return self._backward(output_grad)[0]
 
     def _tangent_forward(self, tangents: Mapping[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
         """``d output`` and the tangent ``R{h_k}`` of every hidden layer's output."""
         d: Tensor | None = None
         d_hidden: list[Tensor] = []
-        for k, i in enumerate(self._names):
+        for k, i in enumerate(self._indices):
             out = torch.baddbmm(
                 tangents[f"{i}.bias"].unsqueeze(1), self._inputs[k], tangents[f"{i}.weight"].mT
             )
             if d is not None:  # the input's own tangent, through this layer's weights
                 out = torch.baddbmm(out, d, self._weights[k].mT)
             if k < len(self._slopes):
-                d = out.mul_(self._slopes[k])
+                d = out.mul_(self._slopes[k])  # out is fresh: nothing else holds it
                 d_hidden.append(d)
             else:
                 d = out
@@ -173,42 +178,50 @@ class MLPLinearization:
         """``d output`` (the output's shape) for parameter tangents shaped like ``params``."""
         return self._tangent_forward(tangents)[0].reshape(self._out_shape)
 
-    @torch.no_grad()
-    def hvp(
-        self, tangents: Mapping[str, Tensor], output_grad_r: Callable[[Tensor], Tensor]
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """``(∇²_params L) v`` per task, for ``v = tangents``.
+    def curvature(self, output_grad: Tensor) -> HessianVectorProduct:
+        """Hessian-vector products of a loss L whose gradient in the output is ``output_grad``.
+
+        The backward pass of L is computed here, once; each product then runs the R-operator's
+        forward and backward passes.
 
         Args:
-            tangents: the direction, shaped like ``params``.
-            output_grad_r: ``d output ↦ R{∂L/∂output}``, the tangent along ``v`` of the
-                ``output_grad`` given to :meth:`backward`: the loss's own curvature, plus any
-                dependence on parameters outside this MLP (the caller closes over those).
+            output_grad: ``∂L/∂output`` at this point, the output's shape.
 
         Returns:
-            The product by the parameters' names, and ``d output`` along ``v`` (the
-            :meth:`jvp`, computed on the way).
+            ``hvp(v, output_grad_r)``: ``v`` is the direction, shaped like ``params``;
+            ``output_grad_r`` maps ``d output`` along ``v`` to ``R{∂L/∂output}``, the tangent of
+            ``output_grad`` (the loss's own curvature, plus any dependence on parameters
+            outside this MLP, which the caller closes over). It returns ``(∇²_params L) v`` per
+            task by the parameters' names, and ``d output`` (the :meth:`jvp`, computed on the
+            way).
         """
-        if not self._deltas:
-            raise RuntimeError("call backward(output_grad) before hvp")
-        d_out, d_hidden = self._tangent_forward(tangents)
-        d_output = d_out.reshape(self._out_shape)
-        r_delta = output_grad_r(d_output).reshape(d_out.shape)
-        product: dict[str, Tensor] = {}
-        for k in range(len(self._names) - 1, -1, -1):
-            i, delta = self._names[k], self._deltas[k]
-            # ∂L/∂W_k = δ_kᵀ h_{k-1}: R{·} = R{δ_k}ᵀ h_{k-1} + δ_kᵀ R{h_{k-1}}
-            r_weight = torch.bmm(r_delta.mT, self._inputs[k])
-            product[f"{i}.bias"] = r_delta.sum(dim=1)
-            if k == 0:  # the input is fixed: R{h_0} = 0
-                product[f"{i}.weight"] = r_weight
-                break
-            r_hidden = d_hidden[k - 1]  # R{h_{k-1}}
-            product[f"{i}.weight"] = torch.baddbmm(r_weight, delta.mT, r_hidden)
-            # δ_{k-1} = (δ_k W_k) ⊙ σ'(pre_{k-1})
-            r_grad_h = torch.bmm(r_delta, self._weights[k])
-            r_grad_h = torch.baddbmm(r_grad_h, delta, tangents[f"{i}.weight"])
-            r_delta = r_grad_h.mul_(self._slopes[k - 1])
-            if self._tanh:  # R{1 − h²} = −2 h R{h}; relu's σ'' is 0, as autograd has it
-                r_delta -= 2.0 * self._hidden_grads[k - 1] * self._inputs[k] * r_hidden
-        return product, d_output
+        _, deltas, hidden_grads = self._backward(output_grad)
+
+        @torch.no_grad()
+        def hvp(
+            tangents: Mapping[str, Tensor], output_grad_r: Callable[[Tensor], Tensor]
+        ) -> tuple[dict[str, Tensor], Tensor]:
+            d_out, d_hidden = self._tangent_forward(tangents)
+            d_output = d_out.reshape(self._out_shape)
+            r_delta = output_grad_r(d_output).reshape(d_out.shape)
+            product: dict[str, Tensor] = {}
+            for k in range(len(self._indices) - 1, -1, -1):
+                i, delta = self._indices[k], deltas[k]
+                # ∂L/∂W_k = δ_kᵀ h_{k-1}: R{·} = R{δ_k}ᵀ h_{k-1} + δ_kᵀ R{h_{k-1}}
+                r_weight = torch.bmm(r_delta.mT, self._inputs[k])
+                product[f"{i}.bias"] = r_delta.sum(dim=1)
+                if k == 0:  # the input is fixed: R{h_0} = 0
+                    product[f"{i}.weight"] = r_weight
+                    break
+                r_hidden = d_hidden[k - 1]  # R{h_{k-1}}
+                product[f"{i}.weight"] = torch.baddbmm(r_weight, delta.mT, r_hidden)
+                # δ_{k-1} = (δ_k W_k) ⊙ σ'(pre_{k-1})
+                r_grad_h = torch.bmm(r_delta, self._weights[k])
+                r_grad_h = torch.baddbmm(r_grad_h, delta, tangents[f"{i}.weight"])
+                r_delta = r_grad_h.mul_(self._slopes[k - 1])
+                if self._tanh:  # σ' = 1 − h², R{σ'} = −2 h R{h} (h = _inputs[k], tanh's output)
+                    r_delta -= 2.0 * hidden_grads[k - 1] * self._inputs[k] * r_hidden
+                # relu: σ'' = 0, as autograd has it
+            return product, d_output
+
+        return hvp

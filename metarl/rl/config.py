@@ -72,8 +72,9 @@ class RLConfig(CommonConfig):
     fisher_product: str = option(
         "double_backward",
         "Fisher-vector product through the adaptation: exact by double backward of the KL (the "
-        "default), the same matrix in Gauss-Newton form Jᵀ M J (about 2x faster per product, a "
-        "little more float32 round-off), or central differences of KL gradients (the paper's)",
+        "default), the same matrix in Gauss-Newton form Jᵀ M J by hand-written R-operator "
+        "products on kept activations (several times faster per product, a little more float32 "
+        "round-off), or central differences of KL gradients (the paper's)",
         choices=FISHER_PRODUCTS,
     )
     fisher_subsample: int = option(

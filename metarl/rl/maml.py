@@ -220,13 +220,17 @@ def gauss_newton_fvp(
         query: the query episodes (only observations and masks are used).
         step_sizes: the inner α (a scalar per step: ``I − α H`` must be symmetric).
         damping: λ of ``F + λ I``.
-        mode: meta-gradient mode of the adaptation; ``first_order`` gives ``A_i = I``
-            (``finite_difference`` differentiates the adaptation exactly here: the
-            finite differences are the meta-gradient's, not the Fisher product's).
+        mode: meta-gradient mode of the adaptation: ``second_order``, or ``first_order``
+            (``A_i = I``). The finite-difference mode has its own Fisher product,
+            :func:`metarl.rl.trpo.finite_difference_fvp`.
 
     Returns:
         The product, flat ``(n,)`` in, detached flat ``(n,)`` out.
     """
+    if mode not in ("second_order", "first_order"):
+        raise ValueError(
+            f"gauss_newton_fvp: mode must be second_order or first_order, got {mode!r}"
+        )
     n_tasks = query.n_tasks
     names = list(theta)
     alpha = as_step_size(step_sizes)

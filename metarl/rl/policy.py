@@ -108,7 +108,7 @@ class GaussianMLPPolicy(nn.Module):
             return d_mean, d_log_std.expand_as(d_mean)
 
         def vjp(grad_mean: Tensor, grad_log_std: Tensor) -> Params:
-            grads = {f"mean.{n}": g for n, g in mean_net.backward(grad_mean).items()}
+            grads = {f"mean.{n}": g for n, g in mean_net.vjp(grad_mean).items()}
             per_task = grad_log_std.reshape(grad_log_std.shape[0], -1, self.action_dim)
             grads["log_std"] = per_task.sum(dim=1) * passes
             return {name: grads[name] for name in params}
@@ -121,11 +121,12 @@ class GaussianMLPPolicy(nn.Module):
         """``v ↦ ∇²_params L · v`` per task, for ``L = Σ weights · log π_params(actions | obs)``.
 
         The curvature of the inner REINFORCE loss (``weights = −advantage · mask / steps``),
-        which the Fisher product of MAML-TRPO applies twice per conjugate-gradient iteration.
+        which the Fisher product of MAML-TRPO applies twice per inner step in every
+        conjugate-gradient iteration.
         For ``d = a − μ``: ``∂L/∂μ = w d / σ²``, ``∂L/∂log σ = Σ w (d² / σ² − 1)``, and their
         tangents along ``v`` are ``−w/σ² (Rμ + 2 d Rlogσ)`` and ``−2 Σ w d/σ² (Rμ + d Rlogσ)``;
         the mean network carries them through its R-operator
-        (:meth:`metarl.core.layers.MLPLinearization.hvp`). The numbers of autograd's double
+        (:meth:`metarl.core.layers.MLPLinearization.curvature`). The numbers of autograd's double
         backward (tested), with the activations kept across products.
 
         Args:
@@ -139,15 +140,12 @@ class GaussianMLPPolicy(nn.Module):
         """
         mlp_params, log_std, passes = self._split(params)
         mean_net = self.mean.linearize(mlp_params, obs)
-        with torch.no_grad():
-            n_tasks = obs.shape[0]
-            w = weights.detach().reshape(n_tasks, -1, 1)
-            diff = actions.detach().reshape(n_tasks, -1, self.action_dim) - mean_net.output.reshape(
-                n_tasks, -1, self.action_dim
-            )
-            inv_var = torch.exp(-2.0 * log_std).unsqueeze(1)  # (n_tasks, 1, action_dim)
-            w_scaled = w * inv_var  # w / σ²
-            mean_net.backward(w_scaled * diff)
+        n_tasks = obs.shape[0]
+        w = weights.detach().reshape(n_tasks, -1, 1)
+        mean = mean_net.output.reshape(n_tasks, -1, self.action_dim)
+        diff = actions.detach().reshape(n_tasks, -1, self.action_dim) - mean
+        w_scaled = w * torch.exp(-2.0 * log_std).unsqueeze(1)  # w / σ², σ per task
+        mean_hvp = mean_net.curvature(w_scaled * diff)  # ∂L/∂μ = w d / σ²
 
         @torch.no_grad()
         def product(vector: Params) -> Params:
@@ -156,7 +154,7 @@ class GaussianMLPPolicy(nn.Module):
             def output_grad_r(d_mean: Tensor) -> Tensor:
                 return -w_scaled * (d_mean.reshape(diff.shape) + 2.0 * diff * r_log_std)
 
-            mean_part, d_mean = mean_net.hvp(self._mean_tangents(vector), output_grad_r)
+            mean_part, d_mean = mean_hvp(self._mean_tangents(vector), output_grad_r)
             r_mean = d_mean.reshape(diff.shape)
             r_log_std_grad = -2.0 * (w_scaled * diff * (r_mean + diff * r_log_std)).sum(dim=1)
             out = {f"mean.{n}": t for n, t in mean_part.items()}

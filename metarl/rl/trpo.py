@@ -5,8 +5,8 @@ The meta-update of MAML-TRPO (Finn et al. 2017, App. A.2) applies them to ``θ �
 1. ``g = ∇_θ L``, the gradient of the post-adaptation surrogate loss;
 2. ``F v``, the Hessian of the mean KL at θ applied to ``v`` (:func:`fisher_vector_product` by
    double backward, :func:`finite_difference_fvp`, or the same matrix in Gauss–Newton form,
-   :func:`metarl.rl.maml.gauss_newton_fvp`, the default) — differentiated through the inner
-   adaptation, since the KL depends on θ through θ';
+   :func:`metarl.rl.maml.gauss_newton_fvp`, the locomotion configs' choice) — differentiated
+   through the inner adaptation, since the KL depends on θ through θ';
 3. ``d = F⁻¹ g`` by conjugate gradient (:mod:`metarl.rl.conjugate_gradient`);
 4. the full step ``s = sqrt(2 δ / dᵀ F d) d`` that reaches KL ≈ δ = ``max_kl`` under the
    quadratic model (:func:`trust_region_step`);
