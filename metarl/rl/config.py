@@ -73,8 +73,8 @@ class RLConfig(CommonConfig):
         "double_backward",
         "Fisher-vector product through the adaptation: exact by double backward of the KL (the "
         "default), the same matrix in Gauss-Newton form Jᵀ M J by hand-written R-operator "
-        "products on kept activations (several times faster per product, a little more float32 "
-        "round-off), or central differences of KL gradients (the paper's)",
+        "products on kept activations (HalfCheetah's whole TRPO update is 1.5x faster; a little "
+        "more float32 round-off), or central differences of KL gradients (the paper's)",
         choices=FISHER_PRODUCTS,
     )
     fisher_subsample: int = option(
