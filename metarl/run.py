@@ -13,14 +13,12 @@ Layout (see DESIGN.md)::
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +39,14 @@ def setup_cpu(num_threads: int) -> None:
     Small MAML models are fastest single-threaded here: with 2 threads the tiny batched ops
     spend more time synchronising than computing (see ``metarl bench sinusoid``); meta-RL's
     large episode batches are not small, and their configs ask for every core.
+
+    Set it once per process and leave it: with torch 2.13.0+cpu, switching the thread count
+    back and forth (1 → 2) made MKL's batched LU solve return garbage, without an error, for
+    the 214-feature systems of Ant's linear baseline (smaller systems were unaffected).
     """
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     retain_freed_memory()
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int) -> Iterator[None]:
-    """Run the block on ``num_threads`` torch CPU threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters of glibc's malloc.h

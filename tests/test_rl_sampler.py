@@ -69,24 +69,6 @@ def test_fixed_seed_reproduces_the_episodes() -> None:
     assert not torch.equal(a.actions[0], c.actions[0])
 
 
-def test_sampling_leaves_the_torch_thread_count_as_it_was() -> None:
-    """The rollout steps on one torch thread (see metarl.rl.sampler.rollout), then restores."""
-    policy, env, tasks, params = _setup()
-    before = torch.get_num_threads()
-    seen: list[int] = []
-
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        seen.append(torch.get_num_threads())
-        return torch.zeros(*obs.shape[:-1], 2)
-
-    try:
-        torch.set_num_threads(2)
-        rollout(env, tasks, EPISODES, act)
-        assert torch.get_num_threads() == 2 and set(seen) == {1}
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_each_task_uses_its_own_parameters() -> None:
     policy, env, tasks, params = _setup()
     shifted = {n: p.clone() for n, p in params.items()}

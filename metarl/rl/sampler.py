@@ -17,7 +17,6 @@ from metarl.core.functional import Params, task_forward
 from metarl.envs import BatchedTaskEnv
 from metarl.rl.episodes import Episodes
 from metarl.rl.policy import GaussianMLPPolicy
-from metarl.run import torch_threads
 
 ActFn = Callable[[Tensor], Tensor]
 """``observations (n_tasks, E, obs_dim) -> actions (n_tasks, E, action_dim)``."""
@@ -50,21 +49,18 @@ def rollout(
     obs = torch.from_numpy(env.reset())
     done = torch.zeros(env.num_envs, dtype=torch.bool)
     observations, actions, rewards, masks = [], [], [], []
-    # One torch thread: the per-step forward is tiny, and idle torch workers would spin on the
-    # cores the simulator's physics threads need.
-    with torch_threads(1):
-        for _ in range(env.horizon):
-            batch_obs = obs.reshape(n_tasks, episodes_per_task, -1)
-            action = act(batch_obs)
-            step = env.step(action.reshape(env.num_envs, -1).numpy())
-            observations.append(batch_obs)
-            actions.append(action)
-            masks.append(~done)  # the step was taken iff the episode had not ended before it
-            rewards.append(torch.from_numpy(step.reward))
-            done = torch.from_numpy(step.terminated | step.truncated)
-            obs = torch.from_numpy(step.observation)
-            if bool(done.all()):
-                break
+    for _ in range(env.horizon):
+        batch_obs = obs.reshape(n_tasks, episodes_per_task, -1)
+        action = act(batch_obs)
+        step = env.step(action.reshape(env.num_envs, -1).numpy())
+        observations.append(batch_obs)
+        actions.append(action)
+        masks.append(~done)  # the step was taken iff the episode had not ended before it
+        rewards.append(torch.from_numpy(step.reward))
+        done = torch.from_numpy(step.terminated | step.truncated)
+        obs = torch.from_numpy(step.observation)
+        if bool(done.all()):
+            break
     shape = (len(rewards), n_tasks, episodes_per_task)
     return Episodes(
         observations=torch.stack(observations),
