@@ -463,7 +463,7 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
 def problems(
     results: list[QualityResult], speed: dict[str, Any], complete: bool = False
 ) -> list[str]:
-    """What makes a suite run fail: errors, non-finite numbers, adaptation that does not help;
+    """What makes a suite run fail: errors, non-finite numbers, adaptation that clearly hurts;
     with ``complete`` (the quick suite) also a benchmark that did not run to the end."""
     found = []
     for r in results:
@@ -474,10 +474,13 @@ def problems(
         h = r.headline
         if not all(math.isfinite(h[k]) for k in ("before", "value", "err")):
             found.append(f"{r.name}: non-finite result {h}")
-        elif (h["value"] <= h["before"]) if h["higher_better"] else (h["value"] >= h["before"]):
+        # Worse than before by more than two standard errors: a tiny smoke budget (2 Ant
+        # iterations) adapts at noise level, so "not better" alone would fail by chance.
+        elif (h["before"] - h["value"]) * (1 if h["higher_better"] else -1) > 2.0 * h["err"]:
             found.append(
-                f"{r.name}: adaptation does not improve on the pre-update value "
-                f"({h['metric']}: {h['before']:.4g} before, {h['value']:.4g} after)"
+                f"{r.name}: adaptation makes it worse than the pre-update value beyond two "
+                f"standard errors ({h['metric']}: {h['before']:.4g} before, "
+                f"{h['value']:.4g} ± {h['err']:.2g} after)"
             )
     for name, entry in speed.items():
         if "error" in entry or (complete and "skipped" in entry and "unavailable" not in entry):
