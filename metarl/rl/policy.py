@@ -78,14 +78,14 @@ class GaussianMLPPolicy(nn.Module):
     def _split(self, params: Params) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """The mean network's own parameters, log σ after the floor, and where the floor
         lets the derivative through (as autograd's clamp does: where log σ >= the floor)."""
-        prefix = "mean."
-        mlp = {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}
+        mlp = self._mean_tangents(params)
         log_std = params["log_std"].detach()
         passes = (log_std >= self.min_log_std).to(log_std.dtype)
         return mlp, log_std.clamp(min=self.min_log_std), passes
 
-    def _mean_tangents(self, tangents: Params) -> dict[str, Tensor]:
-        return {n[len("mean.") :]: t for n, t in tangents.items() if n.startswith("mean.")}
+    def _mean_tangents(self, tensors: Params) -> dict[str, Tensor]:
+        """The entries of the mean network (parameters or tangents), by its own names."""
+        return {n[len("mean.") :]: t for n, t in tensors.items() if n.startswith("mean.")}
 
     def linearize(self, params: Params, obs: Tensor) -> PolicyLinearization:
         """``(mean, log σ)`` of a task batch, with their Jacobian-vector and vector-Jacobian
