@@ -1,5 +1,8 @@
 """metarl: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) in PyTorch."""
 
+import metarl._openmp  # noqa: F401  (first: tunes OpenMP before anything imports torch)
+
+# ruff: isort: split
 from metarl.config import ConfigError
 from metarl.experiments import LoadedRun, load_config, load_run
 from metarl.run import RunError

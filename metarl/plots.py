@@ -22,13 +22,15 @@ def adaptation_curves(
     """Metric vs gradient steps, one line per method, error bars from ``ci95`` or ``stderr``.
 
     ``results[method]`` has ``steps``, ``mean`` and ``ci95`` or ``stderr`` lists. A method with a
-    single step (an oracle, evaluated without adaptation) is drawn as a dashed horizontal line.
+    single step (an oracle, evaluated without adaptation) is drawn as a gray horizontal line,
+    dashed, dotted, ... in turn.
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    line_styles = iter(["--", ":", "-.", (0, (5, 1, 1, 1))] * 2)  # one per single-step method
     for method, curve in results.items():
         err = curve.get("ci95", curve.get("stderr"))
         if len(curve["steps"]) == 1:
-            ax.axhline(curve["mean"][0], ls="--", color="gray", label=method)
+            ax.axhline(curve["mean"][0], ls=next(line_styles), color="gray", label=method)
             continue
         ax.errorbar(
             curve["steps"], curve["mean"], yerr=err, marker="o", ms=3, capsize=2, label=method

@@ -19,7 +19,8 @@ from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 import metarl.envs as E
 from metarl.cli import main
 from metarl.experiments import load_config
-from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, sb3_to_policy
+from metarl.rl.policy import GaussianMLPPolicy
+from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, oracle_actions, sb3_to_policy
 from metarl.rl.sb3_env import TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.task_stream import TaskVectorEnv
@@ -153,6 +154,24 @@ def test_converted_policy_equals_sb3_distribution():
     torch.testing.assert_close(log_std.exp(), reference.stddev, atol=1e-6, rtol=1e-6)
 
 
+def test_oracle_acts_with_its_mean_or_samples_its_gaussian_within_the_bounds():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(obs_dim=3 + 1, action_dim=2, hidden_sizes=(8,), init_std=0.8)
+    with torch.no_grad():
+        policy.mean[-1].bias.fill_(0.9)  # near the bound, so that clipping acts on samples
+    task = np.array([[-1.0], [1.0]])
+    obs = torch.randn(2, 5, 3)  # (n_tasks, E, obs_dim)
+    features = torch.as_tensor(task, dtype=torch.float32)[:, None].expand(2, 5, 1)
+    inputs = torch.cat([obs, features], dim=-1)
+    with torch.no_grad():
+        mean, log_std = policy(inputs)
+    torch.testing.assert_close(oracle_actions(policy, task)(obs), mean.clamp(-1, 1))
+    sampled = oracle_actions(policy, task, torch.Generator().manual_seed(3))(obs)
+    noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(sampled, (mean + log_std.exp() * noise).clamp(-1, 1))
+    assert sampled.abs().max() == 1.0 and not torch.equal(sampled, mean.clamp(-1, 1))
+
+
 def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
     small = [
         "horizon=10", "hidden_sizes=[16,16]", "meta_batch_size=2", "episodes_per_task=2",
@@ -174,7 +193,14 @@ def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
                  "--set", *small, "iterations=1", f"baselines_dir={baselines}"]) == 0  # fmt: skip
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     report = json.loads((run / "eval.json").read_text())
-    assert set(report["results"]) == {"MAML", "random init", "pretrained", "oracle (PPO)", "oracle"}
+    assert set(report["results"]) == {
+        "MAML",
+        "random init",
+        "pretrained",
+        "oracle (PPO)",
+        "oracle (PPO, mean action)",
+        "oracle",
+    }
     assert len(report["results"]["pretrained"]["mean"]) == 2  # adapted: 0 and 1 step
     assert report["missing"] == []
     assert report["baselines"]["oracle"]["timesteps"] >= 400

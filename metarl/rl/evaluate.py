@@ -18,7 +18,9 @@ Methods:
 - ``pretrained`` and ``oracle (PPO)``: the Stable-Baselines3 baselines of
   :mod:`metarl.rl.sb3_baselines` (``metarl baseline {pretrained,oracle} EXPERIMENT``), when
   stored in ``baselines_dir``: the pretrained policy is adapted exactly like MAML, the
-  task-conditioned oracle acts with its mean action and is not adapted.
+  task-conditioned oracle is not adapted. ``oracle (PPO)`` samples its actions, as every other
+  method here does and as the paper's oracle was scored; ``oracle (PPO, mean action)`` is the
+  same policy acting with its mean, for reference (higher: it pays no exploration noise).
 
 ``eval.json`` schema::
 
@@ -197,12 +199,16 @@ def evaluate(
             curve = adaptation_curve(stored.policy, env, tasks, config, generator)
             mean, stderr = mean_stderr(curve.returns)
             results["pretrained"] = {"steps": steps, "mean": mean, "stderr": stderr}
-        else:
-            env.seed(config.eval_seed)
-            act = oracle_actions(stored.policy, env.task_array(tasks))
-            oracle = rollout(env, tasks, config.eval_episodes, act)
-            mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
-            results["oracle (PPO)"] = {"steps": [0], "mean": mean, "stderr": stderr}
+        else:  # scored like the other methods (sampled actions), and with its mean action
+            for name, generator in (
+                ("oracle (PPO)", torch.Generator().manual_seed(config.eval_seed)),
+                ("oracle (PPO, mean action)", None),
+            ):
+                env.seed(config.eval_seed)
+                act = oracle_actions(stored.policy, env.task_array(tasks), generator)
+                oracle = rollout(env, tasks, config.eval_episodes, act)
+                mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
+                results[name] = {"steps": [0], "mean": mean, "stderr": stderr}
     if config.env in ORACLES:
         env.seed(config.eval_seed)
         oracle = rollout(env, tasks, config.eval_episodes, ORACLES[config.env](env, tasks))

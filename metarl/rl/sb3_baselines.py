@@ -4,7 +4,8 @@
   reset), with the MAML policy's network, then adapted at test time with exactly the same
   REINFORCE steps as MAML (:func:`metarl.rl.evaluate.adaptation_curve`);
 - **oracle**: a policy that sees the task's parameters (goal, target velocity or direction)
-  appended to its observation; evaluated without adaptation, acting with its mean action.
+  appended to its observation; evaluated without adaptation, sampling its actions like every
+  other method (and, for reference, with its mean action).
 
 Both train on the batched simulator through :class:`~metarl.rl.sb3_env.TaskVecEnv`, with
 observations and rewards normalised by SB3's ``VecNormalize``. The trained network is then
@@ -208,19 +209,29 @@ def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
     return StoredBaseline(state["info"]["kind"], policy, state["info"])
 
 
-def oracle_actions(policy: GaussianMLPPolicy, task_features: np.ndarray) -> ActFn:
-    """The oracle's controller: its mean action on ``obs ++ task``, within the action bounds.
+def oracle_actions(
+    policy: GaussianMLPPolicy, task_features: np.ndarray, generator: torch.Generator | None = None
+) -> ActFn:
+    """The oracle's controller on ``obs ++ task``, within the action bounds.
+
+    Without ``generator`` it acts with its mean action. With one it samples ``a ~ N(μ, σ²)``,
+    as every adapted policy in the protocol does (and as the paper's TRPO oracle was scored);
+    the sample is clipped to the bounds, as SB3 clipped it while the oracle trained.
 
     Args:
         policy: the oracle (input size ``obs_dim + task_dim``).
         task_features: ``(n_tasks, task_dim)`` the tasks' parameters (``env.task_array``).
+        generator: the source of the action noise; None for the mean action.
     """
     task = torch.as_tensor(task_features, dtype=torch.float32)
 
     def act(obs: Tensor) -> Tensor:  # (n_tasks, E, obs_dim)
         features = task.unsqueeze(1).expand(*obs.shape[:2], task.shape[1])
         with torch.no_grad():
-            mean, _ = policy(torch.cat([obs, features], dim=-1))
+            mean, log_std = policy(torch.cat([obs, features], dim=-1))
+            if generator is not None:
+                noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+                mean = mean + log_std.exp() * noise
         return mean.clamp(-ACTION_BOUND, ACTION_BOUND)
 
     return act
