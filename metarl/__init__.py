@@ -1,6 +1,6 @@
 """metarl: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) in PyTorch."""
 
-import metarl._openmp  # noqa: F401  (first: tunes OpenMP before anything imports torch)
+from metarl import _openmp  # noqa: F401  (first: tunes OpenMP before anything imports torch)
 
 # ruff: isort: split
 from metarl.config import ConfigError

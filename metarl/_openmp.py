@@ -11,20 +11,29 @@ while the workers sleep through the physics. Measured on the 2-core reference ma
 (no spinning) made sampling as fast but the update 0.6 s slower.
 
 libgomp reads the variable once, when it is loaded, so it only takes effect if ``metarl`` is
-imported before torch. A ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` already in the environment
-wins. The setting changes scheduling only, never a number.
+imported before torch; if torch came first, nothing is set (:data:`TORCH_WAS_LOADED`), rather
+than leaving a setting in the environment that this process ignores. A ``GOMP_SPINCOUNT`` or
+``OMP_WAIT_POLICY`` already in the environment wins. The setting changes scheduling only, never
+a number.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import MutableMapping
 
 SPIN_COUNT = 10_000
 
+TORCH_WAS_LOADED = "torch" in sys.modules
+"""Whether torch (and its libgomp) was already loaded when ``metarl`` was first imported."""
+
 
 def shorten_openmp_spin(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Set ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` unless the user chose a waiting policy.
+
+    Args:
+        environ: the environment to set it in (the process's own by default).
 
     Returns:
         Whether it was set here.
@@ -35,4 +44,5 @@ def shorten_openmp_spin(environ: MutableMapping[str, str] = os.environ) -> bool:
     return True
 
 
-shorten_openmp_spin()
+if not TORCH_WAS_LOADED:
+    shorten_openmp_spin()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def adaptation_curves(
     dashed, dotted, ... in turn.
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    line_styles = iter(["--", ":", "-.", (0, (5, 1, 1, 1))] * 2)  # one per single-step method
+    line_styles = itertools.cycle(["--", ":", "-.", (0, (5, 1, 1, 1))])  # single-step methods
     for method, curve in results.items():
         err = curve.get("ci95", curve.get("stderr"))
         if len(curve["steps"]) == 1:

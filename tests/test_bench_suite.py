@@ -148,6 +148,9 @@ def test_gap_closed_between_random_init_and_oracle():
                                         "stderr": [1.0, 1.0]}  # fmt: skip
     report["results"]["oracle (PPO)"] = {"steps": [0], "mean": [-15.0], "stderr": [1.0]}
     assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+    # the mean-action row (no exploration noise) is listed for reference, never the yardstick
+    report["results"][suite.MEAN_ACTION_ORACLE] = {"steps": [0], "mean": [-5.0], "stderr": [1.0]}
+    assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:

@@ -202,6 +202,10 @@ def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
         "oracle",
     }
     assert len(report["results"]["pretrained"]["mean"]) == 2  # adapted: 0 and 1 step
+    sampled, mean_action = (
+        report["results"][k]["mean"] for k in ("oracle (PPO)", "oracle (PPO, mean action)")
+    )
+    assert sampled != mean_action  # two different controllers
     assert report["missing"] == []
     assert report["baselines"]["oracle"]["timesteps"] >= 400
     assert all(np.isfinite(v) for r in report["results"].values() for v in r["mean"])

@@ -20,7 +20,9 @@ Methods:
   stored in ``baselines_dir``: the pretrained policy is adapted exactly like MAML, the
   task-conditioned oracle is not adapted. ``oracle (PPO)`` samples its actions, as every other
   method here does and as the paper's oracle was scored; ``oracle (PPO, mean action)`` is the
-  same policy acting with its mean, for reference (higher: it pays no exploration noise).
+  same policy acting with its mean, for reference (higher: it pays no exploration noise). The
+  oracle's actions are clipped to the bounds it trained with (see
+  :func:`~metarl.rl.sb3_baselines.oracle_actions`).
 
 ``eval.json`` schema::
 
