@@ -93,6 +93,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.equal(tensor, b["model"][name]), name
     assert torch.equal(a["action_noise"], b["action_noise"])
     assert a["task_rng"] == b["task_rng"]
+    assert a["best"]["iteration"] == b["best"]["iteration"]  # the best model survives a resume
+    assert a["best"]["return"] == b["best"]["return"]
+    for name, tensor in a["best"]["model"].items():
+        assert torch.equal(tensor, b["best"]["model"][name]), name
 
     def deterministic(run: Path) -> list[dict]:
         return [
@@ -101,6 +105,36 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
         ]
 
     assert deterministic(straight) == deterministic(split)
+
+
+def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) -> None:
+    args = [*SMALL, "meta_batch_size=4", "episodes_per_task=4", "seed=5"]
+    config = load_config("navigation", [*args, "iterations=5", "log_every=1"])
+    for run in ("five", "again"):
+        (tmp_path / run).mkdir()
+    train(config, tmp_path / "five", progress=False)
+    best = load_checkpoint(tmp_path / "five")["best"]
+    returns = [m["returns/post_adaptation"] for m in read_metrics(tmp_path / "five")]
+    assert best["return"] == max(returns)
+    assert best["iteration"] == int(np.argmax(returns))  # updates applied before it sampled
+    # Independent check: the same seed trained for exactly that many updates gives those weights.
+    again = load_config("navigation", [*args, f"iterations={max(best['iteration'], 1)}"])
+    policy = train(again, tmp_path / "again", progress=False) if best["iteration"] else None
+    reference = policy.state_dict() if policy is not None else build_policy(config).state_dict()
+    for name, tensor in best["model"].items():
+        assert torch.equal(tensor, reference[name]), name
+    # `metarl evaluate` tests it by default (the paper), the last one with eval_model=last
+    assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "five" / "eval.json").read_text())
+    assert report["model"] == {
+        "choice": "best", "iteration": best["iteration"], "training_return": best["return"]
+    }  # fmt: skip
+    assert report["iteration"] == best["iteration"]
+    assert (
+        main(["evaluate", str(tmp_path / "five"), "--set", "eval_model=last", "--no-progress"]) == 0
+    )
+    report = json.loads((tmp_path / "five" / "eval.json").read_text())
+    assert report["model"] == {"choice": "last", "iteration": 5} and report["iteration"] == 5
 
 
 def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:

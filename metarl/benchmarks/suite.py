@@ -462,7 +462,9 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
     done = result.iterations >= result.target_iterations
     result.status = "done" if done else "in progress"
     result.evaluated_iteration = report["iteration"]
-    if report["iteration"] != result.iterations:
+    if report.get("model", {}).get("choice") == "best":  # the paper's choice (eval_model)
+        result.note = f"the best model of training, from iteration {report['iteration']}"
+    elif report["iteration"] != result.iterations:
         result.note = f"evaluated at iteration {report['iteration']}"
     stamp = (run_dir / "eval.json").stat().st_mtime
     result.evaluated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))

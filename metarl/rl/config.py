@@ -100,6 +100,13 @@ class RLConfig(CommonConfig):
         low=0.0,
     )  # fmt: skip
     eval_trajectory_goals: int = option(4, "goals drawn in plots/trajectories.png", low=0)
+    eval_model: str = option(
+        "best",
+        "the trained policy that `metarl evaluate` tests: best = the one with the highest "
+        "post-adaptation training return (the paper, App. A.2: 'the model with the best average "
+        "return during training was used for evaluation'), last = the final iteration's",
+        choices=("best", "last"),
+    )
     baselines_dir: str | None = option(
         None, "where `metarl evaluate` looks for SB3 baselines; null: <runs>/baselines/<experiment>"
     )

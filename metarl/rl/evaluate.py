@@ -9,7 +9,8 @@ All methods see the same tasks and the same action-noise stream.
 
 Methods:
 
-- ``MAML``: the meta-trained policy;
+- ``MAML``: the meta-trained policy: by default the one with the best post-adaptation return
+  during training, as in the paper (App. A.2; ``eval_model: last`` tests the final one);
 - ``random init``: the same adaptation from the untrained policy the run started from;
 - ``oracle``: a controller that is given the task. For 2D navigation it is analytic: it moves
   ``clip(goal − position, ±0.1)`` per step, which reaches the closest point to the goal that
@@ -29,6 +30,8 @@ Methods:
     {"experiment": str, "iteration": int,
      "protocol": {"test_tasks", "eval_seed", "episodes_per_step", "step_sizes", "steps",
                   "metric"},
+     "model": {"choice": "best" | "last", "iteration": int, ["training_return": float],
+               ["note": str]},   # which trained policy was tested (config.eval_model)
      "results": {"<method>": {"steps": [int], "mean": [float], "stderr": [float]}},
      "paper": {"<method>": {"steps": [int], "mean": [float]}},   # reference numbers, if known
      "baselines": {"<kind>": {training info}}, "missing": [str],  # SB3 baselines used / not
@@ -68,7 +71,7 @@ from metarl.rl.sampler import ActFn, rollout, sample_episodes  # noqa: E402
 from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions  # noqa: E402
 from metarl.rl.task_envs import make_batched_env  # noqa: E402
 from metarl.rl.trainer import build_policy  # noqa: E402
-from metarl.run import atomic_write_text, read_metrics, setup_cpu  # noqa: E402
+from metarl.run import CHECKPOINT, atomic_write_text, read_metrics, setup_cpu  # noqa: E402
 
 PAPER: dict[str, dict[str, dict[str, list[float]]]] = {
     # Average return on 2D navigation, Finn et al. 2017 (Fig. 4), as quoted by issue 3; the
@@ -154,6 +157,29 @@ def mean_stderr(values: Tensor) -> tuple[list[float], list[float]]:
     return values.mean(dim=-1).tolist(), stderr.tolist()
 
 
+def choose_model(
+    config: RLConfig, model: GaussianMLPPolicy, run_dir: Path, iteration: int
+) -> tuple[GaussianMLPPolicy, int, dict[str, Any]]:
+    """The policy the protocol tests (``config.eval_model``), its iteration, and a record of it.
+
+    ``best`` takes the best model the trainer kept in the run's checkpoint; a checkpoint from
+    before it was kept (or no checkpoint) falls back to ``model``, the last one, and says so.
+    """
+    path = run_dir / CHECKPOINT
+    state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+    best = state.get("best")
+    if config.eval_model == "last" or best is None:
+        chosen: dict[str, Any] = {"choice": "last", "iteration": iteration}
+        if config.eval_model == "best":
+            chosen["note"] = "no best model in the checkpoint (trained before it was kept)"
+        return model, iteration, chosen
+    policy = build_policy(config)
+    policy.load_state_dict(best["model"])
+    policy.eval()
+    chosen = {"choice": "best", "iteration": best["iteration"], "training_return": best["return"]}
+    return policy, best["iteration"], chosen
+
+
 def evaluate(
     config: RLConfig,
     model: nn.Module,
@@ -172,6 +198,7 @@ def evaluate(
     setup_cpu(config.num_threads)
     if not isinstance(model, GaussianMLPPolicy):
         raise TypeError(f"expected a GaussianMLPPolicy, got {type(model).__name__}")
+    model, iteration, chosen = choose_model(config, model, run_dir, iteration)
     env = make_batched_env(config.env, config.eval_tasks * config.eval_episodes, config.horizon)
     tasks = env.sample_tasks(config.eval_tasks, np.random.default_rng(config.eval_seed))
     steps = list(range(config.eval_steps + 1))
@@ -220,6 +247,7 @@ def evaluate(
     report = {
         "experiment": config.experiment,
         "iteration": iteration,
+        "model": chosen,
         "protocol": {
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,

@@ -77,6 +77,11 @@ def train(
     accepted θ), ``meta/kl``, ``meta/line_search_steps``, ``meta/accepted``,
     ``time/sampling``/``time/update`` (seconds), ``time/elapsed`` (wall seconds since the run
     started, across resumes) and ``sampling/env_steps`` (cumulative).
+
+    The checkpoint also keeps the best model so far, for the paper's evaluation protocol
+    (``eval_model: best``): ``best = {"iteration", "return", "model"}``, the parameters that
+    sampled the highest ``returns/post_adaptation`` of a single iteration, as they were before
+    that iteration's update (so ``iteration`` updates had been applied).
     """
     setup_cpu(config.num_threads)
     if config.device != "cpu":
@@ -88,6 +93,7 @@ def train(
     task_rng = np.random.default_rng(config.seed)
     action_noise = torch.Generator().manual_seed(config.seed)
     start, elapsed_before, env_steps = 0, 0.0, 0
+    best: dict[str, Any] | None = None
     if resume_state is not None:
         policy.load_state_dict(resume_state["model"])
         task_rng.bit_generator.state = resume_state["task_rng"]
@@ -96,6 +102,7 @@ def train(
         start = resume_state["iteration"]
         elapsed_before = resume_state["elapsed"]
         env_steps = resume_state["env_steps"]
+        best = resume_state.get("best")  # None in checkpoints written before it was recorded
     theta: Params = get_params(policy)  # the policy's own leaves: accepted steps update them
 
     def advantages(episodes: Episodes) -> Episodes:
@@ -113,6 +120,7 @@ def train(
             "torch_rng": torch.get_rng_state(),
             "elapsed": elapsed,
             "env_steps": env_steps,
+            "best": best,
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
@@ -146,6 +154,11 @@ def train(
                 sample_episodes(env, tasks, n_episodes, policy, params, action_noise)
             )
             sampled = time.perf_counter()
+            post_return = float(query.task_returns().mean())
+            if math.isfinite(post_return) and (best is None or post_return > best["return"]):
+                # θ as it sampled this return, before this iteration's update changes it
+                model = {name: t.detach().clone() for name, t in policy.state_dict().items()}
+                best = {"iteration": iteration, "return": post_return, "model": model}
 
             # --- outer loss: surrogate at θ'(θ), averaged over tasks, and its gradient ---------
             objective = meta_objective(
@@ -226,7 +239,7 @@ def train(
             env_steps += int(sum(int(e.masks.sum()) for e in (*support, query)))
             values = {
                 "returns/pre_adaptation": float(support[0].task_returns().mean()),
-                "returns/post_adaptation": float(query.task_returns().mean()),
+                "returns/post_adaptation": post_return,
                 "meta/surrogate_before": result.loss_before,
                 "meta/surrogate_after": result.loss_after,
                 "meta/kl": result.kl,
