@@ -141,6 +141,14 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert len(list((out / report_mod.HISTORY).glob("*.json"))) >= 1
 
 
+def test_an_evaluation_of_the_best_model_is_stale_only_when_training_went_on(tmp_path):
+    best = {"iteration": 3, "model": {"choice": "best", "iteration": 3, "checkpoint_iteration": 5}}
+    assert suite.evaluated_checkpoint(best) == 5
+    assert not suite._stale(best, 5, tmp_path) and suite._stale(best, 6, tmp_path)
+    older = {"iteration": 4}  # an eval.json written before the model choice was recorded
+    assert suite.evaluated_checkpoint(older) == 4 and not suite._stale(older, 4, tmp_path)
+
+
 def test_gap_closed_between_random_init_and_oracle():
     report = _rl_eval(-90.0, -80.0)
     assert suite.gap_closed(report) is None  # no oracle: nothing to measure the gap by

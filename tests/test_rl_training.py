@@ -127,14 +127,16 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
     assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
     report = json.loads((tmp_path / "five" / "eval.json").read_text())
     assert report["model"] == {
-        "choice": "best", "iteration": best["iteration"], "training_return": best["return"]
+        "choice": "best", "iteration": best["iteration"], "training_return": best["return"],
+        "checkpoint_iteration": 5,
     }  # fmt: skip
     assert report["iteration"] == best["iteration"]
     assert (
         main(["evaluate", str(tmp_path / "five"), "--set", "eval_model=last", "--no-progress"]) == 0
     )
     report = json.loads((tmp_path / "five" / "eval.json").read_text())
-    assert report["model"] == {"choice": "last", "iteration": 5} and report["iteration"] == 5
+    assert report["model"] == {"choice": "last", "iteration": 5, "checkpoint_iteration": 5}
+    assert report["iteration"] == 5
 
 
 def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:

@@ -313,10 +313,16 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def evaluated_checkpoint(report: dict[str, Any]) -> int:
+    """The run's iteration when ``eval.json`` was written (its tested model may be earlier: the
+    best one of training)."""
+    return int(report.get("model", {}).get("checkpoint_iteration", report["iteration"]))
+
+
 def _stale(report: dict[str, Any] | None, iteration: int, baselines: Path) -> bool:
-    """Whether ``eval.json`` must be rewritten: missing, of another iteration, or missing a
+    """Whether ``eval.json`` must be rewritten: missing, of another checkpoint, or missing a
     baseline that has been trained since."""
-    if report is None or report["iteration"] != iteration:
+    if report is None or evaluated_checkpoint(report) != iteration:
         return True
     missing = [m.split(":")[0] for m in report.get("missing", [])]
     return any((baselines / f"{kind}.pt").exists() for kind in missing)
@@ -461,11 +467,13 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
         result.comparison += f"; closes {closed:.0%} of the random-init → {oracle} gap"
     done = result.iterations >= result.target_iterations
     result.status = "done" if done else "in progress"
-    result.evaluated_iteration = report["iteration"]
+    result.evaluated_iteration = evaluated_checkpoint(report)
+    notes = []
     if report.get("model", {}).get("choice") == "best":  # the paper's choice (eval_model)
-        result.note = f"the best model of training, from iteration {report['iteration']}"
-    elif report["iteration"] != result.iterations:
-        result.note = f"evaluated at iteration {report['iteration']}"
+        notes.append(f"the best model of training, from iteration {report['iteration']}")
+    if evaluated_checkpoint(report) != result.iterations:
+        notes.append(f"evaluated at iteration {evaluated_checkpoint(report)}")
+    result.note = "; ".join(notes)
     stamp = (run_dir / "eval.json").stat().st_mtime
     result.evaluated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
     result.plots = sorted(str(p) for p in (run_dir / "plots").glob("*.png"))

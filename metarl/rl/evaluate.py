@@ -30,8 +30,9 @@ Methods:
     {"experiment": str, "iteration": int,
      "protocol": {"test_tasks", "eval_seed", "episodes_per_step", "step_sizes", "steps",
                   "metric"},
-     "model": {"choice": "best" | "last", "iteration": int, ["training_return": float],
-               ["note": str]},   # which trained policy was tested (config.eval_model)
+     "model": {"choice": "best" | "last", "iteration": int, "checkpoint_iteration": int,
+               ["training_return": float], ["note": str]},  # the policy tested (eval_model),
+                                                              # in a run at checkpoint_iteration
      "results": {"<method>": {"steps": [int], "mean": [float], "stderr": [float]}},
      "paper": {"<method>": {"steps": [int], "mean": [float]}},   # reference numbers, if known
      "baselines": {"<kind>": {training info}}, "missing": [str],  # SB3 baselines used / not
@@ -164,19 +165,25 @@ def choose_model(
 
     ``best`` takes the best model the trainer kept in the run's checkpoint; a checkpoint from
     before it was kept (or no checkpoint) falls back to ``model``, the last one, and says so.
+    The record's ``checkpoint_iteration`` is ``iteration``, the run's state when it was tested.
     """
     path = run_dir / CHECKPOINT
     state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
     best = state.get("best")
     if config.eval_model == "last" or best is None:
-        chosen: dict[str, Any] = {"choice": "last", "iteration": iteration}
+        chosen: dict[str, Any] = {
+            "choice": "last", "iteration": iteration, "checkpoint_iteration": iteration
+        }  # fmt: skip
         if config.eval_model == "best":
             chosen["note"] = "no best model in the checkpoint (trained before it was kept)"
         return model, iteration, chosen
     policy = build_policy(config)
     policy.load_state_dict(best["model"])
     policy.eval()
-    chosen = {"choice": "best", "iteration": best["iteration"], "training_return": best["return"]}
+    chosen = {
+        "choice": "best", "iteration": best["iteration"], "training_return": best["return"],
+        "checkpoint_iteration": iteration,
+    }  # fmt: skip
     return policy, best["iteration"], chosen
 
 
