@@ -144,9 +144,15 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
 def test_an_evaluation_of_the_best_model_is_stale_only_when_training_went_on(tmp_path):
     best = {"iteration": 3, "model": {"choice": "best", "iteration": 3, "checkpoint_iteration": 5}}
     assert suite.evaluated_checkpoint(best) == 5
-    assert not suite._stale(best, 5, tmp_path) and suite._stale(best, 6, tmp_path)
+    state = {"iteration": 5, "config": {}, "best": {"iteration": 3}}
+    assert not suite._stale(best, state, tmp_path)
+    assert suite._stale(best, {**state, "iteration": 6}, tmp_path)
+    last = {"iteration": 5, "model": {"choice": "last", "iteration": 5, "checkpoint_iteration": 5}}
+    assert suite._stale(last, state, tmp_path)  # the protocol tests the best model it kept
+    assert not suite._stale(last, {**state, "config": {"eval_model": "last"}}, tmp_path)
     older = {"iteration": 4}  # an eval.json written before the model choice was recorded
-    assert suite.evaluated_checkpoint(older) == 4 and not suite._stale(older, 4, tmp_path)
+    assert suite.evaluated_checkpoint(older) == 4
+    assert not suite._stale(older, {"iteration": 4, "config": {}}, tmp_path)  # no best kept
 
 
 def test_gap_closed_between_random_init_and_oracle():

@@ -319,10 +319,14 @@ def evaluated_checkpoint(report: dict[str, Any]) -> int:
     return int(report.get("model", {}).get("checkpoint_iteration", report["iteration"]))
 
 
-def _stale(report: dict[str, Any] | None, iteration: int, baselines: Path) -> bool:
-    """Whether ``eval.json`` must be rewritten: missing, of another checkpoint, or missing a
-    baseline that has been trained since."""
-    if report is None or evaluated_checkpoint(report) != iteration:
+def _stale(report: dict[str, Any] | None, state: dict[str, Any], baselines: Path) -> bool:
+    """Whether ``eval.json`` must be rewritten: missing, of another checkpoint, of the last model
+    where the run's protocol tests the best one it kept (``eval_model``), or missing a baseline
+    that has been trained since. ``state`` is the run's checkpoint."""
+    if report is None or evaluated_checkpoint(report) != state["iteration"]:
+        return True
+    wants_best = state["config"].get("eval_model", "best") == "best" and state.get("best")
+    if wants_best and report.get("model", {}).get("choice") != "best":
         return True
     missing = [m.split(":")[0] for m in report.get("missing", [])]
     return any((baselines / f"{kind}.pt").exists() for kind in missing)
@@ -401,7 +405,7 @@ def _run_quality(
     if not (run_dir / CHECKPOINT).exists():
         return
     state = load_checkpoint(run_dir)
-    if _stale(_load(run_dir / "eval.json"), state["iteration"], baselines):
+    if _stale(_load(run_dir / "eval.json"), state, baselines):
         print(f"\n=== {bench.name}: metarl evaluate {run_dir}", flush=True)
         code, peak, _ = _child(["evaluate", str(run_dir), *quiet])
         info["eval_peak_mib"], info["eval_exit"] = peak, code
