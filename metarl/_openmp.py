@@ -6,9 +6,10 @@ forward with ~1 ms of MuJoCo physics on a thread pool, so those spinning workers
 cores from the physics threads at every step. A spin of 10,000 iterations still covers the
 gap between the back-to-back matmuls of a Fisher-vector product, so the update keeps its speed,
 while the workers sleep through the physics. Measured on the 2-core reference machine
-(HalfCheetah-vel reference config, ``metarl train`` side by side): sampling 5.0–5.5 s →
-3.9–4.3 s per meta-iteration, update unchanged (4.7–5.5 s either way). ``OMP_WAIT_POLICY=PASSIVE``
-(no spinning) made sampling as fast but the update 0.6 s slower.
+(HalfCheetah-vel reference config, ``metarl train``, interleaved runs; its speed drifts by
+±15–30%): sampling 5.7 s → 4.7 s per meta-iteration on average (10 and 8 runs), the update
+unchanged (4.7–6.5 s either way). ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) made sampling as
+fast but the update 0.6 s slower.
 
 libgomp reads the variable once, when it is loaded, so it only takes effect if ``metarl`` is
 imported before torch; if torch came first, nothing is set (:data:`TORCH_WAS_LOADED`), rather
