@@ -72,7 +72,13 @@ from metarl.rl.sampler import ActFn, rollout, sample_episodes  # noqa: E402
 from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions  # noqa: E402
 from metarl.rl.task_envs import make_batched_env  # noqa: E402
 from metarl.rl.trainer import build_policy  # noqa: E402
-from metarl.run import CHECKPOINT, atomic_write_text, read_metrics, setup_cpu  # noqa: E402
+from metarl.run import (  # noqa: E402
+    CHECKPOINT,
+    atomic_write_text,
+    load_checkpoint,
+    read_metrics,
+    setup_cpu,
+)
 
 PAPER: dict[str, dict[str, dict[str, list[float]]]] = {
     # Average return on 2D navigation, Finn et al. 2017 (Fig. 4), as quoted by issue 3; the
@@ -167,8 +173,7 @@ def choose_model(
     before it was kept (or no checkpoint) falls back to ``model``, the last one, and says so.
     The record's ``checkpoint_iteration`` is ``iteration``, the run's state when it was tested.
     """
-    path = run_dir / CHECKPOINT
-    state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+    state = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else {}
     best = state.get("best")
     if config.eval_model == "last" or best is None:
         chosen: dict[str, Any] = {

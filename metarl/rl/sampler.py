@@ -70,6 +70,12 @@ def rollout(
     )
 
 
+def sample_gaussian(mean: Tensor, log_std: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``a = μ + σ · ε``, ``ε ~ N(0, I)`` from ``generator``: every sampled action in metarl."""
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    return mean + log_std.exp() * noise
+
+
 def policy_actions(
     policy: GaussianMLPPolicy, params: Params, generator: torch.Generator | None = None
 ) -> ActFn:
@@ -84,8 +90,7 @@ def policy_actions(
     def act(obs: Tensor) -> Tensor:
         with torch.no_grad():
             mean, log_std = task_forward(policy, params, obs)
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-            return mean + log_std.exp() * noise
+            return sample_gaussian(mean, log_std, generator)
 
     return act
 

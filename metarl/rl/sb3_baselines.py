@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from metarl.config import ConfigError
 from metarl.rl.config import RLConfig
 from metarl.rl.policy import GaussianMLPPolicy
-from metarl.rl.sampler import ActFn
+from metarl.rl.sampler import ActFn, sample_gaussian
 from metarl.rl.sb3_env import ACTION_BOUND, TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
 from metarl.run import atomic_torch_save, setup_cpu
@@ -233,9 +233,7 @@ def oracle_actions(
         features = task.unsqueeze(1).expand(*obs.shape[:2], task.shape[1])
         with torch.no_grad():
             mean, log_std = policy(torch.cat([obs, features], dim=-1))
-            if generator is not None:
-                noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-                mean = mean + log_std.exp() * noise
-        return mean.clamp(-ACTION_BOUND, ACTION_BOUND)
+            action = mean if generator is None else sample_gaussian(mean, log_std, generator)
+        return action.clamp(-ACTION_BOUND, ACTION_BOUND)
 
     return act
