@@ -16,7 +16,7 @@ RESUME_OVERRIDES = ("iterations", "num_threads")
 def _train(args: argparse.Namespace) -> int:
     from metarl.config import from_dict, to_dict
     from metarl.experiments import get_experiment, load_config
-    from metarl.run import CONFIG, load_checkpoint, new_run_dir
+    from metarl.run import CHECKPOINT, CONFIG, atomic_torch_save, load_checkpoint, new_run_dir
 
     if args.resume is not None:
         state = load_checkpoint(args.resume, experiment=args.experiment)
@@ -30,11 +30,19 @@ def _train(args: argparse.Namespace) -> int:
             values[key] = value
         experiment = get_experiment(values["experiment"])
         config = from_dict(experiment.config_cls, values)
-        if state["iteration"] >= config.iterations:
-            print(
-                f"{args.resume} already finished {state['iteration']} iterations", file=sys.stderr
-            )
         run_dir = Path(args.resume)
+        if state["iteration"] > config.iterations:
+            raise ConfigError(
+                f"--set iterations={config.iterations}: {args.resume} already ran "
+                f"{state['iteration']} iterations, and a run cannot be shortened"
+            )
+        if state["iteration"] == config.iterations:
+            print(f"{args.resume} finished {state['iteration']} iterations", file=sys.stderr)
+            if state["config"]["iterations"] != config.iterations:
+                # A longer run stopped early and declared finished here: the checkpoint's own
+                # budget is what `metarl bench` reads to decide whether to resume training.
+                state["config"] = to_dict(config)
+                atomic_torch_save(state, run_dir / CHECKPOINT)
     else:
         config = load_config(args.experiment, args.set)
         experiment = get_experiment(config.experiment)
@@ -111,6 +119,35 @@ def _view(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _check_step(args: argparse.Namespace) -> int:
+    from metarl.experiments import load_config, load_run
+    from metarl.rl.config import RLConfig
+    from metarl.rl.diagnostics import check_natural_step, format_step_profile
+    from metarl.rl.trainer import build_policy
+    from metarl.run import setup_cpu
+
+    if Path(args.target).is_dir():
+        if args.set:
+            raise ConfigError("--set applies to an experiment name, not to a trained run")
+        run = load_run(args.target)
+        config, policy = run.config, run.model
+        what = f"{args.target}, iteration {run.iteration}"
+    else:
+        config = load_config(args.target, args.set)
+        policy = None
+        what = f"{config.experiment}, untrained policy"
+    if not isinstance(config, RLConfig):
+        raise ConfigError(f"{config.experiment}: check-step measures the meta-RL TRPO step")
+    policy = policy if policy is not None else build_policy(config)
+    setup_cpu(config.num_threads)
+    points = check_natural_step(policy, config, args.tasks, args.episodes, args.seed)
+    sigma = ", ".join(f"{s:.2f}" for s in policy.log_std.detach().exp().tolist())
+    print(f"{what}: {config.activation} {config.hidden_sizes}, σ = [{sigma}], {args.tasks} "
+          f"tasks x {args.episodes} episodes, max_kl {config.max_kl}")  # fmt: skip
+    print(format_step_profile(points))
     return 0
 
 
@@ -221,6 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     viewer.add_argument("--no-progress", action="store_true")
     viewer.set_defaults(func=_view)
+
+    check = sub.add_parser(
+        "check-step",
+        help="meta-RL: KL and loss along one TRPO step against the quadratic model",
+        description="Samples one meta-batch and compares, at fractions f of the trainer's "
+        "natural step s, the KL reached with ½f²sᵀFs and the surrogate-loss change with "
+        '−f gᵀs (README, "Activation").',
+    )
+    check.add_argument("target", help="a run directory, or an experiment name (untrained)")
+    check.add_argument("--tasks", type=int, default=10, help="tasks in the meta-batch")
+    check.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    check.add_argument("--seed", type=int, default=0, help="task and action-noise seed")
+    check.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="config overrides of an experiment name (e.g. activation=tanh)",
+    )  # fmt: skip
+    check.set_defaults(func=_check_step)
 
     lst = sub.add_parser("list", help="list experiments (-v: with every config key)")
     lst.add_argument("-v", "--verbose", action="store_true")

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from metarl.core import get_params
+from metarl.rl.config import RLConfig
 from metarl.rl.conjugate_gradient import conjugate_gradient
+from metarl.rl.diagnostics import profile_natural_step
 from metarl.rl.episodes import Episodes
 from metarl.rl.maml import gauss_newton_fvp, meta_objective
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
@@ -153,6 +155,22 @@ def test_trust_region_step_reaches_max_kl_under_the_quadratic_model() -> None:
     assert 0.5 * float(step @ a @ step) == pytest.approx(0.01)
     bad = trust_region_step(torch.ones(2), lambda v: torch.full_like(v, math.nan), 0.01)
     assert bool(torch.isnan(bad).all())
+
+
+def test_trpo_models_predict_the_objective_of_a_smooth_policy(problem) -> None:
+    # Values only, no autograd second derivative: along the scaled natural step s the KL
+    # reached is ½ f² sᵀFs = f² max_kl and the loss change −f gᵀs, up to O(f³) and O(f²).
+    # (With ReLU units and many samples the KL is not: see metarl.rl.diagnostics.)
+    policy, support, query = problem
+    config = RLConfig(inner_lr=0.5, max_kl=0.01, cg_damping=0.0)
+    fractions = (0.1, 0.03, 0.01)
+    points = profile_natural_step(policy, get_params(policy), [support], query, config, fractions)
+    for point in points:
+        f = point.fraction
+        assert point.model_kl == pytest.approx(0.01 * f**2)
+        assert point.kl == pytest.approx(point.model_kl, rel=0.2 * f)
+        assert point.loss_change == pytest.approx(point.model_loss_change, rel=f)
+        assert point.loss_change < 0.0
 
 
 def test_accepted_trpo_step_satisfies_the_kl_bound(problem) -> None:

@@ -116,7 +116,27 @@ def test_resume_refuses_another_experiment_and_config_changes(tmp_path, capsys):
     assert "only `iterations` and `num_threads` may change" in capsys.readouterr().err
     # The thread count is how the run uses the machine, not part of the experiment.
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set",
-                 "iterations=6", "num_threads=1"]) == 0  # fmt: skip
+                 "iterations=40", "num_threads=1"]) == 0  # fmt: skip
+    assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set",
+                 "iterations=6"]) == 2  # fmt: skip
+    assert "already ran 40 iterations, and a run cannot be shortened" in capsys.readouterr().err
+
+
+def test_a_longer_run_stopped_early_can_be_declared_finished(tmp_path, capsys):
+    # Asked for 40, stopped after the checkpoint at 20: resuming with iterations=20 records
+    # the budget in the checkpoint (what `metarl bench` reads) without training or moving θ.
+    run = tmp_path / "run"
+    assert _train(run, "iterations=20") == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    state["config"]["iterations"] = 40
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=20"]) == 0  # fmt: skip
+    after = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert after["iteration"] == 20 and after["config"]["iterations"] == 20
+    for name, tensor in state["model"].items():
+        assert torch.equal(after["model"][name], tensor), name
+    assert [m["iteration"] for m in read_metrics(run)] == [10, 20]
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch):
@@ -168,3 +188,19 @@ def test_scripts_are_thin_entry_points(tmp_path, script):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s" / "checkpoint.pt").exists()
+
+
+def test_check_step_measures_the_trpo_models(tmp_path, capsys):
+    args = ["check-step", "navigation", "--tasks", "3", "--episodes", "4"]
+    assert main([*args, "--set", "activation=tanh"]) == 0
+    out = capsys.readouterr().out
+    assert "navigation, untrained policy: tanh [100, 100]" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0.01 ")]
+    assert len(rows) == 1
+    fraction, model_kl, kl, ratio, *_ = (float(cell) for cell in rows[0])
+    assert model_kl == pytest.approx(0.01 * fraction**2, rel=1e-2)  # ½f²sᵀFs = f² max_kl
+    assert 0.9 < ratio < 1.1 and ratio == pytest.approx(kl / model_kl, rel=0.02)  # smooth
+    assert main(["check-step", "sinusoid"]) == 2
+    assert "check-step measures the meta-RL TRPO step" in capsys.readouterr().err
+    _train(tmp_path / "run")
+    assert main(["check-step", str(tmp_path / "run"), "--set", "seed=1"]) == 2

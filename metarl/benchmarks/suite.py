@@ -320,13 +320,20 @@ def evaluated_checkpoint(report: dict[str, Any]) -> int:
 
 
 def _stale(report: dict[str, Any] | None, state: dict[str, Any], baselines: Path) -> bool:
-    """Whether ``eval.json`` must be rewritten: missing, of another checkpoint, of the last model
-    where the run's protocol tests the best one it kept (``eval_model``), or missing a baseline
-    that has been trained since. ``state`` is the run's checkpoint."""
-    if report is None or evaluated_checkpoint(report) != state["iteration"]:
+    """Whether ``eval.json`` must be rewritten: missing; of a model other than the one the run's
+    protocol tests (``eval_model``: the best one it kept, or the last checkpoint); or missing a
+    baseline that has been trained since. ``state`` is the run's checkpoint.
+
+    A best-model evaluation stays current while training goes on without beating that model:
+    the evaluation is seeded, so the same θ gives the same numbers."""
+    if report is None:
         return True
-    wants_best = state["config"].get("eval_model", "best") == "best" and state.get("best")
-    if wants_best and report.get("model", {}).get("choice") != "best":
+    best = state.get("best")
+    if state["config"].get("eval_model", "best") == "best" and best:
+        tested = report.get("model", {})
+        if tested.get("choice") != "best" or tested.get("iteration") != best["iteration"]:
+            return True
+    elif evaluated_checkpoint(report) != state["iteration"]:
         return True
     missing = [m.split(":")[0] for m in report.get("missing", [])]
     return any((baselines / f"{kind}.pt").exists() for kind in missing)

@@ -1,0 +1,135 @@
+"""How well TRPO's local models describe the MAML objective along the natural step.
+
+TRPO (Schulman et al. 2015) scales the natural-gradient step ``s`` so that the quadratic model
+of the mean KL, ``½ sᵀFs``, equals ``max_kl``, and predicts the surrogate loss to change by
+``−gᵀs``. For a smooth policy both models hold for small steps. With ReLU units the adapted
+parameters ``θ' = θ − α∇L_support(θ)`` are not smooth in θ: each support sample's gradient jumps
+where one of its units switches, autograd's Hessian (ReLU'' = 0) does not see the jumps, and
+their sum over thousands of samples with signed advantages moves θ' by far more than ``F``
+predicts at small steps. :func:`profile_natural_step` measures both models against the values
+actually reached, at fractions of the step (``metarl check-step``; README, "Activation").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from metarl.core import expand_to_tasks, get_params, inner_step
+from metarl.core.functional import Params
+from metarl.rl.baseline import LinearFeatureBaseline
+from metarl.rl.config import RLConfig
+from metarl.rl.conjugate_gradient import conjugate_gradient
+from metarl.rl.episodes import Episodes, with_advantages
+from metarl.rl.maml import gauss_newton_fvp, inner_loss, meta_objective, objective_values
+from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
+from metarl.rl.sampler import sample_episodes
+from metarl.rl.task_envs import make_batched_env
+from metarl.rl.trpo import flatten, trust_region_step
+
+
+class StepPoint(NamedTuple):
+    """The objective at ``θ − fraction · s``.
+
+    Attributes:
+        fraction: f.
+        model_kl: ``½ f² sᵀFs`` (= ``f² · max_kl``), the quadratic model.
+        kl: the mean KL reached.
+        model_loss_change: ``−f gᵀs``, the linear model of the surrogate loss.
+        loss_change: the surrogate loss change reached.
+    """
+
+    fraction: float
+    model_kl: float
+    kl: float
+    model_loss_change: float
+    loss_change: float
+
+
+def profile_natural_step(
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    support: Sequence[Episodes],
+    query: Episodes,
+    config: RLConfig,
+    fractions: Sequence[float] = (0.01, 0.05, 0.25, 0.5, 1.0),
+) -> list[StepPoint]:
+    """The trainer's natural step on one meta-batch, and the objective along it.
+
+    The step is computed as in :func:`metarl.rl.trainer.train` (meta-gradient mode, conjugate
+    gradient, damping, trust region of ``config``), with the Gauss–Newton Fisher product.
+
+    Args:
+        policy: the policy module.
+        theta: θ, without a task dimension.
+        support: the inner steps' episodes, with advantages.
+        query: the query episodes (sampled with the adapted parameters), with advantages.
+        config: the run's config.
+        fractions: the points ``f`` of ``θ − f s`` to measure.
+    """
+    objective = meta_objective(policy, theta, support, query, config.inner_lr,
+                               mode=config.meta_gradient)  # fmt: skip
+    loss = objective.losses.mean()
+    grad = flatten(torch.autograd.grad(loss, list(theta.values())))
+    fvp = gauss_newton_fvp(policy, theta, support, query, config.inner_lr, config.cg_damping,
+                           config.meta_gradient)  # fmt: skip
+    step = trust_region_step(conjugate_gradient(fvp, grad, config.cg_iterations), fvp,
+                             config.max_kl)  # fmt: skip
+    curvature = float(step @ fvp(step))
+    slope = float(grad @ step)
+    evaluate = objective_values(policy, theta, support, query, config.inner_lr,
+                                detach_distribution(objective.query_policy))  # fmt: skip
+    theta0 = flatten(p.detach() for p in theta.values())
+    loss_before = float(loss.detach())
+    points = []
+    for f in fractions:
+        loss_at, kl_at = evaluate(theta0 - f * step)
+        points.append(StepPoint(f, 0.5 * f * f * curvature, kl_at, -f * slope,
+                                loss_at - loss_before))  # fmt: skip
+    return points
+
+
+def check_natural_step(
+    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int = 10, n_episodes: int = 10,
+    seed: int = 0,
+) -> list[StepPoint]:  # fmt: skip
+    """:func:`profile_natural_step` on one freshly sampled meta-batch of ``config``'s tasks.
+
+    Sampled like one training iteration: support episodes with θ, inner steps, query episodes
+    with θ' (``n_tasks`` tasks × ``n_episodes`` episodes, seeded by ``seed``).
+    """
+    env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
+    baseline = LinearFeatureBaseline(config.baseline_reg)
+    noise = torch.Generator().manual_seed(seed)
+    tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
+    env.seed([seed, 0])
+
+    def sample(params: Params) -> Episodes:
+        episodes = sample_episodes(env, tasks, n_episodes, policy, params, noise)
+        return with_advantages(episodes, baseline, config.gamma, config.gae_lambda,
+                               config.normalize_advantages)  # fmt: skip
+
+    theta = get_params(policy)
+    params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, n_tasks)
+    support: list[Episodes] = []
+    for k in range(config.inner_steps):
+        support.append(sample(params))
+        params = inner_step(inner_loss(policy, support[-1]), params, config.inner_lr, k,
+                            "first_order")  # fmt: skip
+    return profile_natural_step(policy, theta, support, sample(params), config)
+
+
+def format_step_profile(points: Sequence[StepPoint]) -> str:
+    """A Markdown table of :func:`profile_natural_step`'s points."""
+    lines = [
+        "| f | KL model ½f²sᵀFs | KL measured | measured / model | loss model −f gᵀs | "
+        "loss measured |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(f"| {p.fraction:g} | {p.model_kl:.2e} | {p.kl:.2e} | {p.kl / p.model_kl:.2f} "
+                     f"| {p.model_loss_change:.2e} | {p.loss_change:.2e} |")  # fmt: skip
+    return "\n".join(lines)
