@@ -38,11 +38,14 @@ def _train(args: argparse.Namespace) -> int:
             )
         if state["iteration"] == config.iterations:
             print(f"{args.resume} finished {state['iteration']} iterations", file=sys.stderr)
-            if state["config"]["iterations"] != config.iterations:
-                # A longer run stopped early and declared finished here: the checkpoint's own
-                # budget is what `metarl bench` reads to decide whether to resume training.
+            if state["config"] != to_dict(config):
+                # E.g. a longer run stopped early and declared finished here: the checkpoint's
+                # own budget is what `metarl bench` reads to decide whether to resume training.
                 state["config"] = to_dict(config)
                 atomic_torch_save(state, run_dir / CHECKPOINT)
+                write_yaml(run_dir / CONFIG, state["config"])
+            if not args.evaluate:
+                return 0  # nothing to train
     else:
         config = load_config(args.experiment, args.set)
         experiment = get_experiment(config.experiment)
@@ -141,12 +144,18 @@ def _check_step(args: argparse.Namespace) -> int:
         what = f"{config.experiment}, untrained policy"
     if not isinstance(config, RLConfig):
         raise ConfigError(f"{config.experiment}: check-step measures the meta-RL TRPO step")
+    for name in ("tasks", "episodes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    tasks = config.meta_batch_size if args.tasks is None else args.tasks
+    episodes = config.episodes_per_task if args.episodes is None else args.episodes
     policy = policy if policy is not None else build_policy(config)
     setup_cpu(config.num_threads)
-    points = check_natural_step(policy, config, args.tasks, args.episodes, args.seed)
+    points = check_natural_step(policy, config, tasks, episodes, args.seed)
     sigma = ", ".join(f"{s:.2f}" for s in policy.log_std.detach().exp().tolist())
-    print(f"{what}: {config.activation} {config.hidden_sizes}, σ = [{sigma}], {args.tasks} "
-          f"tasks x {args.episodes} episodes, max_kl {config.max_kl}")  # fmt: skip
+    print(f"{what}: {config.activation} {config.hidden_sizes}, σ = [{sigma}], {tasks} tasks x "
+          f"{episodes} episodes, fisher_product {config.fisher_product}, "
+          f"max_kl {config.max_kl}")  # fmt: skip
     print(format_step_profile(points))
     return 0
 
@@ -267,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         '−f gᵀs (README, "Activation").',
     )
     check.add_argument("target", help="a run directory, or an experiment name (untrained)")
-    check.add_argument("--tasks", type=int, default=10, help="tasks in the meta-batch")
-    check.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    check.add_argument(
+        "--tasks", type=int, default=None, help="tasks in the meta-batch (the config's)"
+    )
+    check.add_argument(
+        "--episodes", type=int, default=None, help="episodes per task (the config's)"
+    )
     check.add_argument("--seed", type=int, default=0, help="task and action-noise seed")
     check.add_argument(
         "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",

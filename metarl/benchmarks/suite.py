@@ -320,20 +320,20 @@ def evaluated_checkpoint(report: dict[str, Any]) -> int:
 
 
 def _stale(report: dict[str, Any] | None, state: dict[str, Any], baselines: Path) -> bool:
-    """Whether ``eval.json`` must be rewritten: missing; of a model other than the one the run's
-    protocol tests (``eval_model``: the best one it kept, or the last checkpoint); or missing a
-    baseline that has been trained since. ``state`` is the run's checkpoint.
+    """Whether ``eval.json`` must be rewritten: missing, of another checkpoint, of a model other
+    than the one the run's protocol tests (``eval_model``: the best one it kept, or the last), or
+    missing a baseline that has been trained since. ``state`` is the run's checkpoint.
 
-    A best-model evaluation stays current while training goes on without beating that model:
-    the evaluation is seeded, so the same θ gives the same numbers."""
-    if report is None:
+    Any training since the evaluation makes it stale, even when the best model did not change:
+    the re-evaluation also redraws the learning curve and picks up changes to the evaluation."""
+    if report is None or evaluated_checkpoint(report) != state["iteration"]:
         return True
-    best = state.get("best")
-    if state["config"].get("eval_model", "best") == "best" and best:
-        tested = report.get("model", {})
-        if tested.get("choice") != "best" or tested.get("iteration") != best["iteration"]:
-            return True
-    elif evaluated_checkpoint(report) != state["iteration"]:
+    wants = (
+        "best"
+        if state["config"].get("eval_model", "best") == "best" and state.get("best")
+        else "last"
+    )
+    if report.get("model", {}).get("choice", "last") != wants:
         return True
     missing = [m.split(":")[0] for m in report.get("missing", [])]
     return any((baselines / f"{kind}.pt").exists() for kind in missing)

@@ -22,13 +22,13 @@ from metarl.core import expand_to_tasks, get_params, inner_step
 from metarl.core.functional import Params
 from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
-from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.episodes import Episodes, with_advantages
-from metarl.rl.maml import gauss_newton_fvp, inner_loss, meta_objective, objective_values
-from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
+from metarl.rl.maml import inner_loss, objective_values
+from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sampler import sample_episodes
 from metarl.rl.task_envs import make_batched_env
-from metarl.rl.trpo import flatten, trust_region_step
+from metarl.rl.trainer import natural_step
+from metarl.rl.trpo import flatten
 
 
 class StepPoint(NamedTuple):
@@ -36,7 +36,7 @@ class StepPoint(NamedTuple):
 
     Attributes:
         fraction: f.
-        model_kl: ``½ f² sᵀFs`` (= ``f² · max_kl``), the quadratic model.
+        model_kl: ``½ f² sᵀ(F + λI)s = f² · max_kl``, the quadratic model (λ: ``cg_damping``).
         kl: the mean KL reached.
         model_loss_change: ``−f gᵀs``, the linear model of the surrogate loss.
         loss_change: the surrogate loss change reached.
@@ -59,8 +59,9 @@ def profile_natural_step(
 ) -> list[StepPoint]:
     """The trainer's natural step on one meta-batch, and the objective along it.
 
-    The step is computed as in :func:`metarl.rl.trainer.train` (meta-gradient mode, conjugate
-    gradient, damping, trust region of ``config``), with the Gauss–Newton Fisher product.
+    The step is :func:`metarl.rl.trainer.natural_step` with ``config`` (its meta-gradient mode,
+    Fisher product and subsampling, conjugate gradient and damping λ), so the quadratic model
+    is ``½ f² sᵀ(F + λI)s = f² · max_kl``.
 
     Args:
         policy: the policy module.
@@ -69,38 +70,41 @@ def profile_natural_step(
         query: the query episodes (sampled with the adapted parameters), with advantages.
         config: the run's config.
         fractions: the points ``f`` of ``θ − f s`` to measure.
+
+    Raises:
+        ValueError: the step is not finite (a NaN loss or gradient).
     """
-    objective = meta_objective(policy, theta, support, query, config.inner_lr,
-                               mode=config.meta_gradient)  # fmt: skip
-    loss = objective.losses.mean()
-    grad = flatten(torch.autograd.grad(loss, list(theta.values())))
-    fvp = gauss_newton_fvp(policy, theta, support, query, config.inner_lr, config.cg_damping,
-                           config.meta_gradient)  # fmt: skip
-    step = trust_region_step(conjugate_gradient(fvp, grad, config.cg_iterations), fvp,
-                             config.max_kl)  # fmt: skip
-    curvature = float(step @ fvp(step))
-    slope = float(grad @ step)
-    evaluate = objective_values(policy, theta, support, query, config.inner_lr,
-                                detach_distribution(objective.query_policy))  # fmt: skip
+    step = natural_step(policy, theta, support, query, config)
+    if not bool(torch.isfinite(step.full_step).all()):
+        raise ValueError("the natural step is not finite: the surrogate loss or its gradient is")
+    slope = float(step.grad @ step.full_step)
+    evaluate = objective_values(policy, theta, support, query, config.inner_lr, step.old_policy)
     theta0 = flatten(p.detach() for p in theta.values())
-    loss_before = float(loss.detach())
     points = []
     for f in fractions:
-        loss_at, kl_at = evaluate(theta0 - f * step)
-        points.append(StepPoint(f, 0.5 * f * f * curvature, kl_at, -f * slope,
-                                loss_at - loss_before))  # fmt: skip
+        loss_at, kl_at = evaluate(theta0 - f * step.full_step)
+        points.append(StepPoint(f, f * f * config.max_kl, kl_at, -f * slope,
+                                loss_at - step.loss_before))  # fmt: skip
     return points
 
 
 def check_natural_step(
-    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int = 10, n_episodes: int = 10,
-    seed: int = 0,
+    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int | None = None,
+    n_episodes: int | None = None, seed: int = 0,
 ) -> list[StepPoint]:  # fmt: skip
     """:func:`profile_natural_step` on one freshly sampled meta-batch of ``config``'s tasks.
 
     Sampled like one training iteration: support episodes with θ, inner steps, query episodes
-    with θ' (``n_tasks`` tasks × ``n_episodes`` episodes, seeded by ``seed``).
+    with θ' (``n_tasks`` tasks × ``n_episodes`` episodes, by default the config's
+    ``meta_batch_size`` × ``episodes_per_task``; seeded by ``seed``).
+
+    Raises:
+        ValueError: ``n_tasks`` or ``n_episodes`` below 1.
     """
+    n_tasks = config.meta_batch_size if n_tasks is None else n_tasks
+    n_episodes = config.episodes_per_task if n_episodes is None else n_episodes
+    if n_tasks < 1 or n_episodes < 1:
+        raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
     baseline = LinearFeatureBaseline(config.baseline_reg)
     noise = torch.Generator().manual_seed(seed)

@@ -2,8 +2,9 @@
 
 :func:`train` reads top to bottom, one meta-iteration per loop pass:
 sample tasks → sample episodes with θ → inner REINFORCE step(s), fresh episodes per step →
-query episodes with θ' → surrogate loss and KL at θ'(θ) → natural gradient by conjugate gradient
-on Fisher-vector products → trust-region step → backtracking line search → log → checkpoint.
+query episodes with θ' → :func:`natural_step` (surrogate loss and KL at θ'(θ), natural gradient
+by conjugate gradient on Fisher-vector products, trust-region step) → backtracking line search
+→ log → checkpoint.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
+from torch.distributions import Independent
 
 from metarl.config import to_dict
 from metarl.core import expand_to_tasks, get_params, inner_step
@@ -57,6 +61,88 @@ def build_policy(config: RLConfig) -> GaussianMLPPolicy:
         config.init_std,
         config.min_std,
     )
+
+
+class NaturalStep(NamedTuple):
+    """One meta-iteration's TRPO step, before its line search.
+
+    Attributes:
+        full_step: flat ``s (n,)``, scaled so that ``½ sᵀ(F + λI)s = max_kl``; the line search
+            tries ``θ − β^k s``. NaN where the loss or its gradient is not finite.
+        grad: flat ``g = ∇_θ`` of the mean post-adaptation surrogate loss ``(n,)``.
+        loss_before: that loss at θ.
+        old_policy: ``π_θ'`` on the query observations at this θ, detached (the KL's reference).
+    """
+
+    full_step: Tensor
+    grad: Tensor
+    loss_before: float
+    old_policy: Independent
+
+
+def natural_step(
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    support: Sequence[Episodes],
+    query: Episodes,
+    config: RLConfig,
+) -> NaturalStep:
+    """The natural-gradient step of MAML-TRPO (Finn et al. 2017, App. A.2) at θ.
+
+    Surrogate loss at θ'(θ) and its gradient ``g``; the Fisher-vector product through the
+    adaptation (``config.fisher_product``, on every ``fisher_subsample``-th episode); ``F⁻¹g``
+    by conjugate gradient; scaled to the trust region ``max_kl``.
+    """
+    # --- outer loss: surrogate at θ'(θ), averaged over tasks, and its gradient -------------
+    objective = meta_objective(
+        policy, theta, support, query, config.inner_lr,
+        mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
+    )  # fmt: skip
+    loss = objective.losses.mean()
+    loss_before = float(loss.detach())
+    old_policy = detach_distribution(objective.query_policy)
+    theta_old = flatten(p.detach() for p in theta.values())
+    every = config.fisher_subsample
+    # Only the double backward of the full batch's KL differentiates this graph again.
+    reuse_graph = config.fisher_product == "double_backward" and every == 1
+    if math.isfinite(loss_before):
+        grad = flatten(torch.autograd.grad(loss, list(theta.values()), retain_graph=reuse_graph))
+    else:  # nothing to solve: the line search rejects a NaN step
+        grad = torch.full_like(theta_old, math.nan)
+
+    # --- Fisher-vector product: Hessian of the mean KL at θ, through the adaptation --------
+    # On every k-th episode if fisher_subsample = k > 1 (then with that subset's own KL).
+    fisher_support = [episodes.every_kth_episode(every) for episodes in support]
+    fisher_query = query.every_kth_episode(every)
+    if config.fisher_product == "gauss_newton":
+        fvp = gauss_newton_fvp(
+            policy, theta, fisher_support, fisher_query, config.inner_lr,
+            config.cg_damping, config.meta_gradient,
+        )  # fmt: skip
+    else:
+        fisher = objective if every == 1 else meta_objective(
+            policy, theta, fisher_support, fisher_query, config.inner_lr,
+            mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
+        )  # fmt: skip
+        if config.fisher_product == "double_backward":
+            fvp = fisher_vector_product(fisher.kls.mean(), list(theta.values()), config.cg_damping)
+        else:
+            fisher_kl_gradient = kl_gradient(
+                policy, theta, fisher_support, fisher_query, config.inner_lr,
+                detach_distribution(fisher.query_policy), config.meta_gradient,
+                config.fd_epsilon,
+            )  # fmt: skip
+            fvp = finite_difference_fvp(
+                fisher_kl_gradient, theta_old, config.cg_damping, config.fd_epsilon
+            )
+
+    # --- natural gradient by conjugate gradient, scaled to the trust region ---------------
+    if bool(torch.isfinite(grad).all()):
+        direction = conjugate_gradient(fvp, grad, config.cg_iterations)
+        full_step = trust_region_step(direction, fvp, config.max_kl)
+    else:
+        full_step = grad
+    return NaturalStep(full_step, grad, loss_before, old_policy)
 
 
 def train(
@@ -160,66 +246,16 @@ def train(
                 model = {name: t.detach().clone() for name, t in policy.state_dict().items()}
                 best = {"iteration": iteration, "return": post_return, "model": model}
 
-            # --- outer loss: surrogate at θ'(θ), averaged over tasks, and its gradient ---------
-            objective = meta_objective(
-                policy, theta, support, query, config.inner_lr,
-                mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
-            )  # fmt: skip
-            loss = objective.losses.mean()
-            loss_before = float(loss.detach())
-            old_policy = detach_distribution(objective.query_policy)
-            theta_old = flatten(p.detach() for p in theta.values())
-            every = config.fisher_subsample
-            # Only the double backward of the full batch's KL differentiates this graph again.
-            reuse_graph = config.fisher_product == "double_backward" and every == 1
-            if math.isfinite(loss_before):
-                grad = flatten(
-                    torch.autograd.grad(loss, list(theta.values()), retain_graph=reuse_graph)
-                )
-            else:  # nothing to solve: the line search rejects a NaN step
-                grad = torch.full_like(theta_old, math.nan)
-
-            # --- Fisher-vector product: Hessian of the mean KL at θ, through the adaptation ----
-            # On every k-th episode if fisher_subsample = k > 1 (then with that subset's own KL).
-            fisher_support = [episodes.every_kth_episode(every) for episodes in support]
-            fisher_query = query.every_kth_episode(every)
-            if config.fisher_product == "gauss_newton":
-                fvp = gauss_newton_fvp(
-                    policy, theta, fisher_support, fisher_query, config.inner_lr,
-                    config.cg_damping, config.meta_gradient,
-                )  # fmt: skip
-            else:
-                fisher = objective if every == 1 else meta_objective(
-                    policy, theta, fisher_support, fisher_query, config.inner_lr,
-                    mode=config.meta_gradient, fd_epsilon=config.fd_epsilon,
-                )  # fmt: skip
-                if config.fisher_product == "double_backward":
-                    fvp = fisher_vector_product(
-                        fisher.kls.mean(), list(theta.values()), config.cg_damping
-                    )
-                else:
-                    fisher_kl_gradient = kl_gradient(
-                        policy, theta, fisher_support, fisher_query, config.inner_lr,
-                        detach_distribution(fisher.query_policy), config.meta_gradient,
-                        config.fd_epsilon,
-                    )  # fmt: skip
-                    fvp = finite_difference_fvp(
-                        fisher_kl_gradient, theta_old, config.cg_damping, config.fd_epsilon
-                    )
-                del fisher
-
-            # --- natural gradient by conjugate gradient, scaled to the trust region -----------
-            if bool(torch.isfinite(grad).all()):
-                direction = conjugate_gradient(fvp, grad, config.cg_iterations)
-                full_step = trust_region_step(direction, fvp, config.max_kl)
-            else:
-                full_step = grad
-            del objective, loss, fvp  # free the second-order graphs before the search
+            # --- the natural-gradient step: surrogate loss, its gradient, Fisher products, CG ---
+            step = natural_step(policy, theta, support, query, config)
 
             # --- backtracking line search; θ changes only if a candidate is accepted -----------
-            evaluate = objective_values(policy, theta, support, query, config.inner_lr, old_policy)
+            evaluate = objective_values(
+                policy, theta, support, query, config.inner_lr, step.old_policy
+            )
+            theta_old = flatten(p.detach() for p in theta.values())
             result = line_search(
-                evaluate, theta_old, full_step, loss_before, config.max_kl,
+                evaluate, theta_old, step.full_step, step.loss_before, config.max_kl,
                 config.line_search_ratio, config.line_search_steps,
             )  # fmt: skip
             if result.accepted:
