@@ -244,3 +244,6 @@ def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch)
     assert latest["speed"]["speed-fake"]["result"] == {"x": 1.0}
     stored = report_mod.history(out)[-1]  # the dated copy holds the same rows
     assert [r["note"] for r in stored["quality"]] == [r["note"] for r in latest["quality"]]
+    # The header says what this call ran: not a "suite wall time" of a single benchmark.
+    text = (out / "BENCHMARKS.md").read_text()
+    assert "This call ran only speed-fake (" in text and "Suite wall time" not in text

@@ -134,6 +134,9 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
         + (
             "Rewritten from the run directories (`--report-only`); each row's wall time is its own."
             if run.get("report_only")
+            else f"This call ran only {', '.join(run['only'])} ({_duration(run['seconds'])}); the "
+            "other rows come from earlier calls and the run directories."
+            if run.get("only")
             else f"Suite wall time: {_duration(run['seconds'])}."
         ),
         "",

@@ -604,6 +604,7 @@ def run_suite(
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": time.time() - started,
         "report_only": report_only,
+        "only": sorted(only) if only else None,
         "machine": machine_info(),
         "quality": [kept[b.name] for b in QUALITY if b.name in kept],
         "speed": speed,
