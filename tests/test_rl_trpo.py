@@ -170,6 +170,9 @@ def test_trpo_models_predict_the_objective_of_a_smooth_policy(problem) -> None:
         assert point.kl == pytest.approx(point.model_kl, rel=0.2 * f)
         assert point.loss_change == pytest.approx(point.model_loss_change, rel=f)
         assert point.loss_change < 0.0
+    nan_query = query._replace(advantages=torch.full_like(query.advantages, math.nan))
+    with pytest.raises(FloatingPointError, match="the natural step is not finite"):
+        profile_natural_step(policy, get_params(policy), [support], nan_query, config)
 
 
 def test_accepted_trpo_step_satisfies_the_kl_bound(problem) -> None:

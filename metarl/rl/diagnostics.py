@@ -72,11 +72,13 @@ def profile_natural_step(
         fractions: the points ``f`` of ``θ − f s`` to measure.
 
     Raises:
-        ValueError: the step is not finite (a NaN loss or gradient).
+        FloatingPointError: the step is not finite (a NaN loss or gradient).
     """
     step = natural_step(policy, theta, support, query, config)
     if not bool(torch.isfinite(step.full_step).all()):
-        raise ValueError("the natural step is not finite: the surrogate loss or its gradient is")
+        raise FloatingPointError(
+            f"the natural step is not finite (surrogate loss {step.loss_before}): nothing to check"
+        )
     slope = float(step.grad @ step.full_step)
     evaluate = objective_values(policy, theta, support, query, config.inner_lr, step.old_policy)
     theta0 = flatten(p.detach() for p in theta.values())
