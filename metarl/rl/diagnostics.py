@@ -18,16 +18,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from metarl.core import expand_to_tasks, get_params, inner_step
+from metarl.core import get_params
 from metarl.core.functional import Params
 from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
-from metarl.rl.episodes import Episodes, with_advantages
-from metarl.rl.maml import inner_loss, objective_values
+from metarl.rl.episodes import Episodes
+from metarl.rl.maml import objective_values
 from metarl.rl.policy import GaussianMLPPolicy
-from metarl.rl.sampler import sample_episodes
 from metarl.rl.task_envs import make_batched_env
-from metarl.rl.trainer import natural_step
+from metarl.rl.trainer import natural_step, sample_meta_batch
 from metarl.rl.trpo import flatten
 
 
@@ -112,20 +111,11 @@ def check_natural_step(
     noise = torch.Generator().manual_seed(seed)
     tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
     env.seed([seed, 0])
-
-    def sample(params: Params) -> Episodes:
-        episodes = sample_episodes(env, tasks, n_episodes, policy, params, noise)
-        return with_advantages(episodes, baseline, config.gamma, config.gae_lambda,
-                               config.normalize_advantages)  # fmt: skip
-
     theta = get_params(policy)
-    params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, n_tasks)
-    support: list[Episodes] = []
-    for k in range(config.inner_steps):
-        support.append(sample(params))
-        params = inner_step(inner_loss(policy, support[-1]), params, config.inner_lr, k,
-                            "first_order")  # fmt: skip
-    return profile_natural_step(policy, theta, support, sample(params), config)
+    support, query = sample_meta_batch(
+        env, tasks, n_episodes, policy, theta, config, baseline, noise
+    )
+    return profile_natural_step(policy, theta, support, query, config)
 
 
 def format_step_profile(points: Sequence[StepPoint]) -> str:

@@ -1,10 +1,10 @@
 """MAML-TRPO meta-training (Finn et al. 2017, Alg. 3 with the TRPO meta-update of App. A.2).
 
 :func:`train` reads top to bottom, one meta-iteration per loop pass:
-sample tasks → sample episodes with θ → inner REINFORCE step(s), fresh episodes per step →
-query episodes with θ' → :func:`natural_step` (surrogate loss and KL at θ'(θ), natural gradient
-by conjugate gradient on Fisher-vector products, trust-region step) → backtracking line search
-→ log → checkpoint.
+sample tasks → :func:`sample_meta_batch` (episodes with θ, inner REINFORCE step(s) on fresh
+episodes per step, query episodes with θ') → :func:`natural_step` (surrogate loss and KL at
+θ'(θ), natural gradient by conjugate gradient on Fisher-vector products, trust-region step) →
+backtracking line search → log → checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch.distributions import Independent
 from metarl.config import to_dict
 from metarl.core import expand_to_tasks, get_params, inner_step
 from metarl.core.functional import Params
+from metarl.envs import BatchedTaskEnv
 from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.conjugate_gradient import conjugate_gradient
@@ -61,6 +62,41 @@ def build_policy(config: RLConfig) -> GaussianMLPPolicy:
         config.init_std,
         config.min_std,
     )
+
+
+def sample_meta_batch(
+    env: BatchedTaskEnv,
+    tasks: list[dict[str, Any]],
+    n_episodes: int,
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    config: RLConfig,
+    baseline: LinearFeatureBaseline,
+    generator: torch.Generator | None,
+) -> tuple[list[Episodes], Episodes]:
+    """One meta-iteration's episodes, with advantages: the support episodes of every inner step
+    (the first with θ, each later one with the previous step's parameters) and the query
+    episodes with the adapted θ'. ``n_episodes`` per task; ``env`` holds ``len(tasks) ×
+    n_episodes`` environments, already seeded.
+
+    The inner steps here only produce θ' to sample with (no graph): :func:`natural_step`
+    recomputes the same θ' as a differentiable function of θ.
+    """
+
+    def sample(params: Params) -> Episodes:
+        episodes = sample_episodes(env, tasks, n_episodes, policy, params, generator)
+        return with_advantages(
+            episodes, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
+        )
+
+    params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, len(tasks))
+    support: list[Episodes] = []
+    for k in range(config.inner_steps):
+        support.append(sample(params))
+        params = inner_step(
+            inner_loss(policy, support[-1]), params, config.inner_lr, k, "first_order"
+        )
+    return support, sample(params)
 
 
 class NaturalStep(NamedTuple):
@@ -191,11 +227,6 @@ def train(
         best = resume_state.get("best")  # None in checkpoints written before it was recorded
     theta: Params = get_params(policy)  # the policy's own leaves: accepted steps update them
 
-    def advantages(episodes: Episodes) -> Episodes:
-        return with_advantages(
-            episodes, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
-        )
-
     def checkpoint(iteration: int, elapsed: float) -> None:
         state = {
             "config": to_dict(config),
@@ -221,23 +252,9 @@ def train(
             tasks = env.sample_tasks(n_tasks, task_rng)
             env.seed([config.seed, iteration])  # reset noise: the same after a resume
 
-            # --- inner loop: episodes with θ, then a REINFORCE step; fresh episodes per step ----
-            # The steps here only produce θ' to sample with (no graph); meta_objective below
-            # recomputes the same θ' as a differentiable function of θ.
-            params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, n_tasks)
-            support: list[Episodes] = []
-            for k in range(config.inner_steps):
-                episodes = advantages(
-                    sample_episodes(env, tasks, n_episodes, policy, params, action_noise)
-                )
-                support.append(episodes)
-                params = inner_step(
-                    inner_loss(policy, episodes), params, config.inner_lr, k, "first_order"
-                )
-
-            # --- query episodes with the adapted θ' ------------------------------------------
-            query = advantages(
-                sample_episodes(env, tasks, n_episodes, policy, params, action_noise)
+            # --- episodes with θ, inner REINFORCE step(s), query episodes with θ' -------------
+            support, query = sample_meta_batch(
+                env, tasks, n_episodes, policy, theta, config, baseline, action_noise
             )
             sampled = time.perf_counter()
             post_return = float(query.task_returns().mean())
