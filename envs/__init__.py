@@ -4,7 +4,7 @@ Importing this package registers the environments with gymnasium, e.g.
 ``gymnasium.make("metarl/Navigation2D-v0")``.
 """
 
-from gymnasium.envs.registration import register, registry
+from gymnasium.envs.registration import register
 
 from .locomotion import (
     FAMILIES,
@@ -36,11 +36,8 @@ __all__ = [
     "sample_navigation_tasks",
 ]
 
-# The module can be imported twice (e.g. as `metarl.envs` and through a test path hack);
-# gymnasium warns on re-registration, so register only once. The horizon is enforced by the
-# environment itself, hence no `max_episode_steps` (it would add a second TimeLimit).
-if "metarl/Navigation2D-v0" not in registry:
-    register(id="metarl/Navigation2D-v0", entry_point="metarl.envs.navigation:Navigation2DEnv")
+# The horizon is enforced by the environment itself, hence no `max_episode_steps` (it would
+# add a second TimeLimit).
+register(id="metarl/Navigation2D-v0", entry_point="metarl.envs.navigation:Navigation2DEnv")
 for _name in SINGLE_ENVS:
-    if f"metarl/{_name}-v0" not in registry:
-        register(id=f"metarl/{_name}-v0", entry_point=f"metarl.envs.locomotion:{_name}Env")
+    register(id=f"metarl/{_name}-v0", entry_point=f"metarl.envs.locomotion:{_name}Env")

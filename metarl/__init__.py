@@ -1,11 +1,33 @@
-"""metarl: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) in PyTorch."""
+"""metarl: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) in PyTorch.
 
-from metarl import _openmp  # noqa: F401  (first: tunes OpenMP before anything imports torch)
+Importing ``metarl`` is cheap and changes nothing outside it: the public names below load on
+first use. For the command line's speed settings call :func:`metarl.runtime.tune_process`
+before importing torch.
+"""
 
-# ruff: isort: split
-from metarl.config import ConfigError
-from metarl.experiments import LoadedRun, load_config, load_run
-from metarl.run import RunError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "LoadedRun", "RunError", "load_config", "load_run", "__version__"]
+
+_PUBLIC = {
+    "ConfigError": "metarl.config",
+    "RunError": "metarl.run",
+    "LoadedRun": "metarl.experiments",
+    "load_config": "metarl.experiments",
+    "load_run": "metarl.experiments",
+}
+__all__ = ["ConfigError", "LoadedRun", "RunError", "__version__", "load_config", "load_run"]
+
+if TYPE_CHECKING:
+    from metarl.config import ConfigError
+    from metarl.experiments import LoadedRun, load_config, load_run
+    from metarl.run import RunError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'metarl' has no attribute {name!r}")

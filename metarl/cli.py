@@ -1,4 +1,8 @@
-"""``metarl`` command line: train, evaluate, baseline, view, list, bench."""
+"""``metarl`` command line: train, evaluate, baseline, view, check-step, list, bench.
+
+The process settings for speed (:func:`metarl.runtime.tune_process`) are made first thing in
+:func:`main`, before anything imports torch; everything else is imported when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from metarl.config import ConfigError, field_docs, write_yaml
-
 EXIT_USAGE = 2
 RESUME_OVERRIDES = ("iterations", "num_threads")
 """Config keys ``--set`` may change on ``--resume``: the budget and how the run uses the CPU."""
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarl.config import from_dict, to_dict
+    from metarl.config import ConfigError, from_dict, to_dict, upgrade, write_yaml
     from metarl.experiments import get_experiment, load_config
+    from metarl.reports import results_table
     from metarl.run import CHECKPOINT, CONFIG, atomic_torch_save, load_checkpoint, new_run_dir
 
     if args.resume is not None:
         state = load_checkpoint(args.resume, experiment=args.experiment)
-        values = dict(state["config"])
+        experiment = get_experiment(state["config"]["experiment"])
+        values = upgrade(experiment.config_cls, state["config"])
         for key, value in _overrides(args.set).items():
             if key not in RESUME_OVERRIDES:
                 raise ConfigError(
@@ -28,7 +32,6 @@ def _train(args: argparse.Namespace) -> int:
                     f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
                 )
             values[key] = value
-        experiment = get_experiment(values["experiment"])
         config = from_dict(experiment.config_cls, values)
         run_dir = Path(args.resume)
         if state["iteration"] > config.iterations:
@@ -53,12 +56,10 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = new_run_dir(config.experiment, args.out)
     write_yaml(run_dir / CONFIG, to_dict(config))
     print(f"run directory: {run_dir}")
-    model = experiment.train(config, run_dir, state, progress=not args.no_progress)
+    experiment.train(config, run_dir, state, progress=not args.no_progress)
     if args.evaluate:
-        report = experiment.evaluate(
-            config, model, run_dir, config.iterations, progress=not args.no_progress
-        )
-        print(experiment.results_table(report))
+        report = experiment.evaluate(config, run_dir, progress=not args.no_progress)
+        print(results_table(report))
         print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
     return 0
 
@@ -70,12 +71,13 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.config import from_dict, to_dict
-    from metarl.experiments import get_experiment, load_run
+    from metarl.config import ConfigError, from_dict, to_dict
+    from metarl.experiments import stored_config
+    from metarl.reports import results_table
+    from metarl.run import load_checkpoint
 
-    run = load_run(args.run_dir)
-    experiment = get_experiment(run.config.experiment)
-    values = to_dict(run.config)
+    experiment, config = stored_config(load_checkpoint(args.run_dir))
+    values = to_dict(config)
     for key, value in _overrides(args.set).items():
         if key not in values:
             raise ConfigError(
@@ -84,15 +86,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         values[key] = value
     config = from_dict(experiment.config_cls, values)
     report = experiment.evaluate(
-        config, run.model, run.run_dir, run.iteration,
-        retrain_baselines=args.retrain_baselines, progress=not args.no_progress,
+        config, args.run_dir, retrain_baselines=args.retrain_baselines,
+        progress=not args.no_progress,
     )  # fmt: skip
-    print(experiment.results_table(report))
-    print(f"wrote {run.run_dir / 'eval.json'} and {run.run_dir / 'plots'}/")
+    print(results_table(report))
+    print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'plots'}/")
     return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError
     from metarl.experiments import load_config
     from metarl.rl.config import RLConfig
     from metarl.rl.sb3_baselines import train_baseline
@@ -114,10 +117,26 @@ def _view(args: argparse.Namespace) -> int:
 
     # MuJoCo picks its OpenGL backend when it is first imported: offscreen EGL unless told.
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from metarl.rl.view import view
+    import dataclasses
 
+    from metarl.config import ConfigError
+    from metarl.experiments import stored_config
+    from metarl.rl.config import RLConfig
+    from metarl.rl.evaluate import choose_model
+    from metarl.rl.view import view
+    from metarl.run import load_checkpoint
+
+    state = load_checkpoint(args.run_dir)
+    _, config = stored_config(state)
+    if not isinstance(config, RLConfig):
+        raise ConfigError(f"{args.run_dir}: `metarl view` shows meta-RL policies")
+    if args.steps is not None:
+        if args.steps < 0:
+            raise ConfigError(f"--steps must be at least 0, got {args.steps}")
+        config = dataclasses.replace(config, eval_steps=args.steps)
+    policy, _ = choose_model(config, state)  # the model `metarl evaluate` tests
     written = view(
-        args.run_dir, args.tasks, args.steps, args.out, args.gif, args.width, args.height,
+        policy, config, args.out or args.run_dir, args.tasks, args.gif, args.width, args.height,
         args.interactive_stage if args.interactive else None, progress=not args.no_progress,
     )  # fmt: skip
     for path in written:
@@ -126,11 +145,12 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _check_step(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError
     from metarl.experiments import load_config, load_run
     from metarl.rl.config import RLConfig
     from metarl.rl.diagnostics import check_natural_step, format_step_profile
-    from metarl.rl.trainer import build_policy
-    from metarl.run import setup_cpu
+    from metarl.rl.policy import build_policy
+    from metarl.runtime import set_num_threads
 
     if Path(args.target).is_dir():
         if args.set:
@@ -150,7 +170,7 @@ def _check_step(args: argparse.Namespace) -> int:
     tasks = config.meta_batch_size if args.tasks is None else args.tasks
     episodes = config.episodes_per_task if args.episodes is None else args.episodes
     policy = policy if policy is not None else build_policy(config)
-    setup_cpu(config.num_threads)
+    set_num_threads(config.num_threads)
     points = check_natural_step(policy, config, tasks, episodes, args.seed)
     sigma = ", ".join(f"{s:.2f}" for s in policy.log_std.detach().exp().tolist())
     print(f"{what}: {config.activation} {config.hidden_sizes}, σ = [{sigma}], {tasks} tasks x "
@@ -161,6 +181,7 @@ def _check_step(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from metarl.config import field_docs
     from metarl.experiments import experiment_names, get_experiment
 
     for name in experiment_names():
@@ -326,12 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metarl`` console script."""
+    from metarl.runtime import tune_process
+
+    tune_process()  # before torch loads: OpenMP reads its settings once
+    from metarl.config import ConfigError
+    from metarl.reports import ReportError
     from metarl.run import RunError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RunError, FloatingPointError, FileNotFoundError) as e:
+    except (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError) as e:
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:

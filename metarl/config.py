@@ -19,6 +19,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from metarl.core.adapt import META_GRADIENT_MODES
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -44,9 +46,32 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def override(default: Any) -> Any:
+    """Redeclare an inherited config field with another default (doc and bounds stay the parent's).
+
+    A family's protocol differs from another's in its defaults, not in what a knob means::
+
+        @dataclass
+        class SinusoidConfig(SupervisedConfig):
+            iterations: int = override(70_000)
+    """
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"inherit": True})
+    return dataclasses.field(default=default, metadata={"inherit": True})
+
+
+def field_metadata(cls: type, name: str) -> typing.Mapping[str, Any]:
+    """The doc and bounds of field ``name``: its own, or those of the class that declared it."""
+    for klass in cls.__mro__:
+        found = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if found is not None and not found.metadata.get("inherit"):
+            return found.metadata
+    raise KeyError(name)
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """``{field name: doc}`` of a config dataclass."""
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+    return {f.name: field_metadata(cls, f.name).get("doc", "") for f in dataclasses.fields(cls)}
 
 
 def _type_name(tp: Any) -> str:
@@ -141,6 +166,46 @@ class CommonConfig:
             raise ConfigError(f"device: {self.device!r} is not cpu, cuda[:N] or mps")
 
 
+@dataclass
+class MetaLearningConfig(CommonConfig):
+    """The knobs every meta-learning experiment shares, declared once.
+
+    Each family (:class:`~metarl.supervised.config.SinusoidConfig`,
+    :class:`~metarl.supervised.config.ClassificationConfig`, :class:`~metarl.rl.config.RLConfig`)
+    sets its paper's defaults with :func:`override`.
+    """
+
+    # --- meta-training -----------------------------------------------------------------------
+    iterations: int = option(1000, "meta-training iterations", low=1)
+    meta_batch_size: int = option(25, "tasks per meta-iteration", low=1)
+    inner_lr: float = option(0.01, "inner-loop step size α", low=0.0)
+    inner_steps: int = option(1, "inner gradient steps during meta-training", low=0)
+    meta_gradient: str = option(
+        "second_order",
+        "how the meta-gradient crosses the inner loop: second_order (exact), first_order "
+        "(first-order MAML) or finite_difference (Hessian-vector products by central differences)",
+        choices=META_GRADIENT_MODES,
+    )
+    fd_epsilon: float = option(
+        1e-3, "perturbation size of the finite-difference Hessian products", low=0.0
+    )
+    # --- evaluation (metarl evaluate) --------------------------------------------------------
+    eval_tasks: int = option(600, "fixed test tasks", low=1)
+    eval_seed: int = option(20_170_301, "seed of the test tasks (independent of `seed`)", low=0)
+    eval_steps: int = option(10, "gradient steps measured at test time", low=0)
+    eval_lr: float | list[float] | None = option(
+        None,
+        "test-time step size, or one per step (the last repeats); null: the experiment's "
+        "default (supervised: the meta-trained step size; meta-RL: inner_lr, then inner_lr/2)",
+        low=0.0,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.eval_lr, list) and not self.eval_lr:
+            raise ConfigError("eval_lr: give at least one step size, or null")
+
+
 C = TypeVar("C")
 
 
@@ -153,8 +218,11 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = get_type_hints(cls)
+    renamed = getattr(cls, "RENAMED", {})
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
+        if key in renamed and key not in fields:
+            raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -163,13 +231,19 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
                 f"Valid keys: {', '.join(sorted(fields))}"
             )
         coerced = _coerce(key, value, hints[key])
-        _check_range(key, coerced, fields[key].metadata)
+        _check_range(key, coerced, field_metadata(cls, key))
         kwargs[key] = coerced
     config = cls(**kwargs)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()
     return config
+
+
+def upgrade(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A stored config (a checkpoint's) with the keys renamed since it was written."""
+    renamed = getattr(cls, "RENAMED", {})
+    return {renamed.get(key, key): value for key, value in values.items()}
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""The experiment registry: names -> config class, trainer, evaluator; and ``load_run``."""
+"""The experiment registry: names -> config class, model builder, trainer, evaluator; ``load_run``.
+
+An experiment is a YAML file in ``metarl/configs`` whose name starts with its family's prefix
+(``omniglot-5w1s`` belongs to the few-shot classification family). Each family is imported
+lazily, so ``metarl --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,27 @@ from typing import Any
 
 from torch import nn
 
-from metarl.config import CONFIG_DIR, ConfigError, from_dict, parse_overrides, read_yaml
+from metarl.config import CONFIG_DIR, ConfigError, from_dict, parse_overrides, read_yaml, upgrade
+from metarl.reports import EvalReport
 from metarl.run import load_checkpoint
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """How to configure, build, train and evaluate one experiment family."""
+    """How to configure, build, train and evaluate one experiment family.
+
+    Attributes:
+        config_cls: the family's config dataclass.
+        build_model: config -> the untrained model (its initial weights drawn from ``seed``).
+        train: ``(config, run_dir, resume_state, progress) -> trained model``.
+        evaluate: ``(config, run_dir, retrain_baselines, progress) -> EvalReport``; writes
+            ``eval.json`` and the plots into the run directory.
+    """
 
     config_cls: type
     build_model: Callable[[Any], nn.Module]
     train: Callable[..., nn.Module]
-    evaluate: Callable[..., dict[str, Any]]
-    results_table: Callable[[dict[str, Any]], str]
+    evaluate: Callable[..., EvalReport]
 
 
 def _sinusoid() -> Experiment:
@@ -33,33 +46,29 @@ def _sinusoid() -> Experiment:
         sinusoid_experiment.build_model,
         sinusoid_experiment.train,
         sinusoid_eval.evaluate,
-        sinusoid_eval.results_table,
     )
 
 
 def _meta_rl() -> Experiment:
     from metarl.rl import evaluate, trainer
     from metarl.rl.config import RLConfig
+    from metarl.rl.policy import build_policy
 
-    return Experiment(
-        RLConfig, trainer.build_policy, trainer.train, evaluate.evaluate, evaluate.results_table
-    )
+    return Experiment(RLConfig, build_policy, trainer.train, evaluate.evaluate)
 
 
 def _classification() -> Experiment:
     from metarl.supervised import classification_eval, classification_experiment
-    from metarl.supervised.classification_config import ClassificationConfig
+    from metarl.supervised.config import ClassificationConfig
 
     return Experiment(
         ClassificationConfig,
         classification_experiment.build_model,
         classification_experiment.train,
         classification_eval.evaluate,
-        classification_eval.results_table,
     )
 
 
-# Each entry is imported lazily so that `metarl --help` stays fast.
 _FAMILIES: dict[str, Callable[[], Experiment]] = {
     "sinusoid": _sinusoid,
     "navigation": _meta_rl,
@@ -104,6 +113,14 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Any:
     return from_dict(experiment.config_cls, values)
 
 
+def stored_config(state: dict[str, Any]) -> tuple[Experiment, Any]:
+    """The experiment and validated config of a checkpoint (keys renamed since are upgraded)."""
+    experiment = get_experiment(state["config"]["experiment"])
+    return experiment, from_dict(
+        experiment.config_cls, upgrade(experiment.config_cls, state["config"])
+    )
+
+
 @dataclass
 class LoadedRun:
     """A trained run, ready for one's own analysis."""
@@ -124,8 +141,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         run.model(torch.linspace(-5, 5, 100).unsqueeze(-1))
     """
     state = load_checkpoint(run_dir)
-    experiment = get_experiment(state["config"]["experiment"])
-    config = from_dict(experiment.config_cls, state["config"])
+    experiment, config = stored_config(state)
     model = experiment.build_model(config)
     model.load_state_dict(state["model"])
     model.eval()

@@ -1,4 +1,8 @@
-"""Figures shared by every experiment: adaptation curves and learning curves."""
+"""Figures shared by every experiment: adaptation curves and learning curves.
+
+Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure`) and saved
+straight to files, so no plotting backend is chosen and no global state is touched.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from metarl.reports import Curve
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure that is only ever saved to a file (no window, no backend)."""
+    return Figure(figsize=(width, height))
+
+
+def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
+    """Lay out ``fig`` and write it to ``path`` (creating its folder)."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
 
 
 def adaptation_curves(
-    results: dict[str, dict[str, Any]],
+    curves: Sequence[Curve],
     path: Path,
     ylabel: str,
     title: str = "",
     log_y: bool = False,
+    scale: float = 1.0,
 ) -> Path:
-    """Metric vs gradient steps, one line per method, error bars from ``ci95`` or ``stderr``.
+    """Metric vs gradient steps, one line per method, with the curves' error bars.
 
-    ``results[method]`` has ``steps``, ``mean`` and ``ci95`` or ``stderr`` lists. A method with a
-    single step (an oracle, evaluated without adaptation) is drawn as a gray horizontal line,
-    dashed, dotted, ... in turn.
+    A method with a single step (an oracle, evaluated without adaptation) is drawn as a gray
+    horizontal line, dashed, dotted, ... in turn. Values are multiplied by ``scale``.
     """
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    fig = new_figure(5.2, 3.8)
+    ax = fig.subplots()
     line_styles = itertools.cycle(["--", ":", "-.", (0, (5, 1, 1, 1))])  # single-step methods
-    for method, curve in results.items():
-        err = curve.get("ci95", curve.get("stderr"))
-        if len(curve["steps"]) == 1:
-            ax.axhline(curve["mean"][0], ls=next(line_styles), color="gray", label=method)
+    for curve in curves:
+        mean = [m * scale for m in curve.mean]
+        if len(curve.steps) == 1:
+            ax.axhline(mean[0], ls=next(line_styles), color="gray", label=curve.label)
             continue
-        ax.errorbar(
-            curve["steps"], curve["mean"], yerr=err, marker="o", ms=3, capsize=2, label=method
-        )
+        err = [e * scale for e in curve.error] if curve.error else None
+        ax.errorbar(curve.steps, mean, yerr=err, marker="o", ms=3, capsize=2, label=curve.label)
     ax.set_xlabel("gradient steps at test time")
     ax.set_ylabel(ylabel)
     if log_y:
@@ -43,18 +59,15 @@ def adaptation_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def learning_curve(
     metrics: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, log_y: bool = False
 ) -> Path:
     """``keys`` of ``metrics.jsonl`` against the iteration."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    fig = new_figure(5.2, 3.8)
+    ax = fig.subplots()
     for key in keys:
         points = [(m["iteration"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
         if points:
@@ -65,8 +78,4 @@ def learning_curve(
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)

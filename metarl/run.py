@@ -1,6 +1,6 @@
 """Run directories: resolved config, metrics log, atomic checkpoints.
 
-Layout (see DESIGN.md)::
+Layout::
 
     runs/<experiment>-<time>/
       config.yaml      the resolved config
@@ -13,8 +13,6 @@ Layout (see DESIGN.md)::
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import math
 import os
@@ -31,45 +29,6 @@ METRICS = "metrics.jsonl"
 
 class RunError(RuntimeError):
     """A run directory is missing, incomplete, or of another experiment."""
-
-
-def setup_cpu(num_threads: int) -> None:
-    """Use ``num_threads`` torch CPU threads (0: torch's default) and keep freed memory mapped.
-
-    Small MAML models are fastest single-threaded here: with 2 threads the tiny batched ops
-    spend more time synchronising than computing (see ``metarl bench sinusoid``); meta-RL's
-    large episode batches are not small, and their configs ask for every core.
-
-    Set it once per process and leave it: with torch 2.13.0+cpu, switching the thread count
-    back and forth (1 → 2) made MKL's batched LU solve return garbage, without an error, for
-    the 214-feature systems of Ant's linear baseline (smaller systems were unaffected).
-    """
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-    retain_freed_memory()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters of glibc's malloc.h
-_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024 - 1  # glibc's ceiling on 64-bit systems
-
-
-@functools.cache  # once per process
-def retain_freed_memory() -> bool:
-    """Stop glibc from handing every large freed tensor back to the kernel.
-
-    By default glibc serves allocations above a threshold with their own ``mmap`` and unmaps
-    them on free, so an autograd pass over tens of megabytes of activations page-faults its
-    memory in again on every call (meta-RL's Fisher-vector products: a third of the update
-    time went to the kernel here). Raising the mmap and trim thresholds keeps freed blocks
-    in the heap for reuse, as jemalloc or tcmalloc would. Only touches glibc's allocator;
-    returns whether it did (False elsewhere, e.g. macOS or musl).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
-        return mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    except (OSError, AttributeError):
-        return False
 
 
 def adam(params: Any, lr: float) -> torch.optim.Optimizer:
@@ -145,9 +104,10 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
     if not path.is_file():
         raise RunError(f"no {CHECKPOINT} in {run_dir}: the run never reached its first checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem means the same to the user
-        raise RunError(f"cannot read {path}: {e}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"cannot read {path}: {reason}") from None
     if not isinstance(state, dict) or "config" not in state:
         raise RunError(f"{path} is not a metarl checkpoint")
     found = state["config"].get("experiment")

@@ -11,57 +11,86 @@ from types import SimpleNamespace
 
 import pytest
 
+from metarl.benchmarks import collect, runner, suite
 from metarl.benchmarks import report as report_mod
-from metarl.benchmarks import suite
-from metarl.benchmarks.suite import Headline, Paper, QualityBenchmark, QualityResult
+from metarl.benchmarks.collect import QualityResult, Score
+from metarl.benchmarks.registry import QUALITY, QualityBenchmark
+from metarl.benchmarks.staleness import needs_evaluation
 from metarl.cli import main
+from metarl.references import PaperResult
+from metarl.reports import (
+    Curve,
+    EvalReport,
+    Headline,
+    MissingBaseline,
+    ModelChoice,
+    ReportError,
+    read_report,
+    write_report,
+)
 
 
-def _rl_eval(pre: float, post: float) -> dict:
-    return {"results": {"MAML": {"steps": [0, 1, 2], "mean": [pre, post, post + 1],
-                                 "stderr": [1.0, 0.5, 0.5]}}}  # fmt: skip
+def _report(curves: list[Curve], headline: Headline, higher: bool = True, **kw) -> EvalReport:
+    values = dict(experiment="x", family="meta_rl", metric="m", higher_is_better=higher,
+                  error_bar="stderr", curves=curves, headline=headline,
+                  model=ModelChoice("last", 5, 5), protocol={}, seconds=1.0, config={})  # fmt: skip
+    values.update(kw)
+    return EvalReport(**values)
 
 
-def test_headline_reads_each_family():
-    rl = suite.headline(_rl_eval(-40.0, -12.0))
+def _rl_eval(pre: float, post: float, **kw) -> EvalReport:
+    maml = Curve("meta_learned", "MAML", [0, 1, 2], [pre, post, post + 1], [1.0, 0.5, 0.5])
+    return _report([maml], Headline("return after 1 step", "meta_learned", 1), **kw)
+
+
+def test_the_headline_is_the_one_the_report_names():
+    rl = Score.of(_rl_eval(-40.0, -12.0))
     assert (rl.before, rl.value, rl.err, rl.higher_better) == (-40.0, -12.0, 0.5, True)
-    sinusoid = {"results": {"K=10": {"MAML": {"steps": [0, 1, 10], "mean": [3.0, 0.5, 0.1],
-                                              "ci95": [0.3, 0.05, 0.01]}}}}  # fmt: skip
-    h = suite.headline(sinusoid)
-    assert (h.value, h.err, h.higher_better) == (0.5, 0.05, False)
-    cls = {"results": {"MAML": {"steps": [0, 1, 2], "mean": [0.2, 0.9, 0.95],
-                                "ci95": [0.01, 0.01, 0.02]}}, "accuracy": 0.95}  # fmt: skip
-    h = suite.headline(cls)
+    sinusoid = _report(
+        [Curve("meta_learned", "MAML", [0, 1, 10], [9.0, 9.0, 9.0], [1.0] * 3, "K=5"),
+         Curve("meta_learned", "MAML", [0, 1, 10], [3.0, 0.5, 0.1], [0.3, 0.05, 0.01], "K=10")],
+        Headline("MSE, K=10, 1 step", "meta_learned", 1, "K=10"), higher=False,
+    )  # fmt: skip
+    h = Score.of(sinusoid)
+    assert (h.before, h.value, h.err, h.higher_better) == (3.0, 0.5, 0.05, False)
+    cls = _report(
+        [Curve("meta_learned", "MAML", [0, 1, 2], [0.2, 0.9, 0.95], [0.01] * 3)],
+        Headline("accuracy after 2 steps", "meta_learned", 2),
+        display_scale=100.0,
+    )
+    h = Score.of(cls)
     assert (h.before, h.value, h.scale, h.metric) == (0.2, 0.95, 100.0, "accuracy after 2 steps")
 
 
 def test_compare_with_the_paper_counts_both_error_bars():
-    acc = Headline("accuracy", 0.2, 0.975, 0.004, True, 100.0)
-    assert suite._compare(acc, Paper(98.7, 0.4, "")) == "missed by 1.2"
-    close = Headline("accuracy", 0.2, 0.984, 0.004, True, 100.0)  # 98.4 ± 0.4 vs 98.7 ± 0.4
-    assert suite._compare(close, Paper(98.7, 0.4, "")) == "met"
-    mse = Headline("MSE", 3.0, 0.5, 0.05, False)  # lower is better
-    assert suite._compare(mse, Paper(0.77, 0.11, "")) == "met"
-    assert suite._compare(mse, Paper(0.3, 0.05, "")).startswith("missed by 0.2")
-    assert suite._compare(mse, Paper(None, None, "figure")) == "no number in the paper"
+    acc = Score("accuracy", 0.2, 0.975, 0.004, True, 100.0)
+    assert collect.compare(acc, PaperResult("", 98.7, 0.4)) == "missed by 1.2"
+    close = Score("accuracy", 0.2, 0.984, 0.004, True, 100.0)  # 98.4 ± 0.4 vs 98.7 ± 0.4
+    assert collect.compare(close, PaperResult("", 98.7, 0.4)) == "met"
+    mse = Score("MSE", 3.0, 0.5, 0.05, False)  # lower is better
+    assert collect.compare(mse, PaperResult("", 0.77, 0.11)) == "met"
+    assert collect.compare(mse, PaperResult("", 0.3, 0.05)).startswith("missed by 0.2")
+    assert collect.compare(mse, PaperResult("figure")) == "no number in the paper"
 
 
 def _result(name: str, before: float, value: float, higher: bool = True) -> QualityResult:
-    h = Headline("m", before, value, 0.1, higher)
-    return QualityResult(name, name, "done", headline=vars(h), paper=vars(Paper(None, None, "")))
+    h = Score("m", before, value, 0.1, higher)
+    return QualityResult(
+        name, name, "done", headline=vars(h), paper={"value": None, "err": None, "source": ""}
+    )
 
 
 def test_problems_flag_failures_nan_and_no_improvement():
     ok = [_result("a", -40.0, -12.0), _result("b", 3.0, 0.5, higher=False)]
     # Slightly worse, within two standard errors (0.1): noise at a smoke budget, not a failure.
     ok += [_result("noise", -1.0, -1.15), _result("noise-mse", 3.0, 3.15, higher=False)]
-    assert suite.problems(ok, {"speed-x": {"table": ""}}) == []
+    assert collect.problems(ok, {"speed-x": {"table": ""}}) == []
     bad = [
         _result("worse", -12.0, -40.0),
         _result("nan", 3.0, math.nan, higher=False),
         QualityResult("broken", "broken", "failed", note="no eval.json"),
     ]
-    found = suite.problems(bad, {"speed-x": {"error": "RuntimeError: boom"}})
+    found = collect.problems(bad, {"speed-x": {"error": "RuntimeError: boom"}})
     assert len(found) == 4
     assert any(p.startswith("worse: adaptation makes it worse") for p in found)
     assert any(p.startswith("nan: non-finite") for p in found)
@@ -119,7 +148,6 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         "sinusoid", "sinusoid",
         {"iterations": 30, "baseline_iterations": 30, "eval_tasks": 20, "eval_shots": [10],
          "log_every": 10, "checkpoint_every": 30},
-        Paper(0.77, 0.11, "test"),
     )  # fmt: skip
     monkeypatch.setattr(suite, "QUALITY", (tiny,))
     monkeypatch.setattr(suite, "SPEED", {})
@@ -142,32 +170,44 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
 
 
 def test_an_evaluation_is_stale_when_training_went_on_or_it_tested_another_model(tmp_path):
-    best = {"iteration": 3, "model": {"choice": "best", "iteration": 3, "checkpoint_iteration": 5}}
-    assert suite.evaluated_checkpoint(best) == 5
+    run, baselines = tmp_path / "run", tmp_path / "baselines"
+    run.mkdir()
     state = {"iteration": 5, "config": {}, "best": {"iteration": 3}}
-    assert not suite._stale(best, state, tmp_path)
-    assert suite._stale(best, {**state, "iteration": 6}, tmp_path)  # training went on
-    last = {"iteration": 5, "model": {"choice": "last", "iteration": 5, "checkpoint_iteration": 5}}
-    assert suite._stale(last, state, tmp_path)  # the protocol tests the best model it kept
+    assert needs_evaluation(run, state, baselines)  # no eval.json yet
+    write_report(_rl_eval(-40, -12, model=ModelChoice("best", 3, 5)), run)
+    assert not needs_evaluation(run, state, baselines)
+    assert needs_evaluation(run, {**state, "iteration": 6}, baselines)  # training went on
     last_wanted = {**state, "config": {"eval_model": "last"}}
-    assert not suite._stale(last, last_wanted, tmp_path)
-    assert suite._stale(best, last_wanted, tmp_path)  # and here the last one
-    assert suite._stale(None, state, tmp_path)
-    older = {"iteration": 4}  # an eval.json written before the model choice was recorded
-    assert suite.evaluated_checkpoint(older) == 4
-    assert not suite._stale(older, {"iteration": 4, "config": {}}, tmp_path)  # no best kept
+    assert needs_evaluation(run, last_wanted, baselines)  # the protocol now tests the last one
+    write_report(_rl_eval(-40, -12, model=ModelChoice("last", 5, 5)), run)
+    assert not needs_evaluation(run, last_wanted, baselines)
+    assert needs_evaluation(run, state, baselines)  # the protocol tests the best model it kept
+    # A baseline that was missing and has been trained since makes it stale.
+    write_report(_rl_eval(-40, -12, model=ModelChoice("last", 5, 5),
+                          missing=[MissingBaseline("oracle", "none stored")]), run)  # fmt: skip
+    assert not needs_evaluation(run, last_wanted, baselines)
+    baselines.mkdir()
+    (baselines / "oracle.pt").write_bytes(b"")
+    assert needs_evaluation(run, last_wanted, baselines)
+
+
+def test_an_old_report_is_refused_with_the_command_that_renews_it(tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({"results": {}, "iteration": 3}))
+    with pytest.raises(ReportError, match="older metarl.*re-run `metarl evaluate`"):
+        read_report(tmp_path)
+    assert needs_evaluation(tmp_path, {"iteration": 3, "config": {}}, tmp_path)
+    write_report(_rl_eval(-40, -12), tmp_path)  # a current one round-trips
+    assert read_report(tmp_path) == _rl_eval(-40, -12)
 
 
 def test_gap_closed_between_random_init_and_oracle():
     report = _rl_eval(-90.0, -80.0)
-    assert suite.gap_closed(report) is None  # no oracle: nothing to measure the gap by
-    report["results"]["random init"] = {"steps": [0, 1], "mean": [-290.0, -265.0],
-                                        "stderr": [1.0, 1.0]}  # fmt: skip
-    report["results"]["oracle (PPO)"] = {"steps": [0], "mean": [-15.0], "stderr": [1.0]}
-    assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
-    # the mean-action row (no exploration noise) is listed for reference, never the yardstick
-    report["results"][suite.MEAN_ACTION_ORACLE] = {"steps": [0], "mean": [-5.0], "stderr": [1.0]}
-    assert suite.gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+    assert report.gap_closed() is None  # no oracle: nothing to measure the gap by
+    report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [1, 1]))
+    report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [1.0]))
+    assert report.gap_closed() is None  # the evaluator names the yardstick
+    report.gap_oracle = "oracle_ppo"
+    assert report.gap_closed() == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:
@@ -190,40 +230,36 @@ def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypat
         "sinusoid", "sinusoid",
         {"iterations": 10**6, "log_every": 50, "checkpoint_every": 50, "baseline_iterations": 20,
          "eval_tasks": 10, "eval_shots": [10], "eval_steps": 1},
-        Paper(0.77, 0.11, "test"),
     )  # fmt: skip
     run_dir = tmp_path / "quick" / "sinusoid"
     checkpoint = run_dir / "checkpoint.pt"
-    monkeypatch.setattr(suite, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
-    suite._run_quality(long, "quick", run_dir, 1e9, progress=False)
-    first = suite.collect_quality(long, run_dir, "quick")
+    monkeypatch.setattr(runner, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
+    runner.run_quality(long, "quick", run_dir, 1e9, progress=False)
+    first = collect.collect_quality(long, run_dir, "quick")
     assert first.status == "in progress" and 0 < first.iterations < 10**6, first
-    assert first.headline is not None and not suite.problems([first], {})
-    monkeypatch.setattr(suite, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
-    suite._run_quality(long, "quick", run_dir, 1e9, progress=False)
-    second = suite.collect_quality(long, run_dir, "quick")
+    assert first.headline is not None and not collect.problems([first], {})
+    monkeypatch.setattr(runner, "time", _clock_past_deadline_after_next_checkpoint(checkpoint))
+    runner.run_quality(long, "quick", run_dir, 1e9, progress=False)
+    second = collect.collect_quality(long, run_dir, "quick")
     assert second.status == "in progress" and second.iterations > first.iterations, second
     # The quick suite counts an unfinished benchmark as a problem: it must run to the end.
-    assert suite.problems([second], {}, complete=True)
+    assert collect.problems([second], {}, complete=True)
 
 
 def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("METARL_DATA", str(tmp_path / "no-data-here"))
-    (bench,) = [b for b in suite.QUALITY if b.name == "omniglot-5w1s"]
+    (bench,) = [b for b in QUALITY if b.name == "omniglot-5w1s"]
     run_dir = tmp_path / "quick" / bench.name
-    suite._run_quality(bench, "quick", run_dir, None, progress=False)
-    result = suite.collect_quality(bench, run_dir, "quick")
+    runner.run_quality(bench, "quick", run_dir, None, progress=False)
+    result = collect.collect_quality(bench, run_dir, "quick")
     assert result.status == "skipped" and "dataset 'omniglot' not found" in result.note
-    assert suite.problems([result], {}, complete=True) == []
+    assert collect.problems([result], {}, complete=True) == []
 
 
 def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch):
     """`--only speed-x` after a `--report-only` rewrite (not in the history) keeps the rewrite's
     rows; benchmarks never reported show up as "not run", not as missing rows."""
-    benches = tuple(
-        QualityBenchmark(name, "sinusoid", {}, Paper(0.77, 0.11, "test"))
-        for name in ("first", "second")
-    )
+    benches = tuple(QualityBenchmark(name, "sinusoid", {}) for name in ("first", "second"))
     monkeypatch.setattr(suite, "QUALITY", benches)
     monkeypatch.setattr(suite, "SPEED", {"speed-fake": lambda s: ({"x": 1.0}, "| x |")})
     runs, out = tmp_path / "runs", tmp_path / "report"

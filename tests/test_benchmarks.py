@@ -1,6 +1,6 @@
 """The benchmark compares like with like: every variant computes the same meta-gradient."""
 
-from metarl.benchmarks.sinusoid import check_same_meta_gradient
+from metarl.benchmarks.speed.core import check_same_meta_gradient
 
 
 def test_benchmark_variants_agree():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarl.config import ConfigError, from_dict, parse_overrides, read_yaml
+from metarl.config import ConfigError, from_dict, parse_overrides, read_yaml, to_dict
 from metarl.experiments import load_config
 from metarl.supervised.config import SinusoidConfig
 
@@ -66,4 +66,27 @@ def test_yaml_file_config(tmp_path):
 
 def test_from_dict_round_trip():
     c = from_dict(SinusoidConfig, {"eval_lr": 0.02})
-    assert c.test_lr == 0.02 and from_dict(SinusoidConfig, {}).test_lr == c.inner_lr
+    assert c.eval_lr == 0.02 and from_dict(SinusoidConfig, to_dict(c)) == c
+    assert from_dict(SinusoidConfig, {"eval_lr": [0.02, 0.01]}).eval_lr == [0.02, 0.01]
+    with pytest.raises(ConfigError, match="eval_lr"):
+        from_dict(SinusoidConfig, {"eval_lr": -1.0})
+
+
+def test_shared_knobs_are_declared_once_with_family_defaults():
+    """Every family reads the meta-learning knobs from one declaration (one doc, one range);
+    only the defaults differ, and a stored config with an old key name is upgraded."""
+    from metarl.config import MetaLearningConfig, field_docs, field_metadata, upgrade
+    from metarl.rl.config import RLConfig
+    from metarl.supervised.config import ClassificationConfig
+
+    shared = field_docs(MetaLearningConfig)
+    for cls in (SinusoidConfig, ClassificationConfig, RLConfig):
+        docs = field_docs(cls)
+        assert {k: docs[k] for k in shared} == shared, cls.__name__
+        assert field_metadata(cls, "iterations") is field_metadata(MetaLearningConfig, "iterations")
+    assert [from_dict(c, {}).iterations for c in (SinusoidConfig, ClassificationConfig, RLConfig)
+            ] == [70_000, 60_000, 500]  # fmt: skip
+    with pytest.raises(ConfigError, match="iterations: 0 is below the minimum 1"):
+        from_dict(RLConfig, {"iterations": 0})  # the inherited bound holds for the override
+    old = {"experiment": "omniglot-5w1s", "eval_episodes": 100, "eval_inner_steps": 3}
+    assert from_dict(ClassificationConfig, upgrade(ClassificationConfig, old)).eval_tasks == 100

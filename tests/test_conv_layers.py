@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metarl.benchmarks.omniglot import PlainConv4
+from metarl.benchmarks.speed.omniglot import PlainConv4
 from metarl.core import expand_to_tasks, get_params, task_forward
 from metarl.core.conv import BatchNorm2d, Conv2d, MaxPool2d
 from metarl.supervised.conv4 import Conv4

@@ -3,14 +3,13 @@ benchmark's meta-gradient agreement."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
+from metarl.reports import read_report
 from metarl.run import read_metrics
 from metarl.supervised.data.files import resolve_data_dir
 
@@ -18,7 +17,7 @@ DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../
 
 TINY = [
     "iterations=4", "meta_batch_size=4", "log_every=2", "checkpoint_every=2", "tensorboard=false",
-    "filters=8", "eval_episodes=20", "eval_inner_steps=2", "eval_chunk=8",
+    "filters=8", "eval_tasks=20", "eval_steps=2", "eval_chunk=8",
 ]  # fmt: skip
 
 
@@ -49,16 +48,17 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     assert code == 0
     assert [m["iteration"] for m in read_metrics(run)] == [2, 4]
     assert all(0.0 <= m["meta/accuracy"] <= 1.0 for m in read_metrics(run))
-    report = json.loads((run / "eval.json").read_text())
-    curve = report["results"]["MAML"]
-    assert curve["steps"] == [0, 1, 2] and len(curve["ci95"]) == 3
-    assert 0.0 <= report["accuracy"] <= 1.0 and report["accuracy"] == curve["mean"][-1]
-    assert report["protocol"]["episodes"] == 20 and report["iteration"] == 4
+    report = read_report(run)
+    (curve,) = report.curves
+    assert curve.steps == [0, 1, 2] and len(curve.error) == 3 and report.error_bar == "ci95"
+    before, accuracy, _ = report.headline_values()
+    assert 0.0 <= accuracy <= 1.0 and accuracy == curve.mean[-1] and before == curve.mean[0]
+    assert report.protocol["episodes"] == 20 and report.model.iteration == 4
     assert (run / "plots" / "accuracy_vs_steps.png").stat().st_size > 1000
-    assert "| omniglot-5w1s | 5-way 1-shot | 4 |" in capsys.readouterr().out
+    assert "| MAML |" in capsys.readouterr().out
     # `metarl evaluate` on the finished run gives the same numbers (fixed test episodes).
     assert main(["evaluate", str(run), "--no-progress"]) == 0
-    assert json.loads((run / "eval.json").read_text())["results"] == report["results"]
+    assert read_report(run).curves == report.curves
 
 
 def test_mnist_train_via_cli(tmp_path):
@@ -66,9 +66,9 @@ def test_mnist_train_via_cli(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "mnist-5w1s", "--out", str(run), "--no-progress", "--evaluate",
                  "--set", *TINY, "eval_k_query=3"]) == 0  # fmt: skip
-    report = json.loads((run / "eval.json").read_text())
-    assert report["protocol"]["classes"] == "mnist test (5 classes)"
-    assert report["protocol"]["k_query"] == 3
+    report = read_report(run)
+    assert report.protocol["classes"] == "mnist test (5 classes)"
+    assert report.protocol["k_query"] == 3
 
 
 def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
@@ -88,12 +88,14 @@ def test_config_checks_name_the_field():
         load_config("omniglot-5w1s", ["dataset=image_folder"])
     config = load_config("omniglot-20w5s")
     assert (config.n_way, config.k_shot, config.meta_batch_size, config.inner_lr,
-            config.inner_steps, config.eval_inner_steps) == (20, 5, 16, 0.1, 5, 10)  # fmt: skip
+            config.inner_steps, config.eval_steps) == (20, 5, 16, 0.1, 5, 10)  # fmt: skip
+    with pytest.raises(ConfigError, match="'eval_episodes' was renamed to 'eval_tasks'"):
+        load_config("omniglot-5w1s", ["eval_episodes=100"])
 
 
 def test_benchmark_variants_compute_the_same_meta_gradient():
     _need("omniglot")
-    from metarl.benchmarks.omniglot import _batches, meta_gradient_difference
+    from metarl.benchmarks.speed.omniglot import _batches, meta_gradient_difference
 
     torch.set_num_threads(1)
     batch = _batches(1)[0]
@@ -111,5 +113,4 @@ def test_image_folder_train_via_cli(tmp_path):
                  "--set", *TINY, f"data_dir={root}", "image_size=32", "n_way=2", "k_query=2",
                  "inner_steps=1"])  # fmt: skip
     assert code == 0
-    report = json.loads((run / "eval.json").read_text())
-    assert report["protocol"]["classes"] == "image_folder test (2 classes)"
+    assert read_report(run).protocol["classes"] == "image_folder test (2 classes)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from metarl.cli import main
 from metarl.experiments import load_config
+from metarl.reports import read_report
 
 TINY = [
     "iterations=2",
@@ -33,9 +33,9 @@ def test_locomotion_experiment_end_to_end(tmp_path, experiment):
         code = main(["train", experiment, "--out", str(tmp_path / "run"), "--no-progress",
                      "--evaluate", "--set", *TINY])  # fmt: skip
     assert code == 0
-    report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert set(report["results"]) >= {"MAML", "random init"}
-    values = report["results"]["MAML"]["mean"]
+    report = read_report(tmp_path / "run")
+    assert {"meta_learned", "random_init"} <= {c.method for c in report.curves}
+    values = report.curve("meta_learned").mean
     assert len(values) == 2 and all(v == v for v in values)  # finite, not NaN
 
 
@@ -56,7 +56,7 @@ def test_locomotion_resume_is_exact(tmp_path):
               "--set", *TINY, "iterations=1"])  # fmt: skip
         main(["train", "halfcheetah-vel", "--resume", str(tmp_path / "b"), "--no-progress",
               "--set", "iterations=2"])  # fmt: skip
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name

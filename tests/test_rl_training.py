@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,11 @@ import torch
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config, load_run
-from metarl.rl.evaluate import adaptation_curve, results_table
+from metarl.reports import read_report, results_table
+from metarl.rl.evaluate import adaptation_curve
+from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env
-from metarl.rl.trainer import build_policy, train
+from metarl.rl.trainer import train
 from metarl.run import load_checkpoint, read_metrics
 
 # Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
@@ -125,33 +126,30 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
         assert torch.equal(tensor, reference[name]), name
     # `metarl evaluate` tests it by default (the paper), the last one with eval_model=last
     assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
-    report = json.loads((tmp_path / "five" / "eval.json").read_text())
-    assert report["model"] == {
-        "choice": "best", "iteration": best["iteration"], "training_return": best["return"],
-        "checkpoint_iteration": 5,
-    }  # fmt: skip
-    assert report["iteration"] == best["iteration"]
+    model = read_report(tmp_path / "five").model
+    assert (model.choice, model.iteration, model.training_return, model.checkpoint_iteration) == (
+        "best", best["iteration"], best["return"], 5
+    )  # fmt: skip
     assert (
         main(["evaluate", str(tmp_path / "five"), "--set", "eval_model=last", "--no-progress"]) == 0
     )
-    report = json.loads((tmp_path / "five" / "eval.json").read_text())
-    assert report["model"] == {"choice": "last", "iteration": 5, "checkpoint_iteration": 5}
-    assert report["iteration"] == 5
+    model = read_report(tmp_path / "five").model
+    assert (model.choice, model.iteration, model.checkpoint_iteration) == ("last", 5, 5)
 
 
 def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
     config = _small("iterations=1")
     assert main(["train", "navigation", "--out", str(tmp_path), "--set", *SMALL, "iterations=1",
                  "--evaluate", "--no-progress"]) == 0  # fmt: skip
-    report = json.loads((tmp_path / "eval.json").read_text())
-    assert set(report["results"]) == {"MAML", "random init", "oracle"}
-    for method in ("MAML", "random init"):
-        curve = report["results"][method]
-        assert curve["steps"] == [0, 1, 2]
-        assert len(curve["mean"]) == len(curve["stderr"]) == 3
-    oracle = report["results"]["oracle"]
-    assert oracle["steps"] == [0] and oracle["mean"][0] > max(report["results"]["MAML"]["mean"])
-    assert report["protocol"]["step_sizes"] == [config.inner_lr, config.inner_lr / 2]
+    report = read_report(tmp_path)
+    assert [c.method for c in report.curves] == ["meta_learned", "random_init", "oracle_analytic"]
+    for curve in report.curves[:2]:
+        assert curve.steps == [0, 1, 2]
+        assert len(curve.mean) == len(curve.error) == 3
+    oracle, maml = report.curve("oracle_analytic"), report.curve("meta_learned")
+    assert oracle.steps == [0] and oracle.mean[0] > max(maml.mean)
+    assert report.gap_oracle == "oracle_analytic" and report.error_bar == "stderr"
+    assert report.protocol["step_sizes"] == [config.inner_lr, config.inner_lr / 2]
     for plot in ("return_vs_steps.png", "trajectories.png", "learning_curve.png"):
         assert (tmp_path / "plots" / plot).stat().st_size > 0
     table = results_table(report)
@@ -169,7 +167,8 @@ def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
         ("hidden_sizes=[0]", "hidden_sizes"),
         ("fisher_product=exact", "fisher_product"),
         ("meta_gradient=finite_difference", "fisher_product"),
-        ("eval_step_sizes=[]", "eval_step_sizes"),
+        ("eval_lr=[]", "eval_lr"),
+        ("eval_step_sizes=[0.1]", "renamed to 'eval_lr'"),
         ("line_search_step=3", "line_search_steps"),  # a typo: the closest key is suggested
     ],
 )

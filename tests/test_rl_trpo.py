@@ -12,16 +12,10 @@ from metarl.rl.config import RLConfig
 from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.diagnostics import profile_natural_step
 from metarl.rl.episodes import Episodes
-from metarl.rl.maml import gauss_newton_fvp, meta_objective
+from metarl.rl.fisher import finite_difference_fvp, fisher_vector_product, gauss_newton_fvp
+from metarl.rl.maml import meta_objective
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
-from metarl.rl.trpo import (
-    finite_difference_fvp,
-    fisher_vector_product,
-    flatten,
-    line_search,
-    trust_region_step,
-    unflatten,
-)
+from metarl.rl.trpo import flatten, line_search, trust_region_step, unflatten
 
 N_TASKS, HORIZON, EPISODES = 2, 4, 3
 

@@ -6,7 +6,6 @@ auto-reset against SB3's VecEnv contract, the converted policy against SB3's own
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import gymnasium as gym
@@ -19,6 +18,7 @@ from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 import metarl.envs as E
 from metarl.cli import main
 from metarl.experiments import load_config
+from metarl.reports import read_report
 from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, oracle_actions, sb3_to_policy
 from metarl.rl.sb3_env import TaskVecEnv
@@ -192,23 +192,22 @@ def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
     assert main(["train", "navigation", "--out", str(run), "--no-progress",
                  "--set", *small, "iterations=1", f"baselines_dir={baselines}"]) == 0  # fmt: skip
     assert main(["evaluate", str(run), "--no-progress"]) == 0
-    report = json.loads((run / "eval.json").read_text())
-    assert set(report["results"]) == {
-        "MAML",
-        "random init",
-        "pretrained",
-        "oracle (PPO)",
-        "oracle (PPO, mean action)",
-        "oracle",
+    report = read_report(run)
+    assert {c.label: c.method for c in report.curves} == {
+        "MAML": "meta_learned",
+        "random init": "random_init",
+        "pretrained": "pretrained",
+        "oracle (PPO)": "oracle_ppo",
+        "oracle (PPO, mean action)": "oracle_ppo_mean_action",
+        "oracle": "oracle_analytic",
     }
-    assert len(report["results"]["pretrained"]["mean"]) == 2  # adapted: 0 and 1 step
-    sampled, mean_action = (
-        report["results"][k]["mean"] for k in ("oracle (PPO)", "oracle (PPO, mean action)")
-    )
+    assert len(report.curve("pretrained").mean) == 2  # adapted: 0 and 1 step
+    sampled, mean_action = (report.curve(m).mean for m in ("oracle_ppo", "oracle_ppo_mean_action"))
     assert sampled != mean_action  # two different controllers
-    assert report["missing"] == []
-    assert report["baselines"]["oracle"]["timesteps"] >= 400
-    assert all(np.isfinite(v) for r in report["results"].values() for v in r["mean"])
+    assert report.gap_oracle == "oracle_ppo"  # the sampled PPO oracle is the yardstick
+    assert report.missing == []
+    assert report.baselines["oracle"]["timesteps"] >= 400
+    assert all(np.isfinite(v) for c in report.curves for v in c.mean)
 
 
 def test_baseline_cli_rejects_bad_input(capsys):

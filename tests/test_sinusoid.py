@@ -1,4 +1,4 @@
-"""Sinusoid tasks and the test-time fine-tuning curve, against direct computations."""
+"""Sinusoid tasks and the test-time adaptation curve, against direct computations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import math
 
 import torch
 
-from metarl.supervised.finetune import finetune_curve, mean_ci95
+from metarl.algorithms import Problem
+from metarl.algorithms.maml import MAML
+from metarl.core import InnerStepSize, TaskBatch
+from metarl.reports import Curve
+from metarl.supervised.adaptation import adaptation_curve
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTasks, oracle_inputs
-from metarl.supervised.tasks import TaskBatch, mse_per_task
+from metarl.supervised.tasks import mse_per_task
 
 
 def test_tasks_follow_the_paper_distribution():
@@ -42,11 +46,12 @@ def test_oracle_inputs_append_amplitude_and_phase():
     assert torch.equal(inputs[0, :, 2], params.phase[0].expand(3))
 
 
-def test_finetune_curve_equals_plain_sgd_on_each_task():
+def test_adaptation_curve_equals_plain_sgd_on_each_task():
     torch.manual_seed(0)
     model = sinusoid_mlp([16, 16])
     batch, _ = SinusoidTasks().sample(3, 10, 20, torch.Generator().manual_seed(1))
-    curve = finetune_curve(model, batch, 0.01, 4, mse_per_task, chunk_size=2)
+    maml = MAML(InnerStepSize(0.05))  # the explicit test-time step size below wins over its own
+    curve = adaptation_curve(maml, model, batch, Problem(mse_per_task), 4, 0.01, chunk_size=2)
     assert curve.shape == (5, 3)
     for i in range(3):  # independent reference: a copied module and torch.optim.SGD
         net = copy.deepcopy(model)
@@ -64,6 +69,9 @@ def test_finetune_curve_equals_plain_sgd_on_each_task():
 def test_with_shots_and_ci():
     batch = TaskBatch(*(torch.randn(4, 20, 1) for _ in range(4)))
     assert batch.with_shots(5).support_x.shape == (4, 5, 1)
-    mean, ci = mean_ci95(torch.tensor([[1.0, 3.0, 5.0, 7.0]]))
-    assert mean == [4.0]
-    assert abs(ci[0] - 1.96 * math.sqrt(20 / 3) / 2) < 1e-9
+    values = torch.tensor([[1.0, 3.0, 5.0, 7.0]])
+    ci = Curve.from_samples("m", "m", values, "ci95")
+    assert ci.mean == [4.0] and ci.steps == [0]
+    assert abs(ci.error[0] - 1.96 * math.sqrt(20 / 3) / 2) < 1e-9
+    stderr = Curve.from_samples("m", "m", values, "stderr")
+    assert abs(stderr.error[0] - math.sqrt(20 / 3) / 2) < 1e-9

@@ -1,2 +1,6 @@
-"""Benchmarks: the suite of :mod:`metarl.benchmarks.suite` (``metarl bench``) and the speed
-measurements it runs, each side by side in one process (sinusoid, omniglot, locomotion)."""
+"""Benchmarks: the suite behind ``metarl bench`` (quality against the papers, speed side by side).
+
+registry (what runs) · runner (child processes) · staleness (when to re-evaluate) · collect
+(results and verdicts) · speed (side-by-side measurements) · report (``BENCHMARKS.md``) · suite
+(the orchestrator).
+"""

@@ -1,0 +1,1 @@
+"""One YAML per experiment: the paper's hyperparameters (package data)."""

@@ -1,6 +1,7 @@
 """The MAML core: functional adaptation of any ``nn.Module`` and the meta-gradient modes."""
 
 from metarl.core.adapt import META_GRADIENT_MODES, MetaGradientMode, adapt, inner_step
+from metarl.core.batch import TaskBatch
 from metarl.core.functional import (
     Params,
     expand_to_tasks,
@@ -21,6 +22,7 @@ __all__ = [
     "MLP",
     "MetaGradientMode",
     "Params",
+    "TaskBatch",
     "adapt",
     "expand_to_tasks",
     "get_buffers",

@@ -1,0 +1,1 @@
+"""Meta-reinforcement learning: policies, sampling, returns, the MAML-TRPO update, evaluation."""

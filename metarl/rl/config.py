@@ -13,21 +13,26 @@ The locomotion tasks reuse this class: they differ in ``env``, ``horizon`` and t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from metarl.config import CommonConfig, ConfigError, option
-from metarl.core.adapt import META_GRADIENT_MODES
+from metarl.config import ConfigError, MetaLearningConfig, option, override
 from metarl.rl.task_envs import ENVIRONMENTS
 
 FISHER_PRODUCTS: tuple[str, ...] = ("gauss_newton", "double_backward", "finite_difference")
+RL_ALGORITHMS: tuple[str, ...] = ("maml_trpo",)
+"""Meta-RL outer objectives (``algorithm``); a clipped PPO/ProMP objective would join here as a
+sibling of :mod:`metarl.rl.maml_trpo`."""
 
 
 @dataclass
-class RLConfig(CommonConfig):
+class RLConfig(MetaLearningConfig):
     """MAML-TRPO meta-reinforcement learning. Defaults: 2D navigation as in the paper."""
 
-    experiment: str = option("navigation", "experiment name (the YAML file it came from)")
-    log_every: int = option(1, "iterations per metrics.jsonl line (values are window means)", low=1)
-    checkpoint_every: int = option(10, "iterations between checkpoints", low=1)
+    RENAMED: ClassVar[dict[str, str]] = {"eval_step_sizes": "eval_lr"}
+
+    experiment: str = override("navigation")
+    log_every: int = override(1)
+    checkpoint_every: int = override(10)
     # --- environment -------------------------------------------------------------------------
     env: str = option("navigation2d", "task environment", choices=ENVIRONMENTS)
     horizon: int = option(
@@ -43,19 +48,16 @@ class RLConfig(CommonConfig):
     init_std: float = option(1.0, "initial standard deviation of the Gaussian policy", low=1e-6)
     min_std: float = option(1e-6, "floor on the policy's standard deviation", low=0.0)
     # --- meta-training -----------------------------------------------------------------------
-    iterations: int = option(500, "meta-iterations (TRPO updates)", low=1)
-    meta_batch_size: int = option(20, "tasks per meta-iteration", low=1)
+    algorithm: str = option(
+        "maml_trpo", "meta-RL algorithm (its outer objective)", choices=RL_ALGORITHMS
+    )
+    iterations: int = override(500)
+    meta_batch_size: int = override(20)
     episodes_per_task: int = option(
         20, "episodes sampled per task for each inner step and for the query (K)", low=1
     )
-    inner_lr: float = option(0.1, "inner (fast) step size α of the REINFORCE steps", low=0.0)
-    inner_steps: int = option(1, "inner gradient steps, each on fresh episodes", low=1)
-    meta_gradient: str = option(
-        "second_order", "how the meta-gradient crosses the inner loop", choices=META_GRADIENT_MODES
-    )
-    fd_epsilon: float = option(
-        1e-3, "perturbation size of the finite-difference Hessian products", low=0.0
-    )
+    inner_lr: float = override(0.1)
+    inner_steps: int = override(1)
     # --- returns and advantages --------------------------------------------------------------
     gamma: float = option(0.99, "discount factor γ", low=0.0, high=1.0)
     gae_lambda: float = option(
@@ -89,16 +91,10 @@ class RLConfig(CommonConfig):
     )
     line_search_steps: int = option(15, "step sizes tried by the line search", low=1)
     # --- evaluation (metarl evaluate) --------------------------------------------------------
-    eval_tasks: int = option(40, "fixed test tasks (paper: 40 goals)", low=1)
-    eval_seed: int = option(
-        20_170_302, "seed of the test tasks and rollouts (independent of `seed`)", low=0
-    )
-    eval_steps: int = option(3, "gradient steps measured at test time", low=0)
+    eval_tasks: int = override(40)
+    eval_seed: int = override(20_170_302)
+    eval_steps: int = override(3)
     eval_episodes: int = option(20, "episodes per task and gradient step at test time", low=1)
-    eval_step_sizes: list[float] | None = option(
-        None, "test-time step size per step (last one repeats); null: inner_lr, then inner_lr/2",
-        low=0.0,
-    )  # fmt: skip
     eval_trajectory_goals: int = option(4, "goals drawn in plots/trajectories.png", low=0)
     eval_model: str = option(
         "best",
@@ -125,12 +121,12 @@ class RLConfig(CommonConfig):
                 f"fisher_subsample: {self.fisher_subsample} is above episodes_per_task "
                 f"({self.episodes_per_task}); no episode would be left"
             )
-        if self.eval_step_sizes is not None and not self.eval_step_sizes:
-            raise ConfigError("eval_step_sizes: give at least one step size, or null")
+        if self.inner_steps < 1:
+            raise ConfigError("inner_steps: meta-RL needs at least one inner step")
 
     @property
     def test_step_sizes(self) -> list[float]:
-        """Step size of each test-time step: ``eval_step_sizes``, else α then α/2 (the paper)."""
-        if self.eval_step_sizes is not None:
-            return list(self.eval_step_sizes)
-        return [self.inner_lr, self.inner_lr / 2]
+        """Step size of each test-time step: ``eval_lr``, else α then α/2 (the paper)."""
+        if self.eval_lr is None:
+            return [self.inner_lr, self.inner_lr / 2]
+        return list(self.eval_lr) if isinstance(self.eval_lr, list) else [self.eval_lr]

@@ -24,9 +24,9 @@ from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.episodes import Episodes
 from metarl.rl.maml import objective_values
+from metarl.rl.maml_trpo import natural_step, sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.task_envs import make_batched_env
-from metarl.rl.trainer import natural_step, sample_meta_batch
 from metarl.rl.trpo import flatten
 
 
@@ -58,7 +58,7 @@ def profile_natural_step(
 ) -> list[StepPoint]:
     """The trainer's natural step on one meta-batch, and the objective along it.
 
-    The step is :func:`metarl.rl.trainer.natural_step` with ``config`` (its meta-gradient mode,
+    The step is :func:`metarl.rl.maml_trpo.natural_step` with ``config`` (its meta-gradient mode,
     Fisher product and subsampling, conjugate gradient and damping λ), so the quadratic model
     is ``½ f² sᵀ(F + λI)s = f² · max_kl``.
 

@@ -25,69 +25,43 @@ Methods:
   oracle's actions are clipped to the bounds it trained with (see
   :func:`~metarl.rl.sb3_baselines.oracle_actions`).
 
-``eval.json`` schema::
-
-    {"experiment": str, "iteration": int,
-     "protocol": {"test_tasks", "eval_seed", "episodes_per_step", "step_sizes", "steps",
-                  "metric"},
-     "model": {"choice": "best" | "last", "iteration": int, "checkpoint_iteration": int,
-               ["training_return": float], ["note": str]},  # the policy tested (eval_model),
-                                                              # in a run at checkpoint_iteration
-     "results": {"<method>": {"steps": [int], "mean": [float], "stderr": [float]}},
-     "paper": {"<method>": {"steps": [int], "mean": [float]}},   # reference numbers, if known
-     "baselines": {"<kind>": {training info}}, "missing": [str],  # SB3 baselines used / not
-     "seconds": float, "config": {...}}
-
-The oracle does not adapt: its lists have the single step 0.
+The report is an :class:`~metarl.reports.EvalReport` (``eval.json``); its error bars are
+standard errors over test tasks, and gap closure is measured against the PPO oracle when it is
+stored, else against the analytic one.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import matplotlib
+import numpy as np
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from metarl.config import to_dict
+from metarl.core import expand_to_tasks, get_params, inner_step
+from metarl.core.functional import Params
+from metarl.envs import BatchedTaskEnv
+from metarl.plots import adaptation_curves, learning_curve, new_figure, save
+from metarl.references import paper_result
+from metarl.reports import Curve, EvalReport, Headline, MissingBaseline, ModelChoice, write_report
+from metarl.rl.baseline import LinearFeatureBaseline
+from metarl.rl.config import RLConfig
+from metarl.rl.episodes import with_advantages
+from metarl.rl.maml import inner_loss
+from metarl.rl.policy import GaussianMLPPolicy, build_policy
+from metarl.rl.sampler import ActFn, rollout, sample_episodes
+from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions
+from metarl.rl.task_envs import make_batched_env
+from metarl.run import load_checkpoint, read_metrics
+from metarl.runtime import set_num_threads
 
-from metarl.config import to_dict  # noqa: E402
-from metarl.core import expand_to_tasks, get_params, inner_step  # noqa: E402
-from metarl.core.functional import Params  # noqa: E402
-from metarl.envs import BatchedTaskEnv  # noqa: E402
-from metarl.plots import adaptation_curves, learning_curve  # noqa: E402
-from metarl.rl.baseline import LinearFeatureBaseline  # noqa: E402
-from metarl.rl.config import RLConfig  # noqa: E402
-from metarl.rl.episodes import with_advantages  # noqa: E402
-from metarl.rl.maml import inner_loss  # noqa: E402
-from metarl.rl.policy import GaussianMLPPolicy  # noqa: E402
-from metarl.rl.sampler import ActFn, rollout, sample_episodes  # noqa: E402
-from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions  # noqa: E402
-from metarl.rl.task_envs import make_batched_env  # noqa: E402
-from metarl.rl.trainer import build_policy  # noqa: E402
-from metarl.run import (  # noqa: E402
-    CHECKPOINT,
-    atomic_write_text,
-    load_checkpoint,
-    read_metrics,
-    setup_cpu,
-)
-
-PAPER: dict[str, dict[str, dict[str, list[float]]]] = {
-    # Average return on 2D navigation, Finn et al. 2017 (Fig. 4), as quoted by issue 3; the
-    # paper's oracle is a trained goal-conditioned policy, not the analytic one used here.
-    "navigation2d": {
-        "MAML": {"steps": [0, 1, 2], "mean": [-40.4, -11.68, -3.3]},
-        "oracle": {"steps": [0], "mean": [-2.3]},
-    },
-}
+GAP_ORACLES = ("oracle_ppo", "oracle_analytic")
+"""The oracles gap closure is measured against, in order of preference (never the mean-action
+row, which pays no exploration noise)."""
 
 
 def navigation_oracle(env: BatchedTaskEnv, tasks: list[dict[str, Any]]) -> ActFn:
@@ -157,133 +131,105 @@ def adaptation_curve(
     return AdaptationCurve(torch.stack(returns), trajectories, stages)
 
 
-def mean_stderr(values: Tensor) -> tuple[list[float], list[float]]:
-    """Mean over the last dimension and its standard error ``std (ddof 1) / sqrt(n)``."""
-    n = values.shape[-1]
-    stderr = values.std(dim=-1) / math.sqrt(n) if n > 1 else torch.zeros(values.shape[:-1])
-    return values.mean(dim=-1).tolist(), stderr.tolist()
+def choose_model(config: RLConfig, state: dict[str, Any]) -> tuple[GaussianMLPPolicy, ModelChoice]:
+    """The policy the protocol tests (``config.eval_model``) from a run's checkpoint ``state``.
 
-
-def choose_model(
-    config: RLConfig, model: GaussianMLPPolicy, run_dir: Path, iteration: int
-) -> tuple[GaussianMLPPolicy, int, dict[str, Any]]:
-    """The policy the protocol tests (``config.eval_model``), its iteration, and a record of it.
-
-    ``best`` takes the best model the trainer kept in the run's checkpoint; a checkpoint from
-    before it was kept (or no checkpoint) falls back to ``model``, the last one, and says so.
-    The record's ``checkpoint_iteration`` is ``iteration``, the run's state when it was tested.
+    ``best`` takes the best model the trainer kept; a checkpoint from before it was kept falls
+    back to the last model and says so.
     """
-    state = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else {}
-    best = state.get("best")
-    if config.eval_model == "last" or best is None:
-        chosen: dict[str, Any] = {
-            "choice": "last", "iteration": iteration, "checkpoint_iteration": iteration
-        }  # fmt: skip
-        if config.eval_model == "best":
-            chosen["note"] = "no best model in the checkpoint (trained before it was kept)"
-        return model, iteration, chosen
+    iteration, best = state["iteration"], state.get("best")
     policy = build_policy(config)
+    if config.eval_model == "last" or best is None:
+        note = "no best model in the checkpoint" if config.eval_model == "best" else ""
+        policy.load_state_dict(state["model"])
+        return policy.eval(), ModelChoice("last", iteration, iteration, note=note)
     policy.load_state_dict(best["model"])
-    policy.eval()
-    chosen = {
-        "choice": "best", "iteration": best["iteration"], "training_return": best["return"],
-        "checkpoint_iteration": iteration,
-    }  # fmt: skip
-    return policy, best["iteration"], chosen
+    return policy.eval(), ModelChoice("best", best["iteration"], iteration, best["return"])
 
 
 def evaluate(
-    config: RLConfig,
-    model: nn.Module,
-    run_dir: Path,
-    iteration: int,
-    retrain_baselines: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the protocol on the trained ``model``, write ``eval.json`` and the plots.
+    config: RLConfig, run_dir: Path, retrain_baselines: bool = False, progress: bool = True
+) -> EvalReport:
+    """Run the protocol on the run's policy, write ``eval.json`` and the plots.
 
     ``retrain_baselines`` and ``progress`` are accepted for the CLI; the baselines here need
-    no training (the random policy is rebuilt from the seed, the oracle is analytic).
+    no training (the random policy is rebuilt from the seed, the oracle is analytic or stored).
     """
     del retrain_baselines, progress
     started = time.time()
-    setup_cpu(config.num_threads)
-    if not isinstance(model, GaussianMLPPolicy):
-        raise TypeError(f"expected a GaussianMLPPolicy, got {type(model).__name__}")
-    model, iteration, chosen = choose_model(config, model, run_dir, iteration)
+    set_num_threads(config.num_threads)
+    model, chosen = choose_model(config, load_checkpoint(run_dir))
     env = make_batched_env(config.env, config.eval_tasks * config.eval_episodes, config.horizon)
     tasks = env.sample_tasks(config.eval_tasks, np.random.default_rng(config.eval_seed))
-    steps = list(range(config.eval_steps + 1))
+    curves: list[Curve] = []
 
-    results: dict[str, dict[str, list[Any]]] = {}
-    curves: dict[str, AdaptationCurve] = {}
-    for name, policy in (("MAML", model.cpu()), ("random init", build_policy(config))):
-        generator = torch.Generator().manual_seed(config.eval_seed)  # same noise for both
+    def adapted(method: str, label: str, policy: GaussianMLPPolicy) -> AdaptationCurve:
+        generator = torch.Generator().manual_seed(config.eval_seed)  # the same noise for all
         env.seed(config.eval_seed)
-        curves[name] = adaptation_curve(policy, env, tasks, config, generator)
-        mean, stderr = mean_stderr(curves[name].returns)
-        results[name] = {"steps": steps, "mean": mean, "stderr": stderr}
+        curve = adaptation_curve(policy, env, tasks, config, generator)
+        curves.append(Curve.from_samples(method, label, curve.returns, "stderr"))
+        return curve
+
+    def not_adapted(method: str, label: str, act: ActFn) -> None:
+        env.seed(config.eval_seed)
+        returns = rollout(env, tasks, config.eval_episodes, act).task_returns()
+        curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0]))
+
+    maml = adapted("meta_learned", "MAML", model)
+    adapted("random_init", "random init", build_policy(config))
     trained, missing = {}, []
     baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
     for kind in KINDS:
         stored = load_baseline(baselines / f"{kind}.pt", config)
         if stored is None:
-            missing.append(
-                f"{kind}: none for this environment/network in {baselines} "
-                f"(`metarl baseline {kind} {config.experiment}`)"
-            )
+            how = f"`metarl baseline {kind} {config.experiment}`"
+            missing.append(MissingBaseline(kind, f"none for this network in {baselines} ({how})"))
             continue
         trained[kind] = stored.info
         if kind == "pretrained":
-            generator = torch.Generator().manual_seed(config.eval_seed)
-            env.seed(config.eval_seed)
-            curve = adaptation_curve(stored.policy, env, tasks, config, generator)
-            mean, stderr = mean_stderr(curve.returns)
-            results["pretrained"] = {"steps": steps, "mean": mean, "stderr": stderr}
+            adapted("pretrained", "pretrained", stored.policy)
         else:  # scored like the other methods (sampled actions), and with its mean action
-            for name, generator in (
-                ("oracle (PPO)", torch.Generator().manual_seed(config.eval_seed)),
-                ("oracle (PPO, mean action)", None),
-            ):
-                env.seed(config.eval_seed)
-                act = oracle_actions(stored.policy, env.task_array(tasks), generator)
-                oracle = rollout(env, tasks, config.eval_episodes, act)
-                mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
-                results[name] = {"steps": [0], "mean": mean, "stderr": stderr}
+            task_features = env.task_array(tasks)
+            noise = torch.Generator().manual_seed(config.eval_seed)
+            not_adapted("oracle_ppo", "oracle (PPO)",
+                        oracle_actions(stored.policy, task_features, noise))  # fmt: skip
+            not_adapted("oracle_ppo_mean_action", "oracle (PPO, mean action)",
+                        oracle_actions(stored.policy, task_features))  # fmt: skip
     if config.env in ORACLES:
-        env.seed(config.eval_seed)
-        oracle = rollout(env, tasks, config.eval_episodes, ORACLES[config.env](env, tasks))
-        mean, stderr = mean_stderr(oracle.task_returns().unsqueeze(0))
-        results["oracle"] = {"steps": [0], "mean": mean, "stderr": stderr}
+        not_adapted("oracle_analytic", "oracle", ORACLES[config.env](env, tasks))
 
-    report = {
-        "experiment": config.experiment,
-        "iteration": iteration,
-        "model": chosen,
-        "protocol": {
+    paper = paper_result(config.experiment)
+    report = EvalReport(
+        experiment=config.experiment,
+        family="meta_rl",
+        metric="mean undiscounted episode return per task",
+        higher_is_better=True,
+        error_bar="stderr",
+        curves=curves,
+        headline=Headline("return after 1 step", "meta_learned", min(1, config.eval_steps)),
+        model=chosen,
+        protocol={
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,
             "episodes_per_step": config.eval_episodes,
             "step_sizes": config.test_step_sizes,
             "steps": config.eval_steps,
-            "metric": "mean undiscounted episode return per task; mean ± stderr over tasks",
         },
-        "results": results,
-        "paper": PAPER.get(config.env, {}),
-        "baselines": trained,
-        "missing": missing,
-        "seconds": time.time() - started,
-        "config": to_dict(config),
-    }
-    atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=1))
+        seconds=time.time() - started,
+        config=to_dict(config),
+        table_steps=list(range(config.eval_steps + 1)),
+        references=list(paper.curves) if paper is not None else [],
+        gap_oracle=next((o for o in GAP_ORACLES if any(c.method == o for c in curves)), None),
+        baselines=trained,
+        missing=missing,
+    )
+    write_report(report, run_dir)
     plots = run_dir / "plots"
     adaptation_curves(
-        results, plots / "return_vs_steps.png", "average return", f"{config.env}, MAML-TRPO"
+        curves, plots / "return_vs_steps.png", "average return", f"{config.env}, MAML-TRPO"
     )
     if config.eval_trajectory_goals > 0 and config.env == "navigation2d":
-        plot_trajectories(
-            curves["MAML"], tasks, config.eval_trajectory_goals, plots / "trajectories.png"
-        )
+        plot_trajectories(maml, tasks, config.eval_trajectory_goals, plots / "trajectories.png")
     metrics = read_metrics(run_dir)
     if metrics:
         learning_curve(
@@ -312,7 +258,8 @@ def plot_trajectories(
     last = len(curve.trajectories) - 1
     steps = sorted({0, min(1, last), last}) if steps is None else list(steps)
     n_goals = min(n_goals, len(tasks))
-    fig, axes = plt.subplots(1, n_goals, figsize=(3.4 * n_goals, 3.6), squeeze=False)
+    fig = new_figure(3.4 * n_goals, 3.6)
+    axes = fig.subplots(1, n_goals, squeeze=False)
     for i, ax in enumerate(axes[0]):
         for s in steps:
             obs, masks = curve.trajectories[s]
@@ -328,32 +275,4 @@ def plot_trajectories(
         ax.grid(alpha=0.3)
         ax.set_title(f"goal {i}")
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def results_table(report: dict[str, Any]) -> str:
-    """A Markdown table: average return ± stderr per method and number of gradient steps."""
-    n_steps = max(len(curve["steps"]) for curve in report["results"].values())
-    steps = list(range(n_steps))
-    header = "| method | " + " | ".join(f"{s} step{'' if s == 1 else 's'}" for s in steps) + " |"
-    lines = [header, "|" + "---|" * (n_steps + 1)]
-
-    def cell(curve: dict[str, list[float]], s: int) -> str:
-        if len(curve["steps"]) == 1:  # a method without adaptation: the same at every step
-            s = curve["steps"][0]
-        if s not in curve["steps"]:
-            return "–"
-        i = curve["steps"].index(s)
-        mean = f"{curve['mean'][i]:.2f}"
-        return f"{mean} ± {curve['stderr'][i]:.2f}" if "stderr" in curve else mean
-
-    for method, curve in report["results"].items():
-        lines.append(f"| {method} | " + " | ".join(cell(curve, s) for s in steps) + " |")
-    for method, curve in report.get("paper", {}).items():
-        lines.append(f"| paper: {method} | " + " | ".join(cell(curve, s) for s in steps) + " |")
-    lines += [f"not evaluated: {why}" for why in report.get("missing", [])]
-    return "\n".join(lines)
+    return save(fig, path, dpi=110)

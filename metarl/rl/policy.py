@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,10 @@ from torch.distributions import Independent, Normal
 
 from metarl.core.functional import Params, task_forward
 from metarl.core.layers import MLP
+from metarl.seeding import seeded
+
+if TYPE_CHECKING:
+    from metarl.rl.config import RLConfig
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -210,3 +214,18 @@ def detach_distribution(dist: Independent) -> Independent:
 def _diagonal_normal(mean: Tensor, std: Tensor) -> Independent:
     # Argument validation is off: it costs a support check per log_prob in the hot loop.
     return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+
+def build_policy(config: RLConfig) -> GaussianMLPPolicy:
+    """The untrained policy a meta-RL config describes, its initial weights drawn from ``seed``.
+
+    Its input and output sizes are those of the config's environment.
+    """
+    from metarl.rl.task_envs import make_batched_env
+
+    env = make_batched_env(config.env, 1, config.horizon)
+    with seeded(config.seed):
+        return GaussianMLPPolicy(
+            env.observation_dim, env.action_dim, config.hidden_sizes, config.activation,
+            config.init_std, config.min_std,
+        )  # fmt: skip

@@ -33,7 +33,8 @@ from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sampler import ActFn, sample_gaussian
 from metarl.rl.sb3_env import ACTION_BOUND, TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import atomic_torch_save, setup_cpu
+from metarl.run import atomic_torch_save
+from metarl.runtime import set_num_threads
 
 KINDS = ("pretrained", "oracle")
 
@@ -110,7 +111,7 @@ def train_baseline(
     timesteps = default_timesteps(config.env) if timesteps is None else timesteps
     if timesteps < 1:
         raise ConfigError(f"timesteps must be >= 1, got {timesteps}")
-    setup_cpu(config.num_threads)
+    set_num_threads(config.num_threads)
     started = time.perf_counter()
     batched = make_batched_env(config.env, NUM_ENVS, config.horizon)
     task_env = TaskVecEnv(batched, seed=config.seed, task_in_observation=kind == "oracle")
@@ -190,7 +191,7 @@ def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
     """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``)."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     fits = (
         state["env"] == config.env
         and state["horizon"] == config.horizon

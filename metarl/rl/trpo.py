@@ -1,25 +1,19 @@
-"""TRPO's pieces (Schulman et al. 2015, App. C), as small functions of flat parameter vectors.
+"""TRPO's step rules (Schulman et al. 2015, App. C), as small functions of flat parameter vectors.
 
-The meta-update of MAML-TRPO (Finn et al. 2017, App. A.2) applies them to ``θ ↦ L(θ'(θ))``:
+- :func:`trust_region_step`: scale the natural-gradient direction ``d`` to the full step
+  ``s = sqrt(2 δ / dᵀ F d) d`` that reaches KL ≈ δ = ``max_kl`` under the quadratic model;
+- :func:`line_search`: backtrack on ``θ − β^k s`` until the surrogate loss is lower and the
+  mean KL is within δ.
 
-1. ``g = ∇_θ L``, the gradient of the post-adaptation surrogate loss;
-2. ``F v``, the Hessian of the mean KL at θ applied to ``v`` (:func:`fisher_vector_product` by
-   double backward, :func:`finite_difference_fvp`, or the same matrix in Gauss–Newton form,
-   :func:`metarl.rl.maml.gauss_newton_fvp`, the locomotion configs' choice) — differentiated
-   through the inner adaptation, since the KL depends on θ through θ';
-3. ``d = F⁻¹ g`` by conjugate gradient (:mod:`metarl.rl.conjugate_gradient`);
-4. the full step ``s = sqrt(2 δ / dᵀ F d) d`` that reaches KL ≈ δ = ``max_kl`` under the
-   quadratic model (:func:`trust_region_step`);
-5. a backtracking line search on ``θ - β^k s`` that accepts the first candidate with a lower
-   surrogate loss and a mean KL within δ (:func:`line_search`).
-
-Parameters travel as flat vectors here; :func:`flatten` and :func:`unflatten` convert.
+The Fisher-vector products are in :mod:`metarl.rl.fisher`, conjugate gradient in
+:mod:`metarl.rl.conjugate_gradient`; :mod:`metarl.rl.maml_trpo` puts them together. Parameters
+travel as flat vectors here; :func:`flatten` and :func:`unflatten` convert.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -47,63 +41,6 @@ def unflatten(flat: Tensor, like: Params) -> Params:
         raise ValueError(f"expected a flat vector of {sum(sizes)} values, got {tuple(flat.shape)}")
     chunks = torch.split(flat, sizes)
     return {name: c.view_as(p) for (name, p), c in zip(like.items(), chunks)}
-
-
-def fisher_vector_product(kl: Tensor, params: Sequence[Tensor], damping: float = 0.0) -> FlatFn:
-    """``v ↦ (∇²KL) v + damping · v`` by double backward (Pearlmutter's trick).
-
-    ``∇KL`` is built once with ``create_graph=True``; each product then costs one backward pass
-    of ``∇KL · v``. At θ_old the KL and its gradient vanish, so its Hessian is the Fisher matrix
-    of the adapted policy pulled back through the adaptation, ``Jᵀ F J`` with ``J = ∂θ'/∂θ``.
-
-    Args:
-        kl: scalar mean KL at θ, with a graph through the inner adaptation to ``params``.
-        params: the leaves θ.
-        damping: λ of ``F + λ I`` (keeps conjugate gradient well posed).
-
-    Returns:
-        The product, detached, flat ``(n,)``.
-    """
-    grads = torch.autograd.grad(
-        kl, params, create_graph=True, allow_unused=True, materialize_grads=True
-    )
-    flat_grad = flatten(grads)
-
-    def product(vector: Tensor) -> Tensor:
-        hv = torch.autograd.grad(
-            flat_grad @ vector, params, retain_graph=True, allow_unused=True,
-            materialize_grads=True,
-        )  # fmt: skip
-        return flatten(hv).detach() + damping * vector
-
-    return product
-
-
-def finite_difference_fvp(
-    kl_gradient: FlatFn, theta: Tensor, damping: float = 0.0, epsilon: float = 1e-3
-) -> FlatFn:
-    """``v ↦ [∇KL(θ + εv) − ∇KL(θ − εv)] / 2ε + damping · v``, with ``ε = epsilon / ‖v‖``.
-
-    The paper's way (App. A.2: "we use finite differences to compute the Hessian-vector
-    products for TRPO"): only first derivatives of the KL are needed, at the price of two
-    re-adaptations per product; the error is O(ε²).
-
-    Args:
-        kl_gradient: flat θ ↦ flat ∇KL at that θ (KL against the fixed old policy).
-        theta: the flat θ_old ``(n,)``.
-        damping: λ of ``F + λ I``.
-        epsilon: size of the perturbation, whatever the scale of ``v``.
-    """
-
-    def product(vector: Tensor) -> Tensor:
-        norm = float(vector.norm())
-        if norm == 0.0:
-            return torch.zeros_like(vector)
-        eps = epsilon / norm
-        plus, minus = kl_gradient(theta + eps * vector), kl_gradient(theta - eps * vector)
-        return (plus - minus).detach() / (2.0 * eps) + damping * vector
-
-    return product
 
 
 def trust_region_step(direction: Tensor, fvp: FlatFn, max_kl: float) -> Tensor:

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarl.config import ConfigError, from_dict, to_dict
-from metarl.experiments import load_run
+from metarl.config import ConfigError
 from metarl.rl.config import RLConfig
 from metarl.rl.evaluate import adaptation_curve, plot_trajectories
 from metarl.rl.policy import GaussianMLPPolicy
@@ -167,12 +166,14 @@ def render_mujoco(
 
 def render_navigation(record: dict[str, Any], task: int, size: int) -> list[np.ndarray]:
     """Animation frames of the 2D paths of every stage, growing one step per frame."""
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     obs, masks = record["observations"][:, task].numpy(), record["masks"][:, task]
     goal = np.asarray(record["tasks"][task]["goal"])
     stages = obs.shape[1]
-    fig, ax = plt.subplots(figsize=(size / 100, size / 100), dpi=100)
+    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    canvas, ax = FigureCanvasAgg(fig), fig.subplots()
     frames = []
     for t in range(len(obs) + 1):
         ax.clear()
@@ -187,9 +188,8 @@ def render_navigation(record: dict[str, Any], task: int, size: int) -> list[np.n
         ax.set_aspect("equal")
         ax.set_title(f"{task_label(record['tasks'][task])}, t = {t}", fontsize=8)
         ax.legend(fontsize=6, loc="lower left")
-        fig.canvas.draw()
-        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
-    plt.close(fig)
+        canvas.draw()
+        frames.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
     return frames
 
 
@@ -236,42 +236,35 @@ def interactive(record: dict[str, Any], task: int, stage: int) -> None:
 
 
 def view(
-    run_dir: Path,
+    policy: GaussianMLPPolicy,
+    config: RLConfig,
+    out_dir: Path,
     task_indices: Sequence[int] | None = None,
-    steps: int | None = None,
-    out_dir: Path | None = None,
     gif: bool = False,
     width: int = 320,
     height: int = 240,
     interactive_stage: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Render the adaptation of a trained meta-RL run; returns the written files.
+    """Render ``policy`` adapting to test tasks of ``config``; returns the written files.
 
     Args:
-        run_dir: a run directory of a meta-RL experiment.
+        policy: the meta-trained policy (the CLI passes the one ``metarl evaluate`` tests).
+        config: its run's config; ``eval_steps`` gradient steps are shown.
+        out_dir: where ``videos/`` and ``plots/`` go.
         task_indices: test tasks to show (default 0 and 1).
-        steps: gradient steps (default the config's ``eval_steps``, 3).
-        out_dir: where ``videos/`` and ``plots/`` go (default ``run_dir``).
         gif: also write a GIF of each video.
         width, height: size of one stage's panel (pixels).
         interactive_stage: instead of files, replay this stage of the first task in MuJoCo's
             viewer.
         progress: progress bars.
     """
-    run = load_run(run_dir)
-    if not isinstance(run.config, RLConfig):
-        raise ConfigError(f"{run_dir}: `metarl view` shows meta-RL policies")
-    values = to_dict(run.config)
-    if steps is not None:
-        values["eval_steps"] = steps
-    config = from_dict(RLConfig, values)
     indices = list(DEFAULT_TASKS if task_indices is None else task_indices)
-    record = record_stages(run.model, config, indices)  # type: ignore[arg-type]
+    record = record_stages(policy, config, indices)
     if interactive_stage is not None:
         interactive(record, 0, interactive_stage)
         return []
-    out = Path(out_dir or run.run_dir)
+    out = Path(out_dir)
     written = []
     if "model" in record:
         fps = 1.0 / record["dt"]

@@ -1,0 +1,1 @@
+"""Supervised meta-learning: tasks, datasets, models, the training loop and the evaluations."""

@@ -1,4 +1,4 @@
-"""Few-shot classification: data splits, the Conv-4 model and MAML meta-training.
+"""Few-shot classification: data splits, the Conv-4 model and meta-training.
 
 The training loop is the shared :func:`metarl.supervised.trainer.meta_train`; this module only
 says what a task is (an N-way K-shot episode of the configured dataset), what the model is and
@@ -7,19 +7,20 @@ how it is scored (cross-entropy, accuracy).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from metarl.core import InnerStepSize
-from metarl.supervised.classification_config import ClassificationConfig
+from metarl.algorithms import Problem, make_algorithm
+from metarl.core import TaskBatch
+from metarl.seeding import seeded
+from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
-from metarl.supervised.tasks import TaskBatch, cross_entropy_per_task
-from metarl.supervised.trainer import MetaTrainSetup, meta_train
+from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
+from metarl.supervised.trainer import meta_train
 
 
 def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
@@ -50,22 +51,21 @@ def image_shape(config: ClassificationConfig) -> tuple[int, int]:
 
 
 def build_model(config: ClassificationConfig) -> Conv4:
-    """The Conv-4 the config describes (seeded by ``config.seed``)."""
-    torch.manual_seed(config.seed)
+    """The Conv-4 the config describes, its initial weights drawn from ``config.seed``."""
     channels, side = image_shape(config)
-    return Conv4(config.n_way, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
+    with seeded(config.seed):
+        return Conv4(config.n_way, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
 
 
-def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of correct predictions per task: ``(n_tasks, N, C), (n_tasks, N) -> (n_tasks,)``."""
-    return (logits.argmax(dim=-1) == labels).float().mean(dim=1)
+def problem(config: ClassificationConfig) -> Problem:
+    """Cross-entropy, scored by accuracy; the query pass under the config's ``bn_policy``."""
+    query_inputs = None
+    if config.bn_policy == "support_statistics":
 
+        def query_inputs(batch: TaskBatch) -> tuple[torch.Tensor, ...]:
+            return batch.query_x, batch.support_x
 
-def query_inputs(config: ClassificationConfig) -> Callable[[TaskBatch], tuple[Tensor, ...]] | None:
-    """The model's query-pass inputs under the config's ``bn_policy`` (None: query only)."""
-    if config.bn_policy == "transductive":
-        return None
-    return lambda batch: (batch.query_x, batch.support_x)
+    return Problem(cross_entropy_per_task, accuracy_per_task, "accuracy", query_inputs)
 
 
 def train(
@@ -74,7 +74,7 @@ def train(
     resume_state: dict[str, Any] | None,
     progress: bool = True,
 ) -> nn.Module:
-    """Meta-train Conv-4 with MAML on the config's meta-training classes into ``run_dir``."""
+    """Meta-train Conv-4 on the config's meta-training classes into ``run_dir``."""
     classes = load_split(config, "train")
 
     def sample_batch(gen: torch.Generator) -> TaskBatch:
@@ -82,12 +82,8 @@ def train(
             classes, config.meta_batch_size, config.n_way, config.k_shot, config.k_query, gen
         )
 
-    setup = MetaTrainSetup(
-        model=build_model(config),
-        step_size=InnerStepSize(config.inner_lr),
-        sample_batch=sample_batch,
-        task_losses=cross_entropy_per_task,
-        task_metrics=lambda logits, labels: {"accuracy": accuracy_per_task(logits, labels).mean()},
-        query_inputs=query_inputs(config),
+    model = build_model(config)
+    algorithm = make_algorithm(config, model)
+    return meta_train(
+        config, model, algorithm, problem(config), sample_batch, run_dir, resume_state, progress
     )
-    return meta_train(config, setup, run_dir, resume_state, progress)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.supervised.tasks import TaskBatch
+from metarl.core import TaskBatch
 
 
 class SinusoidTaskParams(NamedTuple):

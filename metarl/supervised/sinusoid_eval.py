@@ -2,43 +2,42 @@
 
 Protocol (defaults in :class:`~metarl.supervised.config.SinusoidConfig`): ``eval_tasks`` fixed
 test sinusoids drawn from ``eval_seed``; for every K in ``eval_shots`` the first K of the task's
-support points are used to take ``eval_steps`` gradient steps (step size ``eval_lr``, else
-``inner_lr``), and the MSE on ``eval_query_points`` query points is recorded after every step.
-Methods: MAML, **pretrained** (fine-tuned the same way, its step size chosen on separate
-validation tasks), **oracle** (given A and φ; no adaptation).
-
-``eval.json`` schema::
-
-    {"experiment": "sinusoid", "iteration": int, "protocol": {...},
-     "results": {"K=<k>": {"<method>": {"steps": [int], "mean": [float], "ci95": [float]}}},
-     "pretrained_finetune_lr": {"K=<k>": float}, "seconds": float}
-
-``ci95`` is the half-width of the normal 95% confidence interval of the mean over test tasks.
+support points are used to take ``eval_steps`` gradient steps (the algorithm's step size, or
+``eval_lr``), and the MSE on ``eval_query_points`` query points is recorded after every step.
+Methods: the meta-trained model, **pretrained** (fine-tuned the same way, its step size chosen
+on separate validation tasks), **oracle** (given A and φ; no adaptation). Error bars: 95%
+confidence intervals of the mean over test tasks.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from metarl.config import to_dict  # noqa: E402
-from metarl.plots import adaptation_curves, learning_curve  # noqa: E402
-from metarl.run import atomic_torch_save, atomic_write_text, read_metrics, setup_cpu  # noqa: E402
-from metarl.supervised.config import SinusoidConfig  # noqa: E402
-from metarl.supervised.finetune import finetune_curve, mean_ci95  # noqa: E402
-from metarl.supervised.models import sinusoid_mlp  # noqa: E402
-from metarl.supervised.sinusoid import SinusoidTaskParams, oracle_inputs  # noqa: E402
-from metarl.supervised.sinusoid_experiment import task_distribution, train_regressor  # noqa: E402
-from metarl.supervised.tasks import TaskBatch, mse_per_task  # noqa: E402
+from metarl.algorithms import MetaAlgorithm
+from metarl.algorithms.maml import MAML
+from metarl.config import to_dict
+from metarl.core import InnerStepSize, TaskBatch, task_forward
+from metarl.plots import adaptation_curves, learning_curve, new_figure, save
+from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
+from metarl.run import atomic_torch_save, load_checkpoint, read_metrics
+from metarl.runtime import set_num_threads
+from metarl.supervised.adaptation import adaptation_curve
+from metarl.supervised.config import SinusoidConfig
+from metarl.supervised.models import sinusoid_mlp
+from metarl.supervised.sinusoid import SinusoidTaskParams, oracle_inputs
+from metarl.supervised.sinusoid_experiment import (
+    PROBLEM,
+    build_model,
+    task_distribution,
+    train_regressor,
+)
+from metarl.supervised.tasks import mse_per_task
+from metarl.supervised.trainer import restore
 
 BASELINES = "baselines.pt"
 VALIDATION_TASKS = 200
@@ -75,7 +74,7 @@ def baselines(
     pretrained = sinusoid_mlp(config.hidden_sizes, config.activation)
     oracle = sinusoid_mlp(config.hidden_sizes, config.activation, inputs=3)
     if path.exists() and not retrain:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("key") == _baseline_key(config):
             pretrained.load_state_dict(state["pretrained"])
             oracle.load_state_dict(state["oracle"])
@@ -91,7 +90,15 @@ def baselines(
     return pretrained, oracle
 
 
-def tune_finetune_lr(config: SinusoidConfig, model: nn.Module, k: int) -> tuple[float, dict]:
+def finetuning(step_size: float) -> MAML:
+    """Plain fine-tuning with gradient steps of size ``step_size`` (a model never meta-trained
+    adapts like MAML at test time)."""
+    return MAML(InnerStepSize(step_size))
+
+
+def tune_finetune_lr(
+    config: SinusoidConfig, model: nn.Module, k: int
+) -> tuple[float, dict[float, float]]:
     """The paper fine-tunes the pretrained model "using an automatically tuned step size".
 
     For support size ``k``, each candidate of ``pretrained_finetune_lrs`` fine-tunes the model
@@ -102,72 +109,78 @@ def tune_finetune_lr(config: SinusoidConfig, model: nn.Module, k: int) -> tuple[
     val = val.with_shots(k)
     scores = {}
     for lr in config.pretrained_finetune_lrs:
-        curve = finetune_curve(model, val, lr, config.eval_steps, mse_per_task)[1:]
+        curve = adaptation_curve(finetuning(lr), model, val, PROBLEM, config.eval_steps)[1:]
         scores[lr] = curve.mean().item() if torch.isfinite(curve).all() else float("inf")
     return min(scores, key=scores.__getitem__), scores
 
 
 def evaluate(
-    config: SinusoidConfig,
-    model: nn.Module,
-    run_dir: Path,
-    iteration: int,
-    retrain_baselines: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the protocol, write ``eval.json`` and the plots, and return the results."""
+    config: SinusoidConfig, run_dir: Path, retrain_baselines: bool = False, progress: bool = True
+) -> EvalReport:
+    """Run the protocol on the run's model, write ``eval.json`` and the plots."""
     started = time.time()
-    setup_cpu(config.num_threads)
-    model = model.cpu()
+    set_num_threads(config.num_threads)
+    state = load_checkpoint(run_dir)
+    model, algorithm = restore(config, state, build_model(config))
     pretrained, oracle = baselines(config, run_dir, retrain_baselines, progress)
     test, task_params = fixed_tasks(config, config.eval_tasks, config.eval_seed)
     with torch.no_grad():
         oracle_mse = mse_per_task(oracle(oracle_inputs(test.query_x, task_params)), test.query_y)
-    oracle_mean, oracle_ci = mean_ci95(oracle_mse)
 
-    results: dict[str, dict[str, Any]] = {}
+    curves: list[Curve] = []
     finetune_lrs: dict[str, float] = {}
-    steps = list(range(config.eval_steps + 1))
     for k in config.eval_shots:
-        shots = test.with_shots(k)
+        shots, setting = test.with_shots(k), f"K={k}"
         finetune_lr, _ = tune_finetune_lr(config, pretrained, k)
-        finetune_lrs[f"K={k}"] = finetune_lr
-        per_method: dict[str, Any] = {}
-        for name, net, lr in (
-            ("MAML", model, config.test_lr),
-            ("pretrained", pretrained, finetune_lr),
+        finetune_lrs[setting] = finetune_lr
+        for method, label, net, adapter, step_sizes in (
+            ("meta_learned", "MAML", model, algorithm, config.eval_lr),
+            ("pretrained", "pretrained", pretrained, finetuning(finetune_lr), None),
         ):
-            curve = finetune_curve(net, shots, lr, config.eval_steps, mse_per_task)
-            mean, ci = mean_ci95(curve)
-            per_method[name] = {"steps": steps, "mean": mean, "ci95": ci}
-        per_method["oracle"] = {"steps": [0], "mean": [oracle_mean], "ci95": [oracle_ci]}
-        results[f"K={k}"] = per_method
+            values = adaptation_curve(adapter, net, shots, PROBLEM, config.eval_steps, step_sizes)
+            curves.append(Curve.from_samples(method, label, values, "ci95", setting=setting))
+        curves.append(
+            Curve.from_samples("oracle", "oracle", oracle_mse.unsqueeze(0), "ci95", [0], setting)
+        )
 
-    report = {
-        "experiment": config.experiment,
-        "iteration": iteration,
-        "protocol": {
+    headline_k = 10 if 10 in config.eval_shots else config.eval_shots[0]
+    report = EvalReport(
+        experiment=config.experiment,
+        family="sinusoid",
+        metric="mean squared error on the query points",
+        higher_is_better=False,
+        error_bar="ci95",
+        curves=curves,
+        headline=Headline(
+            f"MSE, K={headline_k}, 1 step",
+            "meta_learned",
+            min(1, config.eval_steps),
+            f"K={headline_k}",
+        ),  # fmt: skip
+        model=ModelChoice("last", state["iteration"], state["iteration"]),
+        protocol={
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,
             "query_points": config.eval_query_points,
-            "step_size": config.test_lr,
-            "metric": "mean squared error on the query points",
+            "step_size": config.inner_lr if config.eval_lr is None else config.eval_lr,
         },
-        "pretrained_finetune_lr": finetune_lrs,
-        "results": results,
-        "seconds": time.time() - started,
-        "config": to_dict(config),
-    }
-    atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=1))
+        seconds=time.time() - started,
+        config=to_dict(config),
+        decimals=3,
+        table_steps=sorted({0, min(1, config.eval_steps), config.eval_steps}),
+        details={"pretrained_finetune_lr": finetune_lrs},
+    )
+    write_report(report, run_dir)
     plots = run_dir / "plots"
-    for key, per_method in results.items():
+    for k in config.eval_shots:
         adaptation_curves(
-            per_method, plots / f"mse_vs_steps_{key.replace('=', '')}.png",
-            "MSE (query points)", f"sinusoid, {key}", log_y=True,
+            [c for c in curves if c.setting == f"K={k}"], plots / f"mse_vs_steps_K{k}.png",
+            "MSE (query points)", f"sinusoid, K={k}", log_y=True,
         )  # fmt: skip
     plot_predictions(
-        config, model, pretrained, finetune_lrs, test, task_params, plots / "predictions.png"
-    )
+        config, model, algorithm, pretrained, finetune_lrs, test, task_params,
+        plots / "predictions.png",
+    )  # fmt: skip
     metrics = read_metrics(run_dir)
     if metrics:
         learning_curve(metrics, ["meta/query_loss", "inner/support_loss_pre"],
@@ -178,16 +191,16 @@ def evaluate(
 def plot_predictions(
     config: SinusoidConfig,
     model: nn.Module,
+    algorithm: MetaAlgorithm,
     pretrained: nn.Module,
     pretrained_lrs: dict[str, float],
     test: TaskBatch,
     task_params: SinusoidTaskParams,
     path: Path,
     task: int = 0,
+    shown_steps: tuple[int, ...] = (0, 1, 10),
 ) -> Path:
     """The paper's Fig. 2: predictions before and after 1 and 10 steps, for K = 5 and 10."""
-    from metarl.core import expand_to_tasks, get_params, inner_step, task_forward
-
     shots = [k for k in (5, 10) if k <= test.support_x.shape[1]] or [test.support_x.shape[1]]
     low, high = config.input_range
     xs = torch.linspace(low, high, 300).view(1, -1, 1)
@@ -195,54 +208,29 @@ def plot_predictions(
         task_params.amplitude[task : task + 1], task_params.phase[task : task + 1]
     )
     ys = task_distribution(config).targets(one_task, xs)[0]
-    xs = xs[0]
-    fig, axes = plt.subplots(2, len(shots), figsize=(5 * len(shots), 7), squeeze=False)
+    fig = new_figure(5 * len(shots), 7)
+    axes = fig.subplots(2, len(shots), squeeze=False)
     for row, (name, net) in enumerate((("MAML", model), ("pretrained", pretrained))):
         for col, k in enumerate(shots):
-            lr = config.test_lr if name == "MAML" else pretrained_lrs.get(f"K={k}", config.test_lr)
+            if name == "MAML":
+                adapter, step_sizes = algorithm, config.eval_lr
+            else:
+                lr = pretrained_lrs.get(f"K={k}", config.inner_lr)
+                adapter, step_sizes = finetuning(lr), None
             ax = axes[row][col]
-            sx, sy = test.support_x[task : task + 1, :k], test.support_y[task : task + 1, :k]
-            params = expand_to_tasks({n: p.detach() for n, p in get_params(net).items()}, 1)
-            ax.plot(xs, ys, color="red", lw=2, label="ground truth")
-            for s in range(11):
-                if s in (0, 1, 10):
+            support = test.tasks(task, task + 1).with_shots(k)
+            ax.plot(xs[0], ys, color="red", lw=2, label="ground truth")
+            stages = adapter.adapt_steps(net, support, PROBLEM, max(shown_steps), step_sizes)
+            for s, params in enumerate(stages):
+                if s in shown_steps:
                     with torch.no_grad():
-                        pred = task_forward(net, params, xs.unsqueeze(0))[0]
+                        pred = task_forward(net, params, xs)[0]
                     label = "pre-update" if s == 0 else f"{s} grad step" + ("s" if s > 1 else "")
-                    ax.plot(xs, pred, ls=":" if s == 0 else "--", label=label)
-                if s < 10:
-                    params = inner_step(
-                        lambda p, sx=sx, sy=sy: mse_per_task(task_forward(net, p, sx), sy),
-                        params, lr, s, mode="first_order",
-                    )  # fmt: skip
-                    params = {n: p.detach() for n, p in params.items()}
-            ax.scatter(sx[0, :, 0], sy[0, :, 0], marker="^", color="black", zorder=5,
-                       label="used for grad")  # fmt: skip
+                    ax.plot(xs[0], pred, ls=":" if s == 0 else "--", label=label)
+            ax.scatter(support.support_x[0, :, 0], support.support_y[0, :, 0], marker="^",
+                       color="black", zorder=5, label="used for grad")  # fmt: skip
             ax.set_title(f"{name}, K={k}")
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def results_table(report: dict[str, Any], steps: tuple[int, ...] = (0, 1, 10)) -> str:
-    """A Markdown table of MSE ± ci95 per method, K and step."""
-    header = (
-        "| K | method | " + " | ".join(f"{s} step{'s' if s != 1 else ''}" for s in steps) + " |"
-    )
-    lines = [header, "|" + "---|" * (len(steps) + 2)]
-    for key, per_method in report["results"].items():
-        for method, curve in per_method.items():
-            cells = []
-            for s in steps:
-                if s in curve["steps"]:
-                    i = curve["steps"].index(s)
-                    cells.append(f"{curve['mean'][i]:.3f} ± {curve['ci95'][i]:.3f}")
-                elif len(curve["steps"]) == 1:
-                    cells.append(f"{curve['mean'][0]:.3f} ± {curve['ci95'][0]:.3f}")
-                else:
-                    cells.append("–")
-            lines.append(f"| {key[2:]} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return save(fig, path, dpi=110)

@@ -1,4 +1,4 @@
-"""Sinusoid regression: model, meta-training set-up, and the regression baselines.
+"""Sinusoid regression: model, meta-training, and the regression baselines.
 
 The baselines follow the paper (Sec. 5.1): **pretrained** is the same network trained by
 ordinary regression on tasks drawn from the whole distribution, then fine-tuned at test time
@@ -14,14 +14,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from metarl.core import InnerStepSize
+from metarl.algorithms import Problem, make_algorithm
+from metarl.core import TaskBatch
 from metarl.core.layers import MLP
 from metarl.run import adam
+from metarl.seeding import seeded
 from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTasks, oracle_inputs
-from metarl.supervised.tasks import TaskBatch, mse_per_task
-from metarl.supervised.trainer import MetaTrainSetup, meta_train
+from metarl.supervised.tasks import mse_per_task
+from metarl.supervised.trainer import meta_train
+
+PROBLEM = Problem(mse_per_task)
+"""Regression: the task loss is the mean squared error, and so is the reported score."""
 
 
 def task_distribution(config: SinusoidConfig) -> SinusoidTasks:
@@ -32,9 +37,9 @@ def task_distribution(config: SinusoidConfig) -> SinusoidTasks:
 
 
 def build_model(config: SinusoidConfig) -> MLP:
-    """The regressor the config describes (seeded by ``config.seed``)."""
-    torch.manual_seed(config.seed)
-    return sinusoid_mlp(config.hidden_sizes, config.activation)
+    """The regressor the config describes, its initial weights drawn from ``config.seed``."""
+    with seeded(config.seed):
+        return sinusoid_mlp(config.hidden_sizes, config.activation)
 
 
 def train(
@@ -43,19 +48,17 @@ def train(
     resume_state: dict[str, Any] | None,
     progress: bool = True,
 ) -> nn.Module:
-    """Meta-train the sinusoid regressor with MAML into ``run_dir``."""
+    """Meta-train the sinusoid regressor with the config's algorithm into ``run_dir``."""
     tasks = task_distribution(config)
 
     def sample_batch(gen: torch.Generator) -> TaskBatch:
         return tasks.sample(config.meta_batch_size, config.k_shot, config.k_query, gen)[0]
 
-    setup = MetaTrainSetup(
-        model=build_model(config),
-        step_size=InnerStepSize(config.inner_lr),
-        sample_batch=sample_batch,
-        task_losses=mse_per_task,
+    model = build_model(config)
+    algorithm = make_algorithm(config, model)
+    return meta_train(
+        config, model, algorithm, PROBLEM, sample_batch, run_dir, resume_state, progress
     )
-    return meta_train(config, setup, run_dir, resume_state, progress)
 
 
 def train_regressor(
@@ -67,10 +70,11 @@ def train_regressor(
     the baseline sees as much data per step as MAML does.
     """
     device = torch.device(config.device)
-    torch.manual_seed(config.seed + (2 if oracle else 1))
-    model = sinusoid_mlp(config.hidden_sizes, config.activation, inputs=3 if oracle else 1)
+    seed = config.seed + (2 if oracle else 1)
+    with seeded(seed):
+        model = sinusoid_mlp(config.hidden_sizes, config.activation, inputs=3 if oracle else 1)
     model.to(device)
-    gen = torch.Generator().manual_seed(config.seed + (2 if oracle else 1))
+    gen = torch.Generator().manual_seed(seed)
     tasks = task_distribution(config)
     optimizer = adam(model.parameters(), config.baseline_lr)
     n_points = config.k_shot + config.k_query

@@ -1,32 +1,9 @@
-"""What a supervised task batch looks like, and the per-task losses."""
+"""Per-task losses and scores of the supervised experiments: ``(n_tasks, N, ...) -> (n_tasks,)``."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-
-class TaskBatch(NamedTuple):
-    """A meta-batch of few-shot tasks; every tensor has the task dimension first.
-
-    Shapes: ``support_x (n_tasks, K, *input)``, ``support_y (n_tasks, K, *target)``,
-    ``query_x (n_tasks, Q, *input)``, ``query_y (n_tasks, Q, *target)``.
-    """
-
-    support_x: Tensor
-    support_y: Tensor
-    query_x: Tensor
-    query_y: Tensor
-
-    def to(self, device: torch.device | str) -> TaskBatch:
-        return TaskBatch(*(t.to(device, non_blocking=True) for t in self))
-
-    def with_shots(self, k: int) -> TaskBatch:
-        """The same tasks with only the first ``k`` support examples."""
-        return self._replace(support_x=self.support_x[:, :k], support_y=self.support_y[:, :k])
 
 
 def mse_per_task(predictions: Tensor, targets: Tensor) -> Tensor:
@@ -39,3 +16,8 @@ def cross_entropy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
     n_tasks, n, n_classes = logits.shape
     losses = F.cross_entropy(logits.reshape(-1, n_classes), labels.reshape(-1), reduction="none")
     return losses.view(n_tasks, n).mean(dim=1)
+
+
+def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of correct predictions per task: ``(n_tasks, N, C), (n_tasks, N) -> (n_tasks,)``."""
+    return (logits.argmax(dim=-1) == labels).float().mean(dim=1)

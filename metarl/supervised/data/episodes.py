@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metarl.supervised.tasks import TaskBatch
+from metarl.core import TaskBatch
 
 
 @dataclass

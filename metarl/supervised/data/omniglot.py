@@ -9,7 +9,7 @@ about 10 s, later runs load it in well under a second.
 Note: the original MAML script (``data/omniglot_resized/resize_images.py``) called
 ``Image.resize((28, 28), LANCZOS)`` on the 1-bit PNGs; Pillow silently uses nearest-neighbour
 for mode ``"1"``, so its images were binary. We convert to greyscale first, so the resize is
-really antialiased, as the issue asks and the paper describes ("downsampled to 28×28").
+really antialiased, as the paper describes ("downsampled to 28×28").
 
 Splits (:func:`omniglot_split`):
 

@@ -1,4 +1,4 @@
-"""``metarl bench sinusoid``: meta-iterations per second of the sinusoid MAML update
+"""``speed-core``: meta-iterations per second of the sinusoid MAML update
 (meta-batch 25, K=10, 1-40-40-1 MLP, one second-order inner step, Adam) for
 
 * ``per-task loop`` — how other libraries write it: for each task, the module's forward, an
@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarl.benchmarks.common import machine_info, peak_memory_mib
-from metarl.core import MLP, adapt, expand_to_tasks, get_params, task_forward
+from metarl.core import MLP, TaskBatch, adapt, expand_to_tasks, get_params, task_forward
 from metarl.run import adam
 from metarl.supervised.sinusoid import SinusoidTasks
-from metarl.supervised.tasks import TaskBatch, mse_per_task
+from metarl.supervised.tasks import mse_per_task
 
 META_BATCH, K, INNER_LR = 25, 10, 0.01
 VARIANTS = ("per-task loop", "metarl (vmap)", "metarl")

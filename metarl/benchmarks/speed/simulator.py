@@ -1,4 +1,4 @@
-"""``metarl bench locomotion``: environment steps per second on HalfCheetah-vel, side by side.
+"""``speed-simulator``: environment steps per second on HalfCheetah-vel, side by side.
 
 * ``batched simulator`` — :class:`metarl.envs.BatchedLocomotion` (all cores), including one
   policy forward (a 100-100 MLP on the whole batch) per step, as the sampler runs it;

@@ -1,4 +1,4 @@
-"""``metarl bench omniglot``: meta-iterations per second and peak memory of the Omniglot
+"""``speed-omniglot``: meta-iterations per second and peak memory of the Omniglot
 5-way 1-shot MAML update (meta-batch 32, 1 support + 1 query image per class, Conv-4 with 64
 filters, one inner step with α = 0.4, Adam), second and first order, for
 
@@ -28,11 +28,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarl.benchmarks.common import machine_info, peak_memory_mib
-from metarl.core import adapt, expand_to_tasks, get_params, task_forward
+from metarl.core import TaskBatch, adapt, expand_to_tasks, get_params, task_forward
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import sample_episodes
 from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
-from metarl.supervised.tasks import TaskBatch, cross_entropy_per_task
+from metarl.supervised.tasks import cross_entropy_per_task
 
 META_BATCH, N_WAY, K_SHOT, K_QUERY, INNER_LR = 32, 5, 1, 1, 0.4
 VARIANTS = ("per-task loop", "metarl (vmap)", "metarl")

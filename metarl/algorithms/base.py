@@ -1,0 +1,126 @@
+"""The interface of a supervised meta-learning algorithm, and what it is given.
+
+An algorithm sees a model (any ``nn.Module``, run through :mod:`metarl.core`), a meta-batch of
+tasks (:class:`~metarl.core.TaskBatch`) and a :class:`Problem` that says how a prediction is
+scored. It answers two questions, and the training loop, the evaluation and the benchmarks ask
+nothing else:
+
+* :meth:`MetaAlgorithm.meta_loss` — the outer objective of one meta-batch. The trainer
+  backpropagates it and takes an optimiser step on the model's parameters and the algorithm's
+  own (learnable step sizes, a head generator, ...). An algorithm whose update is not the
+  gradient of a loss (Reptile's ``θ − φ``, iMAML's implicit gradient) returns a surrogate whose
+  gradient is that update.
+* :meth:`MetaAlgorithm.adapt_steps` — how it adapts to a new task at test time.
+
+To add an algorithm: subclass :class:`MetaAlgorithm` in a module of this package and register
+its constructor in :data:`metarl.algorithms.ALGORITHMS` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from metarl.core import InnerStepSize, Params, TaskBatch, task_forward
+from metarl.core.adapt import LossFn
+
+
+@dataclass(frozen=True)
+class Problem:
+    """How a model is scored on a task batch; the same for every algorithm.
+
+    Attributes:
+        task_losses: ``(predictions, targets) -> (n_tasks,)``, the loss the inner loop descends
+            on the support set and the outer loop averages on the query set.
+        score: ``(predictions, targets) -> (n_tasks,)``, the number reported for a task (e.g.
+            accuracy); None: the loss itself.
+        score_name: the score's name in logs and reports (``"accuracy"``); None without a score.
+        query_inputs: the model's inputs of a query pass; None: ``(query_x,)``. A model whose
+            query predictions also depend on the support set (BatchNorm with the support set's
+            statistics) gets ``(query_x, support_x)``.
+    """
+
+    task_losses: Callable[[Tensor, Tensor], Tensor]
+    score: Callable[[Tensor, Tensor], Tensor] | None = None
+    score_name: str | None = None
+    query_inputs: Callable[[TaskBatch], tuple[Tensor, ...]] | None = None
+
+    def support_loss(self, model: nn.Module, batch: TaskBatch) -> LossFn:
+        """``params -> (n_tasks,)`` support losses, for task-batched parameters."""
+
+        def loss(params: Params) -> Tensor:
+            return self.task_losses(task_forward(model, params, batch.support_x), batch.support_y)
+
+        return loss
+
+    def query_predictions(self, model: nn.Module, params: Params, batch: TaskBatch) -> Tensor:
+        """The model's predictions on the query sets at task-batched ``params``."""
+        inputs = (batch.query_x,) if self.query_inputs is None else self.query_inputs(batch)
+        return task_forward(model, params, *inputs)
+
+    def query_score(self, predictions: Tensor, batch: TaskBatch) -> Tensor:
+        """``(n_tasks,)`` the reported number: :attr:`score`, else the loss."""
+        metric = self.task_losses if self.score is None else self.score
+        return metric(predictions, batch.query_y)
+
+
+class MetaLoss(NamedTuple):
+    """The outer objective of one meta-batch.
+
+    Attributes:
+        loss: scalar; its gradient with respect to the meta-parameters is the meta-update.
+        metrics: detached scalars for the log, under namespaced keys (``meta/query_loss``,
+            ``inner/support_loss_pre``, ``meta/<score name>``).
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor]
+
+
+StepSizes = float | Sequence[float] | InnerStepSize
+"""A test-time step size: one α, one per step (the last repeats), or a step-size module."""
+
+
+class MetaAlgorithm(nn.Module, abc.ABC):
+    """A supervised meta-learning algorithm on the one core.
+
+    The module holds the algorithm's own meta-learned tensors as parameters (for MAML with
+    learnable step sizes, the step sizes); the trainer optimises them with the model's and
+    saves them in the checkpoint through ``state_dict``.
+    """
+
+    @abc.abstractmethod
+    def meta_loss(
+        self, model: nn.Module, batch: TaskBatch, problem: Problem, iteration: int
+    ) -> MetaLoss:
+        """The outer objective of ``batch`` at the model's current parameters.
+
+        Args:
+            model: the meta-learned network θ (its own parameters; gradients reach them).
+            batch: ``n_tasks`` tasks with support and query sets.
+            problem: how predictions are scored.
+            iteration: the meta-iteration (0-based), for schedules that anneal.
+        """
+
+    @abc.abstractmethod
+    def adapt_steps(
+        self,
+        model: nn.Module,
+        batch: TaskBatch,
+        problem: Problem,
+        steps: int,
+        step_sizes: StepSizes | None = None,
+    ) -> Iterator[Params]:
+        """Test-time adaptation to each task's support set, step by step.
+
+        Yields the task-batched parameters (``(n_tasks, *shape)``, detached) before adaptation
+        and after each of ``steps`` steps: ``steps + 1`` dicts. The model is not modified.
+
+        Args:
+            step_sizes: the test-time step size; None: the algorithm's own (meta-learned or
+                configured) step size.
+        """

@@ -1,0 +1,78 @@
+"""The quality benchmarks: which experiments the suites run, at what budget, against what.
+
+The paper's numbers themselves live in :mod:`metarl.references` (one place, shared with the
+evaluation's tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from metarl.references import PaperResult, paper_result
+
+SUITES = ("quick", "paper")
+
+
+@dataclass(frozen=True)
+class QualityBenchmark:
+    """One experiment trained and evaluated with the standard commands.
+
+    Attributes:
+        name: benchmark name (``--only``).
+        experiment: the experiment (a YAML in ``metarl/configs``).
+        quick: config overrides of the quick suite (the paper suite uses the config as it is).
+        baselines: meta-RL baselines trained (``metarl baseline``) before the paper evaluation.
+    """
+
+    name: str
+    experiment: str
+    quick: dict[str, Any]
+    baselines: tuple[str, ...] = ()
+
+    @property
+    def paper(self) -> PaperResult:
+        """The published result (an empty one if the paper has none)."""
+        return paper_result(self.experiment) or PaperResult("no published result")
+
+
+TINY_RL = {"eval_tasks": 10, "eval_episodes": 10, "checkpoint_every": 1}
+_QUICK_CLS = {
+    "iterations": 20,
+    "meta_batch_size": 4,
+    "eval_tasks": 40,
+    "log_every": 10,
+    "checkpoint_every": 20,
+}
+# Near-random locomotion policies give noisy returns (Ant's are near 0): evaluate on enough
+# episodes that "one step improves on none" is a real check, not a coin flip.
+_QUICK_LOCO = {
+    "iterations": 2,
+    "meta_batch_size": 4,
+    "episodes_per_task": 5,
+    **TINY_RL,
+    "eval_tasks": 20,
+    "eval_episodes": 20,
+}
+_RL_BASELINES = ("pretrained", "oracle")
+
+QUALITY: tuple[QualityBenchmark, ...] = (
+    QualityBenchmark(
+        "sinusoid", "sinusoid",
+        {"iterations": 2000, "baseline_iterations": 2000, "eval_tasks": 100},
+    ),
+    QualityBenchmark("omniglot-5w1s", "omniglot-5w1s", _QUICK_CLS),
+    QualityBenchmark("omniglot-5w5s", "omniglot-5w5s", _QUICK_CLS),
+    QualityBenchmark("omniglot-20w1s", "omniglot-20w1s", _QUICK_CLS),
+    QualityBenchmark("omniglot-20w5s", "omniglot-20w5s", _QUICK_CLS),
+    QualityBenchmark(
+        "navigation", "navigation",
+        {"iterations": 3, "meta_batch_size": 10, "episodes_per_task": 10, **TINY_RL},
+        _RL_BASELINES,
+    ),
+    QualityBenchmark("halfcheetah-vel", "halfcheetah-vel", _QUICK_LOCO, _RL_BASELINES),
+    QualityBenchmark("halfcheetah-dir", "halfcheetah-dir", _QUICK_LOCO, _RL_BASELINES),
+    QualityBenchmark("ant-vel", "ant-vel", _QUICK_LOCO, _RL_BASELINES),
+    QualityBenchmark("ant-dir", "ant-dir", _QUICK_LOCO, _RL_BASELINES),
+    QualityBenchmark("ant-goal", "ant-goal", _QUICK_LOCO, _RL_BASELINES),
+)  # fmt: skip

@@ -1,0 +1,54 @@
+"""Speed benchmarks: each measures variants side by side in one process (ratios, not seconds).
+
+:data:`SPEED` maps a benchmark name (``metarl bench --only NAME``) to a function of the suite
+(``quick`` or ``paper``, which sets the size) returning a JSON-able result and a Markdown table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class BenchmarkUnavailable(Exception):
+    """A benchmark that cannot run on this machine (e.g. its dataset is not here)."""
+
+
+def _speed_core(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.core import bench_sinusoid, format_sinusoid
+
+    result = bench_sinusoid(30 if suite == "quick" else 200)
+    return result, format_sinusoid(result)
+
+
+def _speed_omniglot(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.runner import missing_dataset
+    from metarl.benchmarks.speed.omniglot import bench_omniglot, format_omniglot
+
+    missing = missing_dataset("omniglot-5w1s")
+    if missing is not None:
+        raise BenchmarkUnavailable(missing)
+    result = bench_omniglot(2 if suite == "quick" else 20)
+    return result, format_omniglot(result)
+
+
+def _speed_simulator(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.simulator import bench_locomotion, format_locomotion
+
+    result = bench_locomotion(steps=10 if suite == "quick" else 50)
+    return result, format_locomotion(result)
+
+
+def _speed_meta_iteration(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.meta_iteration import bench_meta_iteration, format_meta_iteration
+
+    result = bench_meta_iteration(2 if suite == "quick" else 5)
+    return result, format_meta_iteration(result)
+
+
+SPEED: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
+    "speed-core": _speed_core,
+    "speed-omniglot": _speed_omniglot,
+    "speed-simulator": _speed_simulator,
+    "speed-meta-iteration": _speed_meta_iteration,
+}

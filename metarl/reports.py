@@ -1,0 +1,280 @@
+"""Typed evaluation reports: what ``metarl evaluate`` writes as ``eval.json``, and how to read it.
+
+Everything downstream (the results table, the plots, the benchmark suite, the README generator)
+reads an :class:`EvalReport` through :func:`read_report`; nothing parses messages or display
+labels. Methods are identified by stable ids (:class:`Curve.method`), the number a benchmark
+judges is named by the evaluator itself (:class:`Headline`), and a report of an older schema is
+refused with one line that says how to get a current one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import Tensor
+
+SCHEMA_VERSION = 2
+EVAL_REPORT = "eval.json"
+
+ErrorBar = Literal["ci95", "stderr"]
+
+
+class ReportError(ValueError):
+    """An ``eval.json`` that cannot be used (missing, of an older schema, or malformed)."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One method's score along test-time adaptation.
+
+    Attributes:
+        method: stable id that readers key on: ``meta_learned`` (the trained model),
+            ``pretrained``, ``random_init``, ``oracle_analytic``, ``oracle_ppo``,
+            ``oracle_ppo_mean_action``.
+        label: the name shown in tables and plots.
+        steps: gradient steps ``(S,)``; a method that does not adapt has the single step 0.
+        mean: the score after each step, mean over test tasks ``(S,)``.
+        error: its error bar ``(S,)`` (the report's ``error_bar``); empty for a published
+            number without one.
+        setting: what varies besides the method (sinusoid: ``"K=5"``); empty otherwise.
+    """
+
+    method: str
+    label: str
+    steps: list[int]
+    mean: list[float]
+    error: list[float] = field(default_factory=list)
+    setting: str = ""
+
+    def at(self, step: int) -> tuple[float, float | None]:
+        """``(mean, error)`` after ``step`` steps; a method without adaptation gives its one
+        value at every step. Raises KeyError if the step was not measured."""
+        if len(self.steps) == 1:
+            step = self.steps[0]
+        i = self.steps.index(step) if step in self.steps else None
+        if i is None:
+            raise KeyError(f"{self.label}: no value after {step} steps")
+        return self.mean[i], (self.error[i] if self.error else None)
+
+    @classmethod
+    def from_samples(
+        cls,
+        method: str,
+        label: str,
+        values: Tensor,
+        error_bar: ErrorBar,
+        steps: list[int] | None = None,
+        setting: str = "",
+    ) -> Curve:
+        """Mean and error bar over tasks of ``values (S, n_tasks)`` (row s after step s).
+
+        ``ci95`` is the half-width of the normal 95% confidence interval of the mean,
+        ``1.96 · std / √n``; ``stderr`` the standard error ``std / √n`` (std with ddof 1).
+        """
+        values = values.double()
+        n = values.shape[-1]
+        mean = values.mean(dim=-1)
+        std = values.std(dim=-1) if n > 1 else mean * 0.0
+        scale = 1.96 if error_bar == "ci95" else 1.0
+        steps = list(range(values.shape[0])) if steps is None else steps
+        return cls(method, label, steps, mean.tolist(), (scale * std / n**0.5).tolist(), setting)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The number a benchmark judges an evaluation by: ``method``'s score after ``step`` steps
+    (in ``setting``), described as ``label`` (e.g. ``"return after 1 step"``)."""
+
+    label: str
+    method: str
+    step: int
+    setting: str = ""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which trained model was evaluated.
+
+    Attributes:
+        choice: ``best`` (the best of training, the paper's meta-RL protocol) or ``last``.
+        iteration: that model's meta-iteration.
+        checkpoint_iteration: the run's iteration when it was evaluated.
+        training_return: for ``best``, the training return it was chosen by.
+        note: why the choice differs from the one asked for, if it does.
+    """
+
+    choice: Literal["best", "last"]
+    iteration: int
+    checkpoint_iteration: int
+    training_return: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MissingBaseline:
+    """A baseline the protocol compares with that was not available (and how to get it)."""
+
+    kind: str
+    reason: str
+
+
+@dataclass
+class EvalReport:
+    """An evaluation of a trained run under its experiment's protocol (``eval.json``).
+
+    Attributes:
+        experiment: the experiment's name.
+        family: ``sinusoid``, ``classification`` or ``meta_rl``.
+        metric: what the curves measure, in words.
+        higher_is_better: direction of the metric.
+        error_bar: ``ci95`` or ``stderr`` (of the mean over test tasks).
+        curves: every method's adaptation curve.
+        headline: the benchmark's number.
+        model: the model tested.
+        protocol: the protocol's settings (plain values, family-specific).
+        seconds: wall time of the evaluation.
+        config: the resolved config evaluated with.
+        display_scale: tables show ``value · display_scale`` (100: accuracy in %).
+        decimals: digits after the point in tables.
+        table_steps: the steps a table shows.
+        references: the paper's published curves for this experiment (no error bars).
+        gap_oracle: the ``method`` of the oracle that gap closure is measured against.
+        baselines: how the stored baselines were trained, by kind.
+        missing: baselines the protocol names that were not available.
+        details: family-specific results (e.g. the pretrained model's tuned step sizes).
+        schema_version: :data:`SCHEMA_VERSION` when written.
+    """
+
+    experiment: str
+    family: Literal["sinusoid", "classification", "meta_rl"]
+    metric: str
+    higher_is_better: bool
+    error_bar: ErrorBar
+    curves: list[Curve]
+    headline: Headline
+    model: ModelChoice
+    protocol: dict[str, Any]
+    seconds: float
+    config: dict[str, Any]
+    display_scale: float = 1.0
+    decimals: int = 2
+    table_steps: list[int] = field(default_factory=list)
+    references: list[Curve] = field(default_factory=list)
+    gap_oracle: str | None = None
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: list[MissingBaseline] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def curve(self, method: str, setting: str = "") -> Curve | None:
+        """The curve of ``method`` (in ``setting``), or None."""
+        for curve in self.curves:
+            if curve.method == method and curve.setting == setting:
+                return curve
+        return None
+
+    def headline_values(self) -> tuple[float, float, float]:
+        """``(before adaptation, headline value, its error bar)`` of the headline method."""
+        h = self.headline
+        curve = self.curve(h.method, h.setting)
+        if curve is None:
+            raise ReportError(f"{self.experiment}: the report has no {h.method} curve")
+        value, err = curve.at(h.step)
+        return curve.at(0)[0], value, err or 0.0
+
+    def gap_closed(self) -> float | None:
+        """The share of the gap from the random-init policy to the oracle that MAML closes at the
+        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
+        oracle = None if self.gap_oracle is None else self.curve(self.gap_oracle)
+        maml, random = self.curve("meta_learned"), self.curve("random_init")
+        if oracle is None or maml is None or random is None:
+            return None
+        step = self.headline.step
+        gap = oracle.at(0)[0] - random.at(step)[0]
+        if not gap > 0:
+            return None
+        return (maml.at(step)[0] - random.at(step)[0]) / gap
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def write_report(report: EvalReport, run_dir: Path) -> Path:
+    """Write ``run_dir/eval.json`` atomically."""
+    from metarl.run import atomic_write_text
+
+    path = run_dir / EVAL_REPORT
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=1))
+    return path
+
+
+def report_from_dict(data: dict[str, Any], where: str = "eval.json") -> EvalReport:
+    """Parse a report's JSON; an older schema or a malformed file raises :class:`ReportError`."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ReportError(
+            f"{where} was written by an older metarl (schema {version or 1}, this one reads "
+            f"{SCHEMA_VERSION}); re-run `metarl evaluate` on the run"
+        )
+    try:
+        values = dict(data)
+        values["curves"] = [Curve(**c) for c in data["curves"]]
+        values["references"] = [Curve(**c) for c in data.get("references", [])]
+        values["headline"] = Headline(**data["headline"])
+        values["model"] = ModelChoice(**data["model"])
+        values["missing"] = [MissingBaseline(**m) for m in data.get("missing", [])]
+        return EvalReport(**values)
+    except (KeyError, TypeError) as e:
+        raise ReportError(f"{where} is not a metarl evaluation report ({e})") from None
+
+
+def read_report(run_dir: str | Path) -> EvalReport | None:
+    """The run's ``eval.json``, or None if it has none.
+
+    Raises:
+        ReportError: the file is of an older schema (re-run ``metarl evaluate``) or malformed.
+    """
+    path = Path(run_dir) / EVAL_REPORT
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not valid JSON ({e}); re-run `metarl evaluate`") from None
+    return report_from_dict(data, str(path))
+
+
+def _cell(value: float, err: float | None, report: EvalReport) -> str:
+    scale, decimals = report.display_scale, report.decimals
+    if not math.isfinite(value):
+        return f"{value}"
+    text = f"{value * scale:.{decimals}f}"
+    suffix = "%" if scale == 100.0 else ""
+    return text + suffix if err is None else f"{text} ± {err * scale:.{decimals}f}{suffix}"
+
+
+def results_table(report: EvalReport) -> str:
+    """A Markdown table of every curve (and the paper's) at the report's ``table_steps``."""
+    steps = report.table_steps or sorted({s for c in report.curves for s in c.steps})
+    with_setting = any(c.setting for c in report.curves)
+    head = (["setting"] if with_setting else []) + ["method"]
+    head += [f"{s} step{'' if s == 1 else 's'}" for s in steps]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [(c, c.label) for c in report.curves]
+    rows += [(c, f"paper: {c.label}") for c in report.references]
+    for curve, label in rows:
+        cells = [curve.setting] if with_setting else []
+        cells.append(label)
+        for s in steps:
+            try:
+                cells.append(_cell(*curve.at(s), report))
+            except KeyError:
+                cells.append("–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"not evaluated: {m.kind}: {m.reason}" for m in report.missing]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""Test-time adaptation curves: a task's query score after 0, 1, ..., S adaptation steps."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metarl.algorithms import MetaAlgorithm, Problem, StepSizes
+from metarl.core import TaskBatch
+
+
+def adaptation_curve(
+    algorithm: MetaAlgorithm,
+    model: nn.Module,
+    batch: TaskBatch,
+    problem: Problem,
+    steps: int,
+    step_sizes: StepSizes | None = None,
+    chunk_size: int = 1000,
+) -> Tensor:
+    """Per-task query score after each of ``0..steps`` test-time adaptation steps.
+
+    Every task starts from the model's parameters and adapts on its own support set, as the
+    algorithm does at test time (:meth:`~metarl.algorithms.MetaAlgorithm.adapt_steps`); the
+    model is not modified.
+
+    Args:
+        algorithm: how to adapt.
+        model: the network (its parameters are θ).
+        batch: test tasks: ``support`` is adapted on, ``query`` is scored.
+        problem: the loss and the score (:attr:`Problem.score`, else the loss).
+        steps: number of steps S.
+        step_sizes: the test-time step size; None: the algorithm's own.
+        chunk_size: tasks adapted together (bounds memory).
+
+    Returns:
+        ``(steps + 1, n_tasks)``: row s is the query score after s steps.
+    """
+    rows: list[Tensor] = []
+    for start in range(0, batch.n_tasks, chunk_size):
+        chunk = batch.tasks(start, start + chunk_size)
+        scores = []
+        for params in algorithm.adapt_steps(model, chunk, problem, steps, step_sizes):
+            with torch.no_grad():
+                predictions = problem.query_predictions(model, params, chunk)
+                scores.append(problem.query_score(predictions, chunk))
+        rows.append(torch.stack(scores))
+    return torch.cat(rows, dim=1)
