@@ -96,19 +96,41 @@ class LocomotionFamily:
     task_term: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     ctrl_cost_weight: float
 
+    @property
+    def task_size(self) -> int:
+        """Numbers in a task: 2 for a goal (x, y), 1 for a velocity or a direction."""
+        return 2 if self.task_key == "goal" else 1
+
     def task_array(self, tasks: list[dict[str, Any]]) -> np.ndarray:
-        """Tasks as a float64 array ``(N, k)`` (k = 1, or 2 for goals)."""
+        """Tasks as a float64 array ``(N, k)`` (k = 1, or 2 for goals).
+
+        Raises:
+            ValueError: a task without the family's key, of the wrong size, not finite, or out
+                of range (a direction is −1 or +1; velocities and goals within ±100).
+        """
         rows = []
         for task in tasks:
-            if self.task_key not in task:
+            if not isinstance(task, dict) or self.task_key not in task:
                 raise ValueError(
                     f"a {self.name} task needs a {self.task_key!r} entry, got {task!r}"
                 )
-            value = np.atleast_1d(np.asarray(task[self.task_key], dtype=np.float64))
+            try:
+                value = np.asarray(task[self.task_key], dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name} task {task!r} is not numeric") from None
+            if value.size != self.task_size:
+                raise ValueError(
+                    f"{self.name} task {task!r}: {self.task_key} must be "
+                    f"{'an (x, y) pair' if self.task_size == 2 else 'one number'}"
+                )
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"{self.name} task {task!r} is not finite")
+            if self.task_key == "direction" and abs(value[0]) != 1.0:
+                raise ValueError(f"{self.name} task {task!r}: direction must be -1 or +1")
+            if np.any(np.abs(value) > 100.0):
+                raise ValueError(f"{self.name} task {task!r} is out of range (±100)")
             rows.append(value)
-        return np.stack(rows) if rows else np.zeros((0, 1))
+        return np.stack(rows) if rows else np.zeros((0, self.task_size))
 
 
 ANT_CONTACT_COST_WEIGHT = 5e-4  # 0.5 * 1e-3 in the PyTorch reference
@@ -214,6 +236,13 @@ class _LocomotionTaskEnv(TaskEnv):
     def step(self, action: np.ndarray):  # type: ignore[override]
         if self._task_array is None:
             raise RuntimeError("call reset() before step()")
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"action must have shape {self.action_space.shape}, got {action.shape}"  # type: ignore[attr-defined]
+            )
+        if not np.all(np.isfinite(action)):  # MuJoCo would turn it into a NaN reward
+            raise ValueError(f"action must be finite, got {action}")
         data = self.data  # type: ignore[attr-defined]
         x_before = self._x_position()
         self.do_simulation(action, self.frame_skip)  # type: ignore[attr-defined]

@@ -227,4 +227,9 @@ class BatchedLocomotion(BatchedTaskEnv):
             self._pool = None
 
     def __del__(self) -> None:
-        self.close()
+        # Garbage collection can run this on one of the pool's own threads (after an
+        # interruption, say), which cannot join itself: let the idle workers exit on their own.
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+            self._pool = None

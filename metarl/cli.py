@@ -7,8 +7,14 @@ The process settings for speed (:func:`metarl.runtime.tune_process`) are made fi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 RESUME_OVERRIDES = ("iterations", "num_threads")
@@ -16,52 +22,80 @@ RESUME_OVERRIDES = ("iterations", "num_threads")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarl.config import ConfigError, from_dict, to_dict, upgrade, write_yaml
-    from metarl.experiments import get_experiment, load_config
+    from metarl.config import to_dict, write_yaml
+    from metarl.experiments import get_experiment, load_config, preflight
     from metarl.reports import results_table
-    from metarl.run import CHECKPOINT, CONFIG, atomic_torch_save, load_checkpoint, new_run_dir
+    from metarl.run import (
+        CHECKPOINT,
+        CONFIG,
+        atomic_torch_save,
+        default_run_dir,
+        load_checkpoint,
+        prepare_new_run_dir,
+        run_lock,
+    )
 
     if args.resume is not None:
-        state = load_checkpoint(args.resume, experiment=args.experiment)
-        experiment = get_experiment(state["config"]["experiment"])
-        values = upgrade(experiment.config_cls, state["config"])
-        for key, value in _overrides(args.set).items():
-            if key not in RESUME_OVERRIDES:
-                raise ConfigError(
-                    f"--set {key}: a resumed run keeps its config; only "
-                    f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
-                )
-            values[key] = value
-        config = from_dict(experiment.config_cls, values)
         run_dir = Path(args.resume)
-        if state["iteration"] > config.iterations:
-            raise ConfigError(
-                f"--set iterations={config.iterations}: {args.resume} already ran "
-                f"{state['iteration']} iterations, and a run cannot be shortened"
-            )
-        if state["iteration"] == config.iterations:
-            print(f"{args.resume} finished {state['iteration']} iterations", file=sys.stderr)
-            if state["config"] != to_dict(config):
-                # E.g. a longer run stopped early and declared finished here: the checkpoint's
-                # own budget is what `metarl bench` reads to decide whether to resume training.
-                state["config"] = to_dict(config)
-                atomic_torch_save(state, run_dir / CHECKPOINT)
-                write_yaml(run_dir / CONFIG, state["config"])
-            if not args.evaluate:
-                return 0  # nothing to train
+        load_checkpoint(run_dir, experiment=args.experiment)  # a clear error before locking
     else:
         config = load_config(args.experiment, args.set)
-        experiment = get_experiment(config.experiment)
+        preflight(config)  # data, memory: everything is checked before a directory exists
+        run_dir = Path(args.out) if args.out is not None else default_run_dir(config.experiment)
+    with run_lock(run_dir, f"metarl train {args.experiment}"):
         state = None
-        run_dir = new_run_dir(config.experiment, args.out)
-    write_yaml(run_dir / CONFIG, to_dict(config))
-    print(f"run directory: {run_dir}")
-    experiment.train(config, run_dir, state, progress=not args.no_progress)
-    if args.evaluate:
-        report = experiment.evaluate(config, run_dir, progress=not args.no_progress)
-        print(results_table(report))
-        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+        if args.resume is not None:
+            state = load_checkpoint(run_dir, experiment=args.experiment)
+            config = _resumed_config(state, args.set)
+            if state["iteration"] == config.iterations:
+                print(f"{run_dir} finished {state['iteration']} iterations", file=sys.stderr)
+                if state["config"] != to_dict(config):
+                    # E.g. a longer run stopped early and declared finished here: the
+                    # checkpoint's own budget is what `metarl bench` reads to decide whether to
+                    # resume training.
+                    state["config"] = to_dict(config)
+                    atomic_torch_save(state, run_dir / CHECKPOINT)
+                    write_yaml(run_dir / CONFIG, state["config"])
+                if not args.evaluate:
+                    return 0  # nothing to train
+        else:
+            prepare_new_run_dir(run_dir)
+        experiment = get_experiment(config.experiment)
+        write_yaml(run_dir / CONFIG, to_dict(config))
+        print(f"run directory: {run_dir}")
+        experiment.train(config, run_dir, state, progress=not args.no_progress)
+        if args.evaluate:
+            report = experiment.evaluate(config, run_dir, progress=not args.no_progress)
+            print(results_table(report))
+            print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
     return 0
+
+
+def _resumed_config(state: dict, pairs: list[str]) -> Any:
+    """A checkpoint's config with the ``--set`` overrides a resumed run accepts.
+
+    Raises:
+        ConfigError: another key is overridden, or the run would be shortened.
+    """
+    from metarl.config import ConfigError, from_dict, upgrade
+    from metarl.experiments import get_experiment
+
+    cls = get_experiment(state["config"]["experiment"]).config_cls
+    values = upgrade(cls, state["config"])
+    for key, value in _overrides(pairs).items():
+        if key not in RESUME_OVERRIDES:
+            raise ConfigError(
+                f"--set {key}: a resumed run keeps its config; only "
+                f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
+            )
+        values[key] = value
+    config = from_dict(cls, values)
+    if state["iteration"] > config.iterations:
+        raise ConfigError(
+            f"--set iterations={config.iterations}: the run already ran {state['iteration']} "
+            "iterations, and a run cannot be shortened"
+        )
+    return config
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -74,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError, from_dict, to_dict
     from metarl.experiments import stored_config
     from metarl.reports import results_table
-    from metarl.run import load_checkpoint
+    from metarl.run import load_checkpoint, run_lock
 
     experiment, config = stored_config(load_checkpoint(args.run_dir))
     values = to_dict(config)
@@ -85,10 +119,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         values[key] = value
     config = from_dict(experiment.config_cls, values)
-    report = experiment.evaluate(
-        config, args.run_dir, retrain_baselines=args.retrain_baselines,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    with run_lock(args.run_dir, "metarl evaluate"):
+        report = experiment.evaluate(
+            config, args.run_dir, retrain_baselines=args.retrain_baselines,
+            progress=not args.no_progress,
+        )  # fmt: skip
     print(results_table(report))
     print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'plots'}/")
     return 0
@@ -207,6 +242,9 @@ def _bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl", description="Model-Agnostic Meta-Learning: train, evaluate, benchmark."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error (or METARL_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -345,8 +383,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = {
+    "train": "the last checkpoint is intact; continue with `metarl train EXPERIMENT --resume RUN`",
+    "evaluate": "eval.json was not written (an earlier one is left as it was)",
+    "baseline": "no baseline was stored; run the command again to train it",
+    "view": "the videos written so far are kept; the one in progress is incomplete",
+    "bench": "each run keeps its last checkpoint; the next `metarl bench` resumes",
+}
+"""What an interruption means, by command (Ctrl-C and SIGTERM alike)."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt while a command runs, even when the shell that
+    started it in the background told it to ignore SIGINT; the handlers before are restored."""
+    try:
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``metarl`` console script."""
+    """Entry point of the ``metarl`` console script.
+
+    Every expected failure is one line on stderr, ``metarl: error: ...`` (exit 2 for a bad
+    config or argument, 1 otherwise); ``--debug`` or ``METARL_DEBUG=1`` also prints the
+    traceback. An interruption (Ctrl-C, SIGTERM) says what it means for the command (exit 130).
+    """
     from metarl.runtime import tune_process
 
     tune_process()  # before torch loads: OpenMP reads its settings once
@@ -355,15 +428,31 @@ def main(argv: list[str] | None = None) -> int:
     from metarl.run import RunError
 
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("METARL_DEBUG", "") not in ("", "0")
+    expected = (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError)
     try:
-        return args.func(args)
-    except (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError) as e:
-        print(f"metarl: error: {e}", file=sys.stderr)
+        with _signals_interrupt():
+            return args.func(args)
+    except expected as e:
+        if debug:
+            traceback.print_exc()
+        print(f"metarl: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
-        print("\nmetarl: interrupted; the last checkpoint is intact (resume with --resume)",
+        print(f"\nmetarl: interrupted; {INTERRUPTED.get(args.command, 'nothing was saved')}",
               file=sys.stderr)  # fmt: skip
         return 130
+    except Exception as e:  # noqa: BLE001 - one line for the user; the traceback on request
+        if debug:
+            raise
+        print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `--debug` shows "
+              "where; please report it)", file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

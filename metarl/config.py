@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import yaml
 from metarl.core.adapt import META_GRADIENT_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_SEED = 2**31 - 1  # seeds are offset (seed + 1, + 2) and must fit every generator
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ConfigError(ValueError):
@@ -145,7 +148,7 @@ class CommonConfig:
     """Fields every experiment has."""
 
     experiment: str = option("sinusoid", "experiment name (the YAML file it came from)")
-    seed: int = option(0, "seed of every random generator of the run", low=0)
+    seed: int = option(0, "seed of every random generator of the run", low=0, high=MAX_SEED - 16)
     device: str = option("cpu", "torch device: cpu, cuda, cuda:1, ...")
     num_threads: int = option(
         1, "torch CPU threads; 0 keeps torch's default (small models run fastest on 1)", low=0
@@ -157,13 +160,39 @@ class CommonConfig:
     tensorboard: bool = option(True, "also write TensorBoard event files")
 
     def validate(self) -> None:
+        if not _NAME.fullmatch(self.experiment) or ".." in self.experiment:
+            raise ConfigError(
+                f"experiment: {self.experiment!r} is not a plain name (letters, digits, '-', '_', "
+                "'.'; no path separators): it names the run's directory"
+            )
         if self.checkpoint_every % self.log_every != 0:
             raise ConfigError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
                 f"log_every ({self.log_every}) so a resumed run logs the same windows"
             )
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ConfigError(f"device: {self.device!r} is not cpu, cuda[:N] or mps")
+        check_device(self.device)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before anything is created.
+
+    Raises:
+        ConfigError: not ``cpu``, ``cuda[:N]`` or ``mps``, or not available here.
+    """
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ConfigError(f"device: {device!r} is not cpu, cuda[:N] or mps")
+    import torch
+
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} but torch finds no CUDA GPU on this machine")
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' but torch finds no Apple GPU on this machine")
 
 
 @dataclass
@@ -178,7 +207,7 @@ class MetaLearningConfig(CommonConfig):
     # --- meta-training -----------------------------------------------------------------------
     iterations: int = option(1000, "meta-training iterations", low=1)
     meta_batch_size: int = option(25, "tasks per meta-iteration", low=1)
-    inner_lr: float = option(0.01, "inner-loop step size α", low=0.0)
+    inner_lr: float = option(0.01, "inner-loop step size α", low=0.0, high=100.0)
     inner_steps: int = option(1, "inner gradient steps during meta-training", low=0)
     meta_gradient: str = option(
         "second_order",
@@ -187,7 +216,10 @@ class MetaLearningConfig(CommonConfig):
         choices=META_GRADIENT_MODES,
     )
     fd_epsilon: float = option(
-        1e-3, "perturbation size of the finite-difference Hessian products", low=0.0
+        1e-3,
+        "perturbation size of the finite-difference Hessian products (> 0)",
+        low=1e-12,
+        high=1.0,
     )
     # --- evaluation (metarl evaluate) --------------------------------------------------------
     eval_tasks: int = option(600, "fixed test tasks", low=1)
@@ -198,6 +230,7 @@ class MetaLearningConfig(CommonConfig):
         "test-time step size, or one per step (the last repeats); null: the experiment's "
         "default (supervised: the meta-trained step size; meta-RL: inner_lr, then inner_lr/2)",
         low=0.0,
+        high=100.0,
     )
 
     def validate(self) -> None:

@@ -29,12 +29,15 @@ class Experiment:
         train: ``(config, run_dir, resume_state, progress) -> trained model``.
         evaluate: ``(config, run_dir, retrain_baselines, progress) -> EvalReport``; writes
             ``eval.json`` and the plots into the run directory.
+        preflight: ``config -> None``; raises if the run cannot start (missing data, a
+            meta-batch beyond memory), before anything is created on disk.
     """
 
     config_cls: type
     build_model: Callable[[Any], nn.Module]
     train: Callable[..., nn.Module]
     evaluate: Callable[..., EvalReport]
+    preflight: Callable[[Any], None]
 
 
 def _sinusoid() -> Experiment:
@@ -46,6 +49,7 @@ def _sinusoid() -> Experiment:
         sinusoid_experiment.build_model,
         sinusoid_experiment.train,
         sinusoid_eval.evaluate,
+        sinusoid_experiment.preflight,
     )
 
 
@@ -54,7 +58,7 @@ def _meta_rl() -> Experiment:
     from metarl.rl.config import RLConfig
     from metarl.rl.policy import build_policy
 
-    return Experiment(RLConfig, build_policy, trainer.train, evaluate.evaluate)
+    return Experiment(RLConfig, build_policy, trainer.train, evaluate.evaluate, trainer.preflight)
 
 
 def _classification() -> Experiment:
@@ -66,6 +70,7 @@ def _classification() -> Experiment:
         classification_experiment.build_model,
         classification_experiment.train,
         classification_eval.evaluate,
+        classification_experiment.preflight,
     )
 
 
@@ -111,6 +116,17 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Any:
     values.update(parse_overrides(overrides or []))
     experiment = get_experiment(str(values["experiment"]))
     return from_dict(experiment.config_cls, values)
+
+
+def preflight(config: Any) -> None:
+    """Everything a run needs that its config alone does not show (data, memory), checked
+    before a run directory is created.
+
+    Raises:
+        ConfigError: e.g. a meta-batch beyond the available memory.
+        DataError: the dataset is not where it is looked for.
+    """
+    get_experiment(config.experiment).preflight(config)
 
 
 def stored_config(state: dict[str, Any]) -> tuple[Experiment, Any]:

@@ -1,4 +1,4 @@
-"""Run directories: resolved config, metrics log, atomic checkpoints.
+"""Run directories: resolved config, metrics log, atomic checkpoints, one owner at a time.
 
 Layout::
 
@@ -9,14 +9,23 @@ Layout::
       checkpoint.pt    latest state, written atomically (temp file, then rename)
       eval.json        written by ``metarl evaluate``
       plots/
+      .lock            the process that owns the run while it trains or is evaluated
+
+Files on disk are data: checkpoints hold only tensors and plain types and are read with
+``torch.load(weights_only=True)``, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import math
 import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +34,11 @@ import torch
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
 
 
 class RunError(RuntimeError):
-    """A run directory is missing, incomplete, or of another experiment."""
+    """A run directory or a stored file is missing, unreadable, in use, or of another experiment."""
 
 
 def adam(params: Any, lr: float) -> torch.optim.Optimizer:
@@ -56,32 +66,95 @@ def iteration_bar(config: Any, start: int, progress: bool = True) -> Any:
     )
 
 
-def new_run_dir(experiment: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
-    """Create the directory of a new run (``root/<experiment>-<time>`` unless ``out`` is given).
+def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
+    """``root/<experiment>-<time>``, the directory of a new run unless ``--out`` names one."""
+    return Path(root) / f"{experiment}-{_timestamp()}"
+
+
+def prepare_new_run_dir(path: Path) -> Path:
+    """Make ``path`` ready for a new run (call it holding :func:`run_lock`).
+
+    A directory whose run never reached its first checkpoint (killed early, or its start
+    failed) is started again, with a notice; its old log is removed.
 
     Raises:
-        RunError: ``out`` already holds a run (its checkpoint would be overwritten).
+        RunError: ``path`` holds a run with a checkpoint (it would be overwritten).
     """
-    path = (
-        Path(out)
-        if out is not None
-        else Path(root) / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    if (path / CHECKPOINT).exists() or (path / METRICS).exists():
+    if (path / CHECKPOINT).exists():
         raise RunError(f"{path} already holds a run; pass --resume {path} to continue it")
+    if (path / METRICS).exists():
+        print(f"metarl: {path} holds a run that never reached its first checkpoint; starting it "
+              "again", file=sys.stderr)  # fmt: skip
+        (path / METRICS).unlink()
+        for events in path.glob("events.out.tfevents.*"):
+            events.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, what: str) -> Iterator[None]:
+    """Own ``run_dir`` while the block runs: a second process gets one line naming the holder.
+
+    The lock is an ``flock`` on ``run_dir/.lock``, which holds the owner's PID and command; the
+    kernel releases it when the owner dies, however it dies, so a stale lock never blocks.
+
+    Raises:
+        RunError: another process owns the run.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            raise RunError(f"{run_dir} is in use by {holder}; wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} ({what})\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never half-written."""
+    """``torch.save`` to a temporary file beside ``path``, then rename: never half-written.
+
+    Raises:
+        RunError: the file could not be written (the previous one is left as it was).
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        free = _free_mib(path.parent)
+        hint = f"; {free:.0f} MiB free on its disk" if free is not None else ""
+        raise RunError(f"cannot write {path}: {_first_line(e)}{hint}; the previous file is "
+                       "intact") from None  # fmt: skip
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _free_mib(folder: Path) -> float | None:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize / 2**20
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,11 +164,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def load_tensors(path: Path, what: str = "file") -> Any:
+    """A file of tensors and plain types (``torch.load(weights_only=True)``).
+
+    Raises:
+        RunError: missing, or not such a file (a pickle that would run code is refused, unrun).
+    """
+    if not path.is_file():
+        raise RunError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem means the same to the user
+        raise RunError(f"cannot read {path} as a {what} of tensors: {_first_line(e)}") from None
+
+
+CHECKPOINT_KEYS = {"config": dict, "iteration": int, "model": dict}
+"""What every checkpoint holds, whatever its family (plus the family's own state)."""
+
+
 def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[str, Any]:
     """The checkpoint of ``run_dir``; with ``experiment``, refuse a run of another experiment.
 
     Raises:
-        RunError: no such directory, no checkpoint, an unreadable one, or another experiment.
+        RunError: no such directory, no checkpoint, an unreadable or malformed one, or another
+            experiment.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -103,35 +195,55 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise RunError(f"no {CHECKPOINT} in {run_dir}: the run never reached its first checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means the same to the user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"cannot read {path}: {reason}") from None
-    if not isinstance(state, dict) or "config" not in state:
+    state = load_tensors(path, "checkpoint")
+    if not isinstance(state, dict):
         raise RunError(f"{path} is not a metarl checkpoint")
+    for key, kind in CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise RunError(f"{path} is not a metarl checkpoint (no {kind.__name__} {key!r})")
     found = state["config"].get("experiment")
+    if not isinstance(found, str):
+        raise RunError(f"{path} is not a metarl checkpoint (its config names no experiment)")
     if experiment is not None and found != experiment:
         raise RunError(f"{run_dir} is a run of {found!r}, not {experiment!r}")
     return state
+
+
+def _parse_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON lines of ``path``, and how many unreadable lines were skipped (a torn write)."""
+    records, torn = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+            records.append(record)
+        else:
+            torn += 1
+    return records, torn
 
 
 class MetricsLog:
     """Appends one JSON line per logging step to ``metrics.jsonl`` (and TensorBoard if asked).
 
     On resume, lines past the checkpoint's iteration (written after the last checkpoint by a run
-    that then died) are dropped, so the log matches the state it continues from.
+    that then died) are dropped, and so is a line a crash or a full disk left half-written, with
+    a notice; the log then matches the state it continues from.
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool, resume_iteration: int | None = None):
         self.path = run_dir / METRICS
         if resume_iteration is not None and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("iteration", 0) <= resume_iteration
-            ]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            records, torn = _parse_lines(self.path)
+            if torn:
+                print(f"metarl: dropped {torn} unreadable line(s) of {self.path} (a write that "
+                      "was cut off)", file=sys.stderr)  # fmt: skip
+            kept = [r for r in records if r["iteration"] <= resume_iteration]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
         self._writer = None
         if tensorboard:
@@ -156,8 +268,8 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All lines of a run's ``metrics.jsonl``."""
+    """The readable lines of a run's ``metrics.jsonl`` (a torn last line is skipped)."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_lines(path)[0]

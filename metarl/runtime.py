@@ -95,3 +95,35 @@ def set_num_threads(num_threads: int) -> None:
 
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None."""
+    try:
+        for line in open("/proc/meminfo").read().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(needed: float, knobs: str) -> None:
+    """Refuse a run whose estimated memory exceeds what this machine has available.
+
+    Args:
+        needed: an estimate of one meta-iteration's memory in bytes (a lower bound: the check
+            only catches what cannot fit).
+        knobs: the config keys that set it, named in the message.
+
+    Raises:
+        ConfigError: ``needed`` is above the available memory.
+    """
+    from metarl.config import ConfigError
+
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"{knobs}: one meta-iteration needs at least {needed / 2**30:.1f} GiB, more than "
+            f"the {available / 2**30:.1f} GiB available here; make it smaller"
+        )

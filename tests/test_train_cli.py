@@ -168,9 +168,27 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, capsys
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
-def test_diverging_step_size_is_reported(tmp_path, capsys):
-    assert _train(tmp_path / "diverge", "inner_lr=1e30") == 1
-    assert "not finite" in capsys.readouterr().err
+def test_insane_step_sizes_are_refused_before_anything_is_written(tmp_path, capsys):
+    for setting, field in (("inner_lr=1e30", "inner_lr"), ("meta_lr=1e39", "meta_lr"),
+                           ("fd_epsilon=0", "fd_epsilon")):  # fmt: skip
+        assert _train(tmp_path / "refused", setting) == 2
+        assert capsys.readouterr().err.startswith(f"metarl: error: {field}: ")
+        assert not (tmp_path / "refused").exists()
+
+
+def test_a_diverging_update_never_replaces_the_last_good_checkpoint(tmp_path, capsys):
+    """Allowed but unstable step sizes blow up within a few iterations: the run stops with one
+    line and the checkpoint on disk is the last one whose numbers were all finite."""
+    run = tmp_path / "diverge"
+    code = _train(run, "meta_lr=1.0", "inner_lr=10", "checkpoint_every=1", "log_every=1")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "not finite" in err and "the last checkpoint is intact" in err, err
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert 0 < state["iteration"] < 40
+    tensors = [*state["model"].values()]
+    tensors += [t for s in state["optimizer"]["state"].values() for t in s.values()]
+    assert all(torch.isfinite(t).all() for t in tensors)
 
 
 def test_yaml_exponent_without_dot_is_a_number():

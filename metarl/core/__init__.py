@@ -4,6 +4,7 @@ from metarl.core.adapt import META_GRADIENT_MODES, MetaGradientMode, adapt, inne
 from metarl.core.batch import TaskBatch
 from metarl.core.functional import (
     Params,
+    all_finite,
     expand_to_tasks,
     get_buffers,
     get_params,
@@ -24,6 +25,7 @@ __all__ = [
     "Params",
     "TaskBatch",
     "adapt",
+    "all_finite",
     "expand_to_tasks",
     "get_buffers",
     "get_params",

@@ -14,7 +14,7 @@ module is run under :func:`torch.func.vmap`, which gives the same numbers, more 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,12 @@ Params = dict[str, Tensor]
 def get_params(module: nn.Module) -> Params:
     """The module's parameters as a dict; the module's own tensors (gradients reach them)."""
     return dict(module.named_parameters())
+
+
+def all_finite(tensors: Iterable[Tensor]) -> bool:
+    """Whether every element of every tensor is finite (no NaN, no ±inf)."""
+    checks = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def get_buffers(module: nn.Module) -> Params:

@@ -36,7 +36,10 @@ class RLConfig(MetaLearningConfig):
     # --- environment -------------------------------------------------------------------------
     env: str = option("navigation2d", "task environment", choices=ENVIRONMENTS)
     horizon: int = option(
-        100, "steps per episode before truncation (paper: 100 for navigation)", low=1
+        100,
+        "steps per episode before truncation (paper: 100 for navigation)",
+        low=1,
+        high=10_000,
     )
     # --- policy ------------------------------------------------------------------------------
     hidden_sizes: list[int] = option(
@@ -123,6 +126,10 @@ class RLConfig(MetaLearningConfig):
             )
         if self.inner_steps < 1:
             raise ConfigError("inner_steps: meta-RL needs at least one inner step")
+        if self.device != "cpu":
+            # The environments are numpy and the policy is small: the update stays on the CPU
+            # rather than half of it moving to a GPU without a measured gain.
+            raise ConfigError(f"device: meta-RL runs on the CPU; {self.device!r} is not supported")
 
     @property
     def test_step_sizes(self) -> list[float]:

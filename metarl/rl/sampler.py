@@ -52,6 +52,11 @@ def rollout(
     for _ in range(env.horizon):
         batch_obs = obs.reshape(n_tasks, episodes_per_task, -1)
         action = act(batch_obs)
+        if not bool(torch.isfinite(action).all()):
+            raise FloatingPointError(
+                "the policy's actions are not finite: its parameters diverged (a smaller "
+                "inner_lr or eval_lr, or max_kl, keeps the steps stable)"
+            )
         step = env.step(action.reshape(env.num_envs, -1).numpy())
         observations.append(batch_obs)
         actions.append(action)

@@ -33,7 +33,7 @@ from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sampler import ActFn, sample_gaussian
 from metarl.rl.sb3_env import ACTION_BOUND, TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import atomic_torch_save
+from metarl.run import RunError, atomic_torch_save, load_tensors
 from metarl.runtime import set_num_threads
 
 KINDS = ("pretrained", "oracle")
@@ -191,7 +191,10 @@ def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
     """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``)."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "baseline")
+    keys = ("env", "horizon", "hidden_sizes", "activation", "obs_dim", "model", "info")
+    if not isinstance(state, dict) or not all(k in state for k in keys):
+        raise RunError(f"{path} is not a metarl baseline (see `metarl baseline --help`)")
     fits = (
         state["env"] == config.env
         and state["horizon"] == config.horizon

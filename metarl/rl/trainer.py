@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from metarl.config import to_dict
-from metarl.core import get_params
+from metarl.core import all_finite, get_params
 from metarl.core.functional import Params
 from metarl.rl import maml_trpo
 from metarl.rl.baseline import LinearFeatureBaseline
@@ -31,6 +30,26 @@ from metarl.runtime import set_num_threads
 
 META_UPDATES = {"maml_trpo": maml_trpo.meta_update}
 """The outer objective of each ``algorithm`` (``metarl.rl.config.RL_ALGORITHMS``)."""
+
+
+def preflight(config: RLConfig) -> None:
+    """Checks before a run directory is created: one meta-iteration's episodes fit in memory.
+
+    A lower bound: every step of every episode of every inner step and the query keeps its
+    observation, action, returns and advantages, and the policy's hidden activations.
+
+    Raises:
+        ConfigError: more than the available memory.
+    """
+    from metarl.runtime import check_memory
+
+    env = make_batched_env(config.env, 1, config.horizon)
+    per_step = env.observation_dim + env.action_dim + 8 + 2 * sum(config.hidden_sizes)
+    steps = config.meta_batch_size * config.episodes_per_task * config.horizon
+    check_memory(
+        4.0 * per_step * steps * (config.inner_steps + 1),
+        "meta_batch_size × episodes_per_task × horizon",
+    )
 
 
 def train(
@@ -58,8 +77,6 @@ def train(
     that iteration's update (so ``iteration`` updates had been applied).
     """
     set_num_threads(config.num_threads)
-    if config.device != "cpu":
-        warnings.warn("meta-RL runs on the CPU: the environments are numpy", stacklevel=2)
     n_tasks, n_episodes = config.meta_batch_size, config.episodes_per_task
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
     policy = build_policy(config)
@@ -80,6 +97,11 @@ def train(
     meta_update = META_UPDATES[config.algorithm]
 
     def checkpoint(iteration: int, elapsed: float) -> None:
+        if not all_finite(theta.values()):  # a good checkpoint is never replaced by a broken one
+            raise FloatingPointError(
+                f"the policy's parameters are not finite at iteration {iteration}; the last "
+                "checkpoint is intact"
+            )
         state = {
             "config": to_dict(config),
             "iteration": iteration,

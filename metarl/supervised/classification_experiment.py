@@ -20,7 +20,7 @@ from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
-from metarl.supervised.trainer import meta_train
+from metarl.supervised.trainer import check_meta_batch_memory, meta_train
 
 
 def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
@@ -41,6 +41,33 @@ def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
 
     assert config.data_dir is not None  # validated
     return image_folder_split(config.data_dir, subset, config.image_size)
+
+
+def check_data(config: ClassificationConfig) -> None:
+    """That the config's dataset is where it is looked for (without reading it).
+
+    Raises:
+        DataError: it is not (the message says where it was looked for and what to do).
+    """
+    from metarl.supervised.data.files import DataError, dataset_dir
+
+    if config.dataset == "image_folder":
+        if not Path(str(config.data_dir)).is_dir():
+            raise DataError(f"data_dir: image folder {config.data_dir} not found")
+        return
+    from metarl.supervised.data.mnist import FALLBACK_DIRS
+
+    dataset_dir(config.data_dir, config.dataset, FALLBACK_DIRS.get(config.dataset, ()))
+
+
+def preflight(config: ClassificationConfig) -> None:
+    """Checks before a run directory is created: the data, and one meta-batch's memory."""
+    check_data(config)
+    channels, side = image_shape(config)
+    model = build_model(config)
+    support = torch.zeros(config.n_way * config.k_shot, channels, side, side)
+    query = torch.zeros(config.n_way * config.k_query, channels, side, side)
+    check_meta_batch_memory(config, model, support, query)
 
 
 def image_shape(config: ClassificationConfig) -> tuple[int, int]:

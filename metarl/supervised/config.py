@@ -24,7 +24,7 @@ class SupervisedConfig(MetaLearningConfig):
     """What every supervised experiment adds: the algorithm and its outer optimiser."""
 
     algorithm: str = option("maml", "meta-learning algorithm", choices=tuple(ALGORITHMS))
-    meta_lr: float = option(1e-3, "Adam learning rate of the outer loop", low=0.0)
+    meta_lr: float = option(1e-3, "Adam learning rate of the outer loop", low=0.0, high=1.0)
     learn_inner_lr: str = option(
         "off",
         "meta-learn the inner step size with θ: off (fixed α, the paper), global (one α), "
@@ -59,7 +59,9 @@ class SinusoidConfig(SupervisedConfig):
     baseline_iterations: int = option(
         70_000, "Adam iterations of the pretrained and oracle regressors", low=1
     )
-    baseline_lr: float = option(1e-3, "Adam learning rate of the baseline regressors", low=0.0)
+    baseline_lr: float = option(
+        1e-3, "Adam learning rate of the baseline regressors", low=0.0, high=1.0
+    )
     pretrained_finetune_lrs: list[float] = option(
         [0.001, 0.003, 0.01, 0.03, 0.1],
         "step sizes tried when fine-tuning the pretrained model; the best on separate "
@@ -75,6 +77,8 @@ class SinusoidConfig(SupervisedConfig):
                 raise ConfigError(f"{name}: expected [low, high] with low <= high, got {pair}")
         if not self.pretrained_finetune_lrs:
             raise ConfigError("pretrained_finetune_lrs: give at least one step size")
+        if not self.eval_shots:
+            raise ConfigError("eval_shots: give at least one support size K")
 
 
 @dataclass

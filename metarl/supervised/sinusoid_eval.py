@@ -24,7 +24,7 @@ from metarl.config import to_dict
 from metarl.core import InnerStepSize, TaskBatch, task_forward
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
-from metarl.run import atomic_torch_save, load_checkpoint, read_metrics
+from metarl.run import atomic_torch_save, load_checkpoint, load_tensors, read_metrics
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve
 from metarl.supervised.config import SinusoidConfig
@@ -74,8 +74,8 @@ def baselines(
     pretrained = sinusoid_mlp(config.hidden_sizes, config.activation)
     oracle = sinusoid_mlp(config.hidden_sizes, config.activation, inputs=3)
     if path.exists() and not retrain:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("key") == _baseline_key(config):
+        state = load_tensors(path, "baselines file")
+        if isinstance(state, dict) and state.get("key") == _baseline_key(config):
             pretrained.load_state_dict(state["pretrained"])
             oracle.load_state_dict(state["oracle"])
             return pretrained, oracle

@@ -23,7 +23,7 @@ from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTasks, oracle_inputs
 from metarl.supervised.tasks import mse_per_task
-from metarl.supervised.trainer import meta_train
+from metarl.supervised.trainer import check_meta_batch_memory, meta_train
 
 PROBLEM = Problem(mse_per_task)
 """Regression: the task loss is the mean squared error, and so is the reported score."""
@@ -40,6 +40,14 @@ def build_model(config: SinusoidConfig) -> MLP:
     """The regressor the config describes, its initial weights drawn from ``config.seed``."""
     with seeded(config.seed):
         return sinusoid_mlp(config.hidden_sizes, config.activation)
+
+
+def preflight(config: SinusoidConfig) -> None:
+    """Checks before a run directory is created: one meta-batch's memory."""
+    model = build_model(config)
+    check_meta_batch_memory(
+        config, model, torch.zeros(config.k_shot, 1), torch.zeros(config.k_query, 1)
+    )
 
 
 def train(

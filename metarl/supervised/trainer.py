@@ -17,13 +17,14 @@ from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, Problem
 from metarl.config import to_dict
-from metarl.core import TaskBatch
+from metarl.core import TaskBatch, all_finite
 from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The meta-loss became NaN or infinite; the last checkpoint is left untouched."""
+    """The meta-loss or the meta-parameters became NaN or infinite; the last checkpoint is left
+    untouched."""
 
 
 def meta_train(
@@ -56,7 +57,8 @@ def meta_train(
     set_num_threads(config.num_threads)
     device = torch.device(config.device)
     model, algorithm = model.to(device), algorithm.to(device)
-    optimizer = adam([*model.parameters(), *algorithm.parameters()], config.meta_lr)
+    meta_params = [*model.parameters(), *algorithm.parameters()]
+    optimizer = adam(meta_params, config.meta_lr)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
     if resume_state is not None:
@@ -68,7 +70,16 @@ def meta_train(
         elapsed_before = resume_state["elapsed"]
     started = time.perf_counter()
 
+    def stop(what: str, iteration: int) -> NonFiniteLossError:
+        kept = "the last checkpoint is intact. " if (run_dir / CHECKPOINT).exists() else ""
+        return NonFiniteLossError(
+            f"{what} at iteration {iteration}; {kept}Try a smaller meta_lr or inner_lr."
+        )
+
     def checkpoint(iteration: int) -> None:
+        moments = [t for s in optimizer.state.values() for t in s.values() if t.is_floating_point()]
+        if not all_finite(moments):  # a good checkpoint is never replaced by a broken one
+            raise stop("the optimiser's state is not finite", iteration)
         state = {
             "config": to_dict(config),
             "iteration": iteration,
@@ -92,17 +103,14 @@ def meta_train(
             # --- the algorithm's outer objective (MAML: inner loop, then the query loss) -------
             step = algorithm.meta_loss(model, batch, problem, iteration)
             if not torch.isfinite(step.loss):
-                kept = (run_dir / CHECKPOINT).exists()
-                raise NonFiniteLossError(
-                    f"the meta-loss is not finite ({step.loss.item()}) at iteration {iteration}; "
-                    + ("the last checkpoint is intact. " if kept else "")
-                    + "Try a smaller meta_lr or inner_lr."
-                )
+                raise stop(f"the meta-loss is not finite ({step.loss.item()})", iteration)
 
             # --- meta-update ------------------------------------------------------------------
             optimizer.zero_grad(set_to_none=True)
             step.loss.backward()
             optimizer.step()
+            if not all_finite(meta_params):
+                raise stop("the meta-update made the parameters non-finite", iteration)
 
             # --- log and checkpoint -----------------------------------------------------------
             for key, v in step.metrics.items():
@@ -123,6 +131,40 @@ def meta_train(
         bar.close()
         log.close()
     return model
+
+
+def activation_bytes(model: nn.Module, *inputs: Tensor) -> int:
+    """Bytes of every module's output in one forward pass of ``model`` on ``inputs``."""
+    total = 0
+
+    def count(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, Tensor) and not list(module.children()):
+            total += output.numel() * output.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def check_meta_batch_memory(config: Any, model: nn.Module, support: Tensor, query: Tensor) -> None:
+    """Refuse a meta-batch that cannot fit: one task's activations (``support``, ``query``: one
+    task's inputs) times the tasks and the inner steps, a lower bound of what MAML keeps for
+    its backward pass.
+
+    Raises:
+        ConfigError: more than the available memory.
+    """
+    from metarl.runtime import check_memory
+
+    per_task = activation_bytes(model, support) * (config.inner_steps + 1)
+    per_task += activation_bytes(model, query)
+    check_memory(per_task * config.meta_batch_size, "meta_batch_size")
 
 
 def restore(

@@ -1,0 +1,260 @@
+"""Hostile and unlucky users: files never execute code, a bad step never replaces a good
+checkpoint, two processes never share a run, every failure is one line, signals stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.run import RunError, atomic_torch_save, load_checkpoint, read_metrics
+
+SINUSOID = ["iterations=20", "log_every=10", "checkpoint_every=10", "tensorboard=false",
+            "eval_tasks=10", "eval_shots=[5]", "eval_steps=1",
+            "baseline_iterations=10"]  # fmt: skip
+NAVIGATION = ["iterations=1", "meta_batch_size=2", "episodes_per_task=2", "horizon=5",
+              "eval_tasks=2", "eval_episodes=2", "eval_steps=1", "tensorboard=false",
+              "checkpoint_every=1", "hidden_sizes=[8,8]"]  # fmt: skip
+
+
+def _train(exp: str, out: Path, settings: list[str], *extra: str) -> int:
+    return main(["train", exp, "--out", str(out), "--no-progress", "--set", *settings, *extra])
+
+
+class _Payload:
+    """A pickle that runs a command when it is loaded without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path: Path, marker: Path) -> None:
+    torch.save({"config": {"experiment": "sinusoid"}, "iteration": 1, "model": _Payload(marker)},
+               path)  # fmt: skip
+
+
+def _one_line(err: str) -> bool:
+    return err.startswith("metarl: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_crafted_checkpoint_runs_no_code_in_any_reader(tmp_path, capsys):
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    assert _train("sinusoid", run, SINUSOID) == 0
+    capsys.readouterr()
+    _plant(run / "checkpoint.pt", marker)
+    commands = [
+        ["evaluate", str(run), "--no-progress"],
+        ["train", "sinusoid", "--resume", str(run), "--no-progress"],
+        ["view", str(run), "--no-progress"],
+        ["check-step", str(run)],
+    ]
+    for command in commands:
+        assert main(command) == 1, command
+        err = capsys.readouterr().err
+        assert _one_line(err) and "cannot read" in err and "checkpoint" in err, (command, err)
+    import metarl
+
+    with pytest.raises(RunError, match="cannot read"):
+        metarl.load_run(run)
+    assert not marker.exists()
+
+
+def test_crafted_baseline_files_run_no_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    sinusoid = tmp_path / "sinusoid"
+    assert _train("sinusoid", sinusoid, SINUSOID) == 0
+    _plant(sinusoid / "baselines.pt", marker)
+    assert main(["evaluate", str(sinusoid), "--no-progress"]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    navigation, baselines = tmp_path / "navigation", tmp_path / "baselines"
+    baselines.mkdir()
+    _plant(baselines / "oracle.pt", marker)
+    assert _train("navigation", navigation, NAVIGATION, f"baselines_dir={baselines}") == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(navigation), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert _one_line(err) and "oracle.pt" in err
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_the_wrong_structure_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"config": {"experiment": "sinusoid"}, "iteration": 3}, run / "checkpoint.pt")
+    assert main(["evaluate", str(run)]) == 1
+    assert "not a metarl checkpoint (no dict 'model')" in capsys.readouterr().err
+    torch.save([1, 2, 3], run / "checkpoint.pt")
+    with pytest.raises(RunError, match="not a metarl checkpoint"):
+        load_checkpoint(run)
+
+
+@pytest.mark.parametrize(
+    "name", ["sinusoid-x/../../../../T", "../sinusoid", "sinusoid/../x", ".hidden", "a b"]
+)
+def test_run_names_cannot_escape_their_root(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    refusals = ("is not a plain name", "unknown experiment")
+    assert main(["train", "sinusoid", "--no-progress", "--set", f"experiment={name}"]) == 2
+    err = capsys.readouterr().err
+    assert any(r in err for r in refusals), err
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text(f"experiment: '{name}'\n")
+    assert main(["train", str(yaml), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert any(r in err for r in refusals), err
+    assert list(tmp_path.iterdir()) == [yaml]  # nothing was created
+
+
+def test_a_disk_full_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save({"x": torch.ones(2)}, path)
+
+    def full_disk(obj, f):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunError, match=r"cannot write .*checkpoint.pt: .*MiB free on its disk"):
+        atomic_torch_save({"x": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("experiment", "setting", "message"),
+    [
+        ("sinusoid", "device=cuda", "no CUDA GPU"),
+        ("sinusoid", "device=tpu", "is not cpu, cuda[:N] or mps"),
+        ("navigation", "device=cuda", "device: "),
+        ("sinusoid", "seed=100000000000000000000000", "seed: "),
+        ("sinusoid", "eval_shots=[]", "eval_shots: give at least one"),
+        ("navigation", "horizon=1000000000", "horizon: "),
+        ("sinusoid", "meta_batch_size=100000000000", "meta_batch_size: one meta-iteration needs"),
+        ("omniglot-5w1s", "meta_batch_size=1000000", "meta_batch_size: one meta-iteration needs"),
+        ("navigation", "episodes_per_task=100000000", "episodes_per_task × horizon"),
+    ],
+)
+def test_bad_values_stop_before_a_run_directory_exists(tmp_path, capsys, experiment, setting,
+                                                       message):  # fmt: skip
+    run = tmp_path / "run"
+    code = main(["train", experiment, "--out", str(run), "--no-progress", "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and _one_line(err) and message in err, err
+    assert not run.exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("experiment: sinusoid\n")
+    (run / "metrics.jsonl").write_text('{"iteration": 10, "meta/query_loss": 1.0}\n')
+    assert _train("sinusoid", run, SINUSOID) == 0
+    assert "never reached its first checkpoint; starting it again" in capsys.readouterr().err
+    assert [m["iteration"] for m in read_metrics(run)] == [10, 20]
+    assert load_checkpoint(run)["iteration"] == 20
+
+
+def test_a_torn_metrics_line_is_dropped_with_a_notice(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train("sinusoid", run, SINUSOID, "iterations=10") == 0
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"iteration": 20, "meta/query_loss": 0.1')  # cut off by a crash
+    assert len(read_metrics(run)) == 1  # readers skip it
+    capsys.readouterr()
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=20"]) == 0  # fmt: skip
+    assert "dropped 1 unreadable line(s)" in capsys.readouterr().err
+    assert [m["iteration"] for m in read_metrics(run)] == [10, 20]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+
+
+def _child(args: list[str], ignore_sigint: bool = False) -> subprocess.Popen:
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started with `&`
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "metarl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=ignore if ignore_sigint else None,
+    )  # fmt: skip
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+LONG = ["iterations=1000000", "log_every=100", "checkpoint_every=100", "tensorboard=false"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "ignore_sigint"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT-in-a-background-job"],
+)
+def test_a_signal_stops_training_cleanly(tmp_path, signum, ignore_sigint):
+    run = tmp_path / "run"
+    proc = _child(["train", "sinusoid", "--out", str(run), "--no-progress", "--set", *LONG],
+                  ignore_sigint)  # fmt: skip
+    try:
+        _wait_for(run / "checkpoint.pt")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; the last checkpoint is intact" in err and "Traceback" not in err
+    assert load_checkpoint(run)["iteration"] % 100 == 0
+
+
+def test_two_processes_never_share_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    first = _child(["train", "sinusoid", "--out", str(run), "--no-progress", "--set", *LONG])
+    try:
+        _wait_for(run / "checkpoint.pt")
+        assert _train("sinusoid", run, SINUSOID) == 1
+        err = capsys.readouterr().err
+        assert _one_line(err) and f"is in use by process {first.pid} (metarl train" in err, err
+        assert main(["train", "sinusoid", "--resume", str(run), "--no-progress"]) == 1
+        assert f"process {first.pid}" in capsys.readouterr().err
+        assert main(["evaluate", str(run), "--no-progress"]) == 1
+        assert "is in use" in capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait()
+    # The owner died without a word: its lock went with it, and the run resumes.
+    iteration = load_checkpoint(run)["iteration"]
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", f"iterations={iteration + 100}"]) == 0  # fmt: skip
+    metrics = read_metrics(run)
+    assert [m["iteration"] for m in metrics] == list(range(100, iteration + 101, 100))
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
+    import metarl.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["list"].set_defaults(func=broken)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert _one_line(err) and "ZeroDivisionError: division by zero" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "list"])
