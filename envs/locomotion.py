@@ -38,7 +38,7 @@ import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from .task_env import TaskEnv
+from .task_env import TaskEnv, check_actions
 
 DEFAULT_HORIZON = 100
 """Steps per episode (the PyTorch reference and ProMP; the paper used 200 with dt 0.01)."""
@@ -236,13 +236,7 @@ class _LocomotionTaskEnv(TaskEnv):
     def step(self, action: np.ndarray):  # type: ignore[override]
         if self._task_array is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape:  # type: ignore[attr-defined]
-            raise ValueError(
-                f"action must have shape {self.action_space.shape}, got {action.shape}"  # type: ignore[attr-defined]
-            )
-        if not np.all(np.isfinite(action)):  # MuJoCo would turn it into a NaN reward
-            raise ValueError(f"action must be finite, got {action}")
+        action = check_actions(action, self.action_space.shape)  # type: ignore[attr-defined]
         data = self.data  # type: ignore[attr-defined]
         x_before = self._x_position()
         self.do_simulation(action, self.frame_skip)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .task_env import BatchedTaskEnv, BatchStep, TaskEnv
+from .task_env import BatchedTaskEnv, BatchStep, TaskEnv, check_actions
 
 GOAL_TOLERANCE = 0.01
 """The episode terminates when ``|x - gx| < GOAL_TOLERANCE`` and ``|y - gy| < GOAL_TOLERANCE``."""
@@ -167,11 +167,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._state is None or self._goal is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (2,):
-            raise ValueError(f"action must have shape (2,), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action}")
+        action = check_actions(action, (2,))
         self._state, reward, reached = _move(self._state, action, self._goal, self.action_scale)
         self._steps += 1
         observation = self._state.astype(np.float32)

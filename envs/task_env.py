@@ -164,16 +164,27 @@ class BatchedTaskEnv(abc.ABC):
         return index
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
-        """Return ``actions`` as a float64 ``(N, action_dim)`` array.
+        """Return ``actions`` as a float64 ``(N, action_dim)`` array (see :func:`check_actions`)."""
+        return check_actions(actions, (self.num_envs, self.action_dim))
 
-        Raises:
-            ValueError: on a wrong shape or a non-finite entry (a NaN action would silently
-                turn the whole episode into NaN rewards).
-        """
-        actions = np.asarray(actions, dtype=np.float64)
-        expected = (self.num_envs, self.action_dim)
-        if actions.shape != expected:
-            raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
-        if not np.all(np.isfinite(actions)):
-            raise ValueError("actions must be finite")
-        return actions
+
+MAX_ACTION = 1e6
+"""Actions are meant for [-1, 1]; beyond this magnitude the control cost overflows float32."""
+
+
+def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``actions`` as a float64 array of ``shape``.
+
+    Raises:
+        ValueError: a wrong shape, a non-finite entry (a NaN action would silently turn the
+            whole episode into NaN rewards), or a magnitude above :data:`MAX_ACTION` (a policy
+            that diverged: the control cost would overflow).
+    """
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.shape != shape:
+        raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("actions must be finite")
+    if np.any(np.abs(actions) > MAX_ACTION):
+        raise ValueError(f"actions beyond ±{MAX_ACTION:g}: the policy diverged")
+    return actions

@@ -19,6 +19,10 @@ from typing import Any
 EXIT_USAGE = 2
 RESUME_OVERRIDES = ("iterations", "num_threads")
 """Config keys ``--set`` may change on ``--resume``: the budget and how the run uses the CPU."""
+EVALUATION_KEYS = (
+    "num_threads", "baselines_dir", "baseline_iterations", "baseline_lr", "pretrained_finetune_lrs",
+)  # fmt: skip
+"""Config keys besides ``eval_*`` that ``metarl evaluate --set`` may change."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -112,10 +116,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     experiment, config = stored_config(load_checkpoint(args.run_dir))
     values = to_dict(config)
+    allowed = sorted(k for k in values if k.startswith("eval_") or k in EVALUATION_KEYS)
+    renamed = getattr(experiment.config_cls, "RENAMED", {})
     for key, value in _overrides(args.set).items():
-        if key not in values:
+        if key in renamed:
+            raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
+        if key not in allowed:
             raise ConfigError(
-                f"unknown config key {key!r}; valid keys: {', '.join(sorted(values))}"
+                f"--set {key}: `metarl evaluate` tests the trained model as it was trained; "
+                f"it may change the evaluation's own keys: {', '.join(allowed)}"
             )
         values[key] = value
     config = from_dict(experiment.config_cls, values)

@@ -216,10 +216,12 @@ def write_report(report: EvalReport, run_dir: Path) -> Path:
 def report_from_dict(data: dict[str, Any], where: str = "eval.json") -> EvalReport:
     """Parse a report's JSON; an older schema or a malformed file raises :class:`ReportError`."""
     version = data.get("schema_version") if isinstance(data, dict) else None
+    run = Path(where).parent
     if version != SCHEMA_VERSION:
+        age = "a newer" if isinstance(version, int) and version > SCHEMA_VERSION else "an older"
         raise ReportError(
-            f"{where} was written by an older metarl (schema {version or 1}, this one reads "
-            f"{SCHEMA_VERSION}); re-run `metarl evaluate` on the run"
+            f"{where} was written by {age} metarl (report schema {version or 1}; this one "
+            f"reads {SCHEMA_VERSION}): run `metarl evaluate {run}` to write it again"
         )
     try:
         values = dict(data)

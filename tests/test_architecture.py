@@ -28,6 +28,15 @@ LAYERS: list[tuple[str, ...]] = [
 SIBLINGS = [("metarl.rl", "metarl.supervised")]
 """Packages of one layer that must not import each other."""
 
+NEVER = {
+    "metarl.rl.trainer": ("metarl.rl.evaluate", "metarl.rl.diagnostics", "metarl.rl.view",
+                          "metarl.rl.maml_trpo"),
+    "metarl.supervised.trainer": ("metarl.supervised.sinusoid_eval",
+                                  "metarl.supervised.classification_eval"),
+}  # fmt: skip
+"""Within a layer: a training loop only orchestrates; what evaluates or diagnoses a model
+imports the algorithm, never the loop."""
+
 
 def _module_name(path: Path) -> str:
     if path.parts[0] == "envs":  # installed as metarl.envs
@@ -81,6 +90,7 @@ def test_imports_never_run_upward(path: Path) -> None:
         assert _layer(imported) <= own, (
             f"{module} (layer {own}) imports {imported} (layer {_layer(imported)}): upward"
         )
+        assert module not in NEVER.get(imported, ()), f"{module} imports the loop {imported}"
         for pair in SIBLINGS:
             if owner in pair:
                 other = pair[1 - pair.index(owner)]

@@ -193,7 +193,7 @@ def test_an_evaluation_is_stale_when_training_went_on_or_it_tested_another_model
 
 def test_an_old_report_is_refused_with_the_command_that_renews_it(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps({"results": {}, "iteration": 3}))
-    with pytest.raises(ReportError, match="older metarl.*re-run `metarl evaluate`"):
+    with pytest.raises(ReportError, match="an older metarl.*run `metarl evaluate .*` to write it"):
         read_report(tmp_path)
     assert needs_evaluation(tmp_path, {"iteration": 3, "config": {}}, tmp_path)
     write_report(_rl_eval(-40, -12), tmp_path)  # a current one round-trips

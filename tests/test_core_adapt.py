@@ -128,6 +128,9 @@ def test_task_batch_equals_per_task_loop(mode, native):
     xs, ys = torch.randn(n_tasks, 5, 1), torch.randn(n_tasks, 5, 1)
     xq, yq = torch.randn(n_tasks, 7, 1), torch.randn(n_tasks, 7, 1)
     params = get_params(model)
+    # The batch scales ε by the norm of all tasks' vectors, a task alone by its own: the two
+    # agree in the exact regime, which a ReLU net reaches with an ε too small to cross a kink.
+    eps = 1e-6
 
     batched = adapt(
         lambda p: ((task_forward(model, p, xs) - ys) ** 2).mean(dim=(1, 2)),
@@ -135,6 +138,7 @@ def test_task_batch_equals_per_task_loop(mode, native):
         0.1,
         steps=2,
         mode=mode,
+        fd_epsilon=eps,
     )
     loss_b = ((task_forward(model, batched, xq) - yq) ** 2).mean(dim=(1, 2)).mean()
     grads_b = torch.autograd.grad(loss_b, list(params.values()))
@@ -147,6 +151,7 @@ def test_task_batch_equals_per_task_loop(mode, native):
             0.1,
             steps=2,
             mode=mode,
+            fd_epsilon=eps,
         )
         loss_l = loss_l + ((single_forward(model, fast, xq[i]) - yq[i]) ** 2).mean() / n_tasks
     grads_l = torch.autograd.grad(loss_l, list(params.values()))
@@ -254,3 +259,47 @@ def test_clear_errors():
         task_forward(model, expand_to_tasks(params, 2), torch.randn(3, 4, 1))
     with pytest.raises(ValueError, match="MLP sizes"):
         MLP((1,))
+
+
+def _relu_meta_gradient(model, params, xs, ys, xq, yq, mode, eps=1e-2):
+    fast = adapt(
+        lambda p: ((single_forward(model, p, xs) - ys) ** 2).mean(), params, 0.1, 1, mode, eps
+    )
+    loss = ((single_forward(model, fast, xq) - yq) ** 2).mean()
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
+
+
+def test_finite_difference_mode_on_relu_is_exact_away_from_the_kinks():
+    """A small ε rarely reaches a kink: then the central difference of the (piecewise linear)
+    gradients is the exact Hessian product, which autograd computes with ReLU'' = 0."""
+    torch.manual_seed(3)
+    model = MLP((1, 16, 16, 1), "relu")
+    params = get_params(model)
+    xs, ys, xq, yq = torch.randn(5, 1), torch.randn(5, 1), torch.randn(7, 1), torch.randn(7, 1)
+    exact = _relu_meta_gradient(model, params, xs, ys, xq, yq, "second_order")
+    fd = _relu_meta_gradient(model, params, xs, ys, xq, yq, "finite_difference", eps=1e-7)
+    assert float((fd - exact).norm() / exact.norm()) < 1e-6
+
+
+def test_finite_difference_mode_on_relu_breaks_where_the_units_sit_on_their_kinks():
+    """The documented failure (docs/numerics.md): zero biases and a zero input put every unit
+    exactly on its kink, as 2D navigation's first observation does at initialisation; then
+    any perturbation switches units and the difference quotient is not the Hessian product."""
+    torch.manual_seed(0)
+    model = MLP((2, 16, 16, 1), "relu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    params = get_params(model)
+    xs, ys = torch.zeros(4, 2), torch.randn(4, 1)  # every support input at the origin
+    xq, yq = torch.randn(6, 2), torch.randn(6, 1)
+    exact = _relu_meta_gradient(model, params, xs, ys, xq, yq, "second_order")
+    for eps in (1e-1, 1e-3, 1e-5, 1e-7):
+        fd = _relu_meta_gradient(model, params, xs, ys, xq, yq, "finite_difference", eps=eps)
+        assert float((fd - exact).norm() / exact.norm()) > 1e-2, eps
+    smooth = MLP((2, 16, 16, 1), "tanh")  # the same layout with a smooth unit is fine
+    params = get_params(smooth)
+    exact = _relu_meta_gradient(smooth, params, xs, ys, xq, yq, "second_order")
+    fd = _relu_meta_gradient(smooth, params, xs, ys, xq, yq, "finite_difference", eps=1e-4)
+    assert float((fd - exact).norm() / exact.norm()) < 1e-6

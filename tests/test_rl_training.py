@@ -21,7 +21,7 @@ from metarl.run import load_checkpoint, read_metrics
 # Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
 SMALL = [
     "horizon=30", "meta_batch_size=8", "episodes_per_task=8", "hidden_sizes=[32,32]",
-    "tensorboard=false", "eval_tasks=6", "eval_episodes=6", "eval_steps=2",
+    "tensorboard=false", "eval_tasks=6", "eval_episodes_per_task=6", "eval_steps=2",
     "eval_trajectory_goals=2", "fisher_subsample=2",
 ]  # fmt: skip
 
@@ -34,7 +34,7 @@ def _post_adaptation_return(config, policy) -> float:
     """Mean return after one test-time step on 16 fixed tasks (independent of training noise)."""
     env = make_batched_env(config.env, 16 * 10, config.horizon)
     tasks = env.sample_tasks(16, np.random.default_rng(123))
-    probe = load_config("navigation", [*SMALL, "eval_episodes=10", "eval_steps=1"])
+    probe = load_config("navigation", [*SMALL, "eval_episodes_per_task=10", "eval_steps=1"])
     curve = adaptation_curve(policy, env, tasks, probe, torch.Generator().manual_seed(0))
     return float(curve.returns[1].mean())
 

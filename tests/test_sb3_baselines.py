@@ -175,7 +175,7 @@ def test_oracle_acts_with_its_mean_or_samples_its_gaussian_within_the_bounds():
 def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
     small = [
         "horizon=10", "hidden_sizes=[16,16]", "meta_batch_size=2", "episodes_per_task=2",
-        "eval_tasks=3", "eval_episodes=2", "eval_steps=1", "tensorboard=false",
+        "eval_tasks=3", "eval_episodes_per_task=2", "eval_steps=1", "tensorboard=false",
     ]  # fmt: skip
     baselines = tmp_path / "baselines"
     for kind in ("pretrained", "oracle"):

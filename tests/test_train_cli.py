@@ -239,3 +239,71 @@ def test_check_step_measures_the_trpo_models(tmp_path, capsys):
     assert "--set applies to an experiment name, not to a trained run" in capsys.readouterr().err
     assert main(["check-step", "navigation", "--tasks", "0"]) == 2
     assert "--tasks must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_the_earlier_layout_resumes_and_evaluates(tmp_path):
+    """Before the algorithm layer, MAML's step sizes were saved under "step_size" and some
+    checkpoints had no "elapsed"; navigation configs said eval_step_sizes and eval_episodes."""
+    run = tmp_path / "run"
+    assert _train(run, "iterations=20") == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    old = dict(state)
+    old["step_size"] = {k.removeprefix("step_size."): v for k, v in old.pop("algorithm").items()}
+    del old["elapsed"]
+    torch.save(old, run / "checkpoint.pt")
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=40"]) == 0  # fmt: skip
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    nav = tmp_path / "nav"
+    tiny = [
+        "iterations=1",
+        "meta_batch_size=2",
+        "episodes_per_task=2",
+        "horizon=5",
+        "eval_tasks=2",
+        "eval_episodes_per_task=2",
+        "eval_steps=1",
+        "tensorboard=false",
+    ]
+    assert main(["train", "navigation", "--out", str(nav), "--no-progress", "--set", *tiny]) == 0
+    state = torch.load(nav / "checkpoint.pt", weights_only=True)
+    config = dict(state["config"])
+    config["eval_step_sizes"], config["eval_episodes"] = config.pop("eval_lr"), 3
+    del config["eval_episodes_per_task"], config["algorithm"]
+    torch.save({**state, "config": config}, nav / "checkpoint.pt")
+    assert main(["evaluate", str(nav), "--no-progress"]) == 0
+    assert read_report(nav).protocol["episodes_per_step"] == 3
+    assert main(["evaluate", str(nav), "--no-progress", "--set", "eval_step_sizes=[0.1]"]) == 2
+    assert main(["train", "navigation", "--resume", str(nav), "--no-progress",
+                 "--set", "iterations=2"]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize("granularity", ["global", "tensor", "element"])
+def test_meta_learned_step_sizes_train_evaluate_and_resume(tmp_path, granularity):
+    run = tmp_path / "run"
+    assert _train(run, "iterations=20", f"learn_inner_lr={granularity}") == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    alphas = list(state["algorithm"].values())
+    assert alphas and all(a.shape == () for a in alphas) == (granularity != "element")
+    assert any(not torch.allclose(a, torch.full_like(a, 0.01)) for a in alphas)  # learned
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    assert read_report(run).protocol["step_size"].startswith(f"meta-learned ({granularity})")
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=40"]) == 0  # fmt: skip
+    assert load_run_iteration(run) == 40
+
+
+def load_run_iteration(run) -> int:
+    return metarl.load_run(run).iteration
+
+
+def test_evaluate_may_change_only_the_evaluation(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress", "--set", "hidden_sizes=[20,20]"]) == 2
+    err = capsys.readouterr().err
+    assert "tests the trained model as it was trained" in err and "eval_steps" in err
+    assert main(["evaluate", str(run), "--no-progress", "--set", "eval_lr=0.02",
+                 "eval_steps=2"]) == 0  # fmt: skip
+    assert read_report(run).protocol["step_size"] == 0.02

@@ -21,7 +21,7 @@ SINUSOID = ["iterations=20", "log_every=10", "checkpoint_every=10", "tensorboard
             "eval_tasks=10", "eval_shots=[5]", "eval_steps=1",
             "baseline_iterations=10"]  # fmt: skip
 NAVIGATION = ["iterations=1", "meta_batch_size=2", "episodes_per_task=2", "horizon=5",
-              "eval_tasks=2", "eval_episodes=2", "eval_steps=1", "tensorboard=false",
+              "eval_tasks=2", "eval_episodes_per_task=2", "eval_steps=1", "tensorboard=false",
               "checkpoint_every=1", "hidden_sizes=[8,8]"]  # fmt: skip
 
 

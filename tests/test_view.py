@@ -10,7 +10,7 @@ from metarl.cli import main
 
 SMALL = [
     "iterations=1", "meta_batch_size=2", "episodes_per_task=2", "horizon=12",
-    "hidden_sizes=[16,16]", "eval_tasks=3", "eval_episodes=2", "tensorboard=false",
+    "hidden_sizes=[16,16]", "eval_tasks=3", "eval_episodes_per_task=2", "tensorboard=false",
 ]  # fmt: skip
 
 

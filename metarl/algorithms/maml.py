@@ -31,7 +31,7 @@ from metarl.core import (
 )
 from metarl.core.step_size import as_step_size
 
-LEARNABLE_STEP_SIZES = ("off", "global", "tensor", "element")
+LEARNABLE_STEP_SIZES = ("fixed", "global", "tensor", "element")
 """Values of ``learn_inner_lr``: a fixed α (the paper), or meta-learned at that granularity."""
 
 
@@ -50,7 +50,7 @@ class MAML(MetaAlgorithm):
         step_size: InnerStepSize,
         inner_steps: int = 1,
         mode: MetaGradientMode = "second_order",
-        fd_epsilon: float = 1e-3,
+        fd_epsilon: float = 1e-2,
     ) -> None:
         super().__init__()
         self.step_size = step_size
@@ -116,7 +116,7 @@ def from_config(config: Any, model: nn.Module) -> MAML:
     """MAML as a supervised config describes it (``inner_lr``, ``inner_steps``,
     ``meta_gradient``, ``fd_epsilon``, ``learn_inner_lr``)."""
     granularity = config.learn_inner_lr
-    if granularity == "off":
+    if granularity == "fixed":
         step_size = InnerStepSize(config.inner_lr)
     else:
         params = {name: p.detach() for name, p in get_params(model).items()}

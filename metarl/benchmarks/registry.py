@@ -36,7 +36,7 @@ class QualityBenchmark:
         return paper_result(self.experiment) or PaperResult("no published result")
 
 
-TINY_RL = {"eval_tasks": 10, "eval_episodes": 10, "checkpoint_every": 1}
+TINY_RL = {"eval_tasks": 10, "eval_episodes_per_task": 10, "checkpoint_every": 1}
 _QUICK_CLS = {
     "iterations": 20,
     "meta_batch_size": 4,
@@ -52,7 +52,7 @@ _QUICK_LOCO = {
     "episodes_per_task": 5,
     **TINY_RL,
     "eval_tasks": 20,
-    "eval_episodes": 20,
+    "eval_episodes_per_task": 20,
 }
 _RL_BASELINES = ("pretrained", "oracle")
 

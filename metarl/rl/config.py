@@ -28,7 +28,10 @@ sibling of :mod:`metarl.rl.maml_trpo`."""
 class RLConfig(MetaLearningConfig):
     """MAML-TRPO meta-reinforcement learning. Defaults: 2D navigation as in the paper."""
 
-    RENAMED: ClassVar[dict[str, str]] = {"eval_step_sizes": "eval_lr"}
+    RENAMED: ClassVar[dict[str, str]] = {
+        "eval_step_sizes": "eval_lr",
+        "eval_episodes": "eval_episodes_per_task",
+    }
 
     experiment: str = override("navigation")
     log_every: int = override(1)
@@ -97,7 +100,9 @@ class RLConfig(MetaLearningConfig):
     eval_tasks: int = override(40)
     eval_seed: int = override(20_170_302)
     eval_steps: int = override(3)
-    eval_episodes: int = option(20, "episodes per task and gradient step at test time", low=1)
+    eval_episodes_per_task: int = option(
+        20, "episodes per task and gradient step at test time", low=1
+    )
     eval_trajectory_goals: int = option(4, "goals drawn in plots/trajectories.png", low=0)
     eval_model: str = option(
         "best",

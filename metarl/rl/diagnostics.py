@@ -20,7 +20,6 @@ import torch
 
 from metarl.core import get_params
 from metarl.core.functional import Params
-from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.episodes import Episodes
 from metarl.rl.maml import objective_values
@@ -107,14 +106,11 @@ def check_natural_step(
     if n_tasks < 1 or n_episodes < 1:
         raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
-    baseline = LinearFeatureBaseline(config.baseline_reg)
     noise = torch.Generator().manual_seed(seed)
     tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
     env.seed([seed, 0])
     theta = get_params(policy)
-    support, query = sample_meta_batch(
-        env, tasks, n_episodes, policy, theta, config, baseline, noise
-    )
+    support, query = sample_meta_batch(env, tasks, n_episodes, policy, theta, config, noise)
     return profile_natural_step(policy, theta, support, query, config)
 
 

@@ -1,11 +1,11 @@
 """``metarl evaluate`` for meta-RL: the paper's adaptation protocol (Finn et al. 2017, Fig. 4).
 
 Protocol (defaults in :class:`~metarl.rl.config.RLConfig`): ``eval_tasks`` test tasks (40 goals)
-drawn from ``eval_seed``. Every method starts from its parameters, samples ``eval_episodes``
-episodes per task, takes a REINFORCE step on them (step sizes ``test_step_sizes``: α, then α/2),
-samples fresh episodes, and so on for ``eval_steps`` steps. The score of a step is each task's
-mean undiscounted episode return; the table reports its mean over tasks ± the standard error.
-All methods see the same tasks and the same action-noise stream.
+drawn from ``eval_seed``. Every method starts from its parameters, samples
+``eval_episodes_per_task`` episodes per task, takes a REINFORCE step on them (step sizes
+``test_step_sizes``: α, then α/2), samples fresh episodes, and so on for ``eval_steps`` steps.
+The score of a step is each task's mean undiscounted episode return; the table reports its mean
+over tasks ± the standard error. All methods see the same tasks and the same action-noise stream.
 
 Methods:
 
@@ -42,18 +42,16 @@ import torch
 from torch import Tensor
 
 from metarl.config import to_dict
-from metarl.core import expand_to_tasks, get_params, inner_step
+from metarl.core import get_params
 from metarl.core.functional import Params
 from metarl.envs import BatchedTaskEnv
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.references import paper_result
 from metarl.reports import Curve, EvalReport, Headline, MissingBaseline, ModelChoice, write_report
-from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
-from metarl.rl.episodes import with_advantages
-from metarl.rl.maml import inner_loss
+from metarl.rl.maml import sampled_adaptation
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
-from metarl.rl.sampler import ActFn, rollout, sample_episodes
+from metarl.rl.sampler import ActFn, rollout
 from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions
 from metarl.rl.task_envs import make_batched_env
 from metarl.run import load_checkpoint, read_metrics
@@ -108,27 +106,16 @@ def adaptation_curve(
 ) -> AdaptationCurve:
     """Adapt ``policy`` to every task with ``config.eval_steps`` REINFORCE steps (first order).
 
-    ``env.num_envs`` must be ``len(tasks) * config.eval_episodes``. The policy is not modified.
+    ``env.num_envs`` must be ``len(tasks) * config.eval_episodes_per_task``. The policy is not
+    modified.
     """
-    baseline = LinearFeatureBaseline(config.baseline_reg)
-    params = expand_to_tasks({n: p.detach() for n, p in get_params(policy).items()}, len(tasks))
-    returns, trajectories, stages = [], [], []
-    for step in range(config.eval_steps + 1):
-        stages.append(params)
-        episodes = sample_episodes(env, tasks, config.eval_episodes, policy, params, generator)
-        returns.append(episodes.task_returns())
-        trajectories.append((episodes.observations[:, :, 0], episodes.masks[:, :, 0]))
-        if step == config.eval_steps:
-            break
-        episodes = with_advantages(
-            episodes, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
-        )
-        params = inner_step(
-            inner_loss(policy, episodes), params, config.test_step_sizes, step,
-            mode="first_order", check_finite=False,
-        )  # fmt: skip
-        params = {n: p.detach() for n, p in params.items()}
-    return AdaptationCurve(torch.stack(returns), trajectories, stages)
+    episodes, stages = sampled_adaptation(
+        env, tasks, config.eval_episodes_per_task, policy, get_params(policy), config.eval_steps,
+        config.test_step_sizes, config, generator, check_finite=False,
+    )  # fmt: skip
+    returns = torch.stack([batch.task_returns() for batch in episodes])
+    trajectories = [(batch.observations[:, :, 0], batch.masks[:, :, 0]) for batch in episodes]
+    return AdaptationCurve(returns, trajectories, stages)
 
 
 def choose_model(config: RLConfig, state: dict[str, Any]) -> tuple[GaussianMLPPolicy, ModelChoice]:
@@ -159,7 +146,8 @@ def evaluate(
     started = time.time()
     set_num_threads(config.num_threads)
     model, chosen = choose_model(config, load_checkpoint(run_dir))
-    env = make_batched_env(config.env, config.eval_tasks * config.eval_episodes, config.horizon)
+    n_envs = config.eval_tasks * config.eval_episodes_per_task
+    env = make_batched_env(config.env, n_envs, config.horizon)
     tasks = env.sample_tasks(config.eval_tasks, np.random.default_rng(config.eval_seed))
     curves: list[Curve] = []
 
@@ -172,7 +160,7 @@ def evaluate(
 
     def not_adapted(method: str, label: str, act: ActFn) -> None:
         env.seed(config.eval_seed)
-        returns = rollout(env, tasks, config.eval_episodes, act).task_returns()
+        returns = rollout(env, tasks, config.eval_episodes_per_task, act).task_returns()
         curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0]))
 
     maml = adapted("meta_learned", "MAML", model)
@@ -211,7 +199,7 @@ def evaluate(
         protocol={
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,
-            "episodes_per_step": config.eval_episodes,
+            "episodes_per_step": config.eval_episodes_per_task,
             "step_sizes": config.test_step_sizes,
             "steps": config.eval_steps,
         },

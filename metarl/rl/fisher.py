@@ -58,7 +58,7 @@ def fisher_vector_product(kl: Tensor, params: Sequence[Tensor], damping: float =
 
 
 def finite_difference_fvp(
-    kl_gradient: FlatFn, theta: Tensor, damping: float = 0.0, epsilon: float = 1e-3
+    kl_gradient: FlatFn, theta: Tensor, damping: float = 0.0, epsilon: float = 1e-2
 ) -> FlatFn:
     """``v ↦ [∇KL(θ + εv) − ∇KL(θ − εv)] / 2ε + damping · v``, with ``ε = epsilon / ‖v‖``.
 

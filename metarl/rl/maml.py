@@ -9,7 +9,7 @@ episodes, so the natural gradient and the trust region both see θ through θ'(�
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,9 +17,15 @@ from torch.distributions import Independent
 
 from metarl.core.adapt import LossFn, MetaGradientMode, inner_step
 from metarl.core.functional import Params, expand_to_tasks
-from metarl.rl.episodes import Episodes
+from metarl.envs import BatchedTaskEnv
+from metarl.rl.baseline import LinearFeatureBaseline
+from metarl.rl.episodes import Episodes, with_advantages
 from metarl.rl.losses import mean_kl, reinforce_loss, surrogate_loss
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
+from metarl.rl.sampler import sample_episodes
+
+if TYPE_CHECKING:
+    from metarl.rl.config import RLConfig
 from metarl.rl.trpo import flatten, unflatten
 
 
@@ -48,7 +54,7 @@ def adapt_to_episodes(
     support: Sequence[Episodes],
     step_sizes: float | Sequence[float],
     mode: MetaGradientMode = "second_order",
-    fd_epsilon: float = 1e-3,
+    fd_epsilon: float = 1e-2,
 ) -> Params:
     """θ' after one inner step per element of ``support`` (step ``k`` on ``support[k]``).
 
@@ -63,6 +69,57 @@ def adapt_to_episodes(
     for k, episodes in enumerate(support):
         params = inner_step(inner_loss(policy, episodes), params, step_sizes, k, mode, fd_epsilon)
     return params
+
+
+def sampled_adaptation(
+    env: BatchedTaskEnv,
+    tasks: list[dict[str, Any]],
+    n_episodes: int,
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    steps: int,
+    step_sizes: float | Sequence[float],
+    config: RLConfig,
+    generator: torch.Generator | None,
+    check_finite: bool = True,
+) -> tuple[list[Episodes], list[Params]]:
+    """Sample, take a REINFORCE step on what was sampled, sample again: the adaptation by
+    experience of MAML for RL, for every task at once.
+
+    Args:
+        env: ``len(tasks) × n_episodes`` environments, already seeded.
+        tasks: the tasks.
+        n_episodes: episodes per task and step.
+        policy: the policy module.
+        theta: θ, without a task dimension.
+        steps: inner steps.
+        step_sizes: α, or one α per step.
+        config: reads ``baseline_reg, gamma, gae_lambda, normalize_advantages``.
+        generator: the action noise.
+        check_finite: stop on a non-finite inner loss (evaluation records divergence instead).
+
+    Returns:
+        ``steps + 1`` batches of episodes with advantages, the k-th sampled with the
+        parameters after k steps; and those parameters (task dimension first, detached). The
+        steps are first order: they produce θ' to sample with, without a graph.
+    """
+    baseline = LinearFeatureBaseline(config.baseline_reg)
+    params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, len(tasks))
+    episodes, stages = [], [params]
+    for k in range(steps + 1):
+        sampled = sample_episodes(env, tasks, n_episodes, policy, params, generator)
+        episodes.append(with_advantages(
+            sampled, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
+        ))  # fmt: skip
+        if k == steps:
+            break
+        adapted = inner_step(
+            inner_loss(policy, episodes[-1]), params, step_sizes, k, "first_order",
+            check_finite=check_finite,
+        )  # fmt: skip
+        params = {n: p.detach() for n, p in adapted.items()}
+        stages.append(params)
+    return episodes, stages
 
 
 class MetaObjective(NamedTuple):
@@ -87,7 +144,7 @@ def meta_objective(
     step_sizes: float | Sequence[float],
     old_policy: Independent | None = None,
     mode: MetaGradientMode = "second_order",
-    fd_epsilon: float = 1e-3,
+    fd_epsilon: float = 1e-2,
 ) -> MetaObjective:
     """Adapt θ on ``support``, then the surrogate loss and KL of ``query`` at θ'.
 
@@ -146,7 +203,7 @@ def kl_gradient(
     step_sizes: float | Sequence[float],
     old_policy: Independent,
     mode: MetaGradientMode = "second_order",
-    fd_epsilon: float = 1e-3,
+    fd_epsilon: float = 1e-2,
 ) -> Callable[[Tensor], Tensor]:
     """flat θ ↦ flat ∇_θ mean KL(π_old || π_θ'(θ)), through the adaptation (``mode``).
 

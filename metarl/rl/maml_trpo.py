@@ -27,17 +27,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from metarl.core import expand_to_tasks, inner_step
 from metarl.core.functional import Params
 from metarl.envs import BatchedTaskEnv
-from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.conjugate_gradient import conjugate_gradient
-from metarl.rl.episodes import Episodes, with_advantages
+from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import finite_difference_fvp, fisher_vector_product, gauss_newton_fvp
-from metarl.rl.maml import inner_loss, kl_gradient, meta_objective, objective_values
+from metarl.rl.maml import kl_gradient, meta_objective, objective_values, sampled_adaptation
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
-from metarl.rl.sampler import sample_episodes
 from metarl.rl.trpo import LineSearchResult, flatten, line_search, trust_region_step, unflatten
 
 
@@ -48,7 +45,6 @@ def sample_meta_batch(
     policy: GaussianMLPPolicy,
     theta: Params,
     config: RLConfig,
-    baseline: LinearFeatureBaseline,
     generator: torch.Generator | None,
 ) -> tuple[list[Episodes], Episodes]:
     """One meta-iteration's episodes, with advantages: the support episodes of every inner step
@@ -59,21 +55,11 @@ def sample_meta_batch(
     The inner steps here only produce θ' to sample with (no graph): :func:`natural_step`
     recomputes the same θ' as a differentiable function of θ.
     """
-
-    def sample(params: Params) -> Episodes:
-        episodes = sample_episodes(env, tasks, n_episodes, policy, params, generator)
-        return with_advantages(
-            episodes, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
-        )
-
-    params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, len(tasks))
-    support: list[Episodes] = []
-    for k in range(config.inner_steps):
-        support.append(sample(params))
-        params = inner_step(
-            inner_loss(policy, support[-1]), params, config.inner_lr, k, "first_order"
-        )
-    return support, sample(params)
+    episodes, _ = sampled_adaptation(
+        env, tasks, n_episodes, policy, theta, config.inner_steps, config.inner_lr, config,
+        generator,
+    )  # fmt: skip
+    return episodes[:-1], episodes[-1]
 
 
 class NaturalStep(NamedTuple):

@@ -20,7 +20,6 @@ from metarl.config import to_dict
 from metarl.core import all_finite, get_params
 from metarl.core.functional import Params
 from metarl.rl import maml_trpo
-from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.config import RLConfig
 from metarl.rl.maml_trpo import sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
@@ -77,10 +76,10 @@ def train(
     that iteration's update (so ``iteration`` updates had been applied).
     """
     set_num_threads(config.num_threads)
+    config.warn_if_finite_differences_on_relu()
     n_tasks, n_episodes = config.meta_batch_size, config.episodes_per_task
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
     policy = build_policy(config)
-    baseline = LinearFeatureBaseline(config.baseline_reg)
     task_rng = np.random.default_rng(config.seed)
     action_noise = torch.Generator().manual_seed(config.seed)
     start, elapsed_before, env_steps = 0, 0.0, 0
@@ -127,7 +126,7 @@ def train(
 
             # --- episodes with θ, inner REINFORCE step(s), query episodes with θ' -------------
             support, query = sample_meta_batch(
-                env, tasks, n_episodes, policy, theta, config, baseline, action_noise
+                env, tasks, n_episodes, policy, theta, config, action_noise
             )
             sampled = time.perf_counter()
             post_return = float(query.task_returns().mean())

@@ -1,9 +1,9 @@
 """``metarl view``: watch a meta-RL policy adapt, before adaptation and after 1, 2, 3 steps.
 
 For each chosen test task (the evaluation's tasks, drawn from ``eval_seed``), the policy is
-adapted exactly as ``metarl evaluate`` does (``eval_episodes`` episodes and one REINFORCE step
-per stage); then one episode per stage is rolled out on the batched simulator, recording the
-physics state at every step, and
+adapted exactly as ``metarl evaluate`` does (``eval_episodes_per_task`` episodes and one
+REINFORCE step per stage); then one episode per stage is rolled out on the batched simulator,
+recording the physics state at every step, and
 
 - MuJoCo tasks: the stages are rendered offscreen side by side into ``videos/task<i>.mp4``
   (and ``.gif`` on request), with the task and each rollout's return in the caption.
@@ -72,7 +72,7 @@ def record_stages(
     tasks = [all_tasks[i] for i in task_indices]
     n, stages = len(tasks), config.eval_steps + 1
 
-    env = make_batched_env(config.env, n * config.eval_episodes, config.horizon)
+    env = make_batched_env(config.env, n * config.eval_episodes_per_task, config.horizon)
     env.seed(config.eval_seed)
     generator = torch.Generator().manual_seed(config.eval_seed)
     curve = adaptation_curve(policy, env, tasks, config, generator)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -46,3 +48,18 @@ def adaptation_curve(
                 scores.append(problem.query_score(predictions, chunk))
         rows.append(torch.stack(scores))
     return torch.cat(rows, dim=1)
+
+
+def step_size_used(config: Any, algorithm: MetaAlgorithm) -> float | list[float] | str:
+    """The test-time step size as the report states it: ``eval_lr`` when given, else the
+    algorithm's own (a fixed ``inner_lr``, or a summary of the meta-learned values)."""
+    if config.eval_lr is not None:
+        return config.eval_lr
+    learned = [p.detach().reshape(-1) for p in algorithm.parameters()]
+    if not learned:
+        return config.inner_lr
+    values = torch.cat(learned)
+    return (
+        f"meta-learned ({config.learn_inner_lr}): mean {float(values.mean()):.4g}, "
+        f"range [{float(values.min()):.4g}, {float(values.max()):.4g}]"
+    )

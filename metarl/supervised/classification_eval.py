@@ -18,11 +18,11 @@ from metarl.plots import adaptation_curves, learning_curve
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
-from metarl.supervised.adaptation import adaptation_curve
+from metarl.supervised.adaptation import adaptation_curve, step_size_used
+from metarl.supervised.checkpoint import restore
 from metarl.supervised.classification_experiment import build_model, load_split, problem
 from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.data.episodes import fixed_episodes
-from metarl.supervised.trainer import restore
 
 
 def evaluate(
@@ -69,7 +69,7 @@ def evaluate(
             "k_shot": config.k_shot,
             "k_query": config.test_k_query,
             "steps": config.eval_steps,
-            "step_size": config.inner_lr if config.eval_lr is None else config.eval_lr,
+            "step_size": step_size_used(config, algorithm),
             "bn_policy": config.bn_policy,
         },
         seconds=time.time() - started,

@@ -26,8 +26,9 @@ class SupervisedConfig(MetaLearningConfig):
     algorithm: str = option("maml", "meta-learning algorithm", choices=tuple(ALGORITHMS))
     meta_lr: float = option(1e-3, "Adam learning rate of the outer loop", low=0.0, high=1.0)
     learn_inner_lr: str = option(
-        "off",
-        "meta-learn the inner step size with θ: off (fixed α, the paper), global (one α), "
+        "fixed",
+        "the inner step size: fixed (α = inner_lr, the paper), or meta-learned with θ from "
+        "inner_lr: global (one α), "
         "tensor (one per parameter tensor) or element (one per parameter, Meta-SGD's α)",
         choices=LEARNABLE_STEP_SIZES,
     )

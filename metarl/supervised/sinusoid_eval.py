@@ -26,7 +26,8 @@ from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import atomic_torch_save, load_checkpoint, load_tensors, read_metrics
 from metarl.runtime import set_num_threads
-from metarl.supervised.adaptation import adaptation_curve
+from metarl.supervised.adaptation import adaptation_curve, step_size_used
+from metarl.supervised.checkpoint import restore
 from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTaskParams, oracle_inputs
@@ -37,7 +38,6 @@ from metarl.supervised.sinusoid_experiment import (
     train_regressor,
 )
 from metarl.supervised.tasks import mse_per_task
-from metarl.supervised.trainer import restore
 
 BASELINES = "baselines.pt"
 VALIDATION_TASKS = 200
@@ -162,7 +162,7 @@ def evaluate(
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,
             "query_points": config.eval_query_points,
-            "step_size": config.inner_lr if config.eval_lr is None else config.eval_lr,
+            "step_size": step_size_used(config, algorithm),
         },
         seconds=time.time() - started,
         config=to_dict(config),

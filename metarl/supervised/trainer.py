@@ -20,6 +20,7 @@ from metarl.config import to_dict
 from metarl.core import TaskBatch, all_finite
 from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
+from metarl.supervised.checkpoint import algorithm_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +56,7 @@ def meta_train(
         NonFiniteLossError: the meta-loss is NaN/inf (the previous checkpoint stays intact).
     """
     set_num_threads(config.num_threads)
+    config.warn_if_finite_differences_on_relu()
     device = torch.device(config.device)
     model, algorithm = model.to(device), algorithm.to(device)
     meta_params = [*model.parameters(), *algorithm.parameters()]
@@ -63,11 +65,11 @@ def meta_train(
     start, elapsed_before = 0, 0.0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
-        algorithm.load_state_dict(resume_state["algorithm"])
+        algorithm.load_state_dict(algorithm_state(resume_state))
         optimizer.load_state_dict(resume_state["optimizer"])
         task_gen.set_state(resume_state["task_generator"])
         start = resume_state["iteration"]
-        elapsed_before = resume_state["elapsed"]
+        elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
     started = time.perf_counter()
 
     def stop(what: str, iteration: int) -> NonFiniteLossError:
@@ -165,16 +167,3 @@ def check_meta_batch_memory(config: Any, model: nn.Module, support: Tensor, quer
     per_task = activation_bytes(model, support) * (config.inner_steps + 1)
     per_task += activation_bytes(model, query)
     check_memory(per_task * config.meta_batch_size, "meta_batch_size")
-
-
-def restore(
-    config: Any, state: dict[str, Any], model: nn.Module
-) -> tuple[nn.Module, MetaAlgorithm]:
-    """``model`` and the config's algorithm with a checkpoint's meta-learned state, on the CPU in
-    eval mode (the algorithm's learned step sizes are part of what meta-training produced)."""
-    from metarl.algorithms import make_algorithm
-
-    model.load_state_dict(state["model"])
-    algorithm = make_algorithm(config, model)
-    algorithm.load_state_dict(state["algorithm"])
-    return model.cpu().eval(), algorithm.cpu().eval()
