@@ -8,6 +8,7 @@ import torch
 
 from metarl.cli import main
 from metarl.config import ConfigError
+from metarl.core import TaskBatch
 from metarl.experiments import load_config
 from metarl.reports import read_report
 from metarl.run import read_metrics
@@ -114,3 +115,37 @@ def test_image_folder_train_via_cli(tmp_path):
                  "inner_steps=1"])  # fmt: skip
     assert code == 0
     assert read_report(run).protocol["classes"] == "image_folder test (2 classes)"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(workers):
+    """Chunks of tasks, weighted by their size, give the whole meta-batch's gradient (up to
+    float32 summation order); on worker threads the result is the same on every call."""
+    from metarl.algorithms import make_algorithm
+    from metarl.supervised.classification_experiment import build_model, problem
+    from metarl.supervised.meta_gradient import MetaGradient
+
+    config = load_config("omniglot-5w1s", ["filters=8", "meta_batch_size=7"])
+    model = build_model(config)
+    algorithm = make_algorithm(config, model)
+    params = [*model.parameters(), *algorithm.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat(7, 1)
+    images = [torch.rand(7, 5, 1, 28, 28, generator=gen) for _ in range(2)]
+    batch = TaskBatch(images[0], labels, images[1], labels)
+
+    def gradient(chunk_tasks: int) -> tuple[torch.Tensor, dict]:
+        compute = MetaGradient(params, chunk_tasks, workers if chunk_tasks else 1)
+        step = compute(algorithm, model, batch, problem(config), 0)
+        compute.close()
+        return torch.cat([p.grad.reshape(-1) for p in params]), step
+
+    whole, whole_step = gradient(0)
+    chunked, chunked_step = gradient(3)  # chunks of 3, 3 and 1 tasks
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(chunked_step.loss, whole_step.loss)
+    for key, value in whole_step.metrics.items():
+        torch.testing.assert_close(chunked_step.metrics[key], value)
+    assert torch.equal(gradient(3)[0], chunked)  # the same on every call
+    with pytest.raises(ConfigError, match="chunk_workers=2 needs chunk_tasks > 0"):
+        load_config("omniglot-5w1s", ["chunk_workers=2"])

@@ -25,6 +25,19 @@ class SupervisedConfig(MetaLearningConfig):
 
     algorithm: str = option("maml", "meta-learning algorithm", choices=tuple(ALGORITHMS))
     meta_lr: float = option(1e-3, "Adam learning rate of the outer loop", low=0.0, high=1.0)
+    chunk_tasks: int = option(
+        0,
+        "tasks per chunk: the meta-gradient is accumulated chunk by chunk, which bounds memory "
+        "(0: the whole meta-batch in one pass, the default)",
+        low=0,
+    )
+    chunk_workers: int = option(
+        1,
+        "chunks computed at once on threads of one torch thread each (with chunk_tasks > 0 and "
+        "num_threads 1; 2 uses both cores of a 2-core machine: see `metarl bench --only "
+        "speed-omniglot`)",
+        low=1,
+    )
     learn_inner_lr: str = option(
         "fixed",
         "the inner step size: fixed (α = inner_lr, the paper), or meta-learned with θ from "
@@ -32,6 +45,15 @@ class SupervisedConfig(MetaLearningConfig):
         "tensor (one per parameter tensor) or element (one per parameter, Meta-SGD's α)",
         choices=LEARNABLE_STEP_SIZES,
     )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.chunk_workers > 1 and (self.chunk_tasks == 0 or self.num_threads != 1):
+            raise ConfigError(
+                f"chunk_workers={self.chunk_workers} needs chunk_tasks > 0 (the chunks it runs at "
+                f"once) and num_threads=1 (each worker is one thread), got chunk_tasks="
+                f"{self.chunk_tasks}, num_threads={self.num_threads}"
+            )
 
 
 @dataclass

@@ -21,6 +21,7 @@ from metarl.core import TaskBatch, all_finite
 from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state
+from metarl.supervised.meta_gradient import MetaGradient
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,8 +42,8 @@ def meta_train(
     """Meta-train ``model`` with ``algorithm`` for ``config.iterations`` iterations.
 
     Args:
-        config: reads ``seed, device, num_threads, iterations, meta_lr, log_every,
-            checkpoint_every, tensorboard``.
+        config: reads ``seed, device, num_threads, iterations, meta_lr, chunk_tasks,
+            chunk_workers, log_every, checkpoint_every, tensorboard``.
         model: the network to meta-learn.
         algorithm: the meta-learning algorithm (its own parameters are meta-learned too).
         problem: how predictions are scored.
@@ -61,6 +62,7 @@ def meta_train(
     model, algorithm = model.to(device), algorithm.to(device)
     meta_params = [*model.parameters(), *algorithm.parameters()]
     optimizer = adam(meta_params, config.meta_lr)
+    meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
     if resume_state is not None:
@@ -102,14 +104,13 @@ def meta_train(
             # --- sample a meta-batch of tasks --------------------------------------------------
             batch = sample_batch(task_gen).to(device)
 
-            # --- the algorithm's outer objective (MAML: inner loop, then the query loss) -------
-            step = algorithm.meta_loss(model, batch, problem, iteration)
+            # --- the algorithm's outer objective (MAML: inner loop, then the query loss) and its
+            # gradient, for the whole meta-batch at once or chunk by chunk ----------------------
+            step = meta_gradient(algorithm, model, batch, problem, iteration)
             if not torch.isfinite(step.loss):
                 raise stop(f"the meta-loss is not finite ({step.loss.item()})", iteration)
 
             # --- meta-update ------------------------------------------------------------------
-            optimizer.zero_grad(set_to_none=True)
-            step.loss.backward()
             optimizer.step()
             if not all_finite(meta_params):
                 raise stop("the meta-update made the parameters non-finite", iteration)
@@ -132,6 +133,7 @@ def meta_train(
         # the same tasks and gives the same numbers as an uninterrupted run.
         bar.close()
         log.close()
+        meta_gradient.close()
     return model
 
 
