@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metarl.rl.conjugate_gradient import conjugate_gradient
+from metarl.core.conjugate_gradient import conjugate_gradient
 
 
 def _spd(n: int, seed: int, condition: float = 10.0) -> torch.Tensor:
@@ -96,3 +96,26 @@ def test_errors() -> None:
         conjugate_gradient(lambda v: -v, torch.ones(3))
     with pytest.raises(ValueError, match="shape"):
         conjugate_gradient(lambda v: v[:-1], torch.ones(3))
+
+
+def test_batched_conjugate_gradient_solves_each_row_with_its_own_matrix():
+    from metarl.core.conjugate_gradient import batched_conjugate_gradient
+
+    gen = torch.Generator().manual_seed(0)
+    rows, n = 4, 6
+    factors = torch.randn(rows, n, n, generator=gen, dtype=torch.float64)
+    matrices = factors @ factors.mT + n * torch.eye(n, dtype=torch.float64)  # SPD, well posed
+    b = torch.randn(rows, n, generator=gen, dtype=torch.float64)
+    x, residual = batched_conjugate_gradient(
+        lambda v: (matrices @ v.unsqueeze(-1)).squeeze(-1), b, iterations=n
+    )
+    torch.testing.assert_close(x, torch.linalg.solve(matrices, b))
+    assert (residual < 1e-10).all()
+    # A row whose matrix is indefinite stops at its last iterate; the others still converge.
+    matrices[1] = -torch.eye(n, dtype=torch.float64)
+    x, _ = batched_conjugate_gradient(
+        lambda v: (matrices @ v.unsqueeze(-1)).squeeze(-1), b, iterations=n
+    )
+    assert torch.equal(x[1], torch.zeros(n, dtype=torch.float64))
+    keep = [0, 2, 3]
+    torch.testing.assert_close(x[keep], torch.linalg.solve(matrices[keep], b[keep]))

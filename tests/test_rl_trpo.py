@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from metarl.core import get_params
+from metarl.core.conjugate_gradient import conjugate_gradient
 from metarl.rl.config import RLConfig
-from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.diagnostics import profile_natural_step
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import finite_difference_fvp, fisher_vector_product, gauss_newton_fvp

@@ -1,4 +1,5 @@
-"""MAML (Finn, Abbeel & Levine, ICML 2017) for supervised tasks, with its meta-gradient modes.
+"""MAML (Finn, Abbeel & Levine, ICML 2017) for supervised tasks, and the inner loop its family
+shares.
 
 Inner loop, every task at once: ``θ'ᵢ = θ − α ∇L_support,i(θ)``, ``inner_steps`` times.
 Outer objective: ``mean_i L_query,i(θ'ᵢ)``, differentiated through the inner loop as ``mode``
@@ -6,14 +7,22 @@ says (:mod:`metarl.core.adapt`): exactly (``second_order``), as first-order MAML
 (``first_order``, Sec. 5.2 of the paper), or with finite-difference Hessian-vector products.
 
 The step size α is an :class:`~metarl.core.InnerStepSize`: fixed (the paper), or meta-learned
-with θ — one α (``global``), one per parameter tensor (``tensor``, as MAML++'s LSLR without its
-per-step values) or one per parameter element (``element``, Meta-SGD's α).
+with θ — one α (``global``), one per parameter tensor (``tensor``) or one per parameter element
+(``element``, Meta-SGD's α); one per inner step when its schedule has several entries.
+
+Four optional pieces make the variants of the family, each a module of this package:
+
+* ``adapted`` — which parameters the inner loop changes (ANIL: the head only);
+* ``head`` — a task's initial head computed from its support set (ProtoMAML's prototypes,
+  LEOPARD's generator); the meta-gradient flows through it;
+* ``step_weights`` — MAML++'s multi-step loss: the query loss after every inner step, weighted;
+* ``mode_at`` — MAML++'s derivative-order annealing: the mode by iteration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +33,6 @@ from metarl.core import (
     MetaGradientMode,
     Params,
     TaskBatch,
-    adapt,
     expand_to_tasks,
     get_params,
     inner_step,
@@ -35,14 +43,28 @@ LEARNABLE_STEP_SIZES = ("fixed", "global", "tensor", "element")
 """Values of ``learn_inner_lr``: a fixed α (the paper), or meta-learned at that granularity."""
 
 
+class HeadInitializer(Protocol):
+    """``(model, params, batch, problem) -> params`` with the head's entries replaced by a
+    task-specific initial head computed from each task's support set (task dimension first)."""
+
+    def __call__(
+        self, model: nn.Module, params: Params, batch: TaskBatch, problem: Problem
+    ) -> Params: ...
+
+
 class MAML(MetaAlgorithm):
-    """MAML with a fixed or meta-learned inner step size.
+    """MAML with a fixed or meta-learned inner step size, and the family's optional pieces.
 
     Args:
         step_size: α of the inner steps (its learnable tensors are this module's parameters).
         inner_steps: inner gradient steps during meta-training.
         mode: ``second_order``, ``first_order`` or ``finite_difference``.
         fd_epsilon: perturbation of the finite-difference mode.
+        adapted: ``name -> bool``, the parameters the inner loop changes; None: all of them.
+        head: a task-specific initial head (an ``nn.Module`` one is meta-learned too).
+        step_weights: ``iteration -> weights`` of the query loss after inner steps ``1..K``;
+            None: only after the last step (MAML).
+        mode_at: ``iteration -> mode``; None: ``mode`` throughout.
     """
 
     def __init__(
@@ -51,34 +73,66 @@ class MAML(MetaAlgorithm):
         inner_steps: int = 1,
         mode: MetaGradientMode = "second_order",
         fd_epsilon: float = 1e-2,
+        adapted: Callable[[str], bool] | None = None,
+        head: HeadInitializer | None = None,
+        step_weights: Callable[[int], Sequence[float]] | None = None,
+        mode_at: Callable[[int], MetaGradientMode] | None = None,
     ) -> None:
         super().__init__()
         self.step_size = step_size
         self.inner_steps, self.mode, self.fd_epsilon = inner_steps, mode, fd_epsilon
+        self.adapted, self.head = adapted, head
+        self.step_weights, self.mode_at = step_weights, mode_at
+
+    def _split(self, params: Params) -> tuple[Params, Params]:
+        """(the parameters the inner loop holds fixed, those it adapts)."""
+        if self.adapted is None:
+            return {}, params
+        fixed = {n: p for n, p in params.items() if not self.adapted(n)}
+        return fixed, {n: p for n, p in params.items() if self.adapted(n)}
+
+    def _start(self, model: nn.Module, batch: TaskBatch, problem: Problem, detach: bool) -> Params:
+        """θ with a task dimension, with the task's initial head if there is one."""
+        theta = get_params(model)
+        if detach:
+            theta = {name: p.detach() for name, p in theta.items()}
+        params = expand_to_tasks(theta, batch.n_tasks)
+        if self.head is not None:
+            params = self.head(model, params, batch, problem)
+        return params
 
     def meta_loss(
         self, model: nn.Module, batch: TaskBatch, problem: Problem, iteration: int
     ) -> MetaLoss:
-        del iteration  # MAML's objective is the same at every iteration
-        support_losses: list[Tensor] = []  # recorded on the way, for the log
+        mode = self.mode if self.mode_at is None else self.mode_at(iteration)
+        weights = None if self.step_weights is None else list(self.step_weights(iteration))
         support_loss = problem.support_loss(model, batch)
+        support_losses: list[Tensor] = []  # recorded on the way, for the log
+        fixed, params = self._split(self._start(model, batch, problem, detach=False))
 
-        def recorded_support_loss(params: Params) -> Tensor:
-            losses = support_loss(params)
+        def recorded_support_loss(adapted: Params) -> Tensor:
+            losses = support_loss({**fixed, **adapted})
             support_losses.append(losses.detach())
             return losses
 
+        def query_loss(adapted: Params) -> tuple[Tensor, Tensor]:
+            predictions = problem.query_predictions(model, {**fixed, **adapted}, batch)
+            return problem.task_losses(predictions, batch.query_y).mean(), predictions
+
         # --- inner loop: adapt θ to every task's support set, all tasks at once ---------------
-        theta = expand_to_tasks(get_params(model), batch.n_tasks)
-        adapted = adapt(
-            recorded_support_loss, theta, self.step_size, self.inner_steps, self.mode,
-            self.fd_epsilon,
-        )  # fmt: skip
+        # (with MAML++'s multi-step loss, the query loss after each earlier step is weighted in)
+        earlier: list[Tensor] = []
+        for k in range(self.inner_steps):
+            params = inner_step(
+                recorded_support_loss, params, self.step_size, k, mode, self.fd_epsilon
+            )
+            if weights is not None and k < self.inner_steps - 1 and weights[k] > 0:
+                earlier.append(weights[k] * query_loss(params)[0])
 
         # --- outer loss at the adapted parameters, mean over tasks ----------------------------
-        predictions = problem.query_predictions(model, adapted, batch)
-        loss = problem.task_losses(predictions, batch.query_y).mean()
-        metrics = {"meta/query_loss": loss.detach()}
+        last, predictions = query_loss(params)
+        loss = last if weights is None else sum(earlier, weights[-1] * last)
+        metrics = {"meta/query_loss": last.detach()}
         if support_losses:
             metrics["inner/support_loss_pre"] = support_losses[0].mean()
         if problem.score is not None:
@@ -96,29 +150,61 @@ class MAML(MetaAlgorithm):
         steps: int,
         step_sizes: StepSizes | None = None,
     ) -> Iterator[Params]:
-        """Plain gradient steps from θ on each support set (first order: nothing is learned)."""
+        """Plain gradient steps from θ (with the task's initial head, if any) on each support
+        set, of the adapted parameters only (first order: nothing is learned)."""
         alpha = self.step_size if step_sizes is None else as_step_size(step_sizes)
-        theta = {name: p.detach() for name, p in get_params(model).items()}
-        params = expand_to_tasks(theta, batch.n_tasks)
-        support_loss = problem.support_loss(model, batch)
-        for step in range(steps + 1):
-            yield params
-            if step == steps:
-                return
-            with torch.enable_grad():
-                adapted = inner_step(
-                    support_loss, params, alpha, step, mode="first_order", check_finite=False
-                )
-            params = {name: p.detach() for name, p in adapted.items()}
+        with torch.enable_grad():  # the initial head may need the support set's features
+            start = self._start(model, batch, problem, detach=True)
+        fixed, params = self._split({name: p.detach() for name, p in start.items()})
+        yield from gradient_steps(problem.support_loss(model, batch), fixed, params, alpha, steps)
+
+
+def gradient_steps(
+    loss_fn: Callable[[Params], Tensor],
+    fixed: Params,
+    params: Params,
+    step_size: StepSizes,
+    steps: int,
+) -> Iterator[Params]:
+    """Test-time adaptation shared by the family: ``steps`` plain gradient steps on ``params``
+    (``fixed`` held), yielding ``{**fixed, **params}`` before and after every step, detached.
+
+    Args:
+        loss_fn: ``(all parameters, task dimension first) -> (n_tasks,)`` losses to descend.
+        fixed: parameters that do not change.
+        params: the starting point of those that do.
+        step_size: α, a per-step schedule or an :class:`~metarl.core.InnerStepSize`.
+        steps: gradient steps.
+    """
+    alpha = as_step_size(step_size)
+    for step in range(steps + 1):
+        yield {**fixed, **params}
+        if step == steps:
+            return
+        with torch.enable_grad():
+            adapted = inner_step(
+                lambda p: loss_fn({**fixed, **p}), params, alpha, step, mode="first_order",
+                check_finite=False,
+            )  # fmt: skip
+        params = {name: p.detach() for name, p in adapted.items()}
+
+
+def step_size_from_config(config: Any, model: nn.Module, granularity: str | None = None,
+                          per_step: bool = False) -> InnerStepSize:  # fmt: skip
+    """The inner step size a config describes: ``inner_lr``, fixed or meta-learned at
+    ``granularity`` (default ``learn_inner_lr``), one per inner step if ``per_step``."""
+    granularity = config.learn_inner_lr if granularity is None else granularity
+    init = [config.inner_lr] * config.inner_steps if per_step else config.inner_lr
+    if granularity == "fixed":
+        return InnerStepSize(init)
+    params = {name: p.detach() for name, p in get_params(model).items()}
+    return InnerStepSize(init, params, learnable=True, granularity=granularity)  # type: ignore[arg-type]
 
 
 def from_config(config: Any, model: nn.Module) -> MAML:
     """MAML as a supervised config describes it (``inner_lr``, ``inner_steps``,
     ``meta_gradient``, ``fd_epsilon``, ``learn_inner_lr``)."""
-    granularity = config.learn_inner_lr
-    if granularity == "fixed":
-        step_size = InnerStepSize(config.inner_lr)
-    else:
-        params = {name: p.detach() for name, p in get_params(model).items()}
-        step_size = InnerStepSize(config.inner_lr, params, learnable=True, granularity=granularity)
-    return MAML(step_size, config.inner_steps, config.meta_gradient, config.fd_epsilon)
+    return MAML(
+        step_size_from_config(config, model), config.inner_steps, config.meta_gradient,
+        config.fd_epsilon,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ module is run under :func:`torch.func.vmap`, which gives the same numbers, more 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +57,7 @@ def task_forward(
     params: Params,
     *inputs: Tensor,
     buffers: Params | None = None,
+    **options: Any,
 ) -> Tensor:
     """Run ``module`` on a task batch: every tensor in ``params`` and ``inputs`` has dim 0 = task.
 
@@ -65,19 +67,34 @@ def task_forward(
         params: parameters with a leading task dimension, shape ``(n_tasks, *param.shape)``.
         inputs: inputs with a leading task dimension, shape ``(n_tasks, *per_task_input_shape)``.
         buffers: buffers shared by all tasks (no task dimension); default: the module's own.
+        options: keyword arguments of the module's ``forward`` that are not tensors (the same
+            for every task), e.g. ``features_only=True``.
 
     Returns:
         The module's output with a leading task dimension.
+
+    Raises:
+        RuntimeError: also when a BatchNorm layer with running statistics meets the vmap path,
+            with the fix (:func:`use_batch_statistics`).
     """
     if buffers is None:
         buffers = get_buffers(module)
     if getattr(module, "native_task_batch", False):
-        return functional_call(module, (params, buffers), inputs)
+        return functional_call(module, (params, buffers), inputs, options)
 
     def one_task(p: Params, *x: Tensor) -> Tensor:
-        return functional_call(module, (p, buffers), x)
+        return functional_call(module, (p, buffers), x, options)
 
-    return vmap(one_task)(params, *inputs)
+    try:
+        return vmap(one_task)(params, *inputs)
+    except RuntimeError as e:
+        if "running_mean" in str(e) or "running_var" in str(e):
+            raise RuntimeError(
+                f"{type(module).__name__} has BatchNorm with running statistics, which every task "
+                "would update at once: call metarl.core.use_batch_statistics(model) first (the "
+                "MAML paper's BatchNorm: each batch normalised with its own statistics)"
+            ) from e
+        raise
 
 
 def single_forward(module: nn.Module, params: Params, *inputs: Tensor) -> Tensor:

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
+from metarl.core.conjugate_gradient import conjugate_gradient
 from metarl.core.functional import Params
 from metarl.envs import BatchedTaskEnv
 from metarl.rl.config import RLConfig
-from metarl.rl.conjugate_gradient import conjugate_gradient
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import finite_difference_fvp, fisher_vector_product, gauss_newton_fvp
 from metarl.rl.maml import kl_gradient, meta_objective, objective_values, sampled_adaptation

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from metarl.algorithms import LABELS
 from metarl.config import to_dict
 from metarl.plots import adaptation_curves, learning_curve
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
@@ -50,7 +51,7 @@ def evaluate(
         algorithm, model, episodes, problem(config), config.eval_steps, config.eval_lr,
         chunk_size=config.eval_chunk,
     )  # fmt: skip
-    curve = Curve.from_samples("meta_learned", config.algorithm.upper(), values, "ci95")
+    curve = Curve.from_samples("meta_learned", LABELS[config.algorithm], values, "ci95")
     last = config.eval_steps
     report = EvalReport(
         experiment=config.experiment,

@@ -23,8 +23,25 @@ BN_POLICIES = ("transductive", "support_statistics")
 class SupervisedConfig(MetaLearningConfig):
     """What every supervised experiment adds: the algorithm and its outer optimiser."""
 
-    algorithm: str = option("maml", "meta-learning algorithm", choices=tuple(ALGORITHMS))
-    meta_lr: float = option(1e-3, "Adam learning rate of the outer loop", low=0.0, high=1.0)
+    algorithm: str = option(
+        "maml",
+        "meta-learning algorithm: maml, anil, meta_sgd, maml_plus_plus, proto_maml, leopard, "
+        "reptile, imaml (docs/algorithms.md)",
+        choices=tuple(ALGORITHMS),
+    )
+    meta_lr: float = option(1e-3, "learning rate of the outer loop", low=0.0, high=10.0)
+    meta_optimizer: str = option(
+        "adam",
+        "outer optimiser: adam (the paper's), or sgd (Reptile's interpolation)",
+        choices=("adam", "sgd"),
+    )
+    meta_lr_schedule: str = option(
+        "constant",
+        "meta_lr over training: constant (the paper), cosine (MAML++) or linear (Reptile), "
+        "the last two down to meta_lr_min",
+        choices=("constant", "cosine", "linear"),
+    )
+    meta_lr_min: float = option(0.0, "meta_lr at the end of a cosine or linear schedule", low=0.0)
     chunk_tasks: int = option(
         0,
         "tasks per chunk: the meta-gradient is accumulated chunk by chunk, which bounds memory "
@@ -37,6 +54,19 @@ class SupervisedConfig(MetaLearningConfig):
         "num_threads 1; 2 uses both cores of a 2-core machine: see `metarl bench --only "
         "speed-omniglot`)",
         low=1,
+    )
+    msl_iterations: int = option(
+        5000,
+        "maml_plus_plus: iterations over which the multi-step loss anneals toward the last step "
+        "(0: off)",
+        low=0,
+    )
+    doa_iterations: int = option(
+        0, "maml_plus_plus: iterations of first-order meta-gradients before second order", low=0
+    )
+    imaml_lambda: float = option(2.0, "imaml: λ of the proximal term λ/2‖φ − θ‖²", low=1e-6)
+    imaml_cg_steps: int = option(
+        5, "imaml: conjugate-gradient steps of the implicit meta-gradient", low=1
     )
     learn_inner_lr: str = option(
         "fixed",

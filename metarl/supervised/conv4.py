@@ -45,10 +45,12 @@ class Conv4(nn.Module):
         filters: channels of every block (64; the paper used 32 on MiniImageNet).
         downsample: ``"stride"`` or ``"maxpool"``.
 
-    ``forward(x, reference=None)``: ``x (N, C, H, W)`` or, with task-batched parameters,
-    ``(n_tasks, N, C, H, W)`` -> logits ``(..., N, n_classes)``. With ``reference`` (images of
-    the same layout, e.g. the support set), every BatchNorm normalises ``x`` with the statistics
-    of ``reference`` instead of those of ``x`` (the non-transductive ``bn_policy``).
+    ``forward(x, reference=None, features_only=False)``: ``x (N, C, H, W)`` or, with
+    task-batched parameters, ``(n_tasks, N, C, H, W)`` -> logits ``(..., N, n_classes)``, or
+    with ``features_only`` the head's input ``(..., N, features)``. With ``reference`` (images
+    of the same layout, e.g. the support set), every BatchNorm normalises ``x`` with the
+    statistics of ``reference`` instead of those of ``x`` (the non-transductive ``bn_policy``).
+    The head is the linear layer ``head`` (``head.weight``, ``head.bias``).
     """
 
     native_task_batch = True
@@ -77,7 +79,9 @@ class Conv4(nn.Module):
         features = filters if downsample == "stride" else filters * side * side
         self.head = Linear(features, n_classes)
 
-    def forward(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, reference: Tensor | None = None, features_only: bool = False
+    ) -> Tensor:
         stats_count = None
         if reference is not None:
             # One pass over [reference, x]: BatchNorm takes its statistics from the first
@@ -87,5 +91,5 @@ class Conv4(nn.Module):
         for block in self.blocks:
             x = block(x, stats_count)
         features = x.mean(dim=(-2, -1)) if self.downsample == "stride" else x.flatten(-3)
-        logits = self.head(features)
-        return logits if stats_count is None else logits[..., stats_count:, :]
+        out = features if features_only else self.head(features)
+        return out if stats_count is None else out[..., stats_count:, :]

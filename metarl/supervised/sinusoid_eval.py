@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl.algorithms import MetaAlgorithm
+from metarl.algorithms import LABELS, MetaAlgorithm
 from metarl.algorithms.maml import MAML
 from metarl.config import to_dict
 from metarl.core import InnerStepSize, TaskBatch, task_forward
@@ -134,7 +134,7 @@ def evaluate(
         finetune_lr, _ = tune_finetune_lr(config, pretrained, k)
         finetune_lrs[setting] = finetune_lr
         for method, label, net, adapter, step_sizes in (
-            ("meta_learned", "MAML", model, algorithm, config.eval_lr),
+            ("meta_learned", LABELS[config.algorithm], model, algorithm, config.eval_lr),
             ("pretrained", "pretrained", pretrained, finetuning(finetune_lr), None),
         ):
             values = adaptation_curve(adapter, net, shots, PROBLEM, config.eval_steps, step_sizes)
@@ -210,9 +210,10 @@ def plot_predictions(
     ys = task_distribution(config).targets(one_task, xs)[0]
     fig = new_figure(5 * len(shots), 7)
     axes = fig.subplots(2, len(shots), squeeze=False)
-    for row, (name, net) in enumerate((("MAML", model), ("pretrained", pretrained))):
+    for row, (name, net) in enumerate(((LABELS[config.algorithm], model),
+                                       ("pretrained", pretrained))):  # fmt: skip
         for col, k in enumerate(shots):
-            if name == "MAML":
+            if row == 0:
                 adapter, step_sizes = algorithm, config.eval_lr
             else:
                 lr = pretrained_lrs.get(f"K={k}", config.inner_lr)

@@ -7,6 +7,7 @@ Adam step on θ and on the algorithm's own meta-parameters → log → checkpoin
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +43,9 @@ def meta_train(
     """Meta-train ``model`` with ``algorithm`` for ``config.iterations`` iterations.
 
     Args:
-        config: reads ``seed, device, num_threads, iterations, meta_lr, chunk_tasks,
-            chunk_workers, log_every, checkpoint_every, tensorboard``.
+        config: reads ``seed, device, num_threads, iterations, meta_lr, meta_optimizer,
+            meta_lr_schedule, meta_lr_min, chunk_tasks, chunk_workers, log_every,
+            checkpoint_every, tensorboard``.
         model: the network to meta-learn.
         algorithm: the meta-learning algorithm (its own parameters are meta-learned too).
         problem: how predictions are scored.
@@ -61,7 +63,11 @@ def meta_train(
     device = torch.device(config.device)
     model, algorithm = model.to(device), algorithm.to(device)
     meta_params = [*model.parameters(), *algorithm.parameters()]
-    optimizer = adam(meta_params, config.meta_lr)
+    optimizer = (
+        adam(meta_params, config.meta_lr)
+        if config.meta_optimizer == "adam"
+        else torch.optim.SGD(meta_params, lr=config.meta_lr)
+    )
     meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
@@ -111,6 +117,9 @@ def meta_train(
                 raise stop(f"the meta-loss is not finite ({step.loss.item()})", iteration)
 
             # --- meta-update ------------------------------------------------------------------
+            if config.meta_lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = meta_lr_at(config, iteration)
             optimizer.step()
             if not all_finite(meta_params):
                 raise stop("the meta-update made the parameters non-finite", iteration)
@@ -135,6 +144,18 @@ def meta_train(
         log.close()
         meta_gradient.close()
     return model
+
+
+def meta_lr_at(config: Any, iteration: int) -> float:
+    """The outer learning rate at ``iteration`` (0-based) under ``meta_lr_schedule``: constant;
+    cosine from ``meta_lr`` to ``meta_lr_min`` (MAML++); or linear between them (Reptile)."""
+    progress = iteration / max(config.iterations, 1)
+    low, high = config.meta_lr_min, config.meta_lr
+    if config.meta_lr_schedule == "cosine":
+        return low + 0.5 * (high - low) * (1.0 + math.cos(math.pi * progress))
+    if config.meta_lr_schedule == "linear":
+        return high + (low - high) * progress
+    return high
 
 
 def activation_bytes(model: nn.Module, *inputs: Tensor) -> int:

@@ -1,0 +1,273 @@
+"""The MAML family against independent references: per-task loops, closed forms, finite
+differences of the whole objective, and MAML itself where a variant reduces to it."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from metarl.algorithms import ALGORITHMS, Problem, make_algorithm
+from metarl.algorithms.anil import is_head
+from metarl.algorithms.heads import class_means
+from metarl.algorithms.imaml import IMAML
+from metarl.algorithms.maml import MAML
+from metarl.algorithms.maml_plus_plus import msl_weights
+from metarl.algorithms.reptile import Reptile
+from metarl.core import MLP, InnerStepSize, TaskBatch, get_params
+from metarl.experiments import load_config
+from metarl.supervised.conv4 import Conv4
+from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task, mse_per_task
+
+REGRESSION = Problem(mse_per_task)
+CLASSIFICATION = Problem(cross_entropy_per_task, accuracy_per_task, "accuracy")
+
+
+@pytest.fixture(autouse=True)
+def _double():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def _regression_batch(n_tasks: int = 4, seed: int = 0, inputs: int = 1) -> TaskBatch:
+    gen = torch.Generator().manual_seed(seed)
+    x = [torch.randn(n_tasks, 6, inputs, generator=gen) for _ in range(2)]
+    w = torch.randn(n_tasks, inputs, 1, generator=gen)
+    return TaskBatch(x[0], torch.sin(x[0] @ w), x[1], torch.sin(x[1] @ w))
+
+
+def _classification_batch(n_tasks: int = 3, n_way: int = 3, shots: int = 2) -> TaskBatch:
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(n_way).repeat_interleave(shots).repeat(n_tasks, 1)
+    images = [torch.rand(n_tasks, n_way * shots, 1, 12, 12, generator=gen) for _ in range(2)]
+    return TaskBatch(images[0], labels, images[1], labels)
+
+
+def _config(name: str, *extra: str):
+    base = "sinusoid" if name not in ("proto_maml", "leopard") else "omniglot-5w1s"
+    return load_config(base, [f"algorithm={name}", "inner_steps=2", "inner_lr=0.1", *extra])
+
+
+def _setup(name: str):
+    """A small model, its algorithm, a batch and a problem, for every family member."""
+    torch.manual_seed(0)
+    if name in ("proto_maml", "leopard"):
+        model = Conv4(3, 1, 12, filters=4)
+        return model, make_algorithm(_config(name), model), _classification_batch(), CLASSIFICATION
+    model = MLP((1, 8, 8, 1), "tanh")
+    return model, make_algorithm(_config(name), model), _regression_batch(), REGRESSION
+
+
+def _meta_gradient(algorithm, model, batch, problem, iteration=0) -> torch.Tensor:
+    params = [*model.parameters(), *algorithm.parameters()]
+    loss = algorithm.meta_loss(model, batch, problem, iteration).loss
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                      for p, g in zip(params, grads)])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_on_a_task_batch_equals_a_per_task_loop(name):
+    """One computation for the meta-batch gives the mean of the tasks' own meta-gradients."""
+    model, algorithm, batch, problem = _setup(name)
+    batched = _meta_gradient(algorithm, model, batch, problem)
+    alone = [_meta_gradient(algorithm, model, batch.tasks(i, i + 1), problem)
+             for i in range(batch.n_tasks)]  # fmt: skip
+    torch.testing.assert_close(batched, torch.stack(alone).mean(dim=0), rtol=1e-6, atol=1e-9)
+    assert batched.abs().sum() > 0
+    # Test time: every algorithm adapts, the model is untouched, steps are finite.
+    before = copy.deepcopy(model.state_dict())
+    stages = list(algorithm.adapt_steps(model, batch, problem, 2))
+    assert len(stages) == 3 and all(torch.isfinite(p).all() for s in stages for p in s.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_reptile_steps_toward_the_mean_of_the_tasks_adapted_weights():
+    """Independent reference: torch.optim.SGD on a copy of the model, task by task."""
+    torch.manual_seed(2)
+    model = MLP((1, 8, 1), "tanh")
+    batch = _regression_batch(3)
+    algorithm = Reptile(InnerStepSize(0.05), 3)
+    theta = [p.detach().clone() for p in model.parameters()]
+    grads = torch.autograd.grad(algorithm.meta_loss(model, batch, REGRESSION, 0).loss,
+                                list(model.parameters()))  # fmt: skip
+    adapted = []
+    for i in range(batch.n_tasks):
+        net = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+        for _ in range(3):
+            optimizer.zero_grad()
+            mse_per_task(net(batch.support_x[i])[None], batch.support_y[i][None]).sum().backward()
+            optimizer.step()
+        adapted.append([p.detach() for p in net.parameters()])
+    for k, (g, t) in enumerate(zip(grads, theta)):
+        phi_mean = torch.stack([a[k] for a in adapted]).mean(dim=0)
+        torch.testing.assert_close(g, t - phi_mean)
+
+
+def test_reptile_converges_to_the_closed_form_on_quadratic_tasks():
+    """L_i(θ) = mean ½(θ − c_i)² per task: φ_i = c_i + (1 − α)^k (θ − c_i), so Reptile's fixed
+    point is the mean of the c_i."""
+
+    class Offset(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.theta = nn.Parameter(torch.zeros(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.theta.unsqueeze(-2).expand(*x.shape[:-1], 2)
+
+    targets = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, 4.0]])
+    batch = TaskBatch(torch.zeros(3, 1, 1), targets[:, None, :], torch.zeros(3, 1, 1),
+                      targets[:, None, :])  # fmt: skip
+    model, algorithm = Offset(), Reptile(InnerStepSize(0.3), 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(200):
+        optimizer.zero_grad()
+        algorithm.meta_loss(model, batch, REGRESSION, 0).loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(model.theta.detach(), targets.mean(dim=0))
+
+
+def test_imaml_meta_gradient_equals_finite_differences_of_the_solved_proximal_problem():
+    """Linear regression tasks make the proximal problem a convex quadratic with a closed-form
+    solution φ*(θ); the whole objective θ ↦ mean_i L_query,i(φ*_i(θ)) is differentiated by
+    central differences and compared with iMAML's implicit gradient (converged inner loop,
+    enough CG steps)."""
+    torch.manual_seed(3)
+    model = MLP((3, 1))
+    batch = _regression_batch(3, seed=4, inputs=3)
+    lam = 1.5
+    algorithm = IMAML(InnerStepSize(0.05), inner_steps=3000, lam=lam, cg_steps=30)
+    params = list(model.parameters())
+    grads = torch.autograd.grad(algorithm.meta_loss(model, batch, REGRESSION, 0).loss, params)
+    implicit = torch.cat([g.reshape(-1) for g in grads])
+
+    def objective(flat: torch.Tensor) -> float:
+        w, b = flat[:3].reshape(1, 3), flat[3:]
+        total = 0.0
+        for i in range(batch.n_tasks):
+            x = torch.cat([batch.support_x[i], torch.ones(6, 1)], dim=1)
+            y = batch.support_y[i]
+            hessian = 2.0 / 6 * x.T @ x  # of mean (x·φ − y)²
+            theta = torch.cat([w.reshape(-1), b])
+            phi = torch.linalg.solve(hessian + lam * torch.eye(4),
+                                     2.0 / 6 * x.T @ y.reshape(-1) + lam * theta)  # fmt: skip
+            xq = torch.cat([batch.query_x[i], torch.ones(6, 1)], dim=1)
+            total += float(((xq @ phi - batch.query_y[i].reshape(-1)) ** 2).mean())
+        return total / batch.n_tasks
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    eps = 1e-6
+    numeric = torch.stack([
+        torch.tensor((objective(flat + eps * e) - objective(flat - eps * e)) / (2 * eps))
+        for e in torch.eye(4)
+    ])  # fmt: skip
+    torch.testing.assert_close(implicit, numeric, rtol=1e-5, atol=1e-8)
+    residual = algorithm.meta_loss(model, batch, REGRESSION, 0).metrics["inner/cg_residual"]
+    assert residual < 1e-6  # reported, and converged here
+
+
+def test_imaml_memory_does_not_grow_with_inner_steps():
+    """The inner loop keeps no graph: the meta-gradient's graph is the same after 2 and 20
+    steps (counted as the autograd nodes reachable from the surrogate loss)."""
+    model, _, batch, problem = _setup("maml")
+
+    def nodes(steps: int) -> int:
+        loss = IMAML(InnerStepSize(0.05), steps, 2.0, 3).meta_loss(model, batch, problem, 0).loss
+        seen, stack = set(), [loss.grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            stack.extend(f for f, _ in fn.next_functions)
+        return len(seen)
+
+    assert nodes(2) == nodes(20)
+
+
+def test_anil_is_maml_with_the_body_step_size_at_zero():
+    torch.manual_seed(4)
+    model = MLP((1, 8, 8, 1), "tanh")
+    batch = _regression_batch()
+    anil = make_algorithm(_config("anil"), model)
+    head = is_head(model)
+    params = {n: p.detach() for n, p in get_params(model).items()}
+    zero_body = InnerStepSize(0.1, params, learnable=True, granularity="tensor")
+    with torch.no_grad():
+        for key, value in zero_body.values.items():
+            if not head(key.split(":")[1].replace("/", ".")):
+                value.zero_()
+    maml = MAML(zero_body, inner_steps=2)
+    n = sum(p.numel() for p in model.parameters())
+
+    def model_grad(algorithm) -> torch.Tensor:
+        return _meta_gradient(algorithm, model, batch, REGRESSION)[:n]
+
+    torch.testing.assert_close(model_grad(anil), model_grad(maml))
+
+
+def test_maml_plus_plus_multi_step_loss_anneals_to_maml():
+    assert msl_weights(0, 4, 100) == pytest.approx([0.25] * 4)
+    late = msl_weights(99, 4, 100)
+    assert late[0] == pytest.approx(0.03 / 4) and sum(late) == pytest.approx(1.0, abs=1e-2)
+    assert msl_weights(100, 4, 100) == [0.0, 0.0, 0.0, 1.0]
+    torch.manual_seed(5)
+    model = MLP((1, 8, 8, 1), "tanh")
+    batch = _regression_batch()
+    config = _config("maml_plus_plus", "msl_iterations=10")
+    plus = make_algorithm(config, model)
+    plain = MAML(InnerStepSize([0.1, 0.1]), inner_steps=2)  # LSLR at its initial values
+    n = sum(p.numel() for p in model.parameters())
+    after = _meta_gradient(plus, model, batch, REGRESSION, iteration=10)[:n]
+    torch.testing.assert_close(after, _meta_gradient(plain, model, batch, REGRESSION)[:n])
+    during = _meta_gradient(plus, model, batch, REGRESSION, iteration=0)[:n]
+    assert not torch.allclose(during, after)  # the multi-step loss is a different objective
+    # Derivative-order annealing: first order before doa_iterations, as first-order MAML.
+    doa = make_algorithm(_config("maml_plus_plus", "msl_iterations=0", "doa_iterations=5"), model)
+    first = MAML(InnerStepSize([0.1, 0.1]), inner_steps=2, mode="first_order")
+    torch.testing.assert_close(_meta_gradient(doa, model, batch, REGRESSION, 0)[:n],
+                               _meta_gradient(first, model, batch, REGRESSION)[:n])  # fmt: skip
+
+
+def test_proto_maml_starts_from_a_prototypical_network():
+    """W_k = 2c_k, b_k = −‖c_k‖² from per-class mean features (computed here by a loop), and
+    the step-0 predictions are a prototypical network's softmax over −‖f(x) − c_k‖²."""
+    torch.manual_seed(6)
+    model = Conv4(3, 1, 12, filters=4)
+    batch = _classification_batch()
+    algorithm = make_algorithm(_config("proto_maml"), model)
+    start = next(algorithm.adapt_steps(model, batch, CLASSIFICATION, 0))
+    for t in range(batch.n_tasks):
+        features = model(batch.support_x[t], features_only=True)
+        prototypes = torch.stack([features[batch.support_y[t] == k].mean(dim=0) for k in range(3)])
+        torch.testing.assert_close(start["head.weight"][t], 2 * prototypes)
+        torch.testing.assert_close(start["head.bias"][t], -(prototypes**2).sum(dim=1))
+        query = model(batch.query_x[t], features_only=True)
+        distances = torch.cdist(query, prototypes) ** 2
+        logits = CLASSIFICATION.query_predictions(model, start, batch)[t]
+        torch.testing.assert_close(logits.softmax(-1), (-distances).softmax(-1))
+    assert torch.allclose(class_means(model, start, batch)[0] * 2, start["head.weight"][0])
+
+
+def test_leopard_meta_learns_its_head_generator():
+    model, algorithm, batch, problem = _setup("leopard")
+    generator = list(algorithm.head.parameters())
+    loss = algorithm.meta_loss(model, batch, problem, 0).loss
+    grads = torch.autograd.grad(loss, generator)
+    assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    learned = [v for k, v in algorithm.named_parameters() if k.startswith("step_size")]
+    assert len(learned) == 2 * len(list(model.parameters()))  # per tensor and per inner step
+
+
+def test_algorithms_that_need_a_head_refuse_a_model_without_one():
+    from metarl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="proto_maml: .*no linear `head`"):
+        make_algorithm(_config("proto_maml"), MLP((1, 4, 1)))
+    assert not math.isnan(msl_weights(3, 1, 10)[0])
