@@ -1,14 +1,17 @@
 """metarl: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) in PyTorch.
 
-Importing ``metarl`` is cheap and changes nothing outside it: the public names below load on
-first use. For the command line's speed settings call :func:`metarl.runtime.tune_process`
-before importing torch.
+Importing ``metarl`` is cheap: the public names below load on first use, and the only thing it
+does outside the package is register the task environments with gymnasium
+(``gymnasium.make("metarl/AntGoal-v0")``), which loads no simulator. For the command line's
+speed settings call :func:`metarl.runtime.tune_process` before importing torch.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from metarl import envs as envs  # registers the environments (cheap: no MuJoCo)
 
 __version__ = "0.1.0"
 

@@ -217,14 +217,17 @@ class MetaLearningConfig(CommonConfig):
         choices=META_GRADIENT_MODES,
     )
     fd_epsilon: float = option(
-        1e-3,
-        "perturbation size of the finite-difference Hessian products (> 0)",
+        1e-2,
+        "size of the perturbation of the finite-difference Hessian products (> 0); accurate "
+        "with smooth activations, biased with ReLU (docs/numerics.md)",
         low=1e-12,
         high=1.0,
     )
     # --- evaluation (metarl evaluate) --------------------------------------------------------
     eval_tasks: int = option(600, "fixed test tasks", low=1)
-    eval_seed: int = option(20_170_301, "seed of the test tasks (independent of `seed`)", low=0)
+    eval_seed: int = option(
+        20_170_301, "seed of the test tasks (independent of `seed`)", low=0, high=MAX_SEED - 16
+    )
     eval_steps: int = option(10, "gradient steps measured at test time", low=0)
     eval_lr: float | list[float] | None = option(
         None,

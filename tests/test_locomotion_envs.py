@@ -149,3 +149,21 @@ def test_task_distributions_and_errors():
         batch.set_tasks([{"goal": 1.0}, {"goal": 2.0}])
     with pytest.raises(ValueError, match="one task per environment"):
         batch.set_tasks([{"velocity": 1.0}])
+
+
+def test_import_metarl_registers_every_environment_without_loading_mujoco():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium as gym, metarl\n"
+        "assert 'mujoco' not in sys.modules, 'registration loaded MuJoCo'\n"
+        "ids = [s for s in gym.registry if s.startswith('metarl/')]\n"
+        "env = gym.make('metarl/HalfCheetahVel-v0', task={'velocity': 1.0})\n"
+        "print(len(ids), env.unwrapped.task)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "6" and "velocity" in out.stdout
+    assert "settotalmass" not in out.stderr  # MuJoCo's deprecation warning is gone too
+    assert set(E.LOCOMOTION) == set(E.FAMILIES) == set(E.SINGLE_ENVS)
