@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip install --disable-pip-version-check -q
 # requirement with no torch installed would pull a multi-GB CUDA build.
 setup:
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[all,dev]"
 
 # A small default (5,000 meta-iterations instead of the paper's 70,000: about a minute here),
 # then the paper's evaluation protocol; prints the results table and writes plots.

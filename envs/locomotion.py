@@ -36,10 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.ant_v5 import AntEnv
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+try:
+    import mujoco
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+except ImportError:
+    from metarl.runtime import missing_extra
+
+    raise missing_extra("MuJoCo", "rl", "the HalfCheetah and Ant tasks") from None
 
 from .task_env import TaskEnv, check_actions
 

@@ -18,11 +18,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import mujoco
 import numpy as np
 from gymnasium.utils import seeding
 
-from .locomotion import DEFAULT_HORIZON, FAMILIES, SINGLE_ENVS, ant_is_healthy, locomotion_reward
+from .locomotion import (
+    DEFAULT_HORIZON,
+    FAMILIES,
+    SINGLE_ENVS,
+    ant_is_healthy,
+    locomotion_reward,
+    mujoco,  # through locomotion, whose import error names the extra that brings it
+)
 from .task_env import BatchedTaskEnv, BatchStep
 
 

@@ -97,7 +97,11 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
     reached the goal there (gymnasium's ``TimeLimit`` convention).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    RENDER_SIZE = 256
+    """Pixels per side of a rendered frame."""
+    VIEW = 0.6
+    """The frame shows the square [−VIEW, VIEW]² (goals lie in [−0.5, 0.5]²)."""
 
     def __init__(
         self,
@@ -114,11 +118,14 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
             action_scale: the move per unit action (0.1 in the paper).
             low, high: goals are sampled from ``U[low, high]^2``.
             task: optional task to pin from the start.
-            render_mode: only ``None`` is supported.
+            render_mode: ``None`` or ``"rgb_array"`` (:meth:`render`: the plane, the goal, the
+                point and its path; recordable with gymnasium's ``RecordVideo``).
         """
         super().__init__()
-        if render_mode is not None:
-            raise ValueError(f"Navigation2DEnv does not render; got render_mode={render_mode!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(
+                f"Navigation2DEnv renders rgb_array frames; got render_mode={render_mode!r}"
+            )
         _check_dynamics_args(horizon, action_scale, low, high)
         self.horizon = horizon
         self.action_scale = action_scale
@@ -131,12 +138,40 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
         self._pinned_goal: np.ndarray | None = None  # set by set_task; survives resets
         self._goal: np.ndarray | None = None  # the current episode's goal
         self._state: np.ndarray | None = None  # float64 to keep the 0.01 test exact enough
+        self._path: list[np.ndarray] = []  # the positions of this episode, for render()
         self._steps = 0
         if task is not None:
             self.set_task(task)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return sample_navigation_tasks(n, rng, self.low, self.high)
+
+    def render(self) -> np.ndarray | None:
+        """An ``(H, W, 3)`` uint8 frame: the plane with its axes, the goal (red), the path so far
+        (blue) and the point (black). None unless ``render_mode="rgb_array"``."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._state is None or self._goal is None:
+            raise RuntimeError("call reset() before render()")
+        size = self.RENDER_SIZE
+        frame = np.full((size, size, 3), 255, dtype=np.uint8)
+
+        def pixel(xy: np.ndarray) -> tuple[int, int]:
+            col = (xy[0] + self.VIEW) / (2 * self.VIEW) * (size - 1)
+            row = (self.VIEW - xy[1]) / (2 * self.VIEW) * (size - 1)
+            return int(np.clip(round(row), 0, size - 1)), int(np.clip(round(col), 0, size - 1))
+
+        centre = pixel(np.zeros(2))
+        frame[centre[0], :] = frame[:, centre[1]] = (220, 220, 220)  # the axes
+        for a, b in zip(self._path[:-1], self._path[1:]):  # the path, as dots along each move
+            for t in np.linspace(0.0, 1.0, 8):
+                r, c = pixel(a + t * (b - a))
+                frame[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = (40, 90, 220)
+        r, c = pixel(self._goal)
+        frame[max(r - 5, 0) : r + 6, max(c - 5, 0) : c + 6] = (220, 40, 40)
+        r, c = pixel(self._state)
+        frame[max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4] = (0, 0, 0)
+        return frame
 
     def set_task(self, task: dict[str, Any]) -> None:
         goal = _goal_of(task)
@@ -161,6 +196,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
         else:
             self._goal = self._pinned_goal.copy()
         self._state = np.zeros(2, dtype=np.float64)
+        self._path = [self._state.copy()]
         self._steps = 0
         return self._state.astype(np.float32), {"goal": self._goal.copy()}
 
@@ -169,6 +205,7 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray], TaskEnv):
             raise RuntimeError("call reset() before step()")
         action = check_actions(action, (2,))
         self._state, reward, reached = _move(self._state, action, self._goal, self.action_scale)
+        self._path.append(self._state.copy())
         self._steps += 1
         observation = self._state.astype(np.float32)
         truncated = self._steps >= self.horizon

@@ -90,6 +90,9 @@ class BatchedTaskEnv(abc.ABC):
         horizon: maximum number of steps of an episode; step ``horizon`` truncates.
     """
 
+    render_mode: str | None = None
+    """Batched simulators do not render (the viewer renders recorded states)."""
+
     def __init__(self, num_envs: int, observation_dim: int, action_dim: int, horizon: int) -> None:
         for name, value in (
             ("num_envs", num_envs),

@@ -68,11 +68,35 @@ def _train(args: argparse.Namespace) -> int:
         write_yaml(run_dir / CONFIG, to_dict(config))
         print(f"run directory: {run_dir}")
         experiment.train(config, run_dir, state, progress=not args.no_progress)
+        print(_training_summary(run_dir, config))
         if args.evaluate:
             report = experiment.evaluate(config, run_dir, progress=not args.no_progress)
             print(results_table(report))
             print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+        else:
+            print(f"next: metarl evaluate {run_dir}" + (
+                f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
     return 0
+
+
+def _training_summary(run_dir: Path, config: Any) -> str:
+    """One line: iterations, wall time, speed and the last logged values."""
+    from metarl.run import load_checkpoint, read_metrics
+
+    state = load_checkpoint(run_dir)
+    seconds = float(state.get("elapsed", 0.0))
+    last = read_metrics(run_dir)[-1] if read_metrics(run_dir) else {}
+    shown = [k for k in last if k.startswith(("meta/", "returns/")) and isinstance(last[k], float)]
+    values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
+    speed = f", {state['iteration'] / seconds:.3g} it/s" if seconds > 0 else ""
+    return (f"trained {state['iteration']:,} of {config.iterations:,} iterations in "
+            f"{_duration(seconds)}{speed}; last log: {values or '-'}")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def _resumed_config(state: dict, pairs: list[str]) -> Any:
@@ -225,14 +249,43 @@ def _check_step(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from metarl.config import field_docs
-    from metarl.experiments import experiment_names, get_experiment
+    from metarl.config import CONFIG_DIR, describe
+    from metarl.experiments import experiment_names, load_config
 
-    for name in experiment_names():
-        print(name)
-        if args.verbose:
-            for key, doc in field_docs(get_experiment(name).config_cls).items():
-                print(f"    {key:26s} {doc}")
+    if args.experiment is None:
+        width = max(len(n) for n in experiment_names())
+        for name in experiment_names():
+            print(f"{name:{width}s}  {_summary(CONFIG_DIR / f'{name}.yaml')}")
+        print(
+            "\n`metarl list EXPERIMENT` shows every config key with its value and allowed values."
+        )
+        return 0
+    config = load_config(args.experiment, args.set)
+    rows = describe(config)
+    print(f"{args.experiment}: {_summary(CONFIG_DIR / f'{args.experiment}.yaml')}")
+    widths = [max(len(str(getattr(r, k))) for r in rows) for k in ("name", "type", "value")]
+    for r in rows:
+        cells = [f"{str(getattr(r, k)):{w}s}" for k, w in zip(("name", "type", "value"), widths)]
+        print("  " + "  ".join(cells) + f"  {r.allowed or '-'}  {r.doc}")
+    return 0
+
+
+def _summary(yaml_path: Path) -> str:
+    """The first comment line of an experiment's YAML (what it is and where it comes from)."""
+    for line in yaml_path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").rstrip()
+    return ""
+
+
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from metarl.config import to_dict
+    from metarl.experiments import load_config
+
+    config = load_config(args.experiment, args.set)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
     return 0
 
 
@@ -255,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of an error (or METARL_DEBUG=1)"
     )
+    parser.add_argument("--version", action="version", version=f"metarl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="meta-train an experiment into a run directory")
@@ -357,9 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check.set_defaults(func=_check_step)
 
-    lst = sub.add_parser("list", help="list experiments (-v: with every config key)")
-    lst.add_argument("-v", "--verbose", action="store_true")
+    lst = sub.add_parser(
+        "list", help="list the experiments; with one, every config key (value, allowed, doc)"
+    )
+    lst.add_argument("experiment", nargs="?", help="an experiment name or a YAML file")
+    lst.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="show the values with these overrides",
+    )  # fmt: skip
     lst.set_defaults(func=_list)
+
+    config = sub.add_parser(
+        "config", help="print an experiment's resolved config as YAML (nothing is run)"
+    )
+    config.add_argument("experiment", help="an experiment name or a YAML file")
+    config.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="override config values (YAML syntax)",
+    )  # fmt: skip
+    config.set_defaults(func=_config)
 
     bench = sub.add_parser(
         "bench",
@@ -438,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("METARL_DEBUG", "") not in ("", "0")
-    expected = (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError)
+    expected = (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError,
+                ImportError)  # fmt: skip
     try:
         with _signals_interrupt():
             return args.func(args)
@@ -447,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"metarl: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
+    except BrokenPipeError:  # the reader of our output went away (`metarl list | head`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the pipe
+        return 0
     except KeyboardInterrupt:
         print(f"\nmetarl: interrupted; {INTERRUPTED.get(args.command, 'nothing was saved')}",
               file=sys.stderr)  # fmt: skip
@@ -457,6 +531,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `--debug` shows "
               "where; please report it)", file=sys.stderr)  # fmt: skip
         return 1
+
+
+def _version() -> str:
+    """The installed package's version (``metarl --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("metarl")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _one_line(error: BaseException) -> str:

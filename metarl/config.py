@@ -293,6 +293,40 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
     return config
 
 
+@dataclass(frozen=True)
+class FieldInfo:
+    """One config key as ``metarl list EXPERIMENT`` shows it."""
+
+    name: str
+    type: str
+    value: Any
+    allowed: str
+    doc: str
+
+
+def describe(config: Any) -> list[FieldInfo]:
+    """Every key of ``config``: its type, its value there, what values it allows, its doc."""
+    hints = get_type_hints(type(config))
+    rows = []
+    for f in dataclasses.fields(config):
+        meta = field_metadata(type(config), f.name)
+        if meta.get("choices") is not None:
+            allowed = " | ".join(str(c) for c in meta["choices"])
+        elif meta.get("low") is not None and meta.get("high") is not None:
+            allowed = f"{_number(meta['low'])} .. {_number(meta['high'])}"
+        elif meta.get("low") is not None:
+            allowed = f">= {_number(meta['low'])}"
+        else:
+            allowed = ""
+        kind = _type_name(hints[f.name]).replace("NoneType", "null")
+        rows.append(FieldInfo(f.name, kind, getattr(config, f.name), allowed, meta.get("doc", "")))
+    return rows
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def upgrade(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """A stored config (a checkpoint's) with the keys renamed since it was written."""
     renamed = getattr(cls, "RENAMED", {})

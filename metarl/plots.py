@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from metarl.reports import Curve
 
@@ -21,9 +22,10 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height))
 
 
-def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
-    """Lay out ``fig`` and write it to ``path`` (creating its folder)."""
-    fig.tight_layout()
+def save(fig: Figure, path: Path, dpi: int = 120, bottom: float = 0.0) -> Path:
+    """Lay out ``fig`` (leaving the fraction ``bottom`` free, e.g. for a figure legend) and
+    write it to ``path`` (creating its folder)."""
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
@@ -53,29 +55,45 @@ def adaptation_curves(
         err = [e * scale for e in curve.error] if curve.error else None
         ax.errorbar(curve.steps, mean, yerr=err, marker="o", ms=3, capsize=2, label=curve.label)
     ax.set_xlabel("gradient steps at test time")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="best", fontsize=8)
     return save(fig, path)
 
 
+LABELS = {
+    "meta/query_loss": "query loss after adaptation",
+    "inner/support_loss_pre": "support loss before adaptation",
+    "meta/accuracy": "query accuracy after adaptation",
+    "returns/pre_adaptation": "return before adaptation",
+    "returns/post_adaptation": "return after adaptation",
+}
+"""How the learning curves name the metrics.jsonl keys."""
+
+
 def learning_curve(
-    metrics: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, log_y: bool = False
+    metrics: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    path: Path,
+    ylabel: str,
+    log_y: bool = False,
 ) -> Path:
-    """``keys`` of ``metrics.jsonl`` against the iteration."""
+    """``keys`` of ``metrics.jsonl`` against the meta-iteration (training batches)."""
     fig = new_figure(5.2, 3.8)
     ax = fig.subplots()
     for key in keys:
         points = [(m["iteration"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, label=key)
+            ax.plot(xs, ys, label=LABELS.get(key, key))
     ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="best", fontsize=8)
     return save(fig, path)

@@ -127,3 +127,11 @@ def check_memory(needed: float, knobs: str) -> None:
             f"{knobs}: one meta-iteration needs at least {needed / 2**30:.1f} GiB, more than "
             f"the {available / 2**30:.1f} GiB available here; make it smaller"
         )
+
+
+def missing_extra(package: str, extra: str, purpose: str) -> ImportError:
+    """The error to raise when an optional dependency is not installed, naming the extra that
+    brings it: ``pip install 'metarl[EXTRA]'``."""
+    return ImportError(
+        f"{package} is not installed; {purpose} need it: pip install 'metarl[{extra}]'"
+    )

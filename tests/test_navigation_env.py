@@ -187,3 +187,29 @@ def test_batched_bad_inputs_raise() -> None:
     batched.reset()
     with pytest.raises(ValueError, match="shape"):
         batched.step(np.zeros((3, 2)))
+
+
+def test_rgb_array_render_shows_the_goal_the_point_and_its_path():
+    import gymnasium as gym
+
+    env = gym.make("metarl/Navigation2D-v0", render_mode="rgb_array", task={"goal": [0.3, -0.2]})
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(np.array([1.0, -1.0]))
+    frame = env.render()
+    assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8
+    red = (frame[..., 0] > 200) & (frame[..., 1] < 80)
+    blue = (frame[..., 2] > 200) & (frame[..., 0] < 80)
+    rows, cols = np.nonzero(red)
+    # the goal (0.3, −0.2) lies right of and below the centre of the [−0.6, 0.6]² view
+    assert cols.mean() > 128 and rows.mean() > 128 and blue.sum() > 20
+    env.close()
+    # SB3's idiom and gymnasium's video recorder both work with it.
+    from stable_baselines3.common.env_util import make_vec_env
+
+    vec = make_vec_env("metarl/Navigation2D-v0", n_envs=2, env_kwargs={"render_mode": "rgb_array"})
+    vec.reset()
+    vec.close()
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(gym.make("metarl/Navigation2D-v0", render_mode="rgb_array").unwrapped)

@@ -76,3 +76,22 @@ def test_the_command_sets_the_spin_count_before_torch_and_libgomp_load():
     assert _probe(command, {"OMP_WAIT_POLICY": "ACTIVE"})[:3] == ["-", "False", "-"]
     # torch first: libgomp has read its environment already, so nothing is set
     assert _probe("import torch\n" + command, {})[:3] == ["-", "False", "-"]
+
+
+def test_a_missing_extra_is_named_in_the_error():
+    """Without MuJoCo (a base install), the locomotion tasks say which extra brings it."""
+    code = (
+        "import sys\n"
+        "sys.modules['mujoco'] = None  # as if it were not installed\n"
+        "import metarl\n"
+        "from metarl.experiments import load_config\n"
+        "load_config('navigation')  # the RL config and navigation need no MuJoCo\n"
+        "from metarl.rl import evaluate\n"
+        "try:\n"
+        "    import metarl.envs.locomotion\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'metarl[rl]'" in out.stdout

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from metarl.config import to_dict
 from metarl.core import get_params
@@ -103,6 +104,7 @@ def adaptation_curve(
     tasks: list[dict[str, Any]],
     config: RLConfig,
     generator: torch.Generator,
+    on_sample: Callable[[], object] | None = None,
 ) -> AdaptationCurve:
     """Adapt ``policy`` to every task with ``config.eval_steps`` REINFORCE steps (first order).
 
@@ -111,7 +113,7 @@ def adaptation_curve(
     """
     episodes, stages = sampled_adaptation(
         env, tasks, config.eval_episodes_per_task, policy, get_params(policy), config.eval_steps,
-        config.test_step_sizes, config, generator, check_finite=False,
+        config.test_step_sizes, config, generator, check_finite=False, on_sample=on_sample,
     )  # fmt: skip
     returns = torch.stack([batch.task_returns() for batch in episodes])
     trajectories = [(batch.observations[:, :, 0], batch.masks[:, :, 0]) for batch in episodes]
@@ -139,10 +141,11 @@ def evaluate(
 ) -> EvalReport:
     """Run the protocol on the run's policy, write ``eval.json`` and the plots.
 
-    ``retrain_baselines`` and ``progress`` are accepted for the CLI; the baselines here need
-    no training (the random policy is rebuilt from the seed, the oracle is analytic or stored).
+    ``retrain_baselines`` is accepted for the CLI's uniform call: the baselines here need no
+    training (the random policy is rebuilt from the seed, the oracles are analytic or stored by
+    ``metarl baseline``). ``progress`` shows a bar over the batches of episodes sampled.
     """
-    del retrain_baselines, progress
+    del retrain_baselines
     started = time.time()
     set_num_threads(config.num_threads)
     model, chosen = choose_model(config, load_checkpoint(run_dir))
@@ -151,41 +154,50 @@ def evaluate(
     tasks = env.sample_tasks(config.eval_tasks, np.random.default_rng(config.eval_seed))
     curves: list[Curve] = []
 
+    baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
+    stored = {kind: load_baseline(baselines / f"{kind}.pt", config) for kind in KINDS}
+    adapting = 2 + (stored["pretrained"] is not None)  # MAML, random init, pretrained
+    rollouts = 2 * (stored["oracle"] is not None) + (config.env in ORACLES)  # the oracles
+    bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
+               unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
+
     def adapted(method: str, label: str, policy: GaussianMLPPolicy) -> AdaptationCurve:
         generator = torch.Generator().manual_seed(config.eval_seed)  # the same noise for all
         env.seed(config.eval_seed)
-        curve = adaptation_curve(policy, env, tasks, config, generator)
+        bar.set_postfix_str(label)
+        curve = adaptation_curve(policy, env, tasks, config, generator, on_sample=bar.update)
         curves.append(Curve.from_samples(method, label, curve.returns, "stderr"))
         return curve
 
     def not_adapted(method: str, label: str, act: ActFn) -> None:
         env.seed(config.eval_seed)
+        bar.set_postfix_str(label)
         returns = rollout(env, tasks, config.eval_episodes_per_task, act).task_returns()
+        bar.update()
         curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0]))
 
     maml = adapted("meta_learned", "MAML", model)
     adapted("random_init", "random init", build_policy(config))
     trained, missing = {}, []
-    baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
-    for kind in KINDS:
-        stored = load_baseline(baselines / f"{kind}.pt", config)
-        if stored is None:
+    for kind, baseline in stored.items():
+        if baseline is None:
             how = f"`metarl baseline {kind} {config.experiment}`"
             missing.append(MissingBaseline(kind, f"none for this network in {baselines} ({how})"))
             continue
-        trained[kind] = stored.info
+        trained[kind] = baseline.info
         if kind == "pretrained":
-            adapted("pretrained", "pretrained", stored.policy)
+            adapted("pretrained", "pretrained", baseline.policy)
         else:  # scored like the other methods (sampled actions), and with its mean action
             task_features = env.task_array(tasks)
             noise = torch.Generator().manual_seed(config.eval_seed)
             not_adapted("oracle_ppo", "oracle (PPO)",
-                        oracle_actions(stored.policy, task_features, noise))  # fmt: skip
+                        oracle_actions(baseline.policy, task_features, noise))  # fmt: skip
             not_adapted("oracle_ppo_mean_action", "oracle (PPO, mean action)",
-                        oracle_actions(stored.policy, task_features))  # fmt: skip
+                        oracle_actions(baseline.policy, task_features))  # fmt: skip
     if config.env in ORACLES:
         not_adapted("oracle_analytic", "oracle", ORACLES[config.env](env, tasks))
 
+    bar.close()
     paper = paper_result(config.experiment)
     report = EvalReport(
         experiment=config.experiment,
@@ -222,7 +234,7 @@ def evaluate(
     if metrics:
         learning_curve(
             metrics, ["returns/pre_adaptation", "returns/post_adaptation"],
-            plots / "learning_curve.png",
+            plots / "learning_curve.png", "average return (training tasks)",
         )  # fmt: skip
     return report
 
@@ -258,9 +270,12 @@ def plot_trajectories(
         goal = tasks[i]["goal"]
         ax.scatter([goal[0]], [goal[1]], marker="*", s=160, color="red", zorder=5, label="goal")
         ax.set_xlim(-0.6, 0.6)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
         ax.set_ylim(-0.6, 0.6)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.set_title(f"goal {i}")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    return save(fig, path, dpi=110)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels, off the data
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7)
+    return save(fig, path, dpi=110, bottom=0.12)

@@ -82,6 +82,7 @@ def sampled_adaptation(
     config: RLConfig,
     generator: torch.Generator | None,
     check_finite: bool = True,
+    on_sample: Callable[[], object] | None = None,
 ) -> tuple[list[Episodes], list[Params]]:
     """Sample, take a REINFORCE step on what was sampled, sample again: the adaptation by
     experience of MAML for RL, for every task at once.
@@ -97,6 +98,7 @@ def sampled_adaptation(
         config: reads ``baseline_reg, gamma, gae_lambda, normalize_advantages``.
         generator: the action noise.
         check_finite: stop on a non-finite inner loss (evaluation records divergence instead).
+        on_sample: called after each batch of episodes (a progress bar's ``update``).
 
     Returns:
         ``steps + 1`` batches of episodes with advantages, the k-th sampled with the
@@ -108,6 +110,8 @@ def sampled_adaptation(
     episodes, stages = [], [params]
     for k in range(steps + 1):
         sampled = sample_episodes(env, tasks, n_episodes, policy, params, generator)
+        if on_sample is not None:
+            on_sample()
         episodes.append(with_advantages(
             sampled, baseline, config.gamma, config.gae_lambda, config.normalize_advantages
         ))  # fmt: skip

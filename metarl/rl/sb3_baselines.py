@@ -31,10 +31,10 @@ from metarl.config import ConfigError
 from metarl.rl.config import RLConfig
 from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sampler import ActFn, sample_gaussian
-from metarl.rl.sb3_env import ACTION_BOUND, TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
+from metarl.rl.task_stream import ACTION_BOUND
 from metarl.run import RunError, atomic_torch_save, load_tensors
-from metarl.runtime import set_num_threads
+from metarl.runtime import missing_extra, set_num_threads
 
 KINDS = ("pretrained", "oracle")
 
@@ -103,8 +103,13 @@ def train_baseline(
     Returns:
         The path of the stored baseline.
     """
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+    except ImportError:
+        raise missing_extra("Stable-Baselines3", "rl", "the PPO baselines") from None
+
+    from metarl.rl.sb3_env import TaskVecEnv
 
     if kind not in KINDS:
         raise ConfigError(f"unknown baseline {kind!r}; one of {', '.join(KINDS)}")

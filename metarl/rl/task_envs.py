@@ -8,19 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from metarl.envs import FAMILIES, BatchedLocomotion, BatchedNavigation2D, BatchedTaskEnv
+from metarl.envs import LOCOMOTION, BatchedTaskEnv
+
+
+def _navigation(num_envs: int, horizon: int) -> BatchedTaskEnv:
+    from metarl.envs import BatchedNavigation2D
+
+    return BatchedNavigation2D(num_envs, horizon=horizon)
 
 
 def _locomotion(family: str) -> Callable[[int, int], BatchedTaskEnv]:
     def make(num_envs: int, horizon: int) -> BatchedTaskEnv:
+        from metarl.envs import BatchedLocomotion  # loads MuJoCo: only when asked for
+
         return BatchedLocomotion(family, num_envs, horizon=horizon)
 
     return make
 
 
 _BATCHED: dict[str, Callable[[int, int], BatchedTaskEnv]] = {
-    "navigation2d": lambda num_envs, horizon: BatchedNavigation2D(num_envs, horizon=horizon),
-    **{family: _locomotion(family) for family in FAMILIES},
+    "navigation2d": _navigation,
+    **{family: _locomotion(family) for family in LOCOMOTION},
 }
 ENVIRONMENTS: tuple[str, ...] = tuple(_BATCHED)
 

@@ -164,7 +164,9 @@ def render_mujoco(
     return frames
 
 
-def render_navigation(record: dict[str, Any], task: int, size: int) -> list[np.ndarray]:
+def render_navigation(
+    record: dict[str, Any], task: int, size: int, progress: bool = False
+) -> list[np.ndarray]:
     """Animation frames of the 2D paths of every stage, growing one step per frame."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -175,7 +177,7 @@ def render_navigation(record: dict[str, Any], task: int, size: int) -> list[np.n
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     canvas, ax = FigureCanvasAgg(fig), fig.subplots()
     frames = []
-    for t in range(len(obs) + 1):
+    for t in tqdm(range(len(obs) + 1), desc=f"task {task} frames", disable=not progress):
         ax.clear()
         for s in range(stages):
             valid = obs[: min(t, int(masks[:, s].sum())), s]
@@ -195,7 +197,12 @@ def render_navigation(record: dict[str, Any], task: int, size: int) -> list[np.n
 
 def write_video(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
     """MP4 (H.264 through imageio's ffmpeg) or GIF, by ``path``'s suffix."""
-    import imageio.v2 as imageio
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        from metarl.runtime import missing_extra
+
+        raise missing_extra("imageio", "video", "the videos of `metarl view`") from None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gif":
@@ -290,7 +297,7 @@ def view(
             )
         )  # fmt: skip
         for row, index in enumerate(indices):
-            frames = render_navigation(record, row, height * 2)
+            frames = render_navigation(record, row, height * 2, progress)
             written.append(write_video(frames, out / "videos" / f"task{index}.mp4", 10.0))
             if gif:
                 written.append(write_video(frames, out / "videos" / f"task{index}.gif", 10.0))

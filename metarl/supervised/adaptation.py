@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from metarl.algorithms import MetaAlgorithm, Problem, StepSizes
 from metarl.core import TaskBatch
@@ -19,6 +20,7 @@ def adaptation_curve(
     steps: int,
     step_sizes: StepSizes | None = None,
     chunk_size: int = 1000,
+    progress: bool = False,
 ) -> Tensor:
     """Per-task query score after each of ``0..steps`` test-time adaptation steps.
 
@@ -34,12 +36,14 @@ def adaptation_curve(
         steps: number of steps S.
         step_sizes: the test-time step size; None: the algorithm's own.
         chunk_size: tasks adapted together (bounds memory).
+        progress: a progress bar over the chunks.
 
     Returns:
         ``(steps + 1, n_tasks)``: row s is the query score after s steps.
     """
     rows: list[Tensor] = []
-    for start in range(0, batch.n_tasks, chunk_size):
+    starts = range(0, batch.n_tasks, chunk_size)
+    for start in tqdm(starts, desc="evaluate", unit="chunk", disable=not progress):
         chunk = batch.tasks(start, start + chunk_size)
         scores = []
         for params in algorithm.adapt_steps(model, chunk, problem, steps, step_sizes):

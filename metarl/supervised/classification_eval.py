@@ -35,9 +35,9 @@ def evaluate(
     """Run the protocol on the run's model, write ``eval.json`` and the plots.
 
     ``retrain_baselines`` is accepted for the CLI's uniform call; this protocol has no
-    baselines to train.
+    baselines to train. ``progress`` shows a bar over the chunks of test episodes.
     """
-    del retrain_baselines, progress
+    del retrain_baselines
     started = time.time()
     set_num_threads(config.num_threads)
     state = load_checkpoint(run_dir)
@@ -49,7 +49,7 @@ def evaluate(
     )  # fmt: skip
     values = adaptation_curve(
         algorithm, model, episodes, problem(config), config.eval_steps, config.eval_lr,
-        chunk_size=config.eval_chunk,
+        chunk_size=config.eval_chunk, progress=progress,
     )  # fmt: skip
     curve = Curve.from_samples("meta_learned", LABELS[config.algorithm], values, "ci95")
     last = config.eval_steps
@@ -85,5 +85,7 @@ def evaluate(
     adaptation_curves([curve], plots / "accuracy_vs_steps.png", "query accuracy", title)
     metrics = read_metrics(run_dir)
     if metrics:
-        learning_curve(metrics, ["meta/accuracy"], plots / "learning_curve.png")
+        learning_curve(
+            metrics, ["meta/accuracy"], plots / "learning_curve.png", "accuracy (training batches)"
+        )
     return report

@@ -183,8 +183,10 @@ def evaluate(
     )  # fmt: skip
     metrics = read_metrics(run_dir)
     if metrics:
-        learning_curve(metrics, ["meta/query_loss", "inner/support_loss_pre"],
-                       plots / "learning_curve.png", log_y=True)  # fmt: skip
+        keys = ["meta/query_loss", "inner/support_loss_pre"]
+        learning_curve(
+            metrics, keys, plots / "learning_curve.png", "MSE (training batches)", log_y=True
+        )
     return report
 
 
@@ -200,8 +202,8 @@ def plot_predictions(
     task: int = 0,
     shown_steps: tuple[int, ...] = (0, 1, 10),
 ) -> Path:
-    """The paper's Fig. 2: predictions before and after 1 and 10 steps, for K = 5 and 10."""
-    shots = [k for k in (5, 10) if k <= test.support_x.shape[1]] or [test.support_x.shape[1]]
+    """The paper's Fig. 2: predictions before and after 1 and 10 steps, one panel per K."""
+    shots = sorted(config.eval_shots)
     low, high = config.input_range
     xs = torch.linspace(low, high, 300).view(1, -1, 1)
     one_task = SinusoidTaskParams(
@@ -233,5 +235,5 @@ def plot_predictions(
             ax.set_title(f"{name}, K={k}")
             ax.set_xlabel("x")
             ax.set_ylabel("y")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="best")
     return save(fig, path, dpi=110)
