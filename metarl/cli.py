@@ -289,6 +289,46 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from metarl.supervised.data.fetch import SOURCES, fetch, status
+    from metarl.supervised.data.files import DataError, dataset_dir, resolve_data_dir
+
+    if args.action == "fetch":
+        if args.name is None:
+            raise DataError(f"which dataset? one of {', '.join(SOURCES)}")
+        target = args.to if args.to is not None else resolve_data_dir(None)[0]
+        paths = fetch(args.name, target, progress=not args.no_progress)
+        print(f"{args.name}: {len(paths)} file(s) verified in {paths[0].parent}")
+        if args.to is not None:
+            print(f"use it with --set data_dir={args.to} (or METARL_DATA={args.to})")
+        return 0
+    root, origin = resolve_data_dir(None)
+    print(f"data root: {root} (from {origin})")
+    from metarl.supervised.data.mnist import FALLBACK_DIRS
+
+    for name, source in SOURCES.items():
+        if args.name not in (None, name):
+            continue
+        try:
+            folder: Path | None = dataset_dir(None, name, FALLBACK_DIRS.get(name, ()))
+        except DataError:
+            folder = None
+        print(f"\n{name}: {source.description}")
+        print(f"  folder: {folder or 'not found'}")
+        for row in status(name, folder):
+            size = "-" if row.bytes is None else _size(row.bytes)
+            print(f"  {row.name:30s} {size:>10s}  {row.status}")
+        if source.note:
+            print(f"  note: {source.note}")
+        if folder is None and source.files:
+            print(f"  get it: metarl data fetch {name} --to {root}")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
 def _bench(args: argparse.Namespace) -> int:
     from metarl.benchmarks.suite import benchmark_names, run_suite
 
@@ -430,6 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="override config values (YAML syntax)",
     )  # fmt: skip
     config.set_defaults(func=_config)
+
+    data = sub.add_parser(
+        "data",
+        help="list the few-shot datasets (files, sizes, checksums) or fetch one",
+        description="list: each dataset's files where metarl looks for them, with their size "
+        "and checksum status. fetch NAME: download from the dataset's canonical public source, "
+        "verify the published checksum, and record SHA-256 sums for the loaders.",
+    )
+    data.add_argument("action", choices=["list", "fetch"])
+    data.add_argument("name", nargs="?", help="a dataset (omniglot, mnist, fashion-mnist, ...)")
+    data.add_argument(
+        "--to", type=Path, default=None, help="fetch: the data root (default: the one in use)"
+    )
+    data.add_argument("--no-progress", action="store_true")
+    data.set_defaults(func=_data)
 
     bench = sub.add_parser(
         "bench",

@@ -1,4 +1,5 @@
-"""Finding, verifying and caching dataset files (nothing is ever downloaded).
+"""Finding, verifying and caching dataset files (the loaders never download; ``metarl data
+fetch`` does, on request).
 
 * **Where the data lives**: the ``data_dir`` config key (``--set data_dir=...``), else the
   ``METARL_DATA`` environment variable, else ``../shared/data`` next to the repository.
@@ -63,8 +64,8 @@ def dataset_dir(data_dir: str | None, name: str, fallbacks: tuple[Path, ...] = (
     looked = ", ".join(str(p) for p in candidates)
     raise DataError(
         f"dataset {name!r} not found (looked in: {looked}; data root from {source}). "
-        f"Put the files in <data root>/{name}/ and pass --set data_dir=<data root> "
-        f"or set {DATA_ENV}=<data root>."
+        f"Get it with `metarl data fetch {name} --to {root}`, or put the files in "
+        f"<data root>/{name}/ and pass --set data_dir=<data root> or set {DATA_ENV}=<data root>."
     )
 
 

@@ -1,0 +1,112 @@
+"""`metarl data`: fetching from a source (a local HTTP server here: tests never use the network),
+resuming a partial download, refusing a wrong checksum, and listing what is on the machine."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from metarl.cli import main
+from metarl.supervised.data import fetch as fetch_module
+from metarl.supervised.data.fetch import DatasetSource, RemoteFile, fetch
+from metarl.supervised.data.files import DataError, read_checksums, sha256_file
+
+PAYLOAD = gzip.compress(bytes(range(256)) * 400, mtime=0)
+RAW_SHA256 = hashlib.sha256(bytes(range(256)) * 400).hexdigest()
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves PAYLOAD at /data.gz, honouring `Range: bytes=N-` like a real mirror."""
+
+    ranges: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path != "/data.gz":
+            self.send_error(404)
+            return
+        wanted = self.headers.get("Range")
+        self.ranges.append(wanted or "")
+        start = int(wanted.split("=")[1].rstrip("-")) if wanted else 0
+        body = PAYLOAD[start:]
+        self.send_response(206 if wanted else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    _RangeHandler.ranges = []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _source(monkeypatch, url: str, checksum: str) -> None:
+    file = RemoteFile("data.gz", url, checksum)
+    monkeypatch.setitem(
+        fetch_module.SOURCES, "toy", DatasetSource("toy", "a test dataset", (file,))
+    )
+
+
+def test_fetch_downloads_verifies_and_records_sha256(tmp_path, monkeypatch, server):
+    _source(monkeypatch, f"{server}/data.gz", f"sha256-gunzip:{RAW_SHA256}")
+    (path,) = fetch("toy", tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert read_checksums(tmp_path / "toy") == {"data.gz": sha256_file(path)}
+    assert fetch("toy", tmp_path, progress=False) == [path]  # a valid file is kept
+    assert _RangeHandler.ranges == [""]  # and not downloaded again
+
+
+def test_a_partial_download_is_resumed(tmp_path, monkeypatch, server):
+    _source(monkeypatch, f"{server}/data.gz", f"md5:{hashlib.md5(PAYLOAD).hexdigest()}")
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "data.gz.part").write_bytes(PAYLOAD[:300])  # an interrupted download
+    (path,) = fetch("toy", tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD and _RangeHandler.ranges == ["bytes=300-"]
+    assert not (folder / "data.gz.part").exists()
+
+
+def test_a_wrong_checksum_is_refused_and_nothing_is_put_in_place(tmp_path, monkeypatch, server):
+    _source(monkeypatch, f"{server}/data.gz", "sha256-gunzip:" + "0" * 64)
+    with pytest.raises(DataError, match="does not match its published checksum"):
+        fetch("toy", tmp_path, progress=False)
+    assert list((tmp_path / "toy").iterdir()) == []
+
+
+def test_file_urls_and_the_cli(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "mirror" / "data.gz"
+    source.parent.mkdir()
+    source.write_bytes(PAYLOAD)
+    _source(monkeypatch, source.as_uri(), f"sha256-gunzip:{RAW_SHA256}")
+    root = tmp_path / "root"
+    assert main(["data", "fetch", "toy", "--to", str(root), "--no-progress"]) == 0
+    assert "1 file(s) verified" in capsys.readouterr().out
+    monkeypatch.setenv("METARL_DATA", str(root))
+    assert main(["data", "list", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert "data.gz" in out and "verified" in out
+    (root / "toy" / "data.gz").write_bytes(PAYLOAD[:-10])  # damaged since
+    assert main(["data", "list", "toy"]) == 0
+    assert "CHECKSUM MISMATCH" in capsys.readouterr().out
+    assert main(["data", "fetch", "miniimagenet"]) == 1
+    assert "no canonical public download" in capsys.readouterr().err
+
+
+def test_a_missing_dataset_names_the_fetch_command(tmp_path):
+    from metarl.supervised.data.files import dataset_dir
+
+    with pytest.raises(DataError, match=r"metarl data fetch omniglot --to"):
+        dataset_dir(str(tmp_path), "omniglot")
+    assert not Path(tmp_path / "omniglot").exists()
