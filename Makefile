@@ -1,20 +1,36 @@
 # Quick start: `make demo` (set up, train + evaluate a small sinusoid run) and `make test`.
-PYTHON ?= python3
-PIP := $(PYTHON) -m pip install --disable-pip-version-check -q
+#
+# Inside an active virtualenv (or conda env) everything installs there. Otherwise the first
+# command creates ./.venv and uses it: a distribution's own Python (Debian 12+, Ubuntu 23.04+)
+# refuses `pip install` into itself (PEP 668). BASE_PYTHON is the Python that creates it.
+BASE_PYTHON ?= python3
+ifneq ($(strip $(VIRTUAL_ENV)$(CONDA_PREFIX)),)
+PYTHON ?= python
+VENV :=
+else
+PYTHON ?= .venv/bin/python
+VENV := .venv/bin/python
+endif
+PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 
-.PHONY: setup demo test test-all lint bench
+.PHONY: setup demo test test-all lint bench smoke readme-commands
+
+.venv/bin/python:
+	$(BASE_PYTHON) -m venv .venv
+	@echo "created .venv (activate it with: . .venv/bin/activate)"
 
 # torch first, pinned to the CPU build that lies on these machines' disk: a bare `torch`
 # requirement with no torch installed would pull a multi-GB CUDA build.
-setup:
+setup: $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[all,dev]"
 
 # A small default (5,000 meta-iterations instead of the paper's 70,000: about a minute here),
 # then the paper's evaluation protocol; prints the results table and writes plots.
+DEMO_ITERATIONS ?= 5000
 demo: setup
 	$(PYTHON) -m metarl train sinusoid --evaluate \
-		--set iterations=5000 baseline_iterations=5000
+		--set iterations=$(DEMO_ITERATIONS) baseline_iterations=$(DEMO_ITERATIONS)
 
 test: setup
 	$(PYTHON) -m pytest -q
@@ -28,3 +44,12 @@ lint: setup
 
 bench: setup
 	$(PYTHON) -m metarl bench --suite quick
+
+# CI: the quick suite into a temporary folder (the committed BENCHMARKS.md is the paper suite's).
+smoke: setup
+	report=$$(mktemp -d) && $(PYTHON) -m metarl bench --suite quick --no-progress \
+		--runs-dir $$report/runs --report-dir $$report
+
+# CI: every command the README documents, at a tiny budget, progress bars on.
+readme-commands: setup
+	PYTHON=$(PYTHON) bash .ci/readme-commands
