@@ -18,15 +18,26 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ConfigError": "metarl.config",
     "RunError": "metarl.run",
-    "LoadedRun": "metarl.experiments",
+    "EvalReport": "metarl.reports",
+    "read_report": "metarl.reports",
     "load_config": "metarl.experiments",
-    "load_run": "metarl.experiments",
+    "LoadedRun": "metarl.api",
+    "PolicyAdaptation": "metarl.api",
+    "Training": "metarl.api",
+    "evaluate": "metarl.api",
+    "load_run": "metarl.api",
+    "train": "metarl.api",
 }
-__all__ = ["ConfigError", "LoadedRun", "RunError", "__version__", "load_config", "load_run"]
+__all__ = [
+    "ConfigError", "EvalReport", "LoadedRun", "PolicyAdaptation", "RunError", "Training",
+    "__version__", "evaluate", "load_config", "load_run", "read_report", "train",
+]  # fmt: skip
 
 if TYPE_CHECKING:
+    from metarl.api import LoadedRun, PolicyAdaptation, Training, evaluate, load_run, train
     from metarl.config import ConfigError
-    from metarl.experiments import LoadedRun, load_config, load_run
+    from metarl.experiments import load_config
+    from metarl.reports import EvalReport, read_report
     from metarl.run import RunError
 
 

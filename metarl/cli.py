@@ -17,65 +17,24 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
-RESUME_OVERRIDES = ("iterations", "num_threads")
-"""Config keys ``--set`` may change on ``--resume``: the budget and how the run uses the CPU."""
-EVALUATION_KEYS = (
-    "num_threads", "baselines_dir", "baseline_iterations", "baseline_lr", "pretrained_finetune_lrs",
-)  # fmt: skip
-"""Config keys besides ``eval_*`` that ``metarl evaluate --set`` may change."""
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarl.config import to_dict, write_yaml
-    from metarl.experiments import get_experiment, load_config, preflight
+    from metarl.api import train
     from metarl.reports import results_table
-    from metarl.run import (
-        CHECKPOINT,
-        CONFIG,
-        atomic_torch_save,
-        default_run_dir,
-        load_checkpoint,
-        prepare_new_run_dir,
-        run_lock,
-    )
 
-    if args.resume is not None:
-        run_dir = Path(args.resume)
-        load_checkpoint(run_dir, experiment=args.experiment)  # a clear error before locking
+    result = train(
+        args.experiment, args.set, out=args.out, resume=args.resume, evaluate=args.evaluate,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    run_dir, config = result.run_dir, result.config
+    print(_training_summary(run_dir, config))
+    if result.report is not None:
+        print(results_table(result.report))
+        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
     else:
-        config = load_config(args.experiment, args.set)
-        preflight(config)  # data, memory: everything is checked before a directory exists
-        run_dir = Path(args.out) if args.out is not None else default_run_dir(config.experiment)
-    with run_lock(run_dir, f"metarl train {args.experiment}"):
-        state = None
-        if args.resume is not None:
-            state = load_checkpoint(run_dir, experiment=args.experiment)
-            config = _resumed_config(state, args.set)
-            if state["iteration"] == config.iterations:
-                print(f"{run_dir} finished {state['iteration']} iterations", file=sys.stderr)
-                if state["config"] != to_dict(config):
-                    # E.g. a longer run stopped early and declared finished here: the
-                    # checkpoint's own budget is what `metarl bench` reads to decide whether to
-                    # resume training.
-                    state["config"] = to_dict(config)
-                    atomic_torch_save(state, run_dir / CHECKPOINT)
-                    write_yaml(run_dir / CONFIG, state["config"])
-                if not args.evaluate:
-                    return 0  # nothing to train
-        else:
-            prepare_new_run_dir(run_dir)
-        experiment = get_experiment(config.experiment)
-        write_yaml(run_dir / CONFIG, to_dict(config))
-        print(f"run directory: {run_dir}")
-        experiment.train(config, run_dir, state, progress=not args.no_progress)
-        print(_training_summary(run_dir, config))
-        if args.evaluate:
-            report = experiment.evaluate(config, run_dir, progress=not args.no_progress)
-            print(results_table(report))
-            print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
-        else:
-            print(f"next: metarl evaluate {run_dir}" + (
-                f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
+        print(f"next: metarl evaluate {run_dir}" + (
+            f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
     return 0
 
 
@@ -99,64 +58,11 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _resumed_config(state: dict, pairs: list[str]) -> Any:
-    """A checkpoint's config with the ``--set`` overrides a resumed run accepts.
-
-    Raises:
-        ConfigError: another key is overridden, or the run would be shortened.
-    """
-    from metarl.config import ConfigError, from_dict, upgrade
-    from metarl.experiments import get_experiment
-
-    cls = get_experiment(state["config"]["experiment"]).config_cls
-    values = upgrade(cls, state["config"])
-    for key, value in _overrides(pairs).items():
-        if key not in RESUME_OVERRIDES:
-            raise ConfigError(
-                f"--set {key}: a resumed run keeps its config; only "
-                f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
-            )
-        values[key] = value
-    config = from_dict(cls, values)
-    if state["iteration"] > config.iterations:
-        raise ConfigError(
-            f"--set iterations={config.iterations}: the run already ran {state['iteration']} "
-            "iterations, and a run cannot be shortened"
-        )
-    return config
-
-
-def _overrides(pairs: list[str]) -> dict:
-    from metarl.config import parse_overrides
-
-    return parse_overrides(pairs)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.config import ConfigError, from_dict, to_dict
-    from metarl.experiments import stored_config
+    from metarl.api import evaluate
     from metarl.reports import results_table
-    from metarl.run import load_checkpoint, run_lock
 
-    experiment, config = stored_config(load_checkpoint(args.run_dir))
-    values = to_dict(config)
-    allowed = sorted(k for k in values if k.startswith("eval_") or k in EVALUATION_KEYS)
-    renamed = getattr(experiment.config_cls, "RENAMED", {})
-    for key, value in _overrides(args.set).items():
-        if key in renamed:
-            raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
-        if key not in allowed:
-            raise ConfigError(
-                f"--set {key}: `metarl evaluate` tests the trained model as it was trained; "
-                f"it may change the evaluation's own keys: {', '.join(allowed)}"
-            )
-        values[key] = value
-    config = from_dict(experiment.config_cls, values)
-    with run_lock(args.run_dir, "metarl evaluate"):
-        report = experiment.evaluate(
-            config, args.run_dir, retrain_baselines=args.retrain_baselines,
-            progress=not args.no_progress,
-        )  # fmt: skip
+    report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
     print(results_table(report))
     print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'plots'}/")
     return 0
@@ -213,8 +119,9 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _check_step(args: argparse.Namespace) -> int:
+    from metarl.api import load_run
     from metarl.config import ConfigError
-    from metarl.experiments import load_config, load_run
+    from metarl.experiments import load_config
     from metarl.rl.config import RLConfig
     from metarl.rl.diagnostics import check_natural_step, format_step_profile
     from metarl.rl.policy import build_policy

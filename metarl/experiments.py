@@ -1,4 +1,4 @@
-"""The experiment registry: names -> config class, model builder, trainer, evaluator; ``load_run``.
+"""The experiment registry: names -> config class, model builder, trainer, evaluator.
 
 An experiment is a YAML file in ``metarl/configs`` whose name starts with its family's prefix
 (``omniglot-5w1s`` belongs to the few-shot classification family). Each family is imported
@@ -7,7 +7,7 @@ lazily, so ``metarl --help`` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,9 @@ from torch import nn
 
 from metarl.config import CONFIG_DIR, ConfigError, from_dict, parse_overrides, read_yaml, upgrade
 from metarl.reports import EvalReport
-from metarl.run import load_checkpoint
+
+Overrides = Sequence[str] | Mapping[str, Any] | None
+"""Config overrides: ``["key=value", ...]`` (``--set``) or ``{key: value}``."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,17 @@ def get_experiment(name: str) -> Experiment:
     return _FAMILIES[family]()
 
 
-def load_config(name_or_path: str, overrides: list[str] | None = None) -> Any:
-    """The validated config of an experiment name or a YAML path, with ``key=value`` overrides."""
+def load_config(name_or_path: str, overrides: Overrides = None) -> Any:
+    """The validated config of an experiment name or a YAML path, with overrides.
+
+    Args:
+        name_or_path: an experiment (``metarl list``) or a YAML file.
+        overrides: ``["key=value", ...]`` (values parsed as YAML, as ``--set`` does) or a
+            mapping ``{key: value}``.
+
+    Raises:
+        ConfigError: an unknown experiment or key, or a value out of range (one line).
+    """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         if name_or_path not in experiment_names():
@@ -113,7 +124,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Any:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     values = read_yaml(path)
     values.setdefault("experiment", path.stem)
-    values.update(parse_overrides(overrides or []))
+    values.update(as_overrides(overrides))
     experiment = get_experiment(str(values["experiment"]))
     return from_dict(experiment.config_cls, values)
 
@@ -129,36 +140,18 @@ def preflight(config: Any) -> None:
     get_experiment(config.experiment).preflight(config)
 
 
+def as_overrides(overrides: Overrides) -> dict[str, Any]:
+    """``--set``-style pairs or a mapping, as ``{key: value}``."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    return parse_overrides(list(overrides))
+
+
 def stored_config(state: dict[str, Any]) -> tuple[Experiment, Any]:
     """The experiment and validated config of a checkpoint (keys renamed since are upgraded)."""
     experiment = get_experiment(state["config"]["experiment"])
     return experiment, from_dict(
         experiment.config_cls, upgrade(experiment.config_cls, state["config"])
     )
-
-
-@dataclass
-class LoadedRun:
-    """A trained run, ready for one's own analysis."""
-
-    model: nn.Module
-    config: Any
-    iteration: int
-    run_dir: Path
-    checkpoint: dict[str, Any]
-
-
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """The trained model (on the CPU, eval mode) and config of a run directory.
-
-    Example::
-
-        run = metarl.load_run("runs/sinusoid-20261122-101500")
-        run.model(torch.linspace(-5, 5, 100).unsqueeze(-1))
-    """
-    state = load_checkpoint(run_dir)
-    experiment, config = stored_config(state)
-    model = experiment.build_model(config)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return LoadedRun(model, config, state["iteration"], Path(run_dir), state)

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
      "metarl.references", "metarl.plots", "metarl.envs", "metarl.configs"),
     ("metarl.algorithms",),
     ("metarl.rl", "metarl.supervised"),
-    ("metarl.experiments",),
+    ("metarl.experiments", "metarl.api"),
     ("metarl.benchmarks",),
     ("metarl.cli", "metarl.__main__"),
 ]  # fmt: skip

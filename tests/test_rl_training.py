@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.api import load_run
 from metarl.cli import main
 from metarl.config import ConfigError
-from metarl.experiments import load_config, load_run
+from metarl.experiments import load_config
 from metarl.reports import read_report, results_table
 from metarl.rl.evaluate import adaptation_curve
 from metarl.rl.policy import build_policy
@@ -154,8 +155,9 @@ def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
         assert (tmp_path / "plots" / plot).stat().st_size > 0
     table = results_table(report)
     assert "| MAML |" in table and "| oracle |" in table and "| paper: MAML |" in table
-    run = load_run(tmp_path)  # the CLI's `metarl evaluate` path
-    assert run.iteration == 1 and run.config.experiment == "navigation"
+    run = load_run(tmp_path)  # the model `metarl evaluate` tested: the best one
+    assert run.which == "best" and run.iteration == report.model.iteration
+    assert load_run(tmp_path, which="last").iteration == 1
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
-from metarl.core.functional import Params, task_forward
+from metarl.core.functional import Params, single_forward, task_forward
 from metarl.core.layers import MLP
 from metarl.seeding import seeded
 
@@ -166,6 +167,34 @@ class GaussianMLPPolicy(nn.Module):
             return {n: out[n] for n in params}
 
         return product
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Tensor | np.ndarray,
+        deterministic: bool = True,
+        params: Params | None = None,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """The action for ``obs``: the mean action, or a sample ``a ~ N(μ, σ²)``.
+
+        Args:
+            obs: ``(obs_dim,)`` or a batch ``(..., obs_dim)``, a tensor or a numpy array.
+            deterministic: return the mean action (else sample one).
+            params: adapted parameters (no task dimension, as
+                :meth:`metarl.api.LoadedRun.adapt_policy` returns); None: the policy's own.
+            generator: the sampling noise's source.
+
+        Returns:
+            ``(action_dim,)`` or ``(..., action_dim)`` float32 numpy actions (what a gymnasium
+            environment takes).
+        """
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        mean, log_std = self(x) if params is None else single_forward(self, params, x)
+        if deterministic:
+            return mean.numpy()
+        noise = torch.randn(mean.shape, generator=generator)
+        return (mean + log_std.exp() * noise).numpy()
 
     def distribution(self, params: Params, obs: Tensor, task_dim: int = 0) -> Independent:
         """``π_params(· | obs)`` for a task batch.
