@@ -13,7 +13,7 @@ VENV := .venv/bin/python
 endif
 PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 
-.PHONY: setup demo test test-all lint bench smoke readme-commands
+.PHONY: setup demo test test-all lint bench smoke readme-commands examples
 
 .venv/bin/python:
 	$(BASE_PYTHON) -m venv .venv
@@ -39,8 +39,8 @@ test-all: setup
 	$(PYTHON) -m pytest -q -m ""
 
 lint: setup
-	$(PYTHON) -m ruff check metarl envs tests scripts
-	$(PYTHON) -m ruff format --check metarl envs tests scripts
+	$(PYTHON) -m ruff check metarl envs tests scripts examples
+	$(PYTHON) -m ruff format --check metarl envs tests scripts examples
 
 bench: setup
 	$(PYTHON) -m metarl bench --suite quick
@@ -53,3 +53,11 @@ smoke: setup
 # CI: every command the README documents, at a tiny budget, progress bars on.
 readme-commands: setup
 	PYTHON=$(PYTHON) bash .ci/readme-commands
+
+# CI: every program of examples/, each on its own, in a scratch folder.
+examples: setup
+	cd $$(mktemp -d) && for example in $(CURDIR)/examples/*.py; do \
+		echo "+ python $$example"; start=$$(date +%s); \
+		timeout 900 $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON)) $$example || exit 1; \
+		echo "  ($$(( $$(date +%s) - start )) s)"; \
+	done

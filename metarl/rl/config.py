@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from metarl.config import ConfigError, MetaLearningConfig, option, override
-from metarl.rl.task_envs import ENVIRONMENTS
+from metarl.rl.task_envs import ENVIRONMENTS, environment_names
 
 FISHER_PRODUCTS: tuple[str, ...] = ("gauss_newton", "double_backward", "finite_difference")
 RL_ALGORITHMS: tuple[str, ...] = ("maml_trpo",)
@@ -37,7 +37,11 @@ class RLConfig(MetaLearningConfig):
     log_every: int = override(1)
     checkpoint_every: int = override(10)
     # --- environment -------------------------------------------------------------------------
-    env: str = option("navigation2d", "task environment", choices=ENVIRONMENTS)
+    env: str = option(
+        "navigation2d",
+        f"task environment: {', '.join(ENVIRONMENTS)}, or one added with "
+        "metarl.rl.task_envs.register_batched_env",
+    )
     horizon: int = option(
         100,
         "steps per episode before truncation (paper: 100 for navigation)",
@@ -128,6 +132,11 @@ class RLConfig(MetaLearningConfig):
             raise ConfigError(
                 f"fisher_subsample: {self.fisher_subsample} is above episodes_per_task "
                 f"({self.episodes_per_task}); no episode would be left"
+            )
+        if self.env not in environment_names():
+            raise ConfigError(
+                f"env: {self.env!r} is not one of {environment_names()} (a task environment of "
+                "your own: metarl.rl.task_envs.register_batched_env)"
             )
         if self.inner_steps < 1:
             raise ConfigError("inner_steps: meta-RL needs at least one inner step")

@@ -31,6 +31,25 @@ _BATCHED: dict[str, Callable[[int, int], BatchedTaskEnv]] = {
     **{family: _locomotion(family) for family in LOCOMOTION},
 }
 ENVIRONMENTS: tuple[str, ...] = tuple(_BATCHED)
+"""The environments that come with metarl."""
+
+
+def register_batched_env(name: str, make: Callable[[int, int], BatchedTaskEnv]) -> None:
+    """Make a task environment of your own available as ``env: NAME`` in meta-RL configs.
+
+    Args:
+        name: the config value (a new one; the built-in names cannot be replaced).
+        make: ``(num_envs, horizon) -> BatchedTaskEnv``, a batched simulator of your tasks
+            (:class:`metarl.envs.BatchedTaskEnv`; examples/custom_task_env.py shows one).
+    """
+    if name in ENVIRONMENTS:
+        raise ValueError(f"{name!r} is a built-in environment")
+    _BATCHED[name] = make
+
+
+def environment_names() -> list[str]:
+    """Every name ``env`` accepts: the built-in ones and those registered since."""
+    return sorted(_BATCHED)
 
 
 def make_batched_env(name: str, num_envs: int, horizon: int) -> BatchedTaskEnv:
@@ -40,5 +59,7 @@ def make_batched_env(name: str, num_envs: int, horizon: int) -> BatchedTaskEnv:
         ValueError: an unknown ``name``.
     """
     if name not in _BATCHED:
-        raise ValueError(f"unknown environment {name!r}; available: {', '.join(sorted(_BATCHED))}")
+        raise ValueError(
+            f"unknown environment {name!r}; available: {', '.join(environment_names())}"
+        )
     return _BATCHED[name](num_envs, horizon)
