@@ -13,7 +13,7 @@ VENV := .venv/bin/python
 endif
 PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 
-.PHONY: setup demo test test-all lint bench smoke readme-commands examples
+.PHONY: setup demo test test-all lint bench smoke readme-commands examples docs
 
 .venv/bin/python:
 	$(BASE_PYTHON) -m venv .venv
@@ -61,3 +61,9 @@ examples: setup
 		timeout 900 $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON)) $$example || exit 1; \
 		echo "  ($$(( $$(date +%s) - start )) s)"; \
 	done
+
+# The documentation site (MkDocs, API reference from the docstrings, CLI reference from the
+# parser), strict: a broken reference fails the build. Output in ./site.
+docs: setup
+	$(PIP) -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict -d site

@@ -1,17 +1,24 @@
-"""The README's commands stay true: every `metarl` subcommand it shows is run by CI
-(`.ci/readme-commands`, progress bars on), and the Python blocks run as written."""
+"""The README's and the docs' commands stay true: every `metarl` subcommand they show is run by
+CI (`.ci/readme-commands`, progress bars on), and their Python blocks run as written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
-def _blocks(language: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _blocks(language: str, documents: list[Path] = DOCUMENTS) -> list[str]:
+    found = []
+    for path in documents:
+        found += re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.DOTALL)
+    return found
 
 
 def test_every_documented_subcommand_runs_in_ci():
@@ -27,7 +34,8 @@ def test_every_documented_subcommand_runs_in_ci():
     assert documented <= ran, f"not run by CI: {sorted(documented - ran)}"
 
 
-def test_the_python_blocks_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_python_blocks_run(tmp_path, monkeypatch, document):
     """Each ```python block runs as written (a block that needs a trained run gets one)."""
     from metarl.cli import main
 
@@ -35,5 +43,5 @@ def test_the_python_blocks_run(tmp_path, monkeypatch):
     run = "runs/sinusoid-20261122-020500"
     assert main(["train", "sinusoid", "--out", run, "--no-progress",
                  "--set", "iterations=20", "log_every=10", "checkpoint_every=20"]) == 0  # fmt: skip
-    for block in _blocks("python"):
-        exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+    for block in _blocks("python", [document]):
+        exec(compile(block, str(document), "exec"), {})  # noqa: S102 - the documents' own code
