@@ -42,6 +42,7 @@ from metarl.run import (
     atomic_torch_save,
     default_run_dir,
     load_checkpoint,
+    log_evaluation,
     prepare_new_run_dir,
     run_lock,
 )
@@ -119,7 +120,9 @@ def train(
 
 def _evaluate(config: Any, run_dir: Path, progress: bool, retrain: bool = False) -> EvalReport:
     experiment = get_experiment(config.experiment)
-    return experiment.evaluate(config, run_dir, retrain_baselines=retrain, progress=progress)
+    report = experiment.evaluate(config, run_dir, retrain_baselines=retrain, progress=progress)
+    log_evaluation(run_dir, report)
+    return report
 
 
 def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:

@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 INTERRUPTED = {
     "train": "the last checkpoint is intact; continue with `metarl train EXPERIMENT --resume RUN`",
     "evaluate": "eval.json was not written (an earlier one is left as it was)",
-    "baseline": "no baseline was stored; run the command again to train it",
+    "baseline": "the partial model is kept; the same command continues from it",
     "view": "the videos written so far are kept; the one in progress is incomplete",
     "bench": "each run keeps its last checkpoint; the next `metarl bench` resumes",
 }

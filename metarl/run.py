@@ -273,3 +273,24 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return _parse_lines(path)[0]
+
+
+def log_evaluation(run_dir: Path, report: Any) -> None:
+    """An evaluation into the run's TensorBoard events (when its config writes them): every
+    method's score after each step, ``eval/<method>[ <setting>]/step <s>``, at the checkpoint
+    it tested, and the config's hyperparameters beside the headline number (the HParams tab)."""
+    if not report.config.get("tensorboard", False):
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    iteration = report.model.checkpoint_iteration
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        for curve in report.curves:
+            name = curve.label + (f" {curve.setting}" if curve.setting else "")
+            for step, mean in zip(curve.steps, curve.mean):
+                writer.add_scalar(f"eval/{name}/step {step}", mean, iteration)
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                   for k, v in report.config.items()}  # fmt: skip
+        headline = report.headline_values()[1]
+        writer.add_hparams(hparams, {f"eval/{report.headline.label}": headline},
+                           run_name="hparams", global_step=iteration)  # fmt: skip

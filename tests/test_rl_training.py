@@ -195,3 +195,22 @@ def test_resuming_another_experiment_is_refused(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["train", "navigation", "--resume", str(tmp_path), "--no-progress"]) == 1
     assert "not 'navigation'" in capsys.readouterr().err
+
+
+def test_tensorboard_holds_the_policy_the_evaluation_and_the_hyperparameters(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from torch.distributions import Normal
+
+    run = tmp_path / "run"
+    assert main(["train", "navigation", "--out", str(run), "--no-progress", "--evaluate",
+                 "--set", *SMALL, "iterations=2", "tensorboard=true"]) == 0  # fmt: skip
+    last = read_metrics(run)[-1]
+    policy = load_run(run, which="last").model
+    entropy = Normal(torch.zeros(2), policy.log_std.detach().exp()).entropy().sum()
+    assert last["policy/entropy"] == pytest.approx(float(entropy), rel=1e-6)
+    assert last["policy/std"] == pytest.approx(float(policy.log_std.exp().mean()), rel=1e-6)
+    events = EventMultiplexer().AddRunsFromDirectory(str(run))
+    events.Reload()
+    scalars = {run_name: set(tags["scalars"]) for run_name, tags in events.Runs().items()}
+    assert {"policy/entropy", "eval/MAML/step 1", "eval/oracle/step 0"} <= scalars["."]
+    assert scalars["hparams"] == {"eval/return after 1 step"}

@@ -215,3 +215,40 @@ def test_baseline_cli_rejects_bad_input(capsys):
     assert "meta-RL baselines" in capsys.readouterr().err
     assert main(["baseline", "oracle", "navigation", "--timesteps", "0"]) == 2
     assert "timesteps" in capsys.readouterr().err
+
+
+def test_baselines_are_also_sb3_models_and_an_interrupted_one_continues(
+    tmp_path, monkeypatch, capsys
+):
+    """`PPO.load` opens the stored .zip (training can go on there); metarl reads only its
+    tensor file. An interruption keeps a partial model that the same command continues."""
+    from stable_baselines3 import PPO
+
+    from metarl.rl import sb3_baselines
+
+    config = load_config("navigation", ["hidden_sizes=[8,8]", "horizon=20"])
+    learn = PPO.learn
+    calls = []
+
+    def interrupted_learn(self, total_timesteps, **kwargs):
+        calls.append(total_timesteps)
+        if len(calls) == 1:  # the first run stops part-way, as after Ctrl-C
+            learn(self, 2000, **kwargs)
+            raise KeyboardInterrupt
+        return learn(self, total_timesteps, **kwargs)
+
+    monkeypatch.setattr(PPO, "learn", interrupted_learn)
+    with pytest.raises(KeyboardInterrupt):
+        sb3_baselines.train_baseline(config, "oracle", tmp_path, timesteps=6000, progress=False)
+    assert (tmp_path / "oracle.partial.pt").is_file() and not (tmp_path / "oracle.pt").exists()
+    path = sb3_baselines.train_baseline(config, "oracle", tmp_path, timesteps=6000,
+                                        progress=False)  # fmt: skip
+    assert "continuing the oracle baseline from" in capsys.readouterr().out
+    stored = load_baseline(path, config)
+    resumed = stored.info["resumed_from"]
+    assert resumed >= 2000 and calls == [6000, 6000 - resumed]  # only the rest is learnt
+    assert stored.info["timesteps"] >= 6000
+    assert not (tmp_path / "oracle.partial.pt").exists()
+    sb3 = PPO.load(tmp_path / "oracle.zip", device="cpu")
+    assert sb3.num_timesteps == stored.info["timesteps"]
+    assert list((tmp_path / "oracle-tensorboard").rglob("events.out.tfevents.*"))

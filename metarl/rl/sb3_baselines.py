@@ -93,10 +93,16 @@ def train_baseline(
 ) -> Path:
     """Train the ``kind`` baseline of ``config``'s environment and store it in ``out_dir``.
 
+    Writes ``<kind>.pt`` (the converted policy: tensors only, what ``metarl evaluate`` reads),
+    ``<kind>.zip`` and ``<kind>-vecnormalize.pkl`` (Stable-Baselines3's own files:
+    ``PPO.load`` opens them and training can continue there; they are pickles, so metarl never
+    reads them) and TensorBoard logs in ``<kind>-tensorboard/``. An interrupted training leaves
+    ``<kind>.partial.pt`` (tensors only), from which the same command continues.
+
     Args:
         config: the experiment's config (environment, horizon, network shape, seed).
         kind: ``pretrained`` or ``oracle``.
-        out_dir: the directory of ``<kind>.pt``.
+        out_dir: the directory of the files.
         timesteps: environment steps of PPO; default :func:`default_timesteps`.
         progress: show SB3's progress bar.
 
@@ -118,6 +124,7 @@ def train_baseline(
         raise ConfigError(f"timesteps must be >= 1, got {timesteps}")
     set_num_threads(config.num_threads)
     started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
     batched = make_batched_env(config.env, NUM_ENVS, config.horizon)
     task_env = TaskVecEnv(batched, seed=config.seed, task_in_observation=kind == "oracle")
     env = VecNormalize(VecMonitor(task_env), clip_obs=OBS_CLIP, gamma=config.gamma)
@@ -128,9 +135,20 @@ def train_baseline(
     }
     model = PPO(
         "MlpPolicy", env, policy_kwargs=policy_kwargs, seed=config.seed, device="cpu",
-        verbose=0, **PPO_HYPERPARAMETERS,
+        verbose=0, tensorboard_log=str(out_dir / f"{kind}-tensorboard"), **PPO_HYPERPARAMETERS,
     )  # fmt: skip
-    model.learn(total_timesteps=timesteps, progress_bar=progress)
+    partial = out_dir / f"{kind}.partial.pt"
+    key = _baseline_key(config, kind, timesteps)
+    done = _resume_partial(model, env, partial, key)
+    try:
+        model.learn(
+            total_timesteps=timesteps - done, progress_bar=progress, reset_num_timesteps=done == 0,
+            tb_log_name="ppo",
+        )  # fmt: skip
+    except KeyboardInterrupt:  # keep what was learnt: the same command continues from it
+        _save_partial(model, env, partial, key)
+        env.close()
+        raise
     policy = sb3_to_policy(model, env, config)
     recent = [float(e["r"]) for e in model.ep_info_buffer]
     info = {
@@ -140,8 +158,8 @@ def train_baseline(
         "seconds": time.perf_counter() - started,
         "hyperparameters": {**PPO_HYPERPARAMETERS, "num_envs": NUM_ENVS},
         "train_return_last_100": float(np.mean(recent)) if recent else float("nan"),
+        "resumed_from": done,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{kind}.pt"
     atomic_torch_save(
         {
@@ -155,8 +173,55 @@ def train_baseline(
         },
         path,
     )
+    model.save(out_dir / f"{kind}.zip")
+    env.save(str(out_dir / f"{kind}-vecnormalize.pkl"))
+    partial.unlink(missing_ok=True)
     env.close()
     return path
+
+
+def _baseline_key(config: RLConfig, kind: str, timesteps: int) -> dict[str, Any]:
+    """What a partial baseline must share with the command that continues it."""
+    return {"kind": kind, "env": config.env, "horizon": config.horizon, "seed": config.seed,
+            "hidden_sizes": list(config.hidden_sizes), "activation": config.activation,
+            "timesteps": timesteps}  # fmt: skip
+
+
+def _rms_state(rms: Any) -> dict[str, Any]:
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var),
+            "count": float(rms.count)}  # fmt: skip
+
+
+def _save_partial(model: Any, env: Any, path: Path, key: dict[str, Any]) -> None:
+    """PPO's networks, optimiser and normalisation statistics, as tensors (no pickle)."""
+    state = {
+        "key": key,
+        "num_timesteps": int(model.num_timesteps),
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "obs_rms": _rms_state(env.obs_rms),
+        "ret_rms": _rms_state(env.ret_rms),
+    }
+    atomic_torch_save(state, path)
+
+
+def _resume_partial(model: Any, env: Any, path: Path, key: dict[str, Any]) -> int:
+    """Load a partial baseline into ``model`` and ``env`` if one fits; its timesteps, else 0."""
+    if not path.is_file():
+        return 0
+    state = load_tensors(path, "partial baseline")
+    if not isinstance(state, dict) or state.get("key") != key:
+        return 0  # another setting's: start afresh (it is replaced at the next interruption)
+    model.policy.load_state_dict(state["policy"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    for name in ("obs_rms", "ret_rms"):
+        rms = getattr(env, name)
+        rms.mean = state[name]["mean"].numpy().astype(np.float64)
+        rms.var = state[name]["var"].numpy().astype(np.float64)
+        rms.count = state[name]["count"]
+    model.num_timesteps = int(state["num_timesteps"])
+    print(f"continuing the {key['kind']} baseline from {model.num_timesteps:,} steps")
+    return model.num_timesteps
 
 
 def sb3_to_policy(model: Any, normalizer: Any, config: RLConfig) -> GaussianMLPPolicy:

@@ -31,6 +31,15 @@ META_UPDATES = {"maml_trpo": maml_trpo.meta_update}
 """The outer objective of each ``algorithm`` (``metarl.rl.config.RL_ALGORITHMS``)."""
 
 
+def policy_statistics(policy: GaussianMLPPolicy) -> dict[str, float]:
+    """``policy/std``, the mean action standard deviation σ, and ``policy/entropy``, the
+    entropy of the Gaussian, ``Σ_j (log σ_j + ½ log 2πe)`` (nats), after the update."""
+    with torch.no_grad():
+        log_std = policy.log_std.clamp(min=policy.min_log_std)
+        entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+    return {"policy/std": float(log_std.exp().mean()), "policy/entropy": float(entropy)}
+
+
 def preflight(config: RLConfig) -> None:
     """Checks before a run directory is created: one meta-iteration's episodes fit in memory.
 
@@ -67,8 +76,9 @@ def train(
     ``returns/pre_adaptation`` and ``returns/post_adaptation`` (mean undiscounted episode return
     with θ and with θ'), ``meta/surrogate_before``/``meta/surrogate_after`` (loss at θ and at the
     accepted θ), ``meta/kl``, ``meta/line_search_steps``, ``meta/accepted``,
-    ``time/sampling``/``time/update`` (seconds), ``time/elapsed`` (wall seconds since the run
-    started, across resumes) and ``sampling/env_steps`` (cumulative).
+    ``policy/std``/``policy/entropy`` (:func:`policy_statistics`), ``time/sampling``/
+    ``time/update`` (seconds), ``time/elapsed`` (wall seconds since the run started, across
+    resumes) and ``sampling/env_steps`` (cumulative).
 
     The checkpoint also keeps the best model so far, for the paper's evaluation protocol
     (``eval_model: best``): ``best = {"iteration", "return", "model"}``, the parameters that
@@ -149,6 +159,7 @@ def train(
                 "meta/kl": result.kl,
                 "meta/line_search_steps": float(result.steps),
                 "meta/accepted": float(result.accepted),
+                **policy_statistics(policy),
                 "time/sampling": sampled - tick,
                 "time/update": updated - sampled,
             }
