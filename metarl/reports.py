@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 SCHEMA_VERSION = 2
 EVAL_REPORT = "eval.json"
+GROWTH = 10.0
+"""A test task whose loss after adaptation exceeds this many times its loss before is counted
+as diverged (:attr:`Curve.grew`)."""
 
 ErrorBar = Literal["ci95", "stderr"]
 
@@ -42,6 +46,10 @@ class Curve:
         error: its error bar ``(S,)`` (the report's ``error_bar``); empty for a published
             number without one.
         setting: what varies besides the method (sinusoid: ``"K=5"``); empty otherwise.
+        median: the median over test tasks after each step (a mean can be one task's).
+        grew: for a loss, the number of test tasks whose loss after each step is more than
+            :data:`GROWTH` times its loss before adaptation, or not finite (adaptation that
+            diverged); empty when not counted.
     """
 
     method: str
@@ -50,6 +58,8 @@ class Curve:
     mean: list[float]
     error: list[float] = field(default_factory=list)
     setting: str = ""
+    median: list[float] = field(default_factory=list)
+    grew: list[int] = field(default_factory=list)
 
     def at(self, step: int) -> tuple[float, float | None]:
         """``(mean, error)`` after ``step`` steps; a method without adaptation gives its one
@@ -70,8 +80,11 @@ class Curve:
         error_bar: ErrorBar,
         steps: list[int] | None = None,
         setting: str = "",
+        count_growth: bool = False,
     ) -> Curve:
-        """Mean and error bar over tasks of ``values (S, n_tasks)`` (row s after step s).
+        """Mean, error bar and median over tasks of ``values (S, n_tasks)`` (row s after
+        step s); with ``count_growth`` (a loss), also how many tasks' loss grew past
+        :data:`GROWTH` times its value before adaptation.
 
         ``ci95`` is the half-width of the normal 95% confidence interval of the mean,
         ``1.96 · std / √n``; ``stderr`` the standard error ``std / √n`` (std with ddof 1).
@@ -82,7 +95,12 @@ class Curve:
         std = values.std(dim=-1) if n > 1 else mean * 0.0
         scale = 1.96 if error_bar == "ci95" else 1.0
         steps = list(range(values.shape[0])) if steps is None else steps
-        return cls(method, label, steps, mean.tolist(), (scale * std / n**0.5).tolist(), setting)
+        grew: list[int] = []
+        if count_growth:
+            blown = (values > GROWTH * values[:1]) | ~torch.isfinite(values)
+            grew = [int(c) for c in blown.sum(dim=-1)]
+        return cls(method, label, steps, mean.tolist(), (scale * std / n**0.5).tolist(), setting,
+                   torch.quantile(values, 0.5, dim=-1).tolist(), grew)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -274,9 +292,32 @@ def results_table(report: EvalReport) -> str:
         cells.append(label)
         for s in steps:
             try:
-                cells.append(_cell(*curve.at(s), report))
+                flag = (
+                    " ‡"
+                    if curve.grew and s in curve.steps and curve.grew[curve.steps.index(s)]
+                    else ""
+                )
+                cells.append(_cell(*curve.at(s), report) + flag)
             except KeyError:
                 cells.append("–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"not evaluated: {m.kind}: {m.reason}" for m in report.missing]
+    lines += divergence_notes(report, steps)
     return "\n".join(lines)
+
+
+def divergence_notes(report: EvalReport, steps: list[int]) -> list[str]:
+    """One line per curve and shown step where test tasks' losses grew past :data:`GROWTH`x:
+    how many, and the median beside the mean that they dominate."""
+    notes = []
+    for curve in report.curves:
+        for s, count in zip(curve.steps, curve.grew):
+            if count and s in steps:
+                where = f"{curve.setting} " if curve.setting else ""
+                i = curve.steps.index(s)
+                median = _cell(curve.median[i], None, report)
+                notes.append(
+                    f"‡ {where}{curve.label} after {s} steps: {count} of the test tasks' losses "
+                    f"grew more than {GROWTH:g}x (diverged); the median is {median}"
+                )
+    return notes

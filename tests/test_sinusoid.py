@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from metarl.algorithms import Problem
@@ -75,3 +76,19 @@ def test_with_shots_and_ci():
     assert abs(ci.error[0] - 1.96 * math.sqrt(20 / 3) / 2) < 1e-9
     stderr = Curve.from_samples("m", "m", values, "stderr")
     assert abs(stderr.error[0] - math.sqrt(20 / 3) / 2) < 1e-9
+
+
+def test_diverging_tasks_are_counted_and_flagged_beside_the_median():
+    from metarl.reports import EvalReport, Headline, ModelChoice, results_table
+
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 1.0, 1.5, 80.0], [0.2, float("inf"), 1, 2]])
+    curve = Curve.from_samples("meta_learned", "MAML", losses, "ci95", count_growth=True)
+    assert curve.grew == [0, 1, 1]  # task 4 grew 20x at step 1; task 2 blew up at step 2
+    assert curve.median == pytest.approx([2.5, 1.25, 1.5])
+    report = EvalReport("sinusoid", "sinusoid", "MSE", False, "ci95", [curve],
+                        Headline("MSE", "meta_learned", 1), ModelChoice("last", 1, 1), {}, 0.0,
+                        {}, decimals=2)  # fmt: skip
+    table = results_table(report)
+    assert "‡" in table.splitlines()[2]
+    assert "MAML after 1 steps: 1 of the test tasks' losses grew more than 10x" in table
+    assert "the median is 1.25" in table

@@ -138,7 +138,8 @@ def evaluate(
             ("pretrained", "pretrained", pretrained, finetuning(finetune_lr), None),
         ):
             values = adaptation_curve(adapter, net, shots, PROBLEM, config.eval_steps, step_sizes)
-            curves.append(Curve.from_samples(method, label, values, "ci95", setting=setting))
+            curves.append(Curve.from_samples(method, label, values, "ci95", setting=setting,
+                                             count_growth=True))  # fmt: skip
         curves.append(
             Curve.from_samples("oracle", "oracle", oracle_mse.unsqueeze(0), "ci95", [0], setting)
         )
