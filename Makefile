@@ -12,6 +12,8 @@ PYTHON ?= .venv/bin/python
 VENV := .venv/bin/python
 endif
 PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
+# The same interpreter by an absolute path, for recipes that change directory.
+PYTHON_ABS = $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON))
 
 .PHONY: setup demo test test-all lint bench smoke readme-commands examples docs
 
@@ -52,13 +54,13 @@ smoke: setup
 
 # CI: every command the README documents, at a tiny budget, progress bars on.
 readme-commands: setup
-	PYTHON=$(PYTHON) bash .ci/readme-commands
+	PYTHON=$(PYTHON_ABS) bash .ci/readme-commands
 
 # CI: every program of examples/, each on its own, in a scratch folder.
 examples: setup
 	cd $$(mktemp -d) && for example in $(CURDIR)/examples/*.py; do \
 		echo "+ python $$example"; start=$$(date +%s); \
-		timeout 900 $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON)) $$example || exit 1; \
+		timeout 900 $(PYTHON_ABS) $$example || exit 1; \
 		echo "  ($$(( $$(date +%s) - start )) s)"; \
 	done
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 from metarl.algorithms import ALGORITHMS
 from metarl.algorithms.maml import LEARNABLE_STEP_SIZES
 from metarl.config import ConfigError, MetaLearningConfig, option, override
+from metarl.supervised.models import INITS
 
 DATASETS = ("omniglot", "mnist", "fashion-mnist", "image_folder")
 BN_POLICIES = ("transductive", "support_statistics")
@@ -99,6 +100,12 @@ class SinusoidConfig(SupervisedConfig):
     # --- model -------------------------------------------------------------------------------
     hidden_sizes: list[int] = option([40, 40], "hidden layer widths of the MLP", low=1)
     activation: str = option("relu", "hidden activation", choices=("relu", "tanh"))
+    init: str = option(
+        "torch",
+        "initial weights: torch (PyTorch's Kaiming-uniform) or paper (the MAML code's: normal "
+        "σ 0.01 truncated at 2σ, zero biases)",
+        choices=INITS,
+    )
     # --- meta-training (the paper's values; the original code's inner step was 0.001) ---------
     iterations: int = override(70_000)
     meta_batch_size: int = override(25)

@@ -56,8 +56,8 @@ def _baseline_key(config: SinusoidConfig) -> dict[str, Any]:
     """The config fields a stored baseline depends on (a change retrains it)."""
     fields = (
         "seed", "amplitude_range", "phase_range", "input_range", "k_shot", "k_query",
-        "hidden_sizes", "activation", "meta_batch_size", "baseline_iterations", "baseline_lr",
-        "pretrained_finetune_lrs", "eval_seed", "eval_steps", "eval_query_points",
+        "hidden_sizes", "activation", "init", "meta_batch_size", "baseline_iterations",
+        "baseline_lr", "pretrained_finetune_lrs", "eval_seed", "eval_steps", "eval_query_points",
     )  # fmt: skip
     return {f: getattr(config, f) for f in fields}
 

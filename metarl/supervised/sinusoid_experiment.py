@@ -39,7 +39,7 @@ def task_distribution(config: SinusoidConfig) -> SinusoidTasks:
 def build_model(config: SinusoidConfig) -> MLP:
     """The regressor the config describes, its initial weights drawn from ``config.seed``."""
     with seeded(config.seed):
-        return sinusoid_mlp(config.hidden_sizes, config.activation)
+        return sinusoid_mlp(config.hidden_sizes, config.activation, init=config.init)
 
 
 def preflight(config: SinusoidConfig) -> None:
@@ -80,7 +80,9 @@ def train_regressor(
     device = torch.device(config.device)
     seed = config.seed + (2 if oracle else 1)
     with seeded(seed):
-        model = sinusoid_mlp(config.hidden_sizes, config.activation, inputs=3 if oracle else 1)
+        model = sinusoid_mlp(
+            config.hidden_sizes, config.activation, inputs=3 if oracle else 1, init=config.init
+        )
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     tasks = task_distribution(config)
