@@ -141,8 +141,14 @@ class BatchedLocomotion(BatchedTaskEnv):
                 pos_noise[i] = rng.uniform(-s, s, size=nq)
                 vel_noise[i] = s * rng.standard_normal(nv)
         else:
-            pos_noise = self._rng.uniform(-s, s, size=(n, nq))
-            vel_noise = s * self._rng.standard_normal((n, nv))
+            first, total = self.noise_rows or (0, n)
+            if n == self.num_envs:  # all of this batch: its rows of the whole batch's noise
+                rows = slice(first, first + n)
+                pos_noise = self._rng.uniform(-s, s, size=(total, nq))[rows]
+                vel_noise = s * self._rng.standard_normal((total, nv))[rows]
+            else:
+                pos_noise = self._rng.uniform(-s, s, size=(n, nq))
+                vel_noise = s * self._rng.standard_normal((n, nv))
         for row, i in enumerate(index):
             data = self.datas[i]
             mujoco.mj_resetData(self.model, data)

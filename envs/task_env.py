@@ -93,6 +93,11 @@ class BatchedTaskEnv(abc.ABC):
     render_mode: str | None = None
     """Batched simulators do not render (the viewer renders recorded states)."""
 
+    noise_rows: tuple[int, int] | None = None
+    """``(first, total)``: these environments are rows ``first…`` of a batch of ``total`` split
+    over processes; a reset of all of them draws the noise of the whole batch and keeps its own
+    rows, so every process starts its episodes exactly as one process would."""
+
     def __init__(self, num_envs: int, observation_dim: int, action_dim: int, horizon: int) -> None:
         for name, value in (
             ("num_envs", num_envs),

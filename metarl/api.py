@@ -18,6 +18,7 @@ and :meth:`~metarl.rl.policy.GaussianMLPPolicy.act` acts with it.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from metarl.config import ConfigError, from_dict, to_dict, upgrade, write_yaml
 from metarl.core import Params, TaskBatch
+from metarl.distributed import close_world, init_world
 from metarl.experiments import (
     Overrides,
     as_overrides,
@@ -56,11 +58,14 @@ EVALUATION_KEYS = (
 
 
 class Training(NamedTuple):
-    """What :func:`train` did: the run directory, its config, and the evaluation if asked."""
+    """What :func:`train` did: the run directory, its config, and the evaluation if asked;
+    ``main`` is False on the processes other than rank 0 of a distributed run (which write
+    nothing)."""
 
     run_dir: Path
     config: Any
     report: EvalReport | None
+    main: bool = True
 
 
 def train(
@@ -73,12 +78,16 @@ def train(
 ) -> Training:
     """Train an experiment (``metarl train``), or continue a stopped run exactly.
 
+    Under ``torchrun`` every process calls this; they share the work and rank 0 alone writes
+    the run directory (:mod:`metarl.distributed`).
+
     Args:
         experiment: an experiment name (``metarl list``) or a YAML file.
         overrides: config overrides, ``{"iterations": 500}`` or ``["iterations=500"]``; with
             ``resume`` only ``iterations`` and ``num_threads`` may change.
         out: the run directory (default ``runs/<experiment>-<time>``).
-        resume: a run directory to continue instead (``out`` is then unused).
+        resume: a run directory to continue instead (``out`` is then unused); also with
+            another number of processes than the run started with.
         evaluate: run the paper's evaluation afterwards (``metarl evaluate``).
         progress: progress bars.
 
@@ -88,34 +97,51 @@ def train(
     """
     if resume is not None:
         run_dir = Path(resume)
-        load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
+        state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
+        config = resumed_config(state, overrides)
     else:
         config = load_config(experiment, overrides)
         preflight(config)  # data, memory: everything is checked before a directory exists
         run_dir = Path(out) if out is not None else default_run_dir(config.experiment)
-    with run_lock(run_dir, f"metarl train {experiment}"):
-        state = None
-        if resume is not None:
-            state = load_checkpoint(run_dir, experiment=experiment)
-            config = resumed_config(state, overrides)
-            if state["iteration"] == config.iterations:
-                print(f"{run_dir} finished {state['iteration']} iterations", file=sys.stderr)
-                if state["config"] != to_dict(config):
-                    # A longer run stopped early and declared finished here: the checkpoint's
-                    # own budget is what `metarl bench` reads to decide whether to resume.
-                    state["config"] = to_dict(config)
-                    atomic_torch_save(state, run_dir / CHECKPOINT)
-                    write_yaml(run_dir / CONFIG, state["config"])
-                report = _evaluate(config, run_dir, progress) if evaluate else None
-                return Training(run_dir, config, report)
-        else:
-            prepare_new_run_dir(run_dir)
-        write_yaml(run_dir / CONFIG, to_dict(config))
-        if progress:
-            print(f"run directory: {run_dir}")
-        get_experiment(config.experiment).train(config, run_dir, state, progress=progress)
-        report = _evaluate(config, run_dir, progress) if evaluate else None
-    return Training(run_dir, config, report)
+    world = init_world(config.device)
+    main = world is None or world.is_main
+    if world is not None:
+        world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
+    try:
+        lock = run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext()
+        with lock:
+            state = None
+            if resume is not None:
+                state = load_checkpoint(run_dir, experiment=experiment)
+                if state["iteration"] == config.iterations:
+                    if main:
+                        _declare_finished(run_dir, state, config)
+                    report = _evaluate(config, run_dir, progress) if evaluate and main else None
+                    return Training(run_dir, config, report, main)
+            elif main:
+                prepare_new_run_dir(run_dir)
+            if main:
+                write_yaml(run_dir / CONFIG, to_dict(config))
+                if progress:
+                    print(f"run directory: {run_dir}")
+            experiment_ = get_experiment(config.experiment)
+            experiment_.train(config, run_dir, state, progress=progress and main)
+            report = _evaluate(config, run_dir, progress) if evaluate and main else None
+    finally:
+        if world is not None:
+            close_world()
+    return Training(run_dir, config, report, main)
+
+
+def _declare_finished(run_dir: Path, state: dict[str, Any], config: Any) -> None:
+    """A run already at its budget: say so, and record a changed budget in the checkpoint (a
+    longer run stopped early and declared finished here: the checkpoint's own budget is what
+    `metarl bench` reads to decide whether to resume)."""
+    print(f"{run_dir} finished {state['iteration']} iterations", file=sys.stderr)
+    if state["config"] != to_dict(config):
+        state["config"] = to_dict(config)
+        atomic_torch_save(state, run_dir / CHECKPOINT)
+        write_yaml(run_dir / CONFIG, state["config"])
 
 
 def _evaluate(config: Any, run_dir: Path, progress: bool, retrain: bool = False) -> EvalReport:

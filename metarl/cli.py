@@ -28,6 +28,8 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     run_dir, config = result.run_dir, result.config
+    if not result.main:  # another process of a distributed run: rank 0 reports
+        return 0
     print(_training_summary(run_dir, config))
     if result.report is not None:
         print(results_table(result.report))
@@ -258,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metarl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="meta-train an experiment into a run directory")
+    train = sub.add_parser(
+        "train",
+        help="meta-train an experiment into a run directory",
+        description="Meta-train an experiment into a run directory. On several processes: "
+        "torchrun --nproc-per-node N -m metarl train EXPERIMENT (docs/distributed.md).",
+    )
     train.add_argument("experiment", help="experiment name (see `metarl list`) or a YAML file")
     train.add_argument("--out", type=Path, help="run directory (default runs/<experiment>-<time>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")

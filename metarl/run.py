@@ -267,6 +267,16 @@ class MetricsLog:
             self._writer.close()
 
 
+class NullLog:
+    """The log of a process that does not write the run directory (ranks other than 0)."""
+
+    def write(self, iteration: int, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The readable lines of a run's ``metrics.jsonl`` (a torn last line is skipped)."""
     path = Path(run_dir) / METRICS

@@ -112,6 +112,7 @@ def gauss_newton_fvp(
     step_sizes: float | Sequence[float],
     damping: float = 0.0,
     mode: MetaGradientMode = "second_order",
+    n_total: int | None = None,
 ) -> FlatFn:
     """``v ↦ F v + damping · v``: the Hessian of the mean KL at θ_old, in Gauss–Newton form.
 
@@ -144,6 +145,8 @@ def gauss_newton_fvp(
         mode: meta-gradient mode of the adaptation: ``second_order``, or ``first_order``
             (``A_i = I``). The finite-difference mode has its own Fisher product,
             :func:`finite_difference_fvp`.
+        n_total: the tasks the mean KL averages over, when these are one process's share of a
+            larger meta-batch (default: these tasks).
 
     Returns:
         The product, flat ``(n,)`` in, detached flat ``(n,)`` out.
@@ -167,7 +170,8 @@ def gauss_newton_fvp(
     # The query pass at θ' in task-first layout, (n_tasks, T, E, action_dim).
     linear = policy.linearize(params, query.observations.movedim(1, 0))
     masks = query.masks.movedim(1, 0).unsqueeze(-1)  # (n_tasks, T, E, 1)
-    weights = masks / (masks.sum(dim=(1, 2, 3), keepdim=True) * n_tasks)  # KL's mean weights
+    mean_over = n_total or n_tasks
+    weights = masks / (masks.sum(dim=(1, 2, 3), keepdim=True) * mean_over)  # KL's mean weights
     fisher_mean = weights / (2.0 * linear.log_std).exp()  # 1 / σ²
     fisher_log_std = 2.0 * weights
 

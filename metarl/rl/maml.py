@@ -17,6 +17,7 @@ from torch.distributions import Independent
 
 from metarl.core.adapt import LossFn, MetaGradientMode, inner_step
 from metarl.core.functional import Params, expand_to_tasks
+from metarl.distributed import ALONE, Shard, TaskReduction
 from metarl.envs import BatchedTaskEnv
 from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.episodes import Episodes, with_advantages
@@ -83,6 +84,7 @@ def sampled_adaptation(
     generator: torch.Generator | None,
     check_finite: bool = True,
     on_sample: Callable[[], object] | None = None,
+    shard: Shard | None = None,
 ) -> tuple[list[Episodes], list[Params]]:
     """Sample, take a REINFORCE step on what was sampled, sample again: the adaptation by
     experience of MAML for RL, for every task at once.
@@ -99,6 +101,8 @@ def sampled_adaptation(
         generator: the action noise.
         check_finite: stop on a non-finite inner loss (evaluation records divergence instead).
         on_sample: called after each batch of episodes (a progress bar's ``update``).
+        shard: this process's tasks of a meta-batch shared by several processes (the action
+            noise is drawn for the whole batch).
 
     Returns:
         ``steps + 1`` batches of episodes with advantages, the k-th sampled with the
@@ -109,7 +113,7 @@ def sampled_adaptation(
     params = expand_to_tasks({n: p.detach() for n, p in theta.items()}, len(tasks))
     episodes, stages = [], [params]
     for k in range(steps + 1):
-        sampled = sample_episodes(env, tasks, n_episodes, policy, params, generator)
+        sampled = sample_episodes(env, tasks, n_episodes, policy, params, generator, shard)
         if on_sample is not None:
             on_sample()
         episodes.append(with_advantages(
@@ -183,18 +187,22 @@ def objective_values(
     query: Episodes,
     step_sizes: float | Sequence[float],
     old_policy: Independent,
+    reduction: TaskReduction = ALONE,
 ) -> Callable[[Tensor], tuple[float, float]]:
     """flat θ ↦ (mean surrogate loss, mean KL) over tasks: what the line search evaluates.
 
     Values only, so the adaptation runs first-order (same numbers, no second-order graph).
-    ``like`` gives the names and shapes of the parameters.
+    ``like`` gives the names and shapes of the parameters; ``reduction`` averages over the
+    tasks of every process.
     """
 
     def evaluate(flat: Tensor) -> tuple[float, float]:
         at = meta_objective(
             policy, unflatten(flat, like), support, query, step_sizes, old_policy, "first_order"
         )
-        return float(at.losses.detach().mean()), float(at.kls.detach().mean())
+        means = torch.stack([reduction.share(at.losses.detach()), reduction.share(at.kls.detach())])
+        loss, kl = reduction.total(means).tolist()
+        return float(loss), float(kl)
 
     return evaluate
 
@@ -208,17 +216,22 @@ def kl_gradient(
     old_policy: Independent,
     mode: MetaGradientMode = "second_order",
     fd_epsilon: float = 1e-2,
+    reduction: TaskReduction = ALONE,
 ) -> Callable[[Tensor], Tensor]:
-    """flat θ ↦ flat ∇_θ mean KL(π_old || π_θ'(θ)), through the adaptation (``mode``).
+    """flat θ ↦ flat ∇_θ mean KL(π_old || π_θ'(θ)), through the adaptation (``mode``); with
+    several processes, this process's share of it (``reduction``; the caller sums the products
+    it makes of it, which are linear in it).
 
     The input of :func:`metarl.rl.fisher.finite_difference_fvp`.
     """
 
     def gradient(flat: Tensor) -> Tensor:
         leaves = {n: t.clone().requires_grad_(True) for n, t in unflatten(flat, like).items()}
-        kl = meta_objective(
-            policy, leaves, support, query, step_sizes, old_policy, mode, fd_epsilon
-        ).kls.mean()
+        kl = reduction.share(
+            meta_objective(
+                policy, leaves, support, query, step_sizes, old_policy, mode, fd_epsilon
+            ).kls
+        )
         return flatten(torch.autograd.grad(kl, list(leaves.values())))
 
     return gradient

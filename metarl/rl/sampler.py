@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from metarl.core.functional import Params, task_forward
+from metarl.distributed import Shard
 from metarl.envs import BatchedTaskEnv
 from metarl.rl.episodes import Episodes
 from metarl.rl.policy import GaussianMLPPolicy
@@ -75,14 +76,27 @@ def rollout(
     )
 
 
-def sample_gaussian(mean: Tensor, log_std: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``a = μ + σ · ε``, ``ε ~ N(0, I)`` from ``generator``: every sampled action in metarl."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+def sample_gaussian(
+    mean: Tensor, log_std: Tensor, generator: torch.Generator | None, shard: Shard | None = None
+) -> Tensor:
+    """``a = μ + σ · ε``, ``ε ~ N(0, I)`` from ``generator``: every sampled action in metarl.
+
+    With ``shard`` (a process's tasks, the first dimension of ``mean``), ``ε`` is drawn for the
+    whole meta-batch and this process keeps its rows: the same noise as one process would use.
+    """
+    if shard is None:
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    else:
+        full = torch.randn((shard.total, *mean.shape[1:]), generator=generator, dtype=mean.dtype)
+        noise = full[shard.start : shard.stop]
     return mean + log_std.exp() * noise
 
 
 def policy_actions(
-    policy: GaussianMLPPolicy, params: Params, generator: torch.Generator | None = None
+    policy: GaussianMLPPolicy,
+    params: Params,
+    generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> ActFn:
     """The controller that samples ``a ~ π_params(· | s)``, one parameter set per task.
 
@@ -90,12 +104,13 @@ def policy_actions(
         policy: the policy module.
         params: its parameters with a leading task dimension ``n_tasks``.
         generator: the source of the action noise (seeded: episodes are reproducible).
+        shard: this process's tasks of a meta-batch shared by several processes.
     """
 
     def act(obs: Tensor) -> Tensor:
         with torch.no_grad():
             mean, log_std = task_forward(policy, params, obs)
-            return sample_gaussian(mean, log_std, generator)
+            return sample_gaussian(mean, log_std, generator, shard)
 
     return act
 
@@ -107,7 +122,10 @@ def sample_episodes(
     policy: GaussianMLPPolicy,
     params: Params,
     generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> Episodes:
-    """Episodes of every task with the policy at the task's own ``params`` (see :func:`rollout`)."""
+    """Episodes of every task with the policy at the task's own ``params`` (see :func:`rollout`;
+    ``shard``: :func:`policy_actions`)."""
     detached = {name: p.detach() for name, p in params.items()}
-    return rollout(env, tasks, episodes_per_task, policy_actions(policy, detached, generator))
+    act = policy_actions(policy, detached, generator, shard)
+    return rollout(env, tasks, episodes_per_task, act)

@@ -19,12 +19,14 @@ import torch
 from metarl.config import to_dict
 from metarl.core import all_finite, get_params
 from metarl.core.functional import Params
+from metarl.distributed import ALONE, TaskReduction, init_world
 from metarl.rl import maml_trpo
 from metarl.rl.config import RLConfig
+from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, iteration_bar
+from metarl.run import CHECKPOINT, MetricsLog, NullLog, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
 
 META_UPDATES = {"maml_trpo": maml_trpo.meta_update}
@@ -84,11 +86,22 @@ def train(
     (``eval_model: best``): ``best = {"iteration", "return", "model"}``, the parameters that
     sampled the highest ``returns/post_adaptation`` of a single iteration, as they were before
     that iteration's update (so ``iteration`` updates had been applied).
+
+    Under ``torchrun`` (:mod:`metarl.distributed`) every process draws the same tasks, samples
+    the episodes of its shard of them (with its rows of the whole batch's noise) and joins the
+    sums of the meta-update; the logged returns are the whole batch's, and rank 0 alone writes.
     """
     set_num_threads(config.num_threads)
     config.warn_if_finite_differences_on_relu()
     n_tasks, n_episodes = config.meta_batch_size, config.episodes_per_task
-    env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
+    world = init_world(config.device)
+    main = world is None or world.is_main
+    shard = None if world is None else world.task_shard(n_tasks)
+    reduction = ALONE if world is None else TaskReduction(world, n_tasks)
+    mine = slice(0, n_tasks) if shard is None else slice(shard.start, shard.stop)
+    env = make_batched_env(config.env, (mine.stop - mine.start) * n_episodes, config.horizon)
+    if shard is not None:
+        env.noise_rows = (shard.start * n_episodes, n_tasks * n_episodes)
     policy = build_policy(config)
     task_rng = np.random.default_rng(config.seed)
     action_noise = torch.Generator().manual_seed(config.seed)
@@ -123,36 +136,37 @@ def train(
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
-    log = MetricsLog(run_dir, config.tensorboard, resume_iteration=start if resume_state else None)
+    resumed = start if resume_state else None
+    log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, float] = {}
-    bar = iteration_bar(config, start, progress)
+    bar = iteration_bar(config, start, progress and main)
     started = time.perf_counter()
     try:
         for iteration in bar:
             tick = time.perf_counter()
             # --- sample a meta-batch of tasks ----------------------------------------------------
-            tasks = env.sample_tasks(n_tasks, task_rng)
+            tasks = env.sample_tasks(n_tasks, task_rng)[mine]  # every process draws them all
             env.seed([config.seed, iteration])  # reset noise: the same after a resume
 
             # --- episodes with θ, inner REINFORCE step(s), query episodes with θ' -------------
             support, query = sample_meta_batch(
-                env, tasks, n_episodes, policy, theta, config, action_noise
+                env, tasks, n_episodes, policy, theta, config, action_noise, shard
             )
             sampled = time.perf_counter()
-            post_return = float(query.task_returns().mean())
+            pre_return, post_return, steps = _whole_batch(reduction, support, query)
             if math.isfinite(post_return) and (best is None or post_return > best["return"]):
                 # θ as it sampled this return, before this iteration's update changes it
                 model = {name: t.detach().clone() for name, t in policy.state_dict().items()}
                 best = {"iteration": iteration, "return": post_return, "model": model}
 
             # --- the meta-update: natural step, line search; θ changes if a step is accepted --
-            result = meta_update(policy, theta, support, query, config, iteration)
+            result = meta_update(policy, theta, support, query, config, iteration, reduction)
             updated = time.perf_counter()
 
             # --- log and checkpoint -------------------------------------------------------------
-            env_steps += int(sum(int(e.masks.sum()) for e in (*support, query)))
+            env_steps += steps
             values = {
-                "returns/pre_adaptation": float(support[0].task_returns().mean()),
+                "returns/pre_adaptation": pre_return,
                 "returns/post_adaptation": post_return,
                 "meta/surrogate_before": result.loss_before,
                 "meta/surrogate_after": result.loss_after,
@@ -178,7 +192,7 @@ def train(
                     after=f"{means['returns/post_adaptation']:.1f}",
                 )
                 window = {}
-            if done % config.checkpoint_every == 0 or done == config.iterations:
+            if main and (done % config.checkpoint_every == 0 or done == config.iterations):
                 checkpoint(done, elapsed)
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
@@ -186,3 +200,20 @@ def train(
         bar.close()
         log.close()
     return policy
+
+
+def _whole_batch(
+    reduction: TaskReduction, support: list[Episodes], query: Episodes
+) -> tuple[float, float, int]:
+    """The meta-batch's mean return before and after the adaptation, and the environment steps
+    of its episodes, over every process (one sum)."""
+    values = torch.tensor(
+        [
+            float(reduction.share(support[0].task_returns())),
+            float(reduction.share(query.task_returns())),
+            float(sum(float(e.masks.sum()) for e in (*support, query))),
+        ],
+        dtype=torch.float64,
+    )
+    pre, post, steps = reduction.total(values).tolist()
+    return pre, post, int(steps)

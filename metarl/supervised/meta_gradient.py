@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, MetaLoss, Problem
 from metarl.core import TaskBatch
+from metarl.distributed import World
 
 
 class MetaGradient:
@@ -32,14 +33,22 @@ class MetaGradient:
         params: the meta-parameters (the model's and the algorithm's), in the optimiser's order.
         chunk_tasks: tasks per chunk; 0: the whole meta-batch in one backward pass.
         workers: chunks computed at once (threads; each op then runs on its own thread).
+        world: with several processes, this one's place: it computes its shard of the tasks,
+            and the gradients, losses and metrics are summed over the processes.
     """
 
-    def __init__(self, params: list[nn.Parameter], chunk_tasks: int = 0, workers: int = 1) -> None:
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        chunk_tasks: int = 0,
+        workers: int = 1,
+        world: World | None = None,
+    ) -> None:
         if chunk_tasks < 0 or workers < 1:
             raise ValueError(
                 f"need chunk_tasks >= 0 and workers >= 1, got {chunk_tasks}, {workers}"
             )
-        self.params, self.chunk_tasks = params, chunk_tasks
+        self.params, self.chunk_tasks, self.world = params, chunk_tasks, world
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
         self._local = threading.local()
 
@@ -55,7 +64,8 @@ class MetaGradient:
         for p in self.params:
             p.grad = None
         n = batch.n_tasks
-        if not self.chunk_tasks or self.chunk_tasks >= n:
+        first, last = (0, n) if self.world is None else self.world.shard(n)
+        if self.world is None and (not self.chunk_tasks or self.chunk_tasks >= n):
             step = algorithm.meta_loss(model, batch, problem, iteration)
             step.loss.backward()
             return MetaLoss(step.loss.detach(), step.metrics)
@@ -68,7 +78,8 @@ class MetaGradient:
             grads = torch.autograd.grad(step.loss * weight, self.params, allow_unused=True)
             return weight, step, grads
 
-        spans = [(s, min(s + self.chunk_tasks, n)) for s in range(0, n, self.chunk_tasks)]
+        size = self.chunk_tasks or (last - first)
+        spans = [(s, min(s + size, last)) for s in range(first, last, size)]
         results = list(self._pool.map(chunk, spans) if self._pool else map(chunk, spans))
         for i, p in enumerate(self.params):
             grads = [g[i] for _, _, g in results if g[i] is not None]
@@ -78,7 +89,31 @@ class MetaGradient:
         for w, step, _ in results:
             for key, value in step.metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + w * value
+        if self.world is not None:
+            loss, metrics = self._sum_over_processes(loss, metrics)  # type: ignore[arg-type]
         return MetaLoss(loss, metrics)  # type: ignore[arg-type]
+
+    def _sum_over_processes(
+        self, loss: Tensor, metrics: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Every process's share of the gradient, the loss and the metrics, summed: one
+        all-reduce of one flat buffer (a parameter without a gradient anywhere keeps None)."""
+        assert self.world is not None
+        present = [p for p in self.params if p.grad is not None]
+        keys = sorted(metrics)
+        flat = torch.cat([
+            *(p.grad.reshape(-1) for p in present),  # type: ignore[union-attr]
+            loss.reshape(1).to(present[0].dtype if present else torch.float32),
+            *(torch.as_tensor(metrics[k], dtype=torch.float32).reshape(1) for k in keys),
+        ])  # fmt: skip
+        self.world.sum_(flat)
+        offset = 0
+        for p in present:
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        loss = flat[offset].clone()
+        summed = {k: flat[offset + 1 + i].clone() for i, k in enumerate(keys)}
+        return loss, summed
 
     def _replica(self, model: nn.Module) -> nn.Module:
         """This thread's copy of ``model``'s structure, sharing its parameters and buffers."""

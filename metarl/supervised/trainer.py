@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from metarl.algorithms import MetaAlgorithm, Problem
 from metarl.config import to_dict
 from metarl.core import TaskBatch, all_finite
-from metarl.run import CHECKPOINT, MetricsLog, adam, atomic_torch_save, iteration_bar
+from metarl.distributed import init_world
+from metarl.run import CHECKPOINT, MetricsLog, NullLog, adam, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state
 from metarl.supervised.meta_gradient import MetaGradient
@@ -68,7 +69,9 @@ def meta_train(
         if config.meta_optimizer == "adam"
         else torch.optim.SGD(meta_params, lr=config.meta_lr)
     )
-    meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers)
+    world = init_world(config.device)  # several processes under torchrun, else None
+    main = world is None or world.is_main  # the one that writes the run directory
+    meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers, world)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
     if resume_state is not None:
@@ -101,10 +104,11 @@ def meta_train(
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
-    log = MetricsLog(run_dir, config.tensorboard, resume_iteration=start if resume_state else None)
+    resumed = start if resume_state else None
+    log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, Tensor] = {}
     window_start = time.perf_counter()
-    bar = iteration_bar(config, start, progress)
+    bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
             # --- sample a meta-batch of tasks --------------------------------------------------
@@ -135,7 +139,7 @@ def meta_train(
                 log.write(done, means)
                 bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
                 window, window_start = {}, time.perf_counter()
-            if done % config.checkpoint_every == 0 or done == config.iterations:
+            if main and (done % config.checkpoint_every == 0 or done == config.iterations):
                 checkpoint(done)
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays

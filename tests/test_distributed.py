@@ -1,0 +1,156 @@
+"""Meta-training on several processes (``torchrun``) takes the steps one process takes.
+
+The reference is the same command on one process: every process draws the same tasks, samples
+its shard's episodes with its rows of the whole batch's noise, and the gradients and
+Fisher-vector products are summed, so parameters agree up to the order of float32 additions.
+MAML-TRPO's conjugate gradient amplifies round-off on ill-conditioned systems (one process with
+two threads drifts as far from one thread), so the RL comparisons use a well-conditioned
+``cg_damping`` and few iterations.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.config import ConfigError
+from metarl.distributed import Shard, World
+from metarl.rl.sampler import sample_gaussian
+from metarl.rl.task_envs import make_batched_env
+from metarl.run import load_checkpoint
+
+TIMEOUT = 240  # seconds per command: a hung rendezvous fails the test instead of the run
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _train(experiment: str, out: Path, settings: list[str], processes: int, *extra: str) -> str:
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc-per-node={processes}", "-m", "metarl"]
+        if processes > 1 else [sys.executable, "-m", "metarl"]
+    )  # fmt: skip
+    command = [*launcher, "train", experiment, *extra, "--no-progress"]
+    if "--resume" not in extra:
+        command += ["--out", str(out)]
+    command += ["--set", *settings]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    one, two = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert one.keys() == two.keys()
+    return max(float((one[k] - two[k]).abs().max()) for k in one)
+
+
+# --- the pieces, in one process ---------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_shards_cover_the_meta_batch_once_and_evenly(size: int) -> None:
+    spans = [World(rank, size).shard(7) for rank in range(size)]
+    assert spans[0][0] == 0 and spans[-1][1] == 7
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, no overlap
+    lengths = [stop - start for start, stop in spans]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_more_processes_than_tasks_is_refused() -> None:
+    with pytest.raises(ConfigError, match="smaller than the 4 processes"):
+        World(0, 4).shard(3)
+
+
+def test_sharded_action_noise_is_the_whole_batchs_rows() -> None:
+    mean, log_std = torch.zeros(5, 3, 2), torch.zeros(2)
+    whole = sample_gaussian(mean, log_std, torch.Generator().manual_seed(1))
+    parts = [
+        sample_gaussian(mean[a:b], log_std, torch.Generator().manual_seed(1), Shard(a, b, 5))
+        for a, b in [(0, 3), (3, 5)]
+    ]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_sharded_reset_noise_is_the_whole_batchs_rows() -> None:
+    pytest.importorskip("mujoco")
+    tasks = [{"velocity": v} for v in np.linspace(0.0, 2.0, 6)]
+    whole = make_batched_env("HalfCheetahVel", 6, 5)
+    whole.set_tasks(tasks)
+    whole.seed([0, 3])
+    expected = whole.reset()
+    rows = []
+    for first, stop in [(0, 4), (4, 6)]:
+        part = make_batched_env("HalfCheetahVel", stop - first, 5)
+        part.noise_rows = (first, 6)
+        part.set_tasks(tasks[first:stop])
+        part.seed([0, 3])
+        rows.append(part.reset())
+    np.testing.assert_array_equal(np.concatenate(rows), expected)
+
+
+# --- whole runs: two processes against one ----------------------------------------------------
+def test_sinusoid_on_two_processes_takes_the_steps_of_one(tmp_path: Path) -> None:
+    settings = ["iterations=3", "meta_batch_size=5", "tensorboard=false"]
+    _train("sinusoid", tmp_path / "one", settings, 1)
+    _train("sinusoid", tmp_path / "two", settings, 2)
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+
+
+def test_navigation_on_two_processes_takes_the_steps_of_one_and_resumes_on_one(
+    tmp_path: Path,
+) -> None:
+    """Five tasks on two processes (3 + 2); the two-process run stops after one iteration and
+    one process finishes it: a checkpoint holds nothing of the number of processes."""
+    settings = [
+        "meta_batch_size=5", "episodes_per_task=4", "horizon=20", "cg_damping=0.1",
+        "tensorboard=false",
+    ]  # fmt: skip
+    _train("navigation", tmp_path / "one", [*settings, "iterations=2"], 1)
+    _train("navigation", tmp_path / "two", [*settings, "iterations=1"], 2)
+    _train("navigation", tmp_path / "two", ["iterations=2"], 1, "--resume", str(tmp_path / "two"))
+    assert load_checkpoint(tmp_path / "two")["iteration"] == 2
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-4
+    env_steps = [load_checkpoint(tmp_path / run)["env_steps"] for run in ("one", "two")]
+    assert env_steps[0] == env_steps[1]
+
+
+@pytest.mark.parametrize("fisher_product", ["gauss_newton", "finite_difference"])
+def test_locomotion_on_two_processes_takes_the_step_of_one(
+    tmp_path: Path, fisher_product: str
+) -> None:
+    """MuJoCo's reset noise and the sharded Fisher products (three tasks: 2 + 1)."""
+    pytest.importorskip("mujoco")
+    settings = [
+        "iterations=1", "meta_batch_size=3", "episodes_per_task=2", "horizon=10",
+        "cg_damping=0.1", f"fisher_product={fisher_product}", "tensorboard=false",
+    ]  # fmt: skip
+    _train("halfcheetah-vel", tmp_path / "one", settings, 1)
+    _train("halfcheetah-vel", tmp_path / "two", settings, 2)
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-4
+
+
+def test_two_processes_need_two_tasks(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "metarl", "train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress",
+        "--set", "meta_batch_size=1", "iterations=1",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
+    )
+    assert done.returncode != 0
+    assert "meta_batch_size 1 is smaller than the 2 processes" in done.stderr
+    # torchrun prints its own ChildFailedError; no frame of metarl's code shows
+    assert "metarl/" not in "".join(
+        line for line in done.stderr.splitlines() if line.lstrip().startswith("File ")
+    )
+    assert not (tmp_path / "run").exists()
