@@ -39,7 +39,8 @@ class BatchedLocomotion(BatchedTaskEnv):
         family: ``HalfCheetahVel``, ``HalfCheetahDir``, ``AntVel``, ``AntDir`` or ``AntGoal``.
         num_envs: number of environments N.
         horizon: steps per episode.
-        threads: worker threads for the physics (default: the number of CPUs, at most 8).
+        threads: worker threads for the physics (default: this process's share of the CPUs,
+            at most 8; the CPUs divided by ``LOCAL_WORLD_SIZE`` under ``torchrun``).
         seed: seed of the reset noise (see :meth:`reset` for per-environment seeds).
 
     Finished environments (Ant fell over, or the horizon) are frozen and return reward 0, as
@@ -88,7 +89,7 @@ class BatchedLocomotion(BatchedTaskEnv):
         self._elapsed = np.zeros(n, dtype=np.int64)  # steps of each environment's episode
         self._started = False
         self._rng, _ = seeding.np_random(seed)
-        n_threads = min(threads or os.cpu_count() or 1, 8, n)
+        n_threads = min(threads or _cpus_of_this_process(), 8, n)
         bounds = np.linspace(0, n, n_threads + 1).astype(int)
         self._chunks = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         self._pool = ThreadPoolExecutor(len(self._chunks)) if len(self._chunks) > 1 else None
@@ -245,3 +246,10 @@ class BatchedLocomotion(BatchedTaskEnv):
         if pool is not None:
             pool.shutdown(wait=False)
             self._pool = None
+
+
+def _cpus_of_this_process() -> int:
+    """The CPUs this process may use, shared with the other processes ``torchrun`` started on
+    this machine (so that they do not oversubscribe the cores)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

@@ -15,7 +15,8 @@ more; more processes than tasks is refused.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from metarl.config import ConfigError
+from metarl.run import RunError
 
 
 class Shard(NamedTuple):
@@ -34,12 +36,21 @@ class Shard(NamedTuple):
     total: int
 
 
-@dataclass(frozen=True)
+class PeerLost(RunError):
+    """Another process of a distributed run stopped (crashed, killed, out of memory)."""
+
+
+@dataclass
 class World:
-    """This process's place among the ``size`` processes of a run."""
+    """This process's place among the ``size`` processes of a run.
+
+    ``communication_seconds`` adds up the wall time spent in the sums, waiting for the slowest
+    process included (what distributing costs; the trainers log it as ``time/communication``).
+    """
 
     rank: int
     size: int
+    communication_seconds: float = field(default=0.0, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +79,17 @@ class World:
 
     def sum_(self, tensor: Tensor) -> Tensor:
         """Sum ``tensor`` over the processes, in place; returns it."""
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        started = time.perf_counter()
+        try:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        except RuntimeError as e:  # gloo/NCCL: a peer's connection broke
+            raise PeerLost(
+                f"process {self.rank} of {self.size}: another process of this run stopped "
+                f"({str(e).splitlines()[0][:120]}); torchrun's summary names it. The last "
+                "checkpoint is intact: `metarl train EXPERIMENT --resume RUN` continues on any "
+                "number of processes"
+            ) from e
+        self.communication_seconds += time.perf_counter() - started
         return tensor
 
     def sum_float(self, value: float) -> float:

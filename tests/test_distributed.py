@@ -49,8 +49,17 @@ def _train(experiment: str, out: Path, settings: list[str], processes: int, *ext
     return done.stdout + done.stderr
 
 
+def _parameters(run: Path) -> dict[str, torch.Tensor]:
+    """The model's and the algorithm's meta-parameters (learned step sizes) of a run."""
+    state = load_checkpoint(run)
+    return {
+        **state["model"],
+        **{f"algorithm.{k}": v for k, v in state.get("algorithm", {}).items()},
+    }
+
+
 def _max_difference(a: Path, b: Path) -> float:
-    one, two = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    one, two = _parameters(a), _parameters(b)
     assert one.keys() == two.keys()
     return max(float((one[k] - two[k]).abs().max()) for k in one)
 
@@ -98,26 +107,31 @@ def test_sharded_reset_noise_is_the_whole_batchs_rows() -> None:
 
 
 # --- whole runs: two processes against one ----------------------------------------------------
-def test_sinusoid_on_two_processes_takes_the_steps_of_one(tmp_path: Path) -> None:
-    settings = ["iterations=3", "meta_batch_size=5", "tensorboard=false"]
-    _train("sinusoid", tmp_path / "one", settings, 1)
-    _train("sinusoid", tmp_path / "two", settings, 2)
-    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-5
-
-
-def test_navigation_on_two_processes_takes_the_steps_of_one_and_resumes_on_one(
+def test_sinusoid_on_two_processes_takes_the_steps_of_one_and_resumes_on_one(
     tmp_path: Path,
 ) -> None:
-    """Five tasks on two processes (3 + 2); the two-process run stops after one iteration and
-    one process finishes it: a checkpoint holds nothing of the number of processes."""
+    """Five tasks on two processes (3 + 2), with learned per-tensor step sizes; two iterations on
+    two processes, the third on one: a checkpoint holds nothing of the number of processes."""
+    settings = ["meta_batch_size=5", "learn_inner_lr=tensor", "tensorboard=false"]
+    _train("sinusoid", tmp_path / "one", [*settings, "iterations=3"], 1)
+    _train("sinusoid", tmp_path / "two", [*settings, "iterations=2"], 2)
+    _train("sinusoid", tmp_path / "two", ["iterations=3"], 1, "--resume", str(tmp_path / "two"))
+    assert load_checkpoint(tmp_path / "two")["iteration"] == 3
+    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+    step_sizes = load_checkpoint(tmp_path / "one")["algorithm"]
+    assert step_sizes and all(  # learned: they moved from the configured α = 0.01
+        not torch.allclose(alpha, torch.full_like(alpha, 0.01)) for alpha in step_sizes.values()
+    )
+
+
+def test_navigation_on_two_processes_takes_the_steps_of_one(tmp_path: Path) -> None:
+    """Three MAML-TRPO iterations, five tasks on two processes (3 + 2)."""
     settings = [
-        "meta_batch_size=5", "episodes_per_task=4", "horizon=20", "cg_damping=0.1",
-        "tensorboard=false",
+        "iterations=3", "meta_batch_size=5", "episodes_per_task=4", "horizon=20",
+        "cg_damping=0.1", "tensorboard=false",
     ]  # fmt: skip
-    _train("navigation", tmp_path / "one", [*settings, "iterations=2"], 1)
-    _train("navigation", tmp_path / "two", [*settings, "iterations=1"], 2)
-    _train("navigation", tmp_path / "two", ["iterations=2"], 1, "--resume", str(tmp_path / "two"))
-    assert load_checkpoint(tmp_path / "two")["iteration"] == 2
+    _train("navigation", tmp_path / "one", settings, 1)
+    _train("navigation", tmp_path / "two", settings, 2)
     assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-4
     env_steps = [load_checkpoint(tmp_path / run)["env_steps"] for run in ("one", "two")]
     assert env_steps[0] == env_steps[1]
@@ -154,3 +168,64 @@ def test_two_processes_need_two_tasks(tmp_path: Path) -> None:
         line for line in done.stderr.splitlines() if line.lstrip().startswith("File ")
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lost_peer_is_one_line_naming_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarl import distributed
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Connection reset by peer\nmore detail")
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", broken)
+    with pytest.raises(distributed.PeerLost, match="process 0 of 2: another process") as caught:
+        World(0, 2).sum_(torch.zeros(3))
+    assert "--resume" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _rank_pids(launcher_pid: int) -> dict[int, int]:
+    """RANK → pid of the workers torchrun started (read from /proc)."""
+    ranks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid")
+        )
+        rank = [v for v in environ if v.startswith(b"RANK=")]
+        if parent == launcher_pid and rank:
+            ranks[int(rank[0][5:])] = int(entry.name)
+    return ranks
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_dead_process_stops_the_run_and_the_checkpoint_survives(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "metarl", "train", "navigation", "--out", str(run), "--no-progress", "--set",
+        "iterations=1000", "meta_batch_size=4", "episodes_per_task=2", "horizon=10",
+        "checkpoint_every=1", "tensorboard=false",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (run / "checkpoint.pt").exists(), "the run wrote no checkpoint"
+        os.kill(_rank_pids(launcher.pid)[1], signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=TIMEOUT)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0
+    assert "rank      : 1" in output  # torchrun's summary names the process that died
+    assert 1 <= load_checkpoint(run)["iteration"] < 1000

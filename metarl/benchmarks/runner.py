@@ -36,14 +36,18 @@ class ChildResult(NamedTuple):
     stopped: bool
 
 
-def run_child(args: list[str], deadline: float | None = None) -> ChildResult:
-    """Run ``python -m metarl ARGS`` and wait for it.
+def run_child(args: list[str], deadline: float | None = None, processes: int = 1) -> ChildResult:
+    """Run ``python -m metarl ARGS`` (``processes`` > 1: under ``torchrun`` on this machine) and
+    wait for it.
 
     At ``deadline`` (a ``time.time()``) the child gets SIGINT: a trainer stops and keeps its last
     checkpoint, exactly as after Ctrl-C. One that does not stop within ``GRACE_SECONDS`` gets
     SIGTERM, then SIGKILL (the checkpoint is still safe: it is only ever replaced atomically).
     """
-    proc = subprocess.Popen([sys.executable, "-m", "metarl", *args])
+    launcher = [sys.executable, "-m"]
+    if processes > 1:
+        launcher += ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
+    proc = subprocess.Popen([*launcher, "metarl", *args])
     interrupted_at = None
     try:
         while True:

@@ -79,7 +79,8 @@ def train(
     with θ and with θ'), ``meta/surrogate_before``/``meta/surrogate_after`` (loss at θ and at the
     accepted θ), ``meta/kl``, ``meta/line_search_steps``, ``meta/accepted``,
     ``policy/std``/``policy/entropy`` (:func:`policy_statistics`), ``time/sampling``/
-    ``time/update`` (seconds), ``time/elapsed`` (wall seconds since the run started, across
+    ``time/update`` (seconds; on several processes also ``time/communication``, the part of
+    them spent in the sums), ``time/elapsed`` (wall seconds since the run started, across
     resumes) and ``sampling/env_steps`` (cumulative).
 
     The checkpoint also keeps the best model so far, for the paper's evaluation protocol
@@ -141,6 +142,7 @@ def train(
     window: dict[str, float] = {}
     bar = iteration_bar(config, start, progress and main)
     started = time.perf_counter()
+    communicated = 0.0
     try:
         for iteration in bar:
             tick = time.perf_counter()
@@ -177,6 +179,9 @@ def train(
                 "time/sampling": sampled - tick,
                 "time/update": updated - sampled,
             }
+            if world is not None:  # in the sums, waiting for the slowest process included
+                values["time/communication"] = world.communication_seconds - communicated
+                communicated = world.communication_seconds
             for key, value in values.items():
                 window[key] = window.get(key, 0.0) + value
             done = iteration + 1

@@ -56,6 +56,10 @@ def meta_train(
             optimiser and task generator are restored.
         progress: show a progress bar.
 
+    Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
+    metrics (``meta/query_loss``, ...), ``perf/iterations_per_second`` and, on several
+    processes, ``time/communication`` (seconds per iteration in the sums).
+
     Raises:
         NonFiniteLossError: the meta-loss is NaN/inf (the previous checkpoint stays intact).
     """
@@ -108,6 +112,7 @@ def meta_train(
     log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, Tensor] = {}
     window_start = time.perf_counter()
+    communicated = 0.0
     bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
@@ -136,6 +141,9 @@ def meta_train(
                 n = config.log_every if done % config.log_every == 0 else done % config.log_every
                 means = {k: float(v) / n for k, v in window.items()}
                 means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
+                if world is not None:  # seconds per iteration in the sums, waiting included
+                    means["time/communication"] = (world.communication_seconds - communicated) / n
+                    communicated = world.communication_seconds
                 log.write(done, means)
                 bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
                 window, window_start = {}, time.perf_counter()

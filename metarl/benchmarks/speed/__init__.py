@@ -46,9 +46,17 @@ def _speed_meta_iteration(suite: str) -> tuple[dict[str, Any], str]:
     return result, format_meta_iteration(result)
 
 
+def _speed_distributed(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.distributed import bench_distributed, format_distributed
+
+    result = bench_distributed(quick=suite == "quick")
+    return result, format_distributed(result)
+
+
 SPEED: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,
     "speed-simulator": _speed_simulator,
     "speed-meta-iteration": _speed_meta_iteration,
+    "speed-distributed": _speed_distributed,
 }
