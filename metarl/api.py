@@ -106,6 +106,8 @@ def train(
     world = init_world(config.device)
     main = world is None or world.is_main
     if world is not None:
+        if not hasattr(config, "meta_batch_size"):
+            raise ConfigError(f"{config.experiment} (ordinary training) runs on one process")
         world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
     try:
         lock = run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext()
@@ -364,6 +366,11 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
                          state)  # fmt: skip
     if which == "best":
         raise ConfigError(f"{run_dir}: supervised runs keep their last model only")
+    if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
+        model = experiment.build_model(config)
+        model.load_state_dict(state["model"])
+        return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
+                         state)  # fmt: skip
     from metarl.supervised.checkpoint import restore
 
     model, algorithm = restore(config, state, experiment.build_model(config))

@@ -47,10 +47,14 @@ def _training_summary(run_dir: Path, config: Any) -> str:
     state = load_checkpoint(run_dir)
     seconds = float(state.get("elapsed", 0.0))
     last = read_metrics(run_dir)[-1] if read_metrics(run_dir) else {}
-    shown = [k for k in last if k.startswith(("meta/", "returns/")) and isinstance(last[k], float)]
+    prefixes = ("meta/", "returns/", "train/", "test/")
+    shown = [k for k in last if k.startswith(prefixes) and isinstance(last[k], float)]
     values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
-    speed = f", {state['iteration'] / seconds:.3g} it/s" if seconds > 0 else ""
-    return (f"trained {state['iteration']:,} of {config.iterations:,} iterations in "
+    unit = "epochs" if hasattr(config, "epochs") else "iterations"
+    speed = f", {seconds / state['iteration']:.3g} s per {unit[:-1]}" if seconds > 0 else ""
+    if unit == "iterations" and seconds > 0:
+        speed = f", {state['iteration'] / seconds:.3g} it/s"
+    return (f"trained {state['iteration']:,} of {config.iterations:,} {unit} in "
             f"{_duration(seconds)}{speed}; last log: {values or '-'}")  # fmt: skip
 
 
@@ -117,6 +121,20 @@ def _view(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from metarl.analysis.report import analyze
+
+    if args.points < 10 or args.tasks < 2 or args.episodes < 1:
+        from metarl.config import ConfigError
+
+        raise ConfigError("--points needs at least 10 images, --tasks 2, --episodes 1")
+    analyze(args.run, args.compare, args.out, points=args.points, units=args.units,
+            tasks=args.tasks, episodes=args.episodes, seed=args.seed,
+            progress=not args.no_progress)  # fmt: skip
+    print(f"wrote {Path(args.out) / 'report.md'} (figures and numbers.json beside it)")
     return 0
 
 
@@ -365,6 +383,30 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check.set_defaults(func=_check_step)
 
+    analysis = sub.add_parser(
+        "analyze",
+        help="what a meta-learned network learned, beside ordinary training: figures, numbers",
+        description="Filters, 2-D embeddings, activating images, saliency, activation "
+        "maximisation, probes on held-out classes, CKA, what adaptation changes and the "
+        "alignment of per-task gradients, into DIR/report.md (docs/analysis.md). Runs: "
+        "(Fashion-)MNIST few-shot runs with network=mlp, and standard-* runs.",
+    )
+    analysis.add_argument("run", type=Path, help="a run directory")
+    analysis.add_argument("--compare", type=Path, help="a second run on the same dataset")
+    analysis.add_argument("--out", type=Path, required=True, help="the folder to write")
+    analysis.add_argument("--points", type=int, default=2000, help="test images embedded")
+    analysis.add_argument(
+        "--units", type=int, nargs="+", help="units of norm3/norm4 to show (default: 4 of "
+        "largest variance)",
+    )  # fmt: skip
+    analysis.add_argument("--tasks", type=int, default=16, help="tasks of the gradient alignment")
+    analysis.add_argument(
+        "--episodes", type=int, default=600, help="few-shot episodes of the centroid accuracy"
+    )
+    analysis.add_argument("--seed", type=int, default=0, help="every random choice")
+    analysis.add_argument("--no-progress", action="store_true")
+    analysis.set_defaults(func=_analyze)
+
     lst = sub.add_parser(
         "list", help="list the experiments; with one, every config key (value, allowed, doc)"
     )
@@ -437,6 +479,7 @@ INTERRUPTED = {
     "baseline": "the partial model is kept; the same command continues from it",
     "view": "the videos written so far are kept; the one in progress is incomplete",
     "bench": "each run keeps its last checkpoint; the next `metarl bench` resumes",
+    "analyze": "the figures written so far are kept; report.md is written last",
 }
 """What an interruption means, by command (Ctrl-C and SIGTERM alike)."""
 

@@ -76,6 +76,15 @@ def _classification() -> Experiment:
     )
 
 
+def _standard() -> Experiment:
+    from metarl.supervised import standard
+    from metarl.supervised.config import StandardConfig
+
+    return Experiment(
+        StandardConfig, standard.build_model, standard.train, standard.evaluate, standard.preflight
+    )
+
+
 _FAMILIES: dict[str, Callable[[], Experiment]] = {
     "sinusoid": _sinusoid,
     "navigation": _meta_rl,
@@ -86,6 +95,9 @@ _FAMILIES: dict[str, Callable[[], Experiment]] = {
     "mnist": _classification,
     "fashion": _classification,
     "miniimagenet": _classification,
+    "cifar10": _classification,
+    # Ordinary training, the reference of `metarl analyze`.
+    "standard": _standard,
 }
 
 

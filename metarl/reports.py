@@ -39,7 +39,7 @@ class Curve:
     Attributes:
         method: stable id that readers key on: ``meta_learned`` (the trained model),
             ``pretrained``, ``random_init``, ``oracle_analytic``, ``oracle_ppo``,
-            ``oracle_ppo_mean_action``.
+            ``oracle_ppo_mean_action``, ``standard_training``.
         label: the name shown in tables and plots.
         steps: gradient steps ``(S,)``; a method that does not adapt has the single step 0.
         mean: the score after each step, mean over test tasks ``(S,)``.
@@ -147,7 +147,8 @@ class EvalReport:
 
     Attributes:
         experiment: the experiment's name.
-        family: ``sinusoid``, ``classification`` or ``meta_rl``.
+        family: ``sinusoid``, ``classification``, ``meta_rl`` or ``standard`` (ordinary
+            training, no adaptation).
         metric: what the curves measure, in words.
         higher_is_better: direction of the metric.
         error_bar: ``ci95`` or ``stderr`` (of the mean over test tasks).
@@ -169,7 +170,7 @@ class EvalReport:
     """
 
     experiment: str
-    family: Literal["sinusoid", "classification", "meta_rl"]
+    family: Literal["sinusoid", "classification", "meta_rl", "standard"]
     metric: str
     higher_is_better: bool
     error_bar: ErrorBar

@@ -30,6 +30,7 @@ def test_every_documented_subcommand_runs_in_ci():
     script = (ROOT / ".ci" / "readme-commands").read_text()
     ran = set(re.findall(r"^m ([a-z-]+)", script, flags=re.MULTILINE))
     ran |= set(re.findall(r"\bm (view) ", script))
+    ran |= set(re.findall(r"^mnist ([a-z-]+)", script, flags=re.MULTILINE))
     assert documented, "the README shows no metarl command"
     assert documented <= ran, f"not run by CI: {sorted(documented - ran)}"
 

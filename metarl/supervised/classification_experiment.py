@@ -19,6 +19,7 @@ from metarl.seeding import seeded
 from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
+from metarl.supervised.models import bn_mlp
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
 from metarl.supervised.trainer import check_meta_batch_memory, meta_train
 
@@ -37,6 +38,10 @@ def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
         from metarl.supervised.data.mnist import mnist_split
 
         return mnist_split(config.dataset, config.train_classes, subset, config.data_dir)
+    if config.dataset == "cifar10":
+        from metarl.supervised.data.cifar import cifar10_split
+
+        return cifar10_split(config.train_classes, subset, config.data_dir)
     from metarl.supervised.data.image_folder import image_folder_split
 
     assert config.data_dir is not None  # validated
@@ -74,13 +79,18 @@ def image_shape(config: ClassificationConfig) -> tuple[int, int]:
     """``(channels, side)`` of the config's images (known without reading the data)."""
     if config.dataset == "image_folder":
         return 3, config.image_size
+    if config.dataset == "cifar10":
+        return 3, 32
     return 1, 28
 
 
-def build_model(config: ClassificationConfig) -> Conv4:
-    """The Conv-4 the config describes, its initial weights drawn from ``config.seed``."""
+def build_model(config: ClassificationConfig) -> nn.Module:
+    """The network the config describes (Conv-4, or the fully connected ``mlp``), its initial
+    weights drawn from ``config.seed``."""
     channels, side = image_shape(config)
     with seeded(config.seed):
+        if config.network == "mlp":
+            return bn_mlp(channels * side * side, config.mlp_hidden, config.n_way)
         return Conv4(config.n_way, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
 
 
@@ -101,7 +111,7 @@ def train(
     resume_state: dict[str, Any] | None,
     progress: bool = True,
 ) -> nn.Module:
-    """Meta-train Conv-4 on the config's meta-training classes into ``run_dir``."""
+    """Meta-train the network on the config's meta-training classes into ``run_dir``."""
     classes = load_split(config, "train")
 
     def sample_batch(gen: torch.Generator) -> TaskBatch:

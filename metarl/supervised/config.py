@@ -13,11 +13,12 @@ from typing import ClassVar
 
 from metarl.algorithms import ALGORITHMS
 from metarl.algorithms.maml import LEARNABLE_STEP_SIZES
-from metarl.config import ConfigError, MetaLearningConfig, option, override
-from metarl.supervised.models import INITS
+from metarl.config import CommonConfig, ConfigError, MetaLearningConfig, option, override
+from metarl.supervised.models import BN_MLP_HIDDEN, INITS
 
-DATASETS = ("omniglot", "mnist", "fashion-mnist", "image_folder")
+DATASETS = ("omniglot", "mnist", "fashion-mnist", "cifar10", "image_folder")
 BN_POLICIES = ("transductive", "support_statistics")
+NETWORKS = ("conv4", "mlp")
 
 
 @dataclass
@@ -76,9 +77,21 @@ class SupervisedConfig(MetaLearningConfig):
         "tensor (one per parameter tensor) or element (one per parameter, Meta-SGD's α)",
         choices=LEARNABLE_STEP_SIZES,
     )
+    align_every: int = option(
+        1000,
+        "iterations between align/* metrics: cosines and inner products of the meta-batch's "
+        "per-task support and query gradients at θ (a multiple of log_every; 0: never; "
+        "proto_maml and leopard, whose heads come from the support set, log none)",
+        low=0,
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.align_every and self.align_every % self.log_every:
+            raise ConfigError(
+                f"align_every ({self.align_every}) must be a multiple of log_every "
+                f"({self.log_every}): the alignment is logged with a window's means"
+            )
         if self.chunk_workers > 1 and (self.chunk_tasks == 0 or self.num_threads != 1):
             raise ConfigError(
                 f"chunk_workers={self.chunk_workers} needs chunk_tasks > 0 (the chunks it runs at "
@@ -160,7 +173,7 @@ class ClassificationConfig(SupervisedConfig):
 
     # --- data --------------------------------------------------------------------------------
     dataset: str = option(
-        "omniglot", "omniglot, mnist, fashion-mnist or image_folder", choices=DATASETS
+        "omniglot", "omniglot, mnist, fashion-mnist, cifar10 or image_folder", choices=DATASETS
     )
     data_dir: str | None = option(
         None,
@@ -175,7 +188,7 @@ class ClassificationConfig(SupervisedConfig):
     )
     train_classes: list[int] = option(
         [0, 1, 2, 3, 4],
-        "(Fashion-)MNIST: labels used for meta-training; the other labels are meta-test",
+        "(Fashion-)MNIST, CIFAR-10: labels used for meta-training; the other labels are meta-test",
         low=0,
         high=9,
     )
@@ -187,6 +200,13 @@ class ClassificationConfig(SupervisedConfig):
         1, "query images per class during meta-training (the original code: K, as here)", low=1
     )
     # --- model -------------------------------------------------------------------------------
+    network: str = option(
+        "conv4",
+        "conv4 (the paper's) or mlp (fully connected, Linear-BatchNorm-ReLU per hidden layer: "
+        "the feature-analysis study's 784-256-128-64-64-N)",
+        choices=NETWORKS,
+    )
+    mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "mlp: hidden widths", low=1)
     filters: int = option(64, "channels of each of the 4 conv blocks", low=1)
     downsample: str = option(
         "stride",
@@ -214,7 +234,7 @@ class ClassificationConfig(SupervisedConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.dataset in ("mnist", "fashion-mnist"):
+        if self.dataset in ("mnist", "fashion-mnist", "cifar10"):
             train = set(self.train_classes)
             if len(train) != len(self.train_classes):
                 raise ConfigError(f"train_classes: repeated labels in {self.train_classes}")
@@ -225,7 +245,7 @@ class ClassificationConfig(SupervisedConfig):
                     "each side needs at least n_way"
                 )
             if self.eval_subset == "val":
-                raise ConfigError("eval_subset: (Fashion-)MNIST has no validation classes")
+                raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
 
@@ -233,3 +253,62 @@ class ClassificationConfig(SupervisedConfig):
     def test_k_query(self) -> int:
         """Query images per class of a test episode (``eval_k_query``, else ``k_query``)."""
         return self.k_query if self.eval_k_query is None else self.eval_k_query
+
+
+@dataclass
+class StandardConfig(CommonConfig):
+    """Ordinary supervised training of the fully connected classifier, the reference that
+    meta-learned features are compared with (``metarl analyze``).
+
+    The feature-analysis study's protocol: 784-256-128-64-64-10 with BatchNorm then ReLU after
+    each hidden layer, all of MNIST's 60,000 training images for 5 epochs in mini-batches of
+    256, Adam (lr 1e-3, β 0.9/0.999), L2 regularisation 0.01; its reported test accuracy is
+    96.71%. The study does not say how the L2 term enters: ``l2_style`` offers Keras's
+    (``l2 · Σ‖W‖²`` added to the loss) and PyTorch's (Adam's ``weight_decay``).
+    ``log_every`` and ``checkpoint_every`` count epochs.
+    """
+
+    experiment: str = override("standard-mnist")
+    log_every: int = override(1)
+    checkpoint_every: int = override(1)
+    # --- data --------------------------------------------------------------------------------
+    dataset: str = option("mnist", "mnist or fashion-mnist", choices=("mnist", "fashion-mnist"))
+    data_dir: str | None = option(
+        None, "data root holding <dataset>/; null: $METARL_DATA, else ../shared/data"
+    )
+    classes: str = option(
+        "all",
+        "all: the 10 labels (the reference); train: only train_classes, as a few-shot "
+        "experiment's meta-training labels (features for the held-out labels stay unseen)",
+        choices=("all", "train"),
+    )
+    train_classes: list[int] = option([0, 1, 2, 3, 4], "classes=train: the labels", low=0, high=9)
+    # --- model and training ------------------------------------------------------------------
+    mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "hidden widths", low=1)
+    epochs: int = option(5, "passes over the training images", low=1)
+    batch_size: int = option(256, "images per mini-batch", low=1)
+    lr: float = option(1e-3, "Adam's learning rate (β 0.9/0.999)", low=0.0, high=10.0)
+    l2: float = option(0.01, "L2 regularisation strength (how: l2_style)", low=0.0)
+    l2_style: str = option(
+        "loss",
+        "loss: l2 · Σ‖W‖² over the Linear weights added to the loss (Keras's "
+        "kernel_regularizer); adam: Adam's weight_decay=l2 on every parameter (PyTorch's idiom, "
+        "the gradient gets l2 · θ)",
+        choices=("loss", "adam"),
+    )
+
+    @property
+    def iterations(self) -> int:
+        """The budget as checkpoints count it: epochs."""
+        return self.epochs
+
+    @property
+    def n_classes(self) -> int:
+        """Outputs of the classifier."""
+        return 10 if self.classes == "all" else len(self.train_classes)
+
+    def validate(self) -> None:
+        super().validate()
+        if len(set(self.train_classes)) != len(self.train_classes) or len(self.train_classes) < 2:
+            raise ConfigError(f"train_classes: need two or more distinct labels, got "
+                              f"{self.train_classes}")  # fmt: skip

@@ -30,3 +30,37 @@ def sinusoid_mlp(
                 nn.init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02)
                 nn.init.zeros_(module.bias)
     return model
+
+
+BN_MLP_HIDDEN = (256, 128, 64, 64)
+"""Hidden widths of the fully connected classifier of the feature-analysis study."""
+
+
+def bn_mlp(
+    in_features: int,
+    hidden_sizes: list[int] | tuple[int, ...],
+    n_out: int,
+    running_statistics: bool = False,
+) -> nn.Sequential:
+    """A fully connected classifier, ``in → hidden... → n_out``, each hidden layer a Linear,
+    then BatchNorm, then ReLU (784-256-128-64-64-10 in the feature-analysis study).
+
+    The input ``(..., C, H, W)`` is flattened. BatchNorm's ε is 1e-3 (Keras's and the MAML
+    code's).
+
+    Args:
+        running_statistics: standard training: BatchNorm keeps running statistics (momentum
+            0.01, i.e. Keras's 0.99) for evaluation. Off (MAML): every batch is normalised
+            with its own statistics, always (the MAML paper's BatchNorm).
+    """
+    layers: list[nn.Module] = [nn.Flatten(start_dim=-3)]
+    width = in_features
+    for size in hidden_sizes:
+        layers += [
+            nn.Linear(width, size),
+            nn.BatchNorm1d(size, eps=1e-3, momentum=0.01, track_running_stats=running_statistics),
+            nn.ReLU(),
+        ]
+        width = size
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, Problem
+from metarl.algorithms.alignment import alignment_metrics, task_alignment
 from metarl.config import to_dict
 from metarl.core import TaskBatch, all_finite
 from metarl.distributed import init_world
@@ -46,7 +47,7 @@ def meta_train(
     Args:
         config: reads ``seed, device, num_threads, iterations, meta_lr, meta_optimizer,
             meta_lr_schedule, meta_lr_min, chunk_tasks, chunk_workers, log_every,
-            checkpoint_every, tensorboard``.
+            checkpoint_every, tensorboard, align_every``.
         model: the network to meta-learn.
         algorithm: the meta-learning algorithm (its own parameters are meta-learned too).
         problem: how predictions are scored.
@@ -57,8 +58,10 @@ def meta_train(
         progress: show a progress bar.
 
     Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
-    metrics (``meta/query_loss``, ...), ``perf/iterations_per_second`` and, on several
-    processes, ``time/communication`` (seconds per iteration in the sums).
+    metrics (``meta/query_loss``, ...), ``perf/iterations_per_second``, every ``align_every``
+    iterations the gradient alignment of that iteration's tasks (``align/*``,
+    :mod:`metarl.algorithms.alignment`) and, on several processes, ``time/communication``
+    (seconds per iteration in the sums).
 
     Raises:
         NonFiniteLossError: the meta-loss is NaN/inf (the previous checkpoint stays intact).
@@ -113,6 +116,8 @@ def meta_train(
     window: dict[str, Tensor] = {}
     window_start = time.perf_counter()
     communicated = 0.0
+    # Per-task heads made from the support set (ProtoMAML, LEOPARD) are not θ: no alignment.
+    aligned = config.align_every > 0 and getattr(algorithm, "head", None) is None
     bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
@@ -141,6 +146,10 @@ def meta_train(
                 n = config.log_every if done % config.log_every == 0 else done % config.log_every
                 means = {k: float(v) / n for k, v in window.items()}
                 means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
+                if main and aligned and done % config.align_every == 0:
+                    # at θ after this update, on this iteration's tasks
+                    alignment = task_alignment(model, problem, batch)
+                    means.update(alignment_metrics(alignment))
                 if world is not None:  # seconds per iteration in the sums, waiting included
                     means["time/communication"] = (world.communication_seconds - communicated) / n
                     communicated = world.communication_seconds

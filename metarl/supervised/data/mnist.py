@@ -103,17 +103,20 @@ def load_idx_dataset(name: str, data_dir: str | None = None) -> tuple[torch.Tens
 
 
 def group_by_class(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> ClassImages:
-    """``(M, H, W)`` images with labels 0..n_classes-1 -> a :class:`ClassImages` of all classes.
+    """``(M, H, W)`` or ``(M, C, H, W)`` images with labels 0..n_classes-1 -> a
+    :class:`ClassImages` of all classes.
 
     Classes are zero-padded to the largest one; ``counts`` records the real sizes.
     """
+    if images.dim() == 3:
+        images = images.unsqueeze(1)  # one channel
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=n_classes)
-    store = torch.zeros(n_classes, int(counts.max()), 1, *images.shape[1:], dtype=torch.uint8)
+    store = torch.zeros(n_classes, int(counts.max()), *images.shape[1:], dtype=torch.uint8)
     starts = torch.cumsum(counts, 0) - counts
     sorted_labels = labels[order]
     slot = torch.arange(len(labels)) - starts[sorted_labels]  # position within its class
-    store[sorted_labels, slot, 0] = images[order]
+    store[sorted_labels, slot] = images[order]
     return ClassImages(store, torch.arange(n_classes), counts=counts)
 
 

@@ -1,0 +1,557 @@
+"""``metarl analyze RUN [--compare RUN2] --out DIR``: what a meta-learned network learned, side
+by side with ordinary training — figures, numbers and a ``report.md`` that places them.
+
+Top to bottom: load the runs and the test images; draw the first-layer filters, the 2-D
+embeddings of the last hidden layer, the most and least activating images of units of the third
+and fourth BatchNorm layers, class saliency and activation maximisation; measure the features on
+the classes the meta-learned run never trained on (linear probe, nearest-centroid few-shot
+accuracy), the clusters' separation, the layer-by-layer similarity of the two networks (linear
+CKA), how much adaptation moves each layer, and the alignment of per-task gradients before and
+after training; write it all down.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metarl.algorithms import Problem
+from metarl.algorithms.alignment import task_alignment
+from metarl.analysis import figures
+from metarl.analysis.models import Subject, first_layer, layer_outputs, load_subject
+from metarl.analysis.numbers import (
+    linear_cka,
+    linear_probe_accuracy,
+    nearest_centroid_accuracy,
+    relative_change,
+    silhouette,
+)
+from metarl.config import ConfigError
+from metarl.core import TaskBatch, get_params
+from metarl.core.functional import single_forward
+from metarl.run import read_metrics
+from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
+
+TEST_IMAGES = 60_000  # (Fashion-)MNIST: images from this index on are the test file's
+ACTIVATION_MAX_STEPS, ACTIVATION_MAX_LR = 300, 0.05
+L2_WEIGHT, TV_WEIGHT = 0.05, 0.1
+"""Activation maximisation: maximise ``a_u(x) − L2_WEIGHT·‖x − ½‖² − TV_WEIGHT·TV(x)`` over
+``x ∈ [0, 1]^{28×28}`` (TV: the summed absolute differences of neighbouring pixels), by Adam."""
+
+
+def analyze(
+    run: str | Path,
+    compare: str | Path | None,
+    out: str | Path,
+    points: int = 2000,
+    units: list[int] | None = None,
+    tasks: int = 16,
+    episodes: int = 600,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Analyse ``run`` (and ``compare`` beside it) into ``out``: PNG figures, ``numbers.json``
+    and ``report.md``.
+
+    Args:
+        run: a run directory (a few-shot run with ``network=mlp``, or a ``standard-*`` run).
+        compare: a second run on the same dataset, or None.
+        out: the folder to write.
+        points: test images embedded with PCA and t-SNE, and compared by CKA.
+        units: the units of the third and fourth BatchNorm layers whose activating images are
+            shown (default: the 4 of largest variance over the test images, per model).
+        tasks: test tasks of the gradient alignment.
+        episodes: few-shot episodes of the nearest-centroid accuracy.
+        seed: every random choice of the analysis.
+        progress: say what is being done.
+
+    Returns:
+        The numbers (also written to ``numbers.json``).
+
+    Raises:
+        ConfigError: a run that cannot be analysed, or two runs on different datasets.
+    """
+    from tqdm.auto import tqdm
+
+    from metarl.runtime import missing_extra
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise missing_extra(
+            "scikit-learn", "analysis", "metarl analyze's embeddings and probes"
+        ) from None
+    started = time.perf_counter()
+    # --- the runs and the test images ---------------------------------------------------------
+    images, labels, dataset = _test_images(run)
+    generator = torch.Generator().manual_seed(seed)
+    reference = images[torch.randperm(len(images), generator=generator)[:1000]]
+    subjects = [load_subject(run, reference)]
+    if compare is not None:
+        subjects.append(load_subject(compare, reference))
+        if subjects[1].config.dataset != dataset:
+            raise ConfigError(
+                f"{compare} is a {subjects[1].config.dataset} run, {run} a {dataset} run"
+            )
+        if subjects[1].name == subjects[0].name:
+            subjects[1].name += " (2)"
+    held_out, held_out_note = _held_out_classes(subjects)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = tqdm(total=8, disable=not progress, desc="analyze", unit="stage", dynamic_ncols=True)
+
+    def stage(text: str) -> None:
+        stages.set_postfix_str(text)
+        stages.update()
+
+    chosen = torch.randperm(len(images), generator=generator)[:points]
+    numbers: dict[str, Any] = {
+        "dataset": dataset,
+        "runs": {s.name: str(s.run.run_dir) for s in subjects},
+        "held_out_classes": held_out,
+        "held_out_note": held_out_note,
+    }
+
+    # --- 1. first-layer filters -----------------------------------------------------------------
+    figures.filters({s.name: first_layer(s.frozen) for s in subjects}, out / "filters.png")
+    stage("filters")
+
+    # --- 2. the last hidden layer in 2-D; cluster separation ----------------------------------
+    outputs = {s.name: layer_outputs(s.frozen, images) for s in subjects}
+    last = {
+        name: o[max((k for k in o if k.startswith("hidden")), key=_depth)]
+        for name, o in outputs.items()
+    }
+    embedded = {name: _embed(features[chosen], seed) for name, features in last.items()}
+    figures.embeddings(embedded, labels[chosen], out / "embeddings.png")
+    numbers["silhouette"] = {
+        name: {
+            "features": silhouette(last[name][chosen], labels[chosen]),
+            **{method: silhouette(xy, labels[chosen]) for method, xy in by_method.items()},
+        }
+        for name, by_method in embedded.items()
+    }
+    stage("embeddings")
+
+    # --- 3. most and least activating images of units of norm3 and norm4 ---------------------
+    numbers["activating_units"] = {}
+    for s in subjects:
+        rows, shown = [], {}
+        for layer in ("norm3", "norm4"):
+            acts = outputs[s.name][layer]
+            picked = units if units is not None else acts.var(dim=0).topk(4).indices.tolist()
+            shown[layer] = picked
+            for u in picked:
+                order = acts[:, u].argsort(descending=True)
+                rows.append((f"{layer} #{u}", images[order[:8], 0], images[order[-8:], 0]))
+        numbers["activating_units"][s.name] = shown
+        figures.activating_examples(rows, out / f"activating_{_slug(s.name)}.png", s.name)
+    stage("activating examples")
+
+    # --- 4. class saliency and activation maximisation ----------------------------------------
+    saliency_inputs = torch.stack([images[labels == c][0] for c in held_out])
+    rows = {"input": saliency_inputs[:, 0]}
+    for s in subjects:
+        score = _class_scores(s, images, labels, held_out)
+        if score is not None:
+            rows[s.name] = _saliency(score, saliency_inputs)
+    title = "class saliency |∂ score / ∂ input| on held-out classes"
+    figures.image_rows(rows, out / "saliency.png", title, cmap="hot",
+                       columns_title=[str(c) for c in held_out])  # fmt: skip
+    maximised = {}
+    for s in subjects:
+        layer_units = numbers["activating_units"][s.name]["norm4"]
+        maximised[s.name] = torch.stack(
+            [_maximise(s.frozen, "norm4", u, seed) for u in layer_units]
+        )
+    figures.image_rows(maximised, out / "activation_max.png", "inputs maximising units of norm4",
+                       cmap="gray_r")  # fmt: skip
+    stage("saliency, activation maximisation")
+
+    # --- 5. features on held-out classes: linear probe, nearest centroid ---------------------
+    mask = torch.isin(labels, torch.tensor(held_out))
+    split = torch.randperm(int(mask.sum()), generator=generator)
+    half = len(split) // 2
+    numbers["linear_probe"], numbers["nearest_centroid"] = {}, {}
+    for s in subjects:
+        for stage_name, model in (("trained", s.frozen), ("initial", s.initial)):
+            feats = _last_hidden(model, images[mask])
+            y = labels[mask]
+            key = f"{s.name} ({stage_name})"
+            numbers["linear_probe"][key] = linear_probe_accuracy(
+                feats[split[:half]], y[split[:half]], feats[split[half:]], y[split[half:]]
+            )
+            numbers["nearest_centroid"][key] = {
+                f"{len(held_out)}-way {k}-shot": nearest_centroid_accuracy(
+                    feats,
+                    y,
+                    min(5, len(held_out)),
+                    k,
+                    15,
+                    episodes,
+                    torch.Generator().manual_seed(seed),
+                )._asdict()
+                for k in (1, 5)
+            }
+    stage("probes")
+
+    # --- 6. layer-by-layer similarity (linear CKA) ---------------------------------------------
+    numbers["cka"] = {}
+    for s in subjects:
+        initial = layer_outputs(s.initial, images[chosen])
+        numbers["cka"][f"{s.name} vs its initialisation"] = {
+            layer: linear_cka(outputs[s.name][layer][chosen], initial[layer]) for layer in initial
+        }
+    if len(subjects) == 2:
+        a, b = (s.name for s in subjects)
+        numbers["cka"][f"{a} vs {b}"] = {
+            layer: linear_cka(outputs[a][layer][chosen], outputs[b][layer][chosen])
+            for layer in outputs[a] if layer in outputs[b]
+        }  # fmt: skip
+    stage("CKA")
+
+    # --- 7. what adaptation changes, layer by layer ------------------------------------------
+    numbers["adaptation_change"] = {}
+    for s in subjects:
+        if s.meta_learned:
+            numbers["adaptation_change"][s.name] = _adaptation_change(
+                s, images, labels, held_out, seed
+            )
+    stage("adaptation")
+
+    # --- 8. gradient alignment across tasks, before and after training -----------------------
+    numbers["alignment"], matrices = {}, {}
+    for s in subjects:
+        for stage_name, trained in (("initial", False), ("trained", True)):
+            batch, model = _alignment_tasks(s, images, labels, held_out, tasks, seed, trained)
+            problem = Problem(cross_entropy_per_task, accuracy_per_task, "accuracy")
+            result = task_alignment(model, problem, batch)
+            key = f"{s.name} ({stage_name})"
+            matrices[key] = result.cosine
+            numbers["alignment"][key] = {k: v for k, v in result._asdict().items() if k != "cosine"}
+    figures.cosine_matrices(matrices, out / "gradient_cosines.png", tasks)
+    series = {}
+    for s in subjects:
+        logged = [m for m in read_metrics(s.run.run_dir) if "align/same_task_cosine" in m]
+        if logged:
+            series[s.name] = ([m["iteration"] for m in logged],
+                              [m["align/same_task_cosine"] for m in logged],
+                              [m["align/across_task_cosine"] for m in logged])  # fmt: skip
+    if series:
+        figures.alignment_over_training(series, out / "alignment_training.png")
+    stage("gradient alignment")
+    stages.close()
+
+    numbers["seconds"] = time.perf_counter() - started
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    (out / "report.md").write_text(_report(numbers, subjects, bool(series)))
+    return numbers
+
+
+# --- data ---------------------------------------------------------------------------------------
+def _test_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
+    """The test file's images ``(M, 1, 28, 28)`` in [0, 1], labels ``(M,)`` and the dataset."""
+    from metarl.run import load_checkpoint
+    from metarl.supervised.data.mnist import load_idx_dataset
+
+    config = load_checkpoint(run)["config"]
+    dataset = config.get("dataset")
+    if dataset not in ("mnist", "fashion-mnist"):
+        raise ConfigError(
+            f"{run}: metarl analyze reads (Fashion-)MNIST runs only so far, not {dataset}"
+        )
+    images, labels = load_idx_dataset(dataset, config.get("data_dir"))
+    return images[TEST_IMAGES:].unsqueeze(1).float() / 255.0, labels[TEST_IMAGES:], dataset
+
+
+def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
+    """The labels a meta-learned (or class-restricted) run never trained on, and a note that
+    says which runs did see them."""
+    held_out, note = [5, 6, 7, 8, 9], "labels 5-9 (every run here trained on all labels)"
+    for s in subjects:
+        if s.meta_learned or getattr(s.config, "classes", "all") == "train":
+            train = set(s.config.train_classes)
+            held_out = [c for c in range(10) if c not in train]
+            note = f"the labels {s.name} did not train on"
+            break
+    saw = [
+        s.name
+        for s in subjects
+        if not s.meta_learned and getattr(s.config, "classes", "all") == "all"
+    ]
+    if saw and "did not" in note:
+        note += f"; {' and '.join(saw)} trained on all ten labels, these included"
+    return held_out, note
+
+
+# --- models as functions ------------------------------------------------------------------------
+def _depth(name: str) -> int:
+    return int("".join(ch for ch in name if ch.isdigit()))
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def _last_hidden(model: nn.Sequential, images: Tensor) -> Tensor:
+    outputs = layer_outputs(model, images)
+    return outputs[max((k for k in outputs if k.startswith("hidden")), key=_depth)]
+
+
+def _embed(features: Tensor, seed: int) -> dict[str, Tensor]:
+    """PCA and t-SNE (scikit-learn; perplexity 30, PCA initialisation) of ``features``."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = features.double().numpy()
+    return {
+        "PCA": torch.from_numpy(PCA(2, random_state=seed).fit_transform(x)),
+        "t-SNE": torch.from_numpy(
+            TSNE(2, init="pca", perplexity=30, random_state=seed).fit_transform(x)
+        ),
+    }
+
+
+def _class_scores(
+    s: Subject, images: Tensor, labels: Tensor, classes: list[int]
+) -> Callable[[Tensor], Tensor] | None:
+    """``x (n, 1, 28, 28) -> (n, len(classes))``: each held-out class's score. A meta-learned
+    model is first adapted to an episode of those classes (the next 5 test images of each, its
+    own steps and step size); ordinary training scores with its own logits of those classes
+    (None if it has none)."""
+    if s.meta_learned:
+        support_x = torch.cat([images[labels == c][1:6] for c in classes])
+        support_y = torch.arange(len(classes)).repeat_interleave(5)
+        adapted = s.run.adapt(support_x, support_y)
+        return lambda x: single_forward(s.frozen, adapted, x)
+    if getattr(s.config, "classes", "all") != "all":
+        return None
+    return lambda x: s.frozen(x)[:, classes]
+
+
+def _saliency(score: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+    """``|∂ score_c(x_c) / ∂ x_c|`` for the c-th input and class (Simonyan et al. 2014)."""
+    x = inputs.clone().requires_grad_(True)
+    chosen = score(x).diagonal().sum()
+    (grad,) = torch.autograd.grad(chosen, x)
+    return grad.abs()[:, 0]
+
+
+def _maximise(model: nn.Sequential, layer: str, unit: int, seed: int) -> Tensor:
+    """An input in [0, 1] that excites ``unit`` of ``layer`` (see :data:`L2_WEIGHT`)."""
+    cut = _layer_index(model, layer)
+    head = model[: cut + 1]
+    x = 0.5 + 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    x.requires_grad_(True)
+    optimiser = torch.optim.Adam([x], lr=ACTIVATION_MAX_LR)
+    for _ in range(ACTIVATION_MAX_STEPS):
+        activation = head(x)[0, unit]
+        tv = (x[..., 1:, :] - x[..., :-1, :]).abs().sum() + (x[..., 1:] - x[..., :-1]).abs().sum()
+        objective = activation - L2_WEIGHT * (x - 0.5).square().sum() - TV_WEIGHT * tv
+        optimiser.zero_grad()
+        (-objective).backward()
+        optimiser.step()
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)
+    return x.detach()[0, 0]
+
+
+def _layer_index(model: nn.Sequential, layer: str) -> int:
+    """Index in ``model`` of ``norm3`` (the third FrozenNorm) and the like."""
+    from metarl.analysis.models import FrozenNorm
+
+    kind = FrozenNorm if layer.startswith("norm") else nn.ReLU
+    seen = 0
+    for i, module in enumerate(model):
+        if isinstance(module, kind):
+            seen += 1
+            if seen == _depth(layer):
+                return i
+    raise ValueError(f"no layer {layer}")
+
+
+def _episodes(
+    images: Tensor, labels: Tensor, classes: list[int], n_tasks: int, n_way: int, k_shot: int,
+    k_query: int, generator: torch.Generator, output_of: Callable[[int, int], int],
+) -> TaskBatch:  # fmt: skip
+    """``n_tasks`` episodes from ``classes``; ``output_of(class, position)`` is the label a
+    model gives class ``class`` drawn at ``position`` of the episode."""
+    support_x, support_y, query_x, query_y = [], [], [], []
+    for _ in range(n_tasks):
+        chosen = [classes[i] for i in torch.randperm(len(classes), generator=generator)[:n_way]]
+        sx, sy, qx, qy = [], [], [], []
+        for position, c in enumerate(chosen):
+            pool = images[labels == c]
+            pick = pool[torch.randperm(len(pool), generator=generator)[: k_shot + k_query]]
+            sx.append(pick[:k_shot])
+            qx.append(pick[k_shot:])
+            sy += [output_of(c, position)] * k_shot
+            qy += [output_of(c, position)] * k_query
+        support_x.append(torch.cat(sx))
+        query_x.append(torch.cat(qx))
+        support_y.append(torch.tensor(sy))
+        query_y.append(torch.tensor(qy))
+    return TaskBatch(torch.stack(support_x), torch.stack(support_y), torch.stack(query_x),
+                     torch.stack(query_y))  # fmt: skip
+
+
+def _adaptation_change(
+    s: Subject, images: Tensor, labels: Tensor, classes: list[int], seed: int
+) -> dict[str, float]:
+    """Mean relative change of each parameter tensor after the run's own inner loop (its
+    training steps and step size) on 100 episodes of the held-out classes."""
+    config = s.config
+    generator = torch.Generator().manual_seed(seed)
+    batch = _episodes(images, labels, classes, 100, config.n_way, config.k_shot, config.k_query,
+                      generator, lambda c, position: position)  # fmt: skip
+    problem = Problem(cross_entropy_per_task, accuracy_per_task, "accuracy")
+    *_, adapted = s.run.algorithm.adapt_steps(s.run.model, batch, problem, config.inner_steps)
+    change = relative_change({n: p.detach() for n, p in get_params(s.run.model).items()},
+                             {n: p.detach() for n, p in adapted.items()})  # fmt: skip
+    return {_readable(s.run.model, name): value for name, value in change.items()}
+
+
+def _readable(model: nn.Sequential, name: str) -> str:
+    """``"4.weight"`` → ``"linear2.weight"``: Sequential indices as the layers' kinds."""
+    index, _, leaf = name.partition(".")
+    kind = type(model[int(index)])
+    count = sum(isinstance(m, kind) for m in list(model)[: int(index) + 1])
+    prefix = "linear" if kind is nn.Linear else "norm"
+    return f"{prefix}{count}.{leaf}"
+
+
+def _alignment_tasks(
+    s: Subject, images: Tensor, labels: Tensor, held_out: list[int], n_tasks: int, seed: int,
+    trained: bool,
+) -> tuple[TaskBatch, nn.Module]:  # fmt: skip
+    """Episodes for a model's gradient alignment, labelled as the model labels them, and the
+    model as it is used: a meta-learned one normalises each batch by itself (its protocol), an
+    ordinary one with its frozen statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    n_way = getattr(s.config, "n_way", 5)
+    if s.meta_learned:
+        from metarl.experiments import get_experiment
+
+        model = (
+            s.run.model if trained else get_experiment(s.config.experiment).build_model(s.config)
+        )
+        return _episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
+                         lambda c, position: position), model  # fmt: skip
+    model = s.frozen if trained else s.initial
+    if getattr(s.config, "classes", "all") == "all":
+        return _episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
+                         lambda c, position: c), model  # fmt: skip
+    own = list(s.config.train_classes)
+    return _episodes(images, labels, own, n_tasks, min(n_way, len(own)), 1, 5, generator,
+                     lambda c, position: own.index(c)), model  # fmt: skip
+
+
+# --- the report ---------------------------------------------------------------------------------
+def _report(numbers: dict[str, Any], subjects: list[Subject], over_training: bool) -> str:
+    names = [s.name for s in subjects]
+    runs = ", ".join(f"{name}: `{path}`" for name, path in numbers["runs"].items())
+    held = ", ".join(map(str, numbers["held_out_classes"]))
+    lines = [
+        f"# What {' and '.join(names)} learned ({numbers['dataset']})",
+        "",
+        f"Runs: {runs}. Held-out classes: {held} ({numbers['held_out_note']}). Written by "
+        "`metarl analyze` in {:.0f} s.".format(numbers["seconds"]),
+        "",
+        "## First-layer filters",
+        "",
+        "![filters](filters.png)",
+        "",
+        "Each first-layer unit's incoming weights as a 28×28 image (red positive, blue negative).",
+        "",
+        "## The last hidden layer in 2-D",
+        "",
+        "![embeddings](embeddings.png)",
+        "",
+        "PCA and t-SNE of the last hidden layer on the same test images, coloured by label. "
+        "Silhouette of the labels (1: separated clusters, 0: overlapping):",
+        "",
+        "| model | features | PCA | t-SNE |",
+        "|---|---|---|---|",
+    ]
+    for name, values in numbers["silhouette"].items():
+        lines.append(
+            f"| {name} | {values['features']:.3f} | {values['PCA']:.3f} | {values['t-SNE']:.3f} |"
+        )
+    lines += ["", "## Most and least activating test images", ""]
+    for name in names:
+        lines += [f"![activating {name}](activating_{_slug(name)}.png)", ""]
+    lines += [
+        "Per unit of the third and fourth BatchNorm layers (the units of largest variance), the "
+        "eight test images that excite it most (left) and least (right).",
+        "",
+        "## Class saliency and activation maximisation",
+        "",
+        "![saliency](saliency.png)",
+        "",
+        "|∂ score / ∂ input| for one test image of each held-out class: the meta-learned model "
+        "after adapting to an episode of those classes, ordinary training with its own logits.",
+        "",
+        "![activation maximisation](activation_max.png)",
+        "",
+        f"Inputs that excite the fourth BatchNorm layer's units: Adam on "
+        f"a_u(x) − {L2_WEIGHT}·‖x − ½‖² − {TV_WEIGHT}·TV(x), x in [0, 1], "
+        f"{ACTIVATION_MAX_STEPS} steps.",
+        "",
+        "## Features on the held-out classes",
+        "",
+        "Linear probe (logistic regression on half of the held-out test images, scored on the "
+        "other half) and nearest-centroid few-shot accuracy (15 queries per class, 95% interval), "
+        "for each model and its initialisation:",
+        "",
+        "| model | linear probe | "
+        + " | ".join(next(iter(numbers["nearest_centroid"].values())))
+        + " |",
+        "|---|---|" + "---|" * len(next(iter(numbers["nearest_centroid"].values()))),
+    ]
+    for key, probe in numbers["linear_probe"].items():
+        cells = [
+            f"{100 * v['mean']:.1f} ± {100 * v['ci95']:.1f}%"
+            for v in numbers["nearest_centroid"][key].values()
+        ]
+        lines.append(f"| {key} | {100 * probe:.1f}% | " + " | ".join(cells) + " |")
+    lines += ["", "## Layer-by-layer similarity (linear CKA)", ""]
+    layers = list(next(iter(numbers["cka"].values())))
+    lines += ["| pair | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
+    for pair, values in numbers["cka"].items():
+        lines.append(
+            f"| {pair} | " + " | ".join(f"{values.get(k, float('nan')):.3f}" for k in layers) + " |"
+        )
+    if numbers["adaptation_change"]:
+        lines += ["", "## What adaptation changes", "",
+                  "‖θ' − θ‖ / ‖θ‖ per parameter tensor after the run's own inner loop on 100 "
+                  "held-out episodes (a large value: the layer adapts):", ""]  # fmt: skip
+        for name, change in numbers["adaptation_change"].items():
+            values = " | ".join(f"{v:.4f}" for v in change.values())
+            lines += [f"| {name} | " + " | ".join(change) + " |", "|---|" + "---|" * len(change),
+                      f"| relative change | {values} |", ""]  # fmt: skip
+    lines += [
+        "## Gradient alignment across tasks",
+        "",
+        "![gradient cosines](gradient_cosines.png)",
+        "",
+        "Cosines of the per-task gradients of the loss (support sets, then query sets of the "
+        "same tasks). To first order in α, MAML's objective rewards the inner product of a task's "
+        "support and query gradients (Nichol et al. 2018, §5).",
+        "",
+        "| model | support·query, same task | across tasks | cosine, same task | across tasks |",
+        "|---|---|---|---|---|",
+    ]
+    for key, v in numbers["alignment"].items():
+        lines.append(f"| {key} | {v['same_task_inner']:.4g} | {v['across_task_inner']:.4g} | "
+                     f"{v['same_task_cosine']:.3f} | {v['across_task_cosine']:.3f} |")  # fmt: skip
+    if over_training:
+        lines += ["", "![alignment over training](alignment_training.png)", "",
+                  "The same cosines on each meta-batch during training (`align/*` in "
+                  "metrics.jsonl)."]  # fmt: skip
+    return "\n".join(lines) + "\n"

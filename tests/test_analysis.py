@@ -1,0 +1,205 @@
+"""`metarl analyze` and its measures, against independent computations.
+
+Gradient alignment against a per-task loop written out by hand; CKA against its invariances;
+frozen BatchNorm against the module it replaces; the probes on features whose answer is known;
+and one small end-to-end comparison of a meta-learned and a standard run on real MNIST (skipped
+without the data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarl.analysis.models import freeze_batchnorm
+from metarl.analysis.numbers import (
+    linear_cka,
+    nearest_centroid_accuracy,
+    relative_change,
+)
+from metarl.core.alignment import gradient_alignment, per_task_gradients
+from metarl.core.functional import task_forward
+from metarl.supervised.models import bn_mlp
+
+
+# --- gradient alignment -----------------------------------------------------------------------
+def _per_task_loop(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Each task's gradient on its own, with the module's own forward and autograd."""
+    rows = []
+    for x, y in zip(xs, ys):
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        rows.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return torch.stack(rows)
+
+
+def test_per_task_gradients_equal_a_loop_over_tasks() -> None:
+    torch.manual_seed(0)
+    model = bn_mlp(12, [8, 6], 3)
+    xs, ys = torch.randn(5, 9, 1, 3, 4), torch.randint(0, 3, (5, 9))
+    params = dict(model.named_parameters())
+
+    def losses(p):  # noqa: ANN001, ANN202
+        logits = task_forward(model, p, xs)
+        return torch.stack([F.cross_entropy(logits[i], ys[i]) for i in range(5)])
+
+    batched = per_task_gradients(losses, params, 5)
+    torch.testing.assert_close(batched, _per_task_loop(model, xs, ys), rtol=1e-5, atol=1e-6)
+
+
+def test_alignment_numbers_equal_the_definitions() -> None:
+    torch.manual_seed(1)
+    support, query = torch.randn(4, 30), torch.randn(4, 30)
+    result = gradient_alignment(support, query)
+    inner = [[float(support[i] @ query[j]) for j in range(4)] for i in range(4)]
+    cos = [
+        [float(F.cosine_similarity(support[i], query[j], dim=0)) for j in range(4)]
+        for i in range(4)
+    ]
+    off = [(i, j) for i in range(4) for j in range(4) if i != j]
+    assert result.same_task_inner == pytest.approx(sum(inner[i][i] for i in range(4)) / 4, rel=1e-6)
+    assert result.across_task_inner == pytest.approx(
+        sum(inner[i][j] for i, j in off) / 12, rel=1e-6
+    )
+    assert result.same_task_cosine == pytest.approx(sum(cos[i][i] for i in range(4)) / 4, abs=1e-6)
+    assert result.across_task_cosine == pytest.approx(sum(cos[i][j] for i, j in off) / 12, abs=1e-6)
+    assert result.cosine.shape == (8, 8)
+    torch.testing.assert_close(result.cosine.diagonal(), torch.ones(8))
+    assert float(result.cosine[1, 4 + 2]) == pytest.approx(cos[1][2], abs=1e-6)
+
+
+def test_alignment_refuses_mismatched_gradients() -> None:
+    with pytest.raises(ValueError, match="same T >= 2 tasks"):
+        gradient_alignment(torch.randn(3, 5), torch.randn(2, 5))
+
+
+def test_training_logs_alignment(tmp_path: Path) -> None:
+    from metarl.cli import main
+
+    assert main(["train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress", "--set",
+                 "iterations=20", "log_every=10", "align_every=10", "checkpoint_every=20",
+                 "tensorboard=false"]) == 0  # fmt: skip
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(-1 <= line["align/same_task_cosine"] <= 1 for line in lines)
+    assert all("align/across_task_inner" in line for line in lines)
+
+
+def test_align_every_must_meet_the_log() -> None:
+    from metarl.config import ConfigError
+    from metarl.experiments import load_config
+
+    with pytest.raises(ConfigError, match="align_every .* multiple of log_every"):
+        load_config("sinusoid", {"align_every": 150, "log_every": 100})
+
+
+# --- CKA, probes, frozen BatchNorm --------------------------------------------------------------
+def test_linear_cka_is_one_for_a_representation_with_itself_and_its_rotations() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(200, 10)
+    rotation, _ = torch.linalg.qr(torch.randn(10, 10))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, 3.0 * x @ rotation + 5.0) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, torch.randn(200, 10)) < 0.2
+
+
+def test_nearest_centroid_finds_separated_classes_and_guesses_on_noise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(40)
+    separated = torch.nn.functional.one_hot(labels).float() * 10 + 0.1 * torch.randn(200, 5)
+    assert nearest_centroid_accuracy(separated, labels, 5, 1, 5, 50, generator).mean == 1.0
+    noise = torch.randn(200, 5)
+    chance = nearest_centroid_accuracy(noise, labels, 5, 1, 5, 300, generator)
+    assert abs(chance.mean - 0.2) < 3 * chance.ci95 + 0.03
+
+
+def test_relative_change_per_tensor() -> None:
+    before = {"w": torch.ones(2, 2)}
+    after = {"w": torch.stack([torch.ones(2, 2), 2 * torch.ones(2, 2)])}  # tasks: no change, +100%
+    assert relative_change(before, after) == {"w": pytest.approx(0.5)}
+
+
+def test_frozen_batchnorm_reproduces_each_convention() -> None:
+    torch.manual_seed(3)
+    reference = torch.randn(64, 1, 4, 4)
+    per_batch = bn_mlp(16, [8, 6], 3)  # MAML's: every batch by its own statistics
+    frozen = freeze_batchnorm(per_batch, reference)
+    torch.testing.assert_close(frozen(reference), per_batch(reference), rtol=1e-5, atol=1e-5)
+    one = reference[:1]
+    assert torch.isfinite(frozen(one)).all()  # one image at a time, now
+    running = bn_mlp(16, [8, 6], 3, running_statistics=True)
+    running.train()
+    for _ in range(3):
+        running(torch.randn(32, 1, 4, 4))
+    running.eval()
+    torch.testing.assert_close(freeze_batchnorm(running, reference)(one), running(one))
+
+
+# --- end to end on MNIST ------------------------------------------------------------------------
+def _mnist_available() -> bool:
+    from metarl.supervised.data.files import DataError, dataset_dir
+
+    try:
+        dataset_dir(None, "mnist")
+    except DataError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _mnist_available(), reason="MNIST is not on this machine")
+@pytest.mark.timeout(900)
+def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from metarl.cli import main
+
+    maml, standard, out = tmp_path / "maml", tmp_path / "standard", tmp_path / "analysis"
+    assert main(["train", "mnist-mlp-5w1s", "--out", str(maml), "--no-progress", "--set",
+                 "iterations=60", "log_every=20", "align_every=20", "checkpoint_every=60",
+                 "tensorboard=false"]) == 0  # fmt: skip
+    assert main(["train", "standard-mnist", "--out", str(standard), "--no-progress", "--set",
+                 "epochs=1", "tensorboard=false"]) == 0  # fmt: skip
+    assert main(["analyze", str(maml), "--compare", str(standard), "--out", str(out), "--points",
+                 "300", "--episodes", "40", "--tasks", "4", "--no-progress"]) == 0  # fmt: skip
+    for figure in ("filters", "embeddings", "activating_maml", "activating_standard", "saliency",
+                   "activation_max", "gradient_cosines", "alignment_training"):  # fmt: skip
+        assert (out / f"{figure}.png").stat().st_size > 5000, figure
+    numbers = json.loads((out / "numbers.json").read_text())
+    assert numbers["held_out_classes"] == [5, 6, 7, 8, 9]
+    chance = 1 / 5
+    for key, accuracy in numbers["linear_probe"].items():
+        assert accuracy > chance + 0.2, key  # even random features separate digits linearly
+    assert numbers["nearest_centroid"]["standard (trained)"]["5-way 1-shot"]["mean"] > 0.6
+    assert (
+        numbers["silhouette"]["standard"]["features"]
+        > numbers["silhouette"]["MAML"]["features"] - 1
+    )
+    assert set(numbers["cka"]["MAML vs standard"]) >= {"hidden1", "norm4", "hidden4"}
+    assert all(0 <= v <= 1 + 1e-9 for v in numbers["cka"]["MAML vs standard"].values())
+    assert numbers["adaptation_change"]["MAML"]["linear5.weight"] > 0
+    report = (out / "report.md").read_text()
+    assert "![embeddings](embeddings.png)" in report and "| MAML vs standard |" in report
+
+    # A run compared with itself: every layer's CKA is 1.
+    again = tmp_path / "again"
+    assert main(["analyze", str(standard), "--compare", str(standard), "--out", str(again),
+                 "--points", "200", "--episodes", "10", "--tasks", "2",
+                 "--no-progress"]) == 0  # fmt: skip
+    numbers = json.loads((again / "numbers.json").read_text())
+    self_cka = numbers["cka"]["standard vs standard (2)"]
+    assert all(math.isclose(v, 1.0, abs_tol=1e-6) for v in self_cka.values())
+
+
+def test_analyze_refuses_a_conv4_run_in_one_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from metarl.cli import main
+
+    assert main(["train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress", "--set",
+                 "iterations=10", "log_every=10", "checkpoint_every=10"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("metarl: error:") and "\n" not in error
