@@ -42,11 +42,15 @@ def filters(weights: dict[str, Tensor], path: Path, side: int = 28) -> Path:
         scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
         centred = (w / scale).view(units, side, side) * 0.5 + 0.5  # 0.5 = zero weight
         ax.imshow(
-            tile(centred, columns, normalise_each=False).numpy(), cmap="RdBu_r", vmin=0, vmax=1
+            tile(centred, columns, normalise_each=False).numpy(),
+            cmap="RdBu_r",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
         )
         ax.set_title(f"{name}: {units} first-layer units")
         ax.axis("off")
-    return save(fig, path)
+    return save(fig, path, dpi=100)  # about one screen pixel per weight: a smaller file
 
 
 def embeddings(points: dict[str, dict[str, Tensor]], labels: Tensor, path: Path) -> Path:
@@ -78,7 +82,7 @@ def activating_examples(rows: Sequence[tuple[str, Tensor, Tensor]], path: Path, 
     for ax, (label, top, bottom) in zip(axes, rows):
         gap = torch.zeros(1, *top.shape[1:])  # white between the two halves
         ax.imshow(tile(torch.cat([top, gap, bottom]), 2 * k + 1, normalise_each=False).numpy(),
-                  cmap="gray_r", vmin=0, vmax=1)  # fmt: skip
+                  cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

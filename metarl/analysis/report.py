@@ -531,10 +531,12 @@ def _report(numbers: dict[str, Any], subjects: list[Subject], over_training: boo
         lines += ["", "## What adaptation changes", "",
                   "‖θ' − θ‖ / ‖θ‖ per parameter tensor after the run's own inner loop on 100 "
                   "held-out episodes (a large value: the layer adapts):", ""]  # fmt: skip
-        for name, change in numbers["adaptation_change"].items():
-            values = " | ".join(f"{v:.4f}" for v in change.values())
-            lines += [f"| {name} | " + " | ".join(change) + " |", "|---|" + "---|" * len(change),
-                      f"| relative change | {values} |", ""]  # fmt: skip
+        changes = numbers["adaptation_change"]
+        lines += ["| parameter | " + " | ".join(changes) + " |", "|---|" + "---|" * len(changes)]
+        for tensor in next(iter(changes.values())):
+            values = " | ".join(f"{c[tensor]:.4f}" for c in changes.values())
+            lines.append(f"| {tensor} | {values} |")
+        lines.append("")
     lines += [
         "## Gradient alignment across tasks",
         "",

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -29,11 +30,11 @@ def _peak_memory_worker(
     torch.set_num_threads(1)
     step, batches = setup(variant, iterations)
     step(batches[0])  # allocate the parameters' gradients and Adam state first
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     for batch in batches:
         step(batch)
-    queue.put((_rss_kib("VmHWM") - before) / 1024.0)
+    queue.put((rss_kib("VmHWM") - before) / 1024.0)
 
 
 def peak_memory_mib(

@@ -53,10 +53,21 @@ def _speed_distributed(suite: str) -> tuple[dict[str, Any], str]:
     return result, format_distributed(result)
 
 
+def _memory_family(suite: str) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.family_memory import bench_family_memory, format_family_memory
+
+    if suite == "quick":
+        result = bench_family_memory(steps=(1, 2), iterations=2)
+    else:
+        result = bench_family_memory()
+    return result, format_family_memory(result)
+
+
 SPEED: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,
     "speed-simulator": _speed_simulator,
     "speed-meta-iteration": _speed_meta_iteration,
     "speed-distributed": _speed_distributed,
+    "memory-family": _memory_family,
 }
