@@ -99,8 +99,11 @@ class Curve:
         if count_growth:
             blown = (values > GROWTH * values[:1]) | ~torch.isfinite(values)
             grew = [int(c) for c in blown.sum(dim=-1)]
+        # A task whose loss overflowed to NaN counts as +inf: the median stays the median.
+        ranked = torch.where(torch.isnan(values), torch.inf, values)
+        median = torch.quantile(ranked, 0.5, dim=-1).tolist()
         return cls(method, label, steps, mean.tolist(), (scale * std / n**0.5).tolist(), setting,
-                   torch.quantile(values, 0.5, dim=-1).tolist(), grew)  # fmt: skip
+                   median, grew)  # fmt: skip
 
 
 @dataclass(frozen=True)

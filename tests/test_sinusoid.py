@@ -92,3 +92,11 @@ def test_diverging_tasks_are_counted_and_flagged_beside_the_median():
     assert "‡" in table.splitlines()[2]
     assert "MAML after 1 steps: 1 of the test tasks' losses grew more than 10x" in table
     assert "the median is 1.25" in table
+
+
+def test_a_task_whose_loss_overflowed_to_nan_leaves_the_median_defined():
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [0.5, float("nan"), 0.7, 0.2, 0.1]])
+    curve = Curve.from_samples("meta_learned", "MAML", losses, "ci95", count_growth=True)
+    assert curve.grew == [0, 1]
+    assert math.isnan(curve.mean[1])  # the mean is honest about it; the flag and median explain
+    assert curve.median == pytest.approx([3.0, 0.5])  # NaN ranked as +inf: [0.1, 0.2, 0.5, 0.7, inf]
