@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
-from metarl.algorithms.maml import gradient_steps
+from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 from metarl.core.conjugate_gradient import batched_conjugate_gradient
 
@@ -80,7 +80,7 @@ class IMAML(MetaAlgorithm):
             {n: p.detach() for n, p in get_params(model).items()}, batch.n_tasks
         )
         loss = proximal_loss(problem.support_loss(model, batch), theta, self.lam)
-        *_, phi = gradient_steps(loss, {}, theta, self.step_size, self.inner_steps)
+        phi = last(gradient_steps(loss, {}, theta, self.step_size, self.inner_steps))
         return phi
 
     def meta_loss(

@@ -21,6 +21,7 @@ Four optional pieces make the variants of the family, each a module of this pack
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -187,6 +188,13 @@ def gradient_steps(
                 check_finite=False,
             )  # fmt: skip
         params = {name: p.detach() for name, p in adapted.items()}
+
+
+def last(steps: Iterator[Params]) -> Params:
+    """The final parameters of :func:`gradient_steps`, holding one step's at a time (unpacking
+    ``*_, phi`` would keep every step's copy of the parameters alive: memory growing with the
+    inner steps, as the memory-family benchmark showed)."""
+    return deque(steps, maxlen=1)[0]
 
 
 def step_size_from_config(config: Any, model: nn.Module, granularity: str | None = None,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
-from metarl.algorithms.maml import gradient_steps
+from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 
 
@@ -43,7 +43,7 @@ class Reptile(MetaAlgorithm):
         start = expand_to_tasks({n: p.detach() for n, p in theta.items()}, batch.n_tasks)
         with torch.no_grad():
             before = support_loss(start).mean()
-        *_, phi = gradient_steps(support_loss, {}, start, self.step_size, self.inner_steps)
+        phi = last(gradient_steps(support_loss, {}, start, self.step_size, self.inner_steps))
         # θ − mean φ is the gradient of this surrogate; its value is not a loss of anything.
         direction = {n: theta[n].detach() - phi[n].mean(dim=0) for n in theta}
         surrogate = sum((direction[n] * theta[n]).sum() for n in theta)
