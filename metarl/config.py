@@ -232,7 +232,8 @@ class MetaLearningConfig(CommonConfig):
     eval_lr: float | list[float] | None = option(
         None,
         "test-time step size, or one per step (the last repeats); null: the experiment's "
-        "default (supervised: the meta-trained step size; meta-RL: inner_lr, then inner_lr/2)",
+        "default (a fixed inner_lr: inner_lr, then inner_lr/2 — meta-RL and sinusoid; few-shot "
+        "classification and meta-learned step sizes: the meta-trained ones)",
         low=0.0,
         high=100.0,
     )

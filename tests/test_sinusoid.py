@@ -101,3 +101,19 @@ def test_a_task_whose_loss_overflowed_to_nan_leaves_the_median_defined():
     assert math.isnan(curve.mean[1])  # the mean is honest about it; the flag and median explain
     # NaN ranked as +inf: [0.1, 0.2, 0.5, 0.7, inf]
     assert curve.median == pytest.approx([3.0, 0.5])
+
+
+def test_test_time_steps_are_alpha_then_half_alpha_unless_set_or_learned():
+    from metarl.algorithms import make_algorithm
+    from metarl.experiments import load_config
+    from metarl.supervised.sinusoid_eval import test_step_sizes
+    from metarl.supervised.sinusoid_experiment import build_model
+
+    def step_sizes(**overrides):
+        config = load_config("sinusoid", overrides)
+        return test_step_sizes(config, make_algorithm(config, build_model(config)))
+
+    assert step_sizes() == [0.01, 0.005]
+    assert step_sizes(inner_lr=0.001) == [0.001, 0.0005]
+    assert step_sizes(eval_lr=0.01) == 0.01  # the paper text's fixed step
+    assert step_sizes(algorithm="meta_sgd") is None  # its meta-learned step sizes, as learned

@@ -2,8 +2,9 @@
 
 Protocol (defaults in :class:`~metarl.supervised.config.SinusoidConfig`): ``eval_tasks`` fixed
 test sinusoids drawn from ``eval_seed``; for every K in ``eval_shots`` the first K of the task's
-support points are used to take ``eval_steps`` gradient steps (the algorithm's step size, or
-``eval_lr``), and the MSE on ``eval_query_points`` query points is recorded after every step.
+support points are used to take ``eval_steps`` gradient steps (:func:`test_step_sizes`: α for
+the first step and α/2 after it, or ``eval_lr``), and the MSE on ``eval_query_points`` query
+points is recorded after every step.
 Methods: the meta-trained model, **pretrained** (fine-tuned the same way, its step size chosen
 on separate validation tasks), **oracle** (given A and φ; no adaptation). Error bars: 95%
 confidence intervals of the mean over test tasks.
@@ -50,6 +51,26 @@ def fixed_tasks(
     tasks = task_distribution(config)
     gen = torch.Generator().manual_seed(seed)
     return tasks.sample(n_tasks, max(config.eval_shots), config.eval_query_points, gen)
+
+
+def test_step_sizes(config: SinusoidConfig, algorithm: MetaAlgorithm) -> float | list[float] | None:
+    """The step sizes of the test-time steps: ``eval_lr`` when given; for a fixed step size α,
+    α for the first step (the one meta-trained) and α/2 for the later ones; meta-learned step
+    sizes (None) as learned.
+
+    Why not α throughout, as the paper's text reads: MAML meta-learns θ where α times the largest
+    eigenvalue of a K = 5 support loss's Hessian is about 2.5 (measured for α = 0.01 and for
+    α = 0.001 alike), the edge of stability of gradient descent. The first step leaves that
+    region, but repeated steps of size α oscillate, and on some seeds a few of the 600 test tasks
+    diverge to inf (docs/experiments/sinusoid.md). Halving the later steps, as the MAML code's
+    meta-RL evaluation does, keeps every K's curve monotone with the same 10-step error.
+    ``eval_lr: 0.01`` restores the fixed step.
+    """
+    if config.eval_lr is not None:
+        return config.eval_lr
+    if any(True for _ in algorithm.parameters()):
+        return None
+    return [config.inner_lr, config.inner_lr / 2]
 
 
 def _baseline_key(config: SinusoidConfig) -> dict[str, Any]:
@@ -129,12 +150,13 @@ def evaluate(
 
     curves: list[Curve] = []
     finetune_lrs: dict[str, float] = {}
+    meta_step_sizes = test_step_sizes(config, algorithm)
     for k in config.eval_shots:
         shots, setting = test.with_shots(k), f"K={k}"
         finetune_lr, _ = tune_finetune_lr(config, pretrained, k)
         finetune_lrs[setting] = finetune_lr
         for method, label, net, adapter, step_sizes in (
-            ("meta_learned", LABELS[config.algorithm], model, algorithm, config.eval_lr),
+            ("meta_learned", LABELS[config.algorithm], model, algorithm, meta_step_sizes),
             ("pretrained", "pretrained", pretrained, finetuning(finetune_lr), None),
         ):
             values = adaptation_curve(adapter, net, shots, PROBLEM, config.eval_steps, step_sizes)
@@ -163,7 +185,7 @@ def evaluate(
             "test_tasks": config.eval_tasks,
             "eval_seed": config.eval_seed,
             "query_points": config.eval_query_points,
-            "step_size": step_size_used(config, algorithm),
+            "step_size": meta_step_sizes or step_size_used(config, algorithm),
         },
         seconds=time.time() - started,
         config=to_dict(config),
@@ -217,7 +239,7 @@ def plot_predictions(
                                        ("pretrained", pretrained))):  # fmt: skip
         for col, k in enumerate(shots):
             if row == 0:
-                adapter, step_sizes = algorithm, config.eval_lr
+                adapter, step_sizes = algorithm, test_step_sizes(config, algorithm)
             else:
                 lr = pretrained_lrs.get(f"K={k}", config.inner_lr)
                 adapter, step_sizes = finetuning(lr), None
