@@ -26,7 +26,7 @@ import torch
 
 from metarl.supervised.data.episodes import ClassImages
 from metarl.supervised.data.files import DataError, dataset_dir
-from metarl.supervised.data.mnist import group_by_class
+from metarl.supervised.data.mnist import class_disjoint
 
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -130,10 +130,4 @@ def cifar10_split(
     (``"test"``: the other labels) of CIFAR-10."""
     if subset not in ("train", "test"):
         raise ValueError(f"CIFAR-10 has train and test classes only, not {subset!r}")
-    images, labels = load_cifar10(data_dir)
-    every = group_by_class(images, labels, 10)
-    chosen = sorted(set(train_classes))
-    if subset == "test":
-        chosen = [c for c in range(10) if c not in chosen]
-    every.classes = torch.tensor(chosen)
-    return every
+    return class_disjoint(*load_cifar10(data_dir), train_classes, subset)

@@ -127,10 +127,17 @@ def mnist_split(
     (``"test"``: all other labels) of MNIST or Fashion-MNIST."""
     if subset not in ("train", "test"):
         raise ValueError(f"(Fashion-)MNIST has train and test classes only, not {subset!r}")
-    images, labels = load_idx_dataset(name, data_dir)
-    all_classes = group_by_class(images, labels, 10)
+    return class_disjoint(*load_idx_dataset(name, data_dir), train_classes, subset)
+
+
+def class_disjoint(
+    images: torch.Tensor, labels: torch.Tensor, train_classes: list[int], subset: str
+) -> ClassImages:
+    """A ten-class dataset's meta-train classes (``subset="train"``: ``train_classes``) or
+    meta-test classes (``"test"``: the others), all images of each."""
+    every = group_by_class(images, labels, 10)
     chosen = sorted(set(train_classes))
     if subset == "test":
         chosen = [c for c in range(10) if c not in chosen]
-    all_classes.classes = torch.tensor(chosen)
-    return all_classes
+    every.classes = torch.tensor(chosen)
+    return every
