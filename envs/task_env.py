@@ -180,6 +180,11 @@ MAX_ACTION = 1e6
 """Actions are meant for [-1, 1]; beyond this magnitude the control cost overflows float32."""
 
 
+class DivergedActions(ValueError, FloatingPointError):
+    """Actions of a policy that diverged: bad input to the environment (a ValueError, as
+    gymnasium expects) and a numerical failure of training (one line from ``metarl``)."""
+
+
 def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``actions`` as a float64 array of ``shape``.
 
@@ -194,5 +199,5 @@ def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not np.all(np.isfinite(actions)):
         raise ValueError("actions must be finite")
     if np.any(np.abs(actions) > MAX_ACTION):
-        raise ValueError(f"actions beyond ±{MAX_ACTION:g}: the policy diverged")
+        raise DivergedActions(f"actions beyond ±{MAX_ACTION:g}: the policy diverged")
     return actions

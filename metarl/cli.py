@@ -520,19 +520,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("METARL_DEBUG", "") not in ("", "0")
-    expected = (ConfigError, RunError, ReportError, FloatingPointError, FileNotFoundError,
-                ImportError)  # fmt: skip
+    # OSError: the machine's answer (disk full, permissions, a missing file), not a bug.
+    expected = (ConfigError, RunError, ReportError, FloatingPointError, OSError, ImportError)
     try:
         with _signals_interrupt():
             return args.func(args)
+    except BrokenPipeError:  # the reader of our output went away (`metarl list | head`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the pipe
+        return 0
     except expected as e:
         if debug:
             traceback.print_exc()
         print(f"metarl: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
-    except BrokenPipeError:  # the reader of our output went away (`metarl list | head`)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the pipe
-        return 0
     except KeyboardInterrupt:
         print(f"\nmetarl: interrupted; {INTERRUPTED.get(args.command, 'nothing was saved')}",
               file=sys.stderr)  # fmt: skip

@@ -303,3 +303,18 @@ def test_finite_difference_mode_on_relu_breaks_where_the_units_sit_on_their_kink
     exact = _relu_meta_gradient(smooth, params, xs, ys, xq, yq, "second_order")
     fd = _relu_meta_gradient(smooth, params, xs, ys, xq, yq, "finite_difference", eps=1e-4)
     assert float((fd - exact).norm() / exact.norm()) < 1e-6
+
+
+def test_batchnorm_with_running_statistics_names_the_fix_and_the_fix_works():
+    from metarl.core import expand_to_tasks, get_params, task_forward, use_batch_statistics
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    params = expand_to_tasks(get_params(model), 2)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(RuntimeError, match=r"use_batch_statistics\(model\)"):
+        task_forward(model, params, x)
+    use_batch_statistics(model)
+    out = task_forward(model, params, x)
+    # each task normalised with its own batch: the same as the module on that task alone
+    for i in range(2):
+        torch.testing.assert_close(out[i], model(x[i]))

@@ -258,3 +258,50 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys, m
     assert _one_line(err) and "ZeroDivisionError: division by zero" in err and "--debug" in err
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "list"])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")],
+    ids=["disk-full", "permission"],
+)
+def test_the_machine_refusing_is_one_line_not_a_bug_report(capsys, monkeypatch, error):
+    import metarl.cli as cli
+
+    def refused(args):
+        raise error
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["list"].set_defaults(func=refused)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert _one_line(err) and error.strerror in err and "unexpected" not in err
+
+
+def test_actions_of_a_diverged_policy_are_bad_input_and_a_numerical_failure():
+    import numpy as np
+
+    from metarl.envs.task_env import MAX_ACTION, DivergedActions, check_actions
+
+    with pytest.raises(DivergedActions) as caught:
+        check_actions(np.full(2, 10 * MAX_ACTION), (2,))
+    assert isinstance(caught.value, ValueError)  # what gymnasium's callers expect
+    assert isinstance(caught.value, FloatingPointError)  # one line from `metarl`
+
+
+def test_standard_training_never_saves_a_non_finite_model(tmp_path, capsys):
+    """An L2 weight that overflows the loss makes Adam's step NaN: the run stops with one line
+    before writing a checkpoint."""
+    from metarl.supervised.data.files import dataset_dir
+
+    try:
+        dataset_dir(None, "mnist")
+    except Exception:  # noqa: BLE001 - any reason the data is not here
+        pytest.skip("MNIST is not on this machine")
+    out = tmp_path / "standard"
+    assert main(["train", "standard-mnist", "--out", str(out), "--no-progress",
+                 "--set", "l2=1e38", "epochs=1", "tensorboard=false"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert _one_line(err) and "not finite after epoch 1" in err
+    assert not (out / "checkpoint.pt").exists()

@@ -64,7 +64,9 @@ def finite_difference_fvp(
 
     The paper's way (App. A.2: "we use finite differences to compute the Hessian-vector
     products for TRPO"): only first derivatives of the KL are needed, at the price of two
-    re-adaptations per product; the error is O(ε²).
+    re-adaptations per product; the error is O(ε²) for a smooth policy (tanh). With ReLU the
+    adaptation θ'(θ) has kinks and the product is biased where units switch within ±εv
+    (docs/numerics.md measures how much).
 
     Args:
         kl_gradient: flat θ ↦ flat ∇KL at that θ (KL against the fixed old policy).

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.config import to_dict
+from metarl.core import all_finite
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, load_checkpoint
 from metarl.runtime import set_num_threads
@@ -137,6 +138,15 @@ def train(
                                  "train/accuracy": correct / len(images),
                                  "test/accuracy": test})  # fmt: skip
             if done % config.checkpoint_every == 0 or done == config.epochs:
+                moments = [t for st in optimizer.state.values() for t in st.values()
+                           if t.is_floating_point()]  # fmt: skip
+                if not (all_finite(list(model.parameters())) and all_finite(moments)):
+                    kept = (
+                        "the last checkpoint is intact. " if (run_dir / CHECKPOINT).exists() else ""
+                    )
+                    raise FloatingPointError(
+                        f"the parameters are not finite after epoch {done}; {kept}Try a smaller lr."
+                    )
                 state = {
                     "config": to_dict(config),
                     "iteration": done,
