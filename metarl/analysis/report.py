@@ -32,6 +32,13 @@ from metarl.analysis.numbers import (
     relative_change,
     silhouette,
 )
+from metarl.analysis.writeup import (
+    ACTIVATION_MAX_STEPS,
+    L2_WEIGHT,
+    TV_WEIGHT,
+    slug,
+    write_up,
+)
 from metarl.config import ConfigError
 from metarl.core import TaskBatch, get_params
 from metarl.core.functional import single_forward
@@ -39,10 +46,7 @@ from metarl.run import read_metrics
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
 
 TEST_IMAGES = 60_000  # (Fashion-)MNIST: images from this index on are the test file's
-ACTIVATION_MAX_STEPS, ACTIVATION_MAX_LR = 300, 0.05
-L2_WEIGHT, TV_WEIGHT = 0.05, 0.1
-"""Activation maximisation: maximise ``a_u(x) − L2_WEIGHT·‖x − ½‖² − TV_WEIGHT·TV(x)`` over
-``x ∈ [0, 1]^{28×28}`` (TV: the summed absolute differences of neighbouring pixels), by Adam."""
+ACTIVATION_MAX_LR = 0.05  # Adam on the input; the objective: metarl.analysis.writeup
 
 
 def analyze(
@@ -151,7 +155,7 @@ def analyze(
                 order = acts[:, u].argsort(descending=True)
                 rows.append((f"{layer} #{u}", images[order[:8], 0], images[order[-8:], 0]))
         numbers["activating_units"][s.name] = shown
-        figures.activating_examples(rows, out / f"activating_{_slug(s.name)}.png", s.name)
+        figures.activating_examples(rows, out / f"activating_{slug(s.name)}.png", s.name)
     stage("activating examples")
 
     # --- 4. class saliency and activation maximisation ----------------------------------------
@@ -250,7 +254,7 @@ def analyze(
 
     numbers["seconds"] = time.perf_counter() - started
     (out / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    (out / "report.md").write_text(_report(numbers, subjects, bool(series)))
+    (out / "report.md").write_text(write_up(numbers, subjects, bool(series)))
     return numbers
 
 
@@ -293,10 +297,6 @@ def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
 # --- models as functions ------------------------------------------------------------------------
 def _depth(name: str) -> int:
     return int("".join(ch for ch in name if ch.isdigit()))
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
 
 
 def _last_hidden(model: nn.Sequential, images: Tensor) -> Tensor:
@@ -453,107 +453,3 @@ def _alignment_tasks(
 
 
 # --- the report ---------------------------------------------------------------------------------
-def _report(numbers: dict[str, Any], subjects: list[Subject], over_training: bool) -> str:
-    names = [s.name for s in subjects]
-    runs = ", ".join(f"{name}: `{path}`" for name, path in numbers["runs"].items())
-    held = ", ".join(map(str, numbers["held_out_classes"]))
-    lines = [
-        f"# What {' and '.join(names)} learned ({numbers['dataset']})",
-        "",
-        f"Runs: {runs}. Held-out classes: {held} ({numbers['held_out_note']}). Written by "
-        "`metarl analyze` in {:.0f} s.".format(numbers["seconds"]),
-        "",
-        "## First-layer filters",
-        "",
-        "![filters](filters.png)",
-        "",
-        "Each first-layer unit's incoming weights as a 28×28 image (red positive, blue negative).",
-        "",
-        "## The last hidden layer in 2-D",
-        "",
-        "![embeddings](embeddings.png)",
-        "",
-        "PCA and t-SNE of the last hidden layer on the same test images, coloured by label. "
-        "Silhouette of the labels (1: separated clusters, 0: overlapping):",
-        "",
-        "| model | features | PCA | t-SNE |",
-        "|---|---|---|---|",
-    ]
-    for name, values in numbers["silhouette"].items():
-        lines.append(
-            f"| {name} | {values['features']:.3f} | {values['PCA']:.3f} | {values['t-SNE']:.3f} |"
-        )
-    lines += ["", "## Most and least activating test images", ""]
-    for name in names:
-        lines += [f"![activating {name}](activating_{_slug(name)}.png)", ""]
-    lines += [
-        "Per unit of the third and fourth BatchNorm layers (the units of largest variance), the "
-        "eight test images that excite it most (left) and least (right).",
-        "",
-        "## Class saliency and activation maximisation",
-        "",
-        "![saliency](saliency.png)",
-        "",
-        "|∂ score / ∂ input| for one test image of each held-out class: the meta-learned model "
-        "after adapting to an episode of those classes, ordinary training with its own logits.",
-        "",
-        "![activation maximisation](activation_max.png)",
-        "",
-        f"Inputs that excite the fourth BatchNorm layer's units: Adam on "
-        f"a_u(x) − {L2_WEIGHT}·‖x − ½‖² − {TV_WEIGHT}·TV(x), x in [0, 1], "
-        f"{ACTIVATION_MAX_STEPS} steps.",
-        "",
-        "## Features on the held-out classes",
-        "",
-        "Linear probe (logistic regression on half of the held-out test images, scored on the "
-        "other half) and nearest-centroid few-shot accuracy (15 queries per class, 95% interval), "
-        "for each model and its initialisation:",
-        "",
-        "| model | linear probe | "
-        + " | ".join(next(iter(numbers["nearest_centroid"].values())))
-        + " |",
-        "|---|---|" + "---|" * len(next(iter(numbers["nearest_centroid"].values()))),
-    ]
-    for key, probe in numbers["linear_probe"].items():
-        cells = [
-            f"{100 * v['mean']:.1f} ± {100 * v['ci95']:.1f}%"
-            for v in numbers["nearest_centroid"][key].values()
-        ]
-        lines.append(f"| {key} | {100 * probe:.1f}% | " + " | ".join(cells) + " |")
-    lines += ["", "## Layer-by-layer similarity (linear CKA)", ""]
-    layers = list(next(iter(numbers["cka"].values())))
-    lines += ["| pair | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
-    for pair, values in numbers["cka"].items():
-        lines.append(
-            f"| {pair} | " + " | ".join(f"{values.get(k, float('nan')):.3f}" for k in layers) + " |"
-        )
-    if numbers["adaptation_change"]:
-        lines += ["", "## What adaptation changes", "",
-                  "‖θ' − θ‖ / ‖θ‖ per parameter tensor after the run's own inner loop on 100 "
-                  "held-out episodes (a large value: the layer adapts):", ""]  # fmt: skip
-        changes = numbers["adaptation_change"]
-        lines += ["| parameter | " + " | ".join(changes) + " |", "|---|" + "---|" * len(changes)]
-        for tensor in next(iter(changes.values())):
-            values = " | ".join(f"{c[tensor]:.4f}" for c in changes.values())
-            lines.append(f"| {tensor} | {values} |")
-        lines.append("")
-    lines += [
-        "## Gradient alignment across tasks",
-        "",
-        "![gradient cosines](gradient_cosines.png)",
-        "",
-        "Cosines of the per-task gradients of the loss (support sets, then query sets of the "
-        "same tasks). To first order in α, MAML's objective rewards the inner product of a task's "
-        "support and query gradients (Nichol et al. 2018, §5).",
-        "",
-        "| model | support·query, same task | across tasks | cosine, same task | across tasks |",
-        "|---|---|---|---|---|",
-    ]
-    for key, v in numbers["alignment"].items():
-        lines.append(f"| {key} | {v['same_task_inner']:.4g} | {v['across_task_inner']:.4g} | "
-                     f"{v['same_task_cosine']:.3f} | {v['across_task_cosine']:.3f} |")  # fmt: skip
-    if over_training:
-        lines += ["", "![alignment over training](alignment_training.png)", "",
-                  "The same cosines on each meta-batch during training (`align/*` in "
-                  "metrics.jsonl)."]  # fmt: skip
-    return "\n".join(lines) + "\n"
