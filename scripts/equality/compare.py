@@ -39,7 +39,8 @@ def compare(before: Path, after: Path) -> bool:
             f"  parameters: {'identical' if p_equal else 'DIFFERENT'} ({n_params} values)"
         )
         if only_after or only_before:
-            line += f"  new keys: {', '.join(only_after) or '-'}; gone: {', '.join(only_before) or '-'}"
+            new, gone = ", ".join(only_after) or "-", ", ".join(only_before) or "-"
+            line += f"  new keys: {new}; gone: {gone}"
         print(line)
         all_equal &= m_equal and p_equal
     return all_equal
