@@ -110,3 +110,67 @@ def test_a_missing_dataset_names_the_fetch_command(tmp_path):
     with pytest.raises(DataError, match=r"metarl data fetch omniglot --to"):
         dataset_dir(str(tmp_path), "omniglot")
     assert not Path(tmp_path / "omniglot").exists()
+
+
+def _zip_of_pngs(path: Path, members: dict[str, bytes]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("set/", b"")  # directory entries do not count
+        archive.writestr("set/notes.txt", b"not an image")
+        for name, data in reversed(members.items()):  # stored out of order on purpose
+            archive.writestr(name, data)
+
+
+def test_the_image_digest_is_sha256sum_of_the_extracted_images(tmp_path):
+    """`sha256-pngs` equals the documented shell recipe run by coreutils on the extracted folder,
+    and does not change when the archive is rebuilt with other compression."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    if shutil.which("sha256sum") is None:
+        pytest.skip("coreutils sha256sum is not installed")
+    members = {f"set/A_{i % 3}/c{i:02d}/{i}_0{i % 7}.png": bytes([i]) * (50 + i) for i in range(12)}
+    _zip_of_pngs(tmp_path / "a.zip", members)
+    with zipfile.ZipFile(tmp_path / "b.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as b:
+        for name, data in members.items():
+            b.writestr(name, data)
+    zipfile.ZipFile(tmp_path / "a.zip").extractall(tmp_path / "out")
+    recipe = "find set -name '*.png' | LC_ALL=C sort | xargs sha256sum | sha256sum"
+    shell = subprocess.run(
+        recipe, shell=True, cwd=tmp_path / "out", capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert fetch_module.file_digest(tmp_path / "a.zip", "sha256-pngs") == shell
+    assert fetch_module.file_digest(tmp_path / "b.zip", "sha256-pngs") == shell
+    assert sha256_file(tmp_path / "a.zip") != sha256_file(tmp_path / "b.zip")
+    members["set/A_0/c00/0_00.png"] = b"changed"
+    _zip_of_pngs(tmp_path / "c.zip", members)
+    assert fetch_module.file_digest(tmp_path / "c.zip", "sha256-pngs") != shell
+
+
+def test_any_listed_checksum_accepts_a_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    md5, sha = hashlib.md5(b"abc").hexdigest(), hashlib.sha256(b"abc").hexdigest()
+    assert fetch_module.check(path, ("sha256:" + "0" * 64, f"md5:{md5}"))
+    assert fetch_module.check(path, f"sha256:{sha}")
+    assert not fetch_module.check(path, ("sha256:" + "0" * 64, "md5:" + "0" * 32))
+    assert not fetch_module.check(path, "sha256-pngs:" + "0" * 64)  # not a zip: False, no error
+
+
+def test_every_published_file_has_a_sha256_kind_checksum():
+    for source in fetch_module.SOURCES.values():
+        for remote in source.files:
+            assert remote.checksum.split(":")[0].startswith("sha256"), remote
+
+
+def test_the_shared_omniglot_archives_verify_by_their_images():
+    import os
+
+    root = os.environ.get("METARL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    folder = Path(root) / "omniglot"
+    if not (folder / "images_background.zip").is_file():
+        pytest.skip("the shared Omniglot archives are not on this machine")
+    for remote in fetch_module.SOURCES["omniglot"].files:  # by the image digest alone
+        assert fetch_module.check(folder / remote.name, remote.checksum), remote.name

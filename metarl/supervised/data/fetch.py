@@ -5,8 +5,13 @@ in place. The checksum is the strongest one known for the canonical file:
 
 * ``sha256-gunzip``: SHA-256 of the decompressed bytes (MNIST, Fashion-MNIST: the IDX files
   are what matter; mirrors recompress them, which changes the ``.gz`` bytes but not these);
-* ``md5``: the publisher's own checksum of the canonical archive, where no SHA-256 is published
-  (Omniglot's two archives, as ``torchvision`` checks them; CIFAR-10's archive).
+* ``sha256``: SHA-256 of the file itself (CIFAR-10's archive, as Keras checks it);
+* ``sha256-pngs``: SHA-256 of the archive's images, invariant to re-zipping: the ``sha256sum``
+  lines of its ``.png`` members sorted by path, hashed (Omniglot; the recipe of
+  ``../shared/data/omniglot/README.md``, so the same digest checks an extracted folder with
+  ``find images_background -name '*.png' | LC_ALL=C sort | xargs sha256sum | sha256sum``);
+* ``md5``: the publisher's checksum where that is all there is, accepted beside a SHA-256 kind
+  (Omniglot's canonical archives, as ``torchvision`` checks them).
 
 After a successful fetch the folder's ``SHA256SUMS`` records the SHA-256 of every file, so the
 loaders check the exact bytes from then on (:func:`metarl.supervised.data.files.verify_files`).
@@ -20,6 +25,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +40,12 @@ class RemoteFile:
 
     name: str
     url: str
-    checksum: str  # "<kind>:<hex>", kind one of sha256, sha256-gunzip, md5
+    checksum: str  # "<kind>:<hex>", kind one of sha256, sha256-gunzip, sha256-pngs, md5
+    also: tuple[str, ...] = ()  # further checksums, any of which also accepts the file
+
+    @property
+    def checksums(self) -> tuple[str, ...]:
+        return (self.checksum, *self.also)
 
 
 @dataclass(frozen=True)
@@ -58,9 +69,11 @@ SOURCES: dict[str, DatasetSource] = {
             "omniglot", "Omniglot (Lake et al. 2015), the two canonical archives",
             (
                 RemoteFile("images_background.zip", _OMNIGLOT + "images_background.zip",
-                           "md5:68d2efa1b9178cc56df9314c21c6e718"),
+                           "sha256-pngs:deaa02f758afda524b3a045c7af40311f2d9ded3e2a39f715ece8470d474bc6a",
+                           also=("md5:68d2efa1b9178cc56df9314c21c6e718",)),
                 RemoteFile("images_evaluation.zip", _OMNIGLOT + "images_evaluation.zip",
-                           "md5:6b91aef0f799c5bb55b94e3f2daec811"),
+                           "sha256-pngs:3d5e035f27423c362bf9a181af649b43cda64c1008f842177ddc5203269c901e",
+                           also=("md5:6b91aef0f799c5bb55b94e3f2daec811",)),
             ),
             note="the Vinyals split lists (split=vinyals) are those of "
             "jakesnell/prototypical-networks",
@@ -96,7 +109,8 @@ SOURCES: dict[str, DatasetSource] = {
             "cifar10", "CIFAR-10 (Krizhevsky 2009), the python version",
             (RemoteFile("cifar-10-python.tar.gz",
                         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                        "md5:c58f30108f718f92721af3b95e74349a"),),
+                        "sha256:6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                        also=("md5:c58f30108f718f92721af3b95e74349a",)),),
         ),
         DatasetSource(
             "miniimagenet", "MiniImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split)", (),
@@ -112,6 +126,8 @@ def file_digest(path: Path, kind: str) -> str:
     """The hex digest of ``path`` of the given kind (see the module docstring)."""
     if kind == "sha256":
         return sha256_file(path)
+    if kind == "sha256-pngs":
+        return _png_members_sha256(path)
     digest = hashlib.md5() if kind == "md5" else hashlib.sha256()
     opener = gzip.open if kind == "sha256-gunzip" else open
     with opener(path, "rb") as f:  # type: ignore[operator]
@@ -120,13 +136,27 @@ def file_digest(path: Path, kind: str) -> str:
     return digest.hexdigest()
 
 
-def check(path: Path, checksum: str) -> bool:
-    """Whether ``path`` matches ``checksum`` (``"<kind>:<hex>"``); a damaged gzip is False."""
-    kind, expected = checksum.split(":", 1)
-    try:
-        return file_digest(path, kind) == expected
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return False
+def _png_members_sha256(path: Path) -> str:
+    """SHA-256 of ``sha256sum``'s lines for the ``.png`` members of a zip, sorted by path."""
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        lines = "".join(f"{hashlib.sha256(archive.read(n)).hexdigest()}  {n}\n" for n in names)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def check(path: Path, checksum: str | tuple[str, ...]) -> bool:
+    """Whether ``path`` matches ``checksum`` (``"<kind>:<hex>"``) or any of several.
+
+    A damaged gzip or zip is False.
+    """
+    for one in (checksum,) if isinstance(checksum, str) else checksum:
+        kind, expected = one.split(":", 1)
+        try:
+            if file_digest(path, kind) == expected:
+                return True
+        except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile):
+            continue
+    return False
 
 
 def download(url: str, path: Path, progress: bool = True) -> None:
@@ -178,13 +208,14 @@ def fetch(name: str, to: Path, progress: bool = True) -> list[Path]:
     paths = []
     for remote in source.files:
         path = folder / remote.name
-        if not (path.is_file() and check(path, remote.checksum)):
+        if not (path.is_file() and check(path, remote.checksums)):
             partial = path.with_name(path.name + ".part")
             download(remote.url, partial, progress)
-            if not check(partial, remote.checksum):
+            if not check(partial, remote.checksums):
                 partial.unlink()
                 raise DataError(
-                    f"{remote.url} does not match its published checksum ({remote.checksum}); "
+                    f"{remote.url} does not match its published checksum "
+                    f"({' or '.join(remote.checksums)}); "
                     "the download was removed. Try again later or from another network"
                 )
             os.replace(partial, path)
@@ -219,7 +250,7 @@ def status(name: str, folder: Path | None) -> list[FileStatus]:
         if path is None or not path.is_file():
             rows.append(FileStatus(remote.name, None, "missing"))
             continue
-        ok = check(path, remote.checksum) or recorded.get(remote.name) == sha256_file(path)
+        ok = check(path, remote.checksums) or recorded.get(remote.name) == sha256_file(path)
         rows.append(FileStatus(remote.name, path.stat().st_size,
                                "verified" if ok else "CHECKSUM MISMATCH"))  # fmt: skip
     return rows
