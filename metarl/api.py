@@ -1,15 +1,18 @@
 """The Python API: train and evaluate experiments, load trained runs, adapt them to new tasks.
 
 The command line is built on these functions, so ``metarl train sinusoid --set iterations=500``
-and ``metarl.train("sinusoid", {"iterations": 500})`` do the same thing::
+and ``metarl.train("sinusoid", {"iterations": 500})`` do the same thing (here 50 iterations,
+a few seconds)::
 
-    import metarl, torch
-
-    result = metarl.train("sinusoid", {"iterations": 500}, out="runs/s500", progress=False)
-    run = metarl.load_run(result.run_dir)
-    x = torch.linspace(-5, 5, 10).unsqueeze(-1)
-    adapted = run.adapt(x, torch.sin(x), steps=5)           # one task's support set
-    run.predict(torch.tensor([[0.5]]), adapted)             # its prediction at x = 0.5
+    >>> import metarl, torch
+    >>> result = metarl.train("sinusoid", {"iterations": 50}, out="runs/s50", progress=False)
+    >>> result.run_dir, result.config.iterations
+    (PosixPath('runs/s50'), 50)
+    >>> run = metarl.load_run(result.run_dir)
+    >>> x = torch.linspace(-5, 5, 10).unsqueeze(-1)                 # one task's support set
+    >>> adapted = run.adapt(x, torch.sin(x), steps=5)
+    >>> run.predict(torch.tensor([[0.5], [1.0]]), adapted).shape    # predictions at 0.5 and 1
+    torch.Size([2, 1])
 
 For meta-RL, :meth:`LoadedRun.adapt_policy` adapts the policy to a task by sampling episodes,
 and :meth:`~metarl.rl.policy.GaussianMLPPolicy.act` acts with it.
@@ -346,8 +349,13 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     Example::
 
-        run = metarl.load_run("runs/sinusoid-20261122-101500")
-        run.model(torch.linspace(-5, 5, 100).unsqueeze(-1))
+        >>> import metarl, torch
+        >>> _ = metarl.train("sinusoid", {"iterations": 20}, out="runs/s20", progress=False)
+        >>> run = metarl.load_run("runs/s20")
+        >>> run.which, run.iteration, type(run.model).__name__
+        ('last', 20, 'MLP')
+        >>> run.model(torch.linspace(-5, 5, 100).unsqueeze(-1)).shape   # θ's predictions
+        torch.Size([100, 1])
 
     Raises:
         RunError: no run there, or an unreadable one.

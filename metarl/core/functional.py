@@ -76,6 +76,17 @@ def task_forward(
     Raises:
         RuntimeError: also when a BatchNorm layer with running statistics meets the vmap path,
             with the fix (:func:`use_batch_statistics`).
+
+    Example, 4 tasks of 10 points through one ``nn.Linear(1, 1)`` with per-task weights::
+
+        >>> import torch
+        >>> from metarl.core import expand_to_tasks, get_params, task_forward
+        >>> model = torch.nn.Linear(1, 1)
+        >>> params = expand_to_tasks(get_params(model), 4)
+        >>> params["weight"].shape
+        torch.Size([4, 1, 1])
+        >>> task_forward(model, params, torch.randn(4, 10, 1)).shape
+        torch.Size([4, 10, 1])
     """
     if buffers is None:
         buffers = get_buffers(module)
