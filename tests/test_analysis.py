@@ -140,6 +140,37 @@ def test_frozen_batchnorm_reproduces_each_convention() -> None:
     torch.testing.assert_close(freeze_batchnorm(running, reference)(one), running(one))
 
 
+def test_conv4_as_plain_layers_computes_what_conv4_computes() -> None:
+    """The analysis's Sequential Conv-4 (the standard classifier's network) against the
+    meta-learned Conv4: the same outputs from the same weights, also at adapted parameters
+    renamed onto it, and its frozen BatchNorm reproducing batch statistics on the reference."""
+    from metarl.analysis.models import as_sequential
+    from metarl.core.functional import single_forward
+    from metarl.supervised.conv4 import Conv4
+
+    torch.manual_seed(0)
+    conv4 = Conv4(5)
+    sequential, rename = as_sequential(conv4)
+    x = torch.rand(12, 1, 28, 28)
+    torch.testing.assert_close(sequential(x), conv4(x), rtol=0, atol=0)
+    moved = {n: p.detach() + 0.05 * torch.randn_like(p) for n, p in conv4.named_parameters()}
+    torch.testing.assert_close(
+        single_forward(sequential, {rename(n): p for n, p in moved.items()}, x),
+        single_forward(conv4, moved, x),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    frozen = freeze_batchnorm(sequential, x)
+    torch.testing.assert_close(frozen(x), conv4(x), rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(frozen(x[:1])).all()
+    running = as_sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))[0]
+    for _ in range(3):
+        running(torch.randn(8, 1, 6, 6))
+    running.eval()
+    one = torch.randn(1, 1, 6, 6)
+    torch.testing.assert_close(freeze_batchnorm(running, x)(one), running(one))
+
+
 # --- end to end on MNIST ------------------------------------------------------------------------
 def _mnist_available() -> bool:
     from metarl.supervised.data.files import DataError, dataset_dir
@@ -194,7 +225,57 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
     assert all(math.isclose(v, 1.0, abs_tol=1e-6) for v in self_cka.values())
 
 
-def test_analyze_refuses_a_conv4_run_in_one_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def _omniglot_available() -> bool:
+    from metarl.supervised.data.files import DataError, dataset_dir
+
+    try:
+        dataset_dir(None, "omniglot")
+    except DataError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _omniglot_available(), reason="Omniglot is not on this machine")
+@pytest.mark.timeout(900)
+def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from metarl.cli import main
+
+    maml, standard, out = tmp_path / "maml", tmp_path / "standard", tmp_path / "analysis"
+    assert main(["train", "omniglot-5w1s", "--out", str(maml), "--no-progress", "--set",
+                 "iterations=20", "meta_batch_size=4", "log_every=10", "checkpoint_every=20",
+                 "tensorboard=false"]) == 0  # fmt: skip
+    assert main(["train", "standard-omniglot", "--out", str(standard), "--no-progress", "--set",
+                 "epochs=1", "tensorboard=false"]) == 0  # fmt: skip
+    assert main(["analyze", str(maml), "--compare", str(standard), "--out", str(out), "--points",
+                 "300", "--episodes", "20", "--tasks", "3", "--no-progress"]) == 0  # fmt: skip
+    for figure in ("filters", "embeddings", "activating_maml", "activating_standard", "saliency",
+                   "activation_max", "gradient_cosines"):  # fmt: skip
+        assert (out / f"{figure}.png").stat().st_size > 3000, figure
+    numbers = json.loads((out / "numbers.json").read_text())
+    assert len(numbers["held_out_classes"]) == 1623 - 1100  # the maml split's val + test
+    assert numbers["probed_classes"] == 100
+    layers = ["norm1", "hidden1", "norm2", "hidden2", "norm3", "hidden3", "norm4", "hidden4"]
+    assert list(numbers["cka"]["MAML vs standard"]) == layers
+    assert {"conv1.weight", "norm4.bias", "head.weight"} <= set(
+        numbers["adaptation_change"]["MAML"]
+    )
+    assert numbers["adaptation_change"]["MAML"]["head.weight"] > 0
+    assert numbers["nearest_centroid"]["MAML (trained)"]["5-way 1-shot"]["mean"] > 0.3
+    report = (out / "report.md").read_text()
+    assert "3×3 convolution kernels" in report and "| MAML vs standard |" in report
+
+
+def test_standard_omniglot_needs_the_training_characters_and_conv4() -> None:
+    from metarl.config import ConfigError
+    from metarl.experiments import load_config
+
+    assert load_config("standard-omniglot").n_classes == 1100
+    with pytest.raises(ConfigError, match="classes=train network=conv4"):
+        load_config("standard-omniglot", {"network": "mlp"})
+
+
+def test_analyze_refuses_a_run_it_cannot_read_in_one_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     from metarl.cli import main
 
     assert main(["train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress", "--set",

@@ -16,39 +16,41 @@ from torch import Tensor
 from metarl.plots import new_figure, save
 
 
-def tile(images: Tensor, columns: int, normalise_each: bool = True) -> Tensor:
-    """``(n, H, W)`` images as one ``(rows·(H+1), columns·(W+1))`` mosaic with 1-pixel gaps;
-    each image scaled to [0, 1] on its own range (``normalise_each``)."""
+def tile(images: Tensor, columns: int, normalise_each: bool = True, gap: float = 1.0) -> Tensor:
+    """``(n, H, W)`` images as one ``(rows·(H+1), columns·(W+1))`` mosaic with 1-pixel gaps of
+    value ``gap``; each image scaled to [0, 1] on its own range (``normalise_each``)."""
     n, h, w = images.shape
     if normalise_each:
         low = images.flatten(1).min(dim=1).values.view(n, 1, 1)
         high = images.flatten(1).max(dim=1).values.view(n, 1, 1)
         images = (images - low) / (high - low).clamp_min(1e-12)
     rows = math.ceil(n / columns)
-    mosaic = torch.ones(rows * (h + 1), columns * (w + 1))
+    mosaic = torch.full((rows * (h + 1), columns * (w + 1)), gap)
     for i in range(n):
         r, c = divmod(i, columns)
         mosaic[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i]
     return mosaic
 
 
-def filters(weights: dict[str, Tensor], path: Path, side: int = 28) -> Path:
-    """First-layer filters: each unit's incoming weights as a ``side × side`` image, a grid per
-    model, side by side (red positive, blue negative, each filter on its own scale)."""
+def filters(weights: dict[str, Tensor], path: Path) -> Path:
+    """First-layer filters ``(units, h, w)`` (a unit's incoming weights as an image, or a
+    convolution's kernel), a grid per model, side by side (red positive, blue negative, each
+    filter on its own scale)."""
     fig = new_figure(5.0 * len(weights), 5.2)
     for ax, (name, w) in zip(fig.subplots(1, len(weights), squeeze=False)[0], weights.items()):
         units = w.shape[0]
         columns = math.ceil(math.sqrt(units))
-        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        centred = (w / scale).view(units, side, side) * 0.5 + 0.5  # 0.5 = zero weight
+        scale = w.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        centred = (w / scale) * 0.5 + 0.5  # 0.5 = zero weight
         ax.imshow(
-            tile(centred, columns, normalise_each=False).numpy(),
+            tile(centred, columns, normalise_each=False, gap=0.5).numpy(),  # gaps white
             cmap="RdBu_r",
             vmin=0,
             vmax=1,
             interpolation="nearest",
         )
-        ax.set_title(f"{name}: {units} first-layer units")
+        kind = "first-layer units" if w.shape[-1] > 5 else f"{w.shape[-2]}×{w.shape[-1]} kernels"
+        ax.set_title(f"{name}: {units} {kind}")
         ax.axis("off")
     return save(fig, path, dpi=100)  # about one screen pixel per weight: a smaller file
 

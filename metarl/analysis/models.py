@@ -11,6 +11,7 @@ of a reference batch of test images of every class (the population's, up to samp
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,17 @@ from torch import Tensor, nn
 from metarl.api import LoadedRun, load_run
 from metarl.config import ConfigError
 
+DATASETS = ("mnist", "fashion-mnist", "omniglot")
+"""The datasets ``metarl analyze`` reads runs of."""
+
 
 class FrozenNorm(nn.Module):
     """``y = (x − mean) / √(var + ε) · weight + bias`` with fixed ``mean`` and ``var``: a
-    BatchNorm1d in evaluation mode, without running statistics to update (so it also runs under
-    ``vmap`` with per-task weights)."""
+    BatchNorm1d or 2d in evaluation mode, without running statistics to update (so it also runs
+    under ``vmap`` with per-task weights). Statistics are per feature ``(N, C)`` or per channel
+    ``(N, C, H, W)``."""
 
-    def __init__(self, norm: nn.BatchNorm1d, mean: Tensor, var: Tensor) -> None:
+    def __init__(self, norm: nn.BatchNorm1d | nn.BatchNorm2d, mean: Tensor, var: Tensor) -> None:
         super().__init__()
         self.eps = norm.eps
         self.weight = nn.Parameter(norm.weight.detach().clone())
@@ -36,24 +41,30 @@ class FrozenNorm(nn.Module):
         self.register_buffer("var", var.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / torch.sqrt(self.var + self.eps) * self.weight + self.bias
+        shape = (-1,) + (1,) * (x.dim() - 2)  # channels of an image batch, features otherwise
+        scale = (self.weight / torch.sqrt(self.var + self.eps)).view(shape)
+        return (x - self.mean.view(shape)) * scale + self.bias.view(shape)
+
+
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def freeze_batchnorm(
     model: nn.Sequential, reference: Tensor, use_running: bool = True
 ) -> nn.Sequential:
-    """A copy of ``model`` with each BatchNorm1d made a :class:`FrozenNorm`: its running
+    """A copy of ``model`` with each BatchNorm made a :class:`FrozenNorm`: its running
     statistics if it keeps them (and ``use_running``), else those of its input on
     ``reference`` (a batch of inputs)."""
     frozen = copy.deepcopy(model).eval()
     x = reference
     with torch.no_grad():
         for i, layer in enumerate(frozen):
-            if isinstance(layer, nn.BatchNorm1d):
+            if isinstance(layer, NORMS):
                 if layer.track_running_stats and use_running:
                     mean, var = layer.running_mean, layer.running_var
                 else:
-                    mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
+                    dims = (0,) if x.dim() == 2 else (0, 2, 3)
+                    mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
                 frozen[i] = FrozenNorm(layer, mean, var)
             x = frozen[i](x)
     return frozen
@@ -69,6 +80,8 @@ class Subject:
         frozen: the trained model with frozen BatchNorm statistics (:func:`freeze_batchnorm`).
         initial: the run's initialisation (its seed), frozen the same way.
         meta_learned: whether the run is meta-learned (it adapts; its labels are per task).
+        rename: the trained network's parameter names as ``frozen`` names them (Conv4 →
+            :func:`~metarl.supervised.models.conv4_sequential`; the identity for an MLP).
     """
 
     name: str
@@ -76,10 +89,42 @@ class Subject:
     frozen: nn.Sequential
     initial: nn.Sequential
     meta_learned: bool
+    rename: Callable[[str], str] = str
 
     @property
     def config(self) -> Any:
         return self.run.config
+
+    def frozen_params(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Parameters of the trained network (e.g. adapted ones) under ``frozen``'s names."""
+        return {self.rename(name): p for name, p in params.items()}
+
+
+def as_sequential(model: nn.Module) -> tuple[nn.Sequential, Callable[[str], str]]:
+    """The network as an ``nn.Sequential`` of plain torch layers, and how its parameter names
+    map onto the Sequential's. A meta-learned Conv-4 (stride version) becomes
+    :func:`~metarl.supervised.models.conv4_sequential` with the same weights.
+
+    Raises:
+        ConfigError: another architecture.
+    """
+    from metarl.supervised.conv4 import Conv4
+    from metarl.supervised.models import conv4_parameter_name, conv4_sequential
+
+    if isinstance(model, nn.Sequential) and any(isinstance(m, NORMS) for m in model):
+        return model, str
+    if isinstance(model, Conv4) and model.downsample == "stride":
+        n_out, filters = model.head.weight.shape
+        channels = model.blocks[0].conv.weight.shape[1]
+        sequential = conv4_sequential(n_out, channels, filters)
+        state = {conv4_parameter_name(k): v for k, v in model.state_dict().items()}
+        sequential.load_state_dict(state)
+        return sequential.train(model.training), conv4_parameter_name
+    raise ConfigError(
+        "metarl analyze studies the BatchNorm MLP (few-shot runs with network=mlp, standard-* "
+        "runs) and the stride Conv-4 (omniglot-*, standard-omniglot); this network is "
+        f"{type(model).__name__}"
+    )
 
 
 def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
@@ -92,33 +137,34 @@ def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
 
     run = load_run(run_dir)
     config = run.config
-    if not isinstance(run.model, nn.Sequential) or not any(
-        isinstance(m, nn.BatchNorm1d) for m in run.model
-    ):
+    if getattr(config, "dataset", None) not in DATASETS:
         raise ConfigError(
-            f"{run_dir}: metarl analyze studies the fully connected classifier (few-shot runs "
-            "with network=mlp, and standard-* runs); this run's network is "
-            f"{type(run.model).__name__}"
+            f"{run_dir}: metarl analyze reads {', '.join(DATASETS)} runs, not "
+            f"{getattr(config, 'dataset', config.experiment)}"
         )
-    if getattr(config, "dataset", None) not in ("mnist", "fashion-mnist"):
-        raise ConfigError(f"{run_dir}: metarl analyze reads (Fashion-)MNIST runs only so far")
+    try:
+        trained, rename = as_sequential(run.model)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir}: {e}") from None
     meta_learned = run.algorithm is not None
     name = "MAML" if meta_learned else "standard"
     if meta_learned and getattr(config, "algorithm", "maml") != "maml":
         name = config.algorithm
-    initial = get_experiment(config.experiment).build_model(config)
+    initial, _ = as_sequential(get_experiment(config.experiment).build_model(config))
     return Subject(
         name=name,
         run=run,
-        frozen=freeze_batchnorm(run.model, reference),
+        frozen=freeze_batchnorm(trained, reference),
         initial=freeze_batchnorm(initial.eval(), reference, use_running=False),
         meta_learned=meta_learned,
+        rename=rename,
     )
 
 
 def layer_outputs(model: nn.Sequential, images: Tensor, batch: int = 1000) -> dict[str, Tensor]:
     """The output of every BatchNorm (``norm1``…) and hidden ReLU (``hidden1``…) of a frozen
-    model on ``images (M, 1, 28, 28)``, each ``(M, width)``."""
+    model on ``images (M, 1, 28, 28)``, each ``(M, width)``: a convolutional layer's unit is a
+    channel, its activation the channel's mean over space."""
     names, outputs = {}, {}
     norms = hidden = 0
     for i, layer in enumerate(model):
@@ -134,10 +180,15 @@ def layer_outputs(model: nn.Sequential, images: Tensor, batch: int = 1000) -> di
             for i, layer in enumerate(model):
                 x = layer(x)
                 if i in names:
-                    outputs.setdefault(names[i], []).append(x)
+                    outputs.setdefault(names[i], []).append(x if x.dim() == 2 else x.mean((2, 3)))
     return {name: torch.cat(parts) for name, parts in outputs.items()}
 
 
-def first_layer(model: nn.Sequential) -> Tensor:
-    """The first Linear layer's weights ``(units, 784)``."""
-    return next(m for m in model if isinstance(m, nn.Linear)).weight.detach()
+def first_layer(model: nn.Sequential, image_side: int = 28) -> Tensor:
+    """The first layer's filters as images ``(units, h, w)``: a Linear layer's incoming weights
+    ``(units, 28, 28)``, a convolution's kernels ``(channels, 3, 3)`` (one input channel)."""
+    layer = next(m for m in model if isinstance(m, nn.Linear | nn.Conv2d))
+    w = layer.weight.detach()
+    if isinstance(layer, nn.Conv2d):
+        return w.sum(dim=1)  # the kernels over the input channels (one for Omniglot)
+    return w.view(w.shape[0], image_side, image_side)

@@ -46,6 +46,7 @@ from metarl.run import read_metrics
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
 
 TEST_IMAGES = 60_000  # (Fashion-)MNIST: images from this index on are the test file's
+PROBE_CLASSES = 100  # at most this many held-out classes in the linear probe and nearest centroid
 ACTIVATION_MAX_LR = 0.05  # Adam on the input; the objective: metarl.analysis.writeup
 
 
@@ -93,7 +94,7 @@ def analyze(
         ) from None
     started = time.perf_counter()
     # --- the runs and the test images ---------------------------------------------------------
-    images, labels, dataset = _test_images(run)
+    images, labels, dataset = _analysis_images(run)
     generator = torch.Generator().manual_seed(seed)
     reference = images[torch.randperm(len(images), generator=generator)[:1000]]
     subjects = [load_subject(run, reference)]
@@ -115,6 +116,10 @@ def analyze(
         stages.update()
 
     chosen = torch.randperm(len(images), generator=generator)[:points]
+    # The 2-D views colour points by class: Omniglot's are the first 10 held-out characters'.
+    shown = chosen if dataset != "omniglot" else torch.isin(labels, torch.tensor(held_out[:10]))
+    shown = shown if shown.dtype != torch.bool else shown.nonzero().squeeze(1)
+    n_way = next((s.config.n_way for s in subjects if s.meta_learned), 5)
     numbers: dict[str, Any] = {
         "dataset": dataset,
         "runs": {s.name: str(s.run.run_dir) for s in subjects},
@@ -123,7 +128,8 @@ def analyze(
     }
 
     # --- 1. first-layer filters -----------------------------------------------------------------
-    figures.filters({s.name: first_layer(s.frozen) for s in subjects}, out / "filters.png")
+    figures.filters({s.name: first_layer(s.frozen, images.shape[-1]) for s in subjects},
+                    out / "filters.png")  # fmt: skip
     stage("filters")
 
     # --- 2. the last hidden layer in 2-D; cluster separation ----------------------------------
@@ -132,12 +138,12 @@ def analyze(
         name: o[max((k for k in o if k.startswith("hidden")), key=_depth)]
         for name, o in outputs.items()
     }
-    embedded = {name: _embed(features[chosen], seed) for name, features in last.items()}
-    figures.embeddings(embedded, labels[chosen], out / "embeddings.png")
+    embedded = {name: _embed(features[shown], seed) for name, features in last.items()}
+    figures.embeddings(embedded, labels[shown], out / "embeddings.png")
     numbers["silhouette"] = {
         name: {
-            "features": silhouette(last[name][chosen], labels[chosen]),
-            **{method: silhouette(xy, labels[chosen]) for method, xy in by_method.items()},
+            "features": silhouette(last[name][shown], labels[shown]),
+            **{method: silhouette(xy, labels[shown]) for method, xy in by_method.items()},
         }
         for name, by_method in embedded.items()
     }
@@ -159,15 +165,16 @@ def analyze(
     stage("activating examples")
 
     # --- 4. class saliency and activation maximisation ----------------------------------------
-    saliency_inputs = torch.stack([images[labels == c][0] for c in held_out])
+    classes = held_out[:n_way]
+    saliency_inputs = torch.stack([images[labels == c][0] for c in classes])
     rows = {"input": saliency_inputs[:, 0]}
     for s in subjects:
-        score = _class_scores(s, images, labels, held_out)
+        score = _class_scores(s, images, labels, classes)
         if score is not None:
             rows[s.name] = _saliency(score, saliency_inputs)
     title = "class saliency |∂ score / ∂ input| on held-out classes"
     figures.image_rows(rows, out / "saliency.png", title, cmap="hot",
-                       columns_title=[str(c) for c in held_out])  # fmt: skip
+                       columns_title=[str(c) for c in classes])  # fmt: skip
     maximised = {}
     for s in subjects:
         layer_units = numbers["activating_units"][s.name]["norm4"]
@@ -179,7 +186,12 @@ def analyze(
     stage("saliency, activation maximisation")
 
     # --- 5. features on held-out classes: linear probe, nearest centroid ---------------------
-    mask = torch.isin(labels, torch.tensor(held_out))
+    probed = held_out  # Omniglot's 523: a seeded 100 of them keep the probes to seconds
+    if len(held_out) > PROBE_CLASSES:
+        pick = torch.randperm(len(held_out), generator=generator)[:PROBE_CLASSES]
+        probed = sorted(held_out[i] for i in pick.tolist())
+    numbers["probed_classes"] = len(probed)
+    mask = torch.isin(labels, torch.tensor(probed))
     split = torch.randperm(int(mask.sum()), generator=generator)
     half = len(split) // 2
     numbers["linear_probe"], numbers["nearest_centroid"] = {}, {}
@@ -192,10 +204,10 @@ def analyze(
                 feats[split[:half]], y[split[:half]], feats[split[half:]], y[split[half:]]
             )
             numbers["nearest_centroid"][key] = {
-                f"{len(held_out)}-way {k}-shot": nearest_centroid_accuracy(
+                f"{min(5, len(probed))}-way {k}-shot": nearest_centroid_accuracy(
                     feats,
                     y,
-                    min(5, len(held_out)),
+                    min(5, len(probed)),
                     k,
                     15,
                     episodes,
@@ -259,19 +271,47 @@ def analyze(
 
 
 # --- data ---------------------------------------------------------------------------------------
-def _test_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
-    """The test file's images ``(M, 1, 28, 28)`` in [0, 1], labels ``(M,)`` and the dataset."""
+def _analysis_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
+    """The images the analysis looks at ``(M, 1, 28, 28)`` in [0, 1], their labels ``(M,)`` and
+    the dataset: (Fashion-)MNIST's test file; all of Omniglot, labelled by character (its
+    index in :func:`~metarl.supervised.data.omniglot.load_omniglot`'s sorted list)."""
+    from metarl.analysis.models import DATASETS
     from metarl.run import load_checkpoint
-    from metarl.supervised.data.mnist import load_idx_dataset
 
     config = load_checkpoint(run)["config"]
     dataset = config.get("dataset")
-    if dataset not in ("mnist", "fashion-mnist"):
+    if dataset not in DATASETS:
         raise ConfigError(
-            f"{run}: metarl analyze reads (Fashion-)MNIST runs only so far, not {dataset}"
+            f"{run}: metarl analyze reads {', '.join(DATASETS)} runs, not "
+            f"{dataset or config.get('experiment')}"
         )
+    if dataset == "omniglot":
+        from metarl.supervised.data.omniglot import load_omniglot
+
+        images = load_omniglot(config.get("data_dir"))["images"]  # (1623, 20, 28, 28)
+        labels = torch.arange(len(images)).repeat_interleave(images.shape[1])
+        return images.reshape(-1, 1, *images.shape[-2:]).float() / 255.0, labels, dataset
+    from metarl.supervised.data.mnist import load_idx_dataset
+
     images, labels = load_idx_dataset(dataset, config.get("data_dir"))
     return images[TEST_IMAGES:].unsqueeze(1).float() / 255.0, labels[TEST_IMAGES:], dataset
+
+
+def _omniglot_characters() -> list[str]:
+    from metarl.supervised.data.omniglot import load_omniglot
+
+    return load_omniglot()["characters"]
+
+
+def trained_classes(config: Any) -> list[int]:
+    """The labels a run trained on, as :func:`_analysis_images` labels them: Omniglot's maml
+    split training characters, else ``train_classes``."""
+    if config.dataset == "omniglot":
+        from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
+
+        data = load_omniglot(config.data_dir)
+        return omniglot_split(data, "maml", "train", config.data_dir).classes.tolist()
+    return list(config.train_classes)
 
 
 def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
@@ -280,9 +320,13 @@ def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
     held_out, note = [5, 6, 7, 8, 9], "labels 5-9 (every run here trained on all labels)"
     for s in subjects:
         if s.meta_learned or getattr(s.config, "classes", "all") == "train":
-            train = set(s.config.train_classes)
-            held_out = [c for c in range(10) if c not in train]
+            train = set(trained_classes(s.config))
+            n_labels = 10 if s.config.dataset != "omniglot" else len(_omniglot_characters())
+            held_out = [c for c in range(n_labels) if c not in train]
             note = f"the labels {s.name} did not train on"
+            if s.config.dataset == "omniglot":
+                note = (f"the {len(held_out)} characters outside the maml split's training "
+                        "characters (its validation and test characters)")  # fmt: skip
             break
     saw = [
         s.name
@@ -328,7 +372,7 @@ def _class_scores(
     if s.meta_learned:
         support_x = torch.cat([images[labels == c][1:6] for c in classes])
         support_y = torch.arange(len(classes)).repeat_interleave(5)
-        adapted = s.run.adapt(support_x, support_y)
+        adapted = s.frozen_params(s.run.adapt(support_x, support_y))
         return lambda x: single_forward(s.frozen, adapted, x)
     if getattr(s.config, "classes", "all") != "all":
         return None
@@ -351,7 +395,7 @@ def _maximise(model: nn.Sequential, layer: str, unit: int, seed: int) -> Tensor:
     x.requires_grad_(True)
     optimiser = torch.optim.Adam([x], lr=ACTIVATION_MAX_LR)
     for _ in range(ACTIVATION_MAX_STEPS):
-        activation = head(x)[0, unit]
+        activation = head(x)[0, unit].mean()  # a channel: its mean over space
         tv = (x[..., 1:, :] - x[..., :-1, :]).abs().sum() + (x[..., 1:] - x[..., :-1]).abs().sum()
         objective = activation - L2_WEIGHT * (x - 0.5).square().sum() - TV_WEIGHT * tv
         optimiser.zero_grad()
@@ -417,8 +461,14 @@ def _adaptation_change(
     return {_readable(s.run.model, name): value for name, value in change.items()}
 
 
-def _readable(model: nn.Sequential, name: str) -> str:
-    """``"4.weight"`` → ``"linear2.weight"``: Sequential indices as the layers' kinds."""
+def _readable(model: nn.Module, name: str) -> str:
+    """``"4.weight"`` → ``"linear2.weight"``: Sequential indices as the layers' kinds; Conv4's
+    ``blocks.1.conv.weight`` → ``conv2.weight``, ``blocks.1.bn.bias`` → ``norm2.bias``."""
+    if name.startswith("blocks."):
+        _, block, kind, leaf = name.split(".")
+        return f"{'conv' if kind == 'conv' else 'norm'}{int(block) + 1}.{leaf}"
+    if name.startswith("head."):
+        return name
     index, _, leaf = name.partition(".")
     kind = type(model[int(index)])
     count = sum(isinstance(m, kind) for m in list(model)[: int(index) + 1])
@@ -447,7 +497,7 @@ def _alignment_tasks(
     if getattr(s.config, "classes", "all") == "all":
         return _episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
                          lambda c, position: c), model  # fmt: skip
-    own = list(s.config.train_classes)
+    own = trained_classes(s.config)
     return _episodes(images, labels, own, n_tasks, min(n_way, len(own)), 1, 5, generator,
                      lambda c, position: own.index(c)), model  # fmt: skip
 

@@ -21,18 +21,28 @@ def slug(name: str) -> str:
 def write_up(numbers: dict[str, Any], subjects: list[Subject], over_training: bool) -> str:
     names = [s.name for s in subjects]
     runs = ", ".join(f"{name}: `{path}`" for name, path in numbers["runs"].items())
-    held = ", ".join(map(str, numbers["held_out_classes"]))
+    held_out = numbers["held_out_classes"]
+    held = ", ".join(map(str, held_out)) + f" ({numbers['held_out_note']})"
+    if len(held_out) > 20:
+        held = numbers["held_out_note"]
+    omniglot = numbers["dataset"] == "omniglot"
+    filters = (
+        "Each of the 64 first-layer 3×3 convolution kernels (red positive, blue negative)."
+        if omniglot
+        else "Each first-layer unit's incoming weights as a 28×28 image (red positive, blue "
+        "negative)."
+    )
     lines = [
         f"# What {' and '.join(names)} learned ({numbers['dataset']})",
         "",
-        f"Runs: {runs}. Held-out classes: {held} ({numbers['held_out_note']}). Written by "
+        f"Runs: {runs}. Held-out classes: {held}. Written by "
         "`metarl analyze` in {:.0f} s.".format(numbers["seconds"]),
         "",
         "## First-layer filters",
         "",
         "![filters](filters.png)",
         "",
-        "Each first-layer unit's incoming weights as a 28×28 image (red positive, blue negative).",
+        filters,
         "",
         "## The last hidden layer in 2-D",
         "",
@@ -53,7 +63,12 @@ def write_up(numbers: dict[str, Any], subjects: list[Subject], over_training: bo
         lines += [f"![activating {name}](activating_{slug(name)}.png)", ""]
     lines += [
         "Per unit of the third and fourth BatchNorm layers (the units of largest variance), the "
-        "eight test images that excite it most (left) and least (right).",
+        "eight test images that excite it most (left) and least (right)."
+        + (
+            " A Conv-4 unit is a channel, its activation the channel's mean over space."
+            if omniglot
+            else ""
+        ),
         "",
         "## Class saliency and activation maximisation",
         "",
@@ -72,7 +87,13 @@ def write_up(numbers: dict[str, Any], subjects: list[Subject], over_training: bo
         "",
         "Linear probe (logistic regression on half of the held-out test images, scored on the "
         "other half) and nearest-centroid few-shot accuracy (15 queries per class, 95% interval), "
-        "for each model and its initialisation:",
+        "for each model and its initialisation"
+        + (
+            f", over {numbers['probed_classes']} of the held-out classes (seeded)"
+            if numbers.get("probed_classes", len(held_out)) < len(held_out)
+            else ""
+        )
+        + ":",
         "",
         "| model | linear probe | "
         + " | ".join(next(iter(numbers["nearest_centroid"].values())))

@@ -272,7 +272,12 @@ class StandardConfig(CommonConfig):
     log_every: int = override(1)
     checkpoint_every: int = override(1)
     # --- data --------------------------------------------------------------------------------
-    dataset: str = option("mnist", "mnist or fashion-mnist", choices=("mnist", "fashion-mnist"))
+    dataset: str = option(
+        "mnist",
+        "mnist, fashion-mnist, or omniglot (the maml split's 1,100 training characters, drawers "
+        "1-15 to train on and 16-20 to test; needs classes=train and network=conv4)",
+        choices=("mnist", "fashion-mnist", "omniglot"),
+    )
     data_dir: str | None = option(
         None, "data root holding <dataset>/; null: $METARL_DATA, else ../shared/data"
     )
@@ -284,7 +289,13 @@ class StandardConfig(CommonConfig):
     )
     train_classes: list[int] = option([0, 1, 2, 3, 4], "classes=train: the labels", low=0, high=9)
     # --- model and training ------------------------------------------------------------------
-    mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "hidden widths", low=1)
+    network: str = option(
+        "mlp",
+        "mlp: the study's BatchNorm MLP (mlp_hidden); conv4: the MAML paper's Omniglot Conv-4 "
+        "(64 filters, stride-2 3×3 convolutions, BatchNorm with running statistics)",
+        choices=("mlp", "conv4"),
+    )
+    mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "mlp: hidden widths", low=1)
     epochs: int = option(5, "passes over the training images", low=1)
     batch_size: int = option(256, "images per mini-batch", low=1)
     lr: float = option(1e-3, "Adam's learning rate (β 0.9/0.999)", low=0.0, high=10.0)
@@ -305,10 +316,19 @@ class StandardConfig(CommonConfig):
     @property
     def n_classes(self) -> int:
         """Outputs of the classifier."""
+        if self.dataset == "omniglot":
+            from metarl.supervised.data.omniglot import SPLIT_SIZES
+
+            return SPLIT_SIZES["train"]
         return 10 if self.classes == "all" else len(self.train_classes)
 
     def validate(self) -> None:
         super().validate()
+        if self.dataset == "omniglot" and (self.classes, self.network) != ("train", "conv4"):
+            raise ConfigError(
+                "dataset: omniglot trains Conv-4 on the training characters only; set "
+                "classes=train network=conv4 (as standard-omniglot does)"
+            )
         if len(set(self.train_classes)) != len(self.train_classes) or len(self.train_classes) < 2:
             raise ConfigError(f"train_classes: need two or more distinct labels, got "
                               f"{self.train_classes}")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from metarl.core.layers import MLP
 
@@ -64,3 +64,47 @@ def bn_mlp(
         width = size
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
+
+
+class SpatialMean(nn.Module):
+    """``(..., C, H, W) -> (..., C)``: the mean over space (Conv-4's last feature map)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+def conv4_sequential(
+    n_out: int, in_channels: int = 1, filters: int = 64, running_statistics: bool = False
+) -> nn.Sequential:
+    """The Omniglot Conv-4 (:class:`~metarl.supervised.conv4.Conv4` with ``downsample="stride"``)
+    as plain torch layers, for ordinary training and for feature analysis: four blocks of a 3×3
+    stride-2 convolution, BatchNorm (ε 1e-5) and ReLU, the mean over space, then a linear head.
+
+    Layer ``3i`` is block ``i``'s convolution, ``3i + 1`` its BatchNorm, ``13`` the head: the
+    same parameters as Conv4's ``blocks.i.conv``, ``blocks.i.bn`` and ``head``
+    (:func:`conv4_parameter_name`).
+
+    Args:
+        running_statistics: ordinary training keeps running statistics (PyTorch's momentum 0.1)
+            for evaluation; off, every batch is normalised with its own statistics.
+    """
+    layers: list[nn.Module] = []
+    channels = [in_channels, filters, filters, filters, filters]
+    for c_in, c_out in zip(channels, channels[1:]):
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+            nn.BatchNorm2d(c_out, track_running_stats=running_statistics),
+            nn.ReLU(),
+        ]
+    layers += [SpatialMean(), nn.Linear(filters, n_out)]
+    return nn.Sequential(*layers)
+
+
+def conv4_parameter_name(name: str) -> str:
+    """Conv4's parameter name as :func:`conv4_sequential` names it (``blocks.2.bn.weight`` →
+    ``7.weight``, ``head.bias`` → ``13.bias``)."""
+    parts = name.split(".")
+    if parts[0] == "head":
+        return f"13.{parts[-1]}"
+    offset = {"conv": 0, "bn": 1}[parts[2]]
+    return f"{3 * int(parts[1]) + offset}.{parts[-1]}"

@@ -24,7 +24,7 @@ from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, load_checkpoin
 from metarl.runtime import set_num_threads
 from metarl.seeding import seeded
 from metarl.supervised.config import StandardConfig
-from metarl.supervised.models import bn_mlp
+from metarl.supervised.models import bn_mlp, conv4_sequential
 
 TRAIN_IMAGES = 60_000
 """MNIST and Fashion-MNIST: the first 60,000 images are the training file's, the rest the test
@@ -41,6 +41,8 @@ def load_images(config: StandardConfig, subset: str) -> tuple[Tensor, Tensor]:
     Raises:
         DataError: the data is missing or corrupt.
     """
+    if config.dataset == "omniglot":
+        return _omniglot_images(config, subset)
     from metarl.supervised.data.mnist import load_idx_dataset
 
     images, labels = load_idx_dataset(config.dataset, config.data_dir)
@@ -54,9 +56,32 @@ def load_images(config: StandardConfig, subset: str) -> tuple[Tensor, Tensor]:
     return images.unsqueeze(1).float() / 255.0, labels
 
 
+OMNIGLOT_TRAIN_DRAWERS = 15
+"""Omniglot: the first 15 of each character's 20 drawings train, the last 5 test."""
+
+
+def _omniglot_images(config: StandardConfig, subset: str) -> tuple[Tensor, Tensor]:
+    """The maml split's training characters (labels 0..1099 in the split's order): drawers
+    1-15 for ``train``, 16-20 for ``test``; strokes 1, background 0, as MAML sees them."""
+    from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
+
+    data = load_omniglot(config.data_dir)
+    characters = omniglot_split(data, "maml", "train", config.data_dir).classes
+    drawers = (
+        slice(0, OMNIGLOT_TRAIN_DRAWERS)
+        if subset == "train"
+        else slice(OMNIGLOT_TRAIN_DRAWERS, None)
+    )
+    images = data["images"][characters][:, drawers]  # (1100, drawers, 28, 28)
+    labels = torch.arange(len(characters)).repeat_interleave(images.shape[1])
+    return images.reshape(-1, 1, *images.shape[-2:]).float() / 255.0, labels
+
+
 def build_model(config: StandardConfig) -> nn.Sequential:
     """The classifier, with BatchNorm's running statistics, initial weights from the seed."""
     with seeded(config.seed):
+        if config.network == "conv4":
+            return conv4_sequential(config.n_classes, running_statistics=True)
         return bn_mlp(28 * 28, config.mlp_hidden, config.n_classes, running_statistics=True)
 
 
@@ -211,5 +236,11 @@ def preflight(config: StandardConfig) -> None:
     """
     from metarl.supervised.data.files import dataset_dir
     from metarl.supervised.data.mnist import FALLBACK_DIRS
+
+    if config.dataset == "omniglot":
+        from metarl.supervised.data.omniglot import load_omniglot
+
+        load_omniglot(config.data_dir)  # checks the archives (and caches the decoded images)
+        return
 
     dataset_dir(config.data_dir, config.dataset, FALLBACK_DIRS.get(config.dataset, ()))
