@@ -46,3 +46,44 @@ def test_the_python_blocks_run(tmp_path, monkeypatch, document):
                  "--set", "iterations=20", "log_every=10", "checkpoint_every=20"]) == 0  # fmt: skip
     for block in _blocks("python", [document]):
         exec(compile(block, str(document), "exec"), {})  # noqa: S102 - the documents' own code
+
+
+def _documented_command_lines() -> list[str]:
+    """Every `metarl ...` command line of the bash blocks (continuations joined, comments and
+    environment assignments removed; `torchrun ... -m metarl` counted as metarl)."""
+    lines = []
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            line = re.sub(r"^(?:[A-Z_]+=\S+\s+)+", "", line)
+            line = re.sub(r"^torchrun\b.*?-m metarl\b", "metarl", line)
+            if line.startswith("metarl "):
+                lines.append(line)
+    return lines
+
+
+def test_every_documented_command_line_parses_and_its_config_validates():
+    """Each documented command is read by the parser as written, and a `train` or `config`
+    command's experiment and `--set` overrides validate (so no key, value or flag in the docs
+    can rot), without running anything long."""
+    import shlex
+
+    from metarl.cli import build_parser
+    from metarl.experiments import load_config
+
+    parser = build_parser()
+    lines = _documented_command_lines()
+    assert len(lines) > 20
+    checked = 0
+    for line in lines:
+        words = shlex.split(line)[1:]
+        if any("<" in w or "..." in w or w in ("EXP", "RUN", "NAME", "DIR") for w in words):
+            continue  # a placeholder in a usage line
+        try:
+            args = parser.parse_args(words)
+        except SystemExit as e:
+            raise AssertionError(f"the parser refuses a documented command: {line}") from e
+        if args.command in ("train", "config") and not getattr(args, "resume", None):
+            load_config(args.experiment, args.set)
+            checked += 1
+    assert checked > 5
