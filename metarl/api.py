@@ -52,7 +52,7 @@ from metarl.run import (
     run_lock,
 )
 
-RESUME_OVERRIDES = ("iterations", "num_threads")
+RESUME_OVERRIDES = ("iterations", "num_threads", "time_budget")
 """Config keys a resumed run may change: the budget and how the run uses the CPU."""
 EVALUATION_KEYS = (
     "num_threads", "baselines_dir", "baseline_iterations", "baseline_lr", "pretrained_finetune_lrs",

@@ -26,3 +26,40 @@ def test_memory_family_shows_second_order_maml_growing_with_the_inner_steps():
     table = format_family_memory({"setting": "s", "steps": [1, 4], "rows": rows,
                                   "machine": {"cpu": "c", "cores": 2, "torch": "t"}})  # fmt: skip
     assert "| MAML | 10 MiB, 0.50 s | 40 MiB, 2.00 s |" in table
+
+
+def test_a_time_budget_ends_training_with_a_checkpoint_and_resumes(tmp_path):
+    """`time_budget` stops a run where its time ran out, with the checkpoint and the last log
+    at that iteration; a resumed run may raise the budget and goes on from there."""
+    import json
+
+    import torch
+
+    from metarl.api import train
+
+    run = tmp_path / "run"
+    train("sinusoid", {"time_budget": 0.5, "log_every": 1000}, out=run, progress=False)
+
+    def state() -> tuple[int, int, float]:
+        checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+        logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["iteration"]
+        return checkpoint["iteration"], logged, checkpoint["elapsed"]
+
+    first, logged, elapsed = state()
+    assert 0 < first < 70_000 and logged == first and elapsed >= 0.5
+    train("sinusoid", {"time_budget": 1.5}, resume=run, progress=False)
+    second, logged, elapsed = state()
+    assert second > first and logged == second and elapsed >= 1.5
+
+
+def test_the_family_table_reads_a_diverged_mean_as_diverged():
+    from metarl.benchmarks.speed.family_budget import format_family_budget
+
+    point = {"seconds": 2.0, "iterations": 400,
+             "mse": {k: [3.0, 0.5, float("nan")] for k in ("K=5", "K=10", "K=20")}}  # fmt: skip
+    row = {"points": [point], "peak_mib": 40.0, "settings": {}}
+    result = {"budget_s": 2.0, "eval_tasks": 20, "pretrained": {}, "rows": {"Meta-SGD": row}}
+    table = format_family_budget(result)
+    assert "| Meta-SGD | 0.500 \\| diverged |" in table and "| 400 | 5.0 ms | 40 MiB |" in table
+    header, rule = table.splitlines()[2:4]
+    assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has

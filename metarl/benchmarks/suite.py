@@ -36,7 +36,7 @@ def benchmark_names() -> list[str]:
 
 
 def _run_speed(
-    selected: set[str], suite: str, deadline: float | None
+    selected: set[str], suite: str, deadline: float | None, root: Path
 ) -> tuple[dict[str, Any], bool]:
     """The selected speed benchmarks' results (or why not), and whether Ctrl-C stopped them."""
     attempted: dict[str, Any] = {}
@@ -48,7 +48,7 @@ def _run_speed(
             continue
         print(f"\n=== {name}", flush=True)
         try:
-            result, table = fn(suite)
+            result, table = fn(suite, root / name)
             attempted[name] = {"result": result, "table": table}
             print(table)
         except KeyboardInterrupt:
@@ -114,7 +114,7 @@ def run_suite(
     # --- speed, side by side ----------------------------------------------------------------
     attempted: dict[str, Any] = {}
     if not (report_only or interrupted):
-        attempted, interrupted = _run_speed(selected, suite, deadline)
+        attempted, interrupted = _run_speed(selected, suite, deadline, root)
 
     # --- the report: this call's results over the latest ones --------------------------------
     previous = latest_runs(report_dir).get(suite, {})

@@ -57,6 +57,14 @@ class SupervisedConfig(MetaLearningConfig):
         "speed-omniglot`)",
         low=1,
     )
+    time_budget: float = option(
+        0.0,
+        "seconds of training (summed over resumes) after which the run ends, with a checkpoint, "
+        "at the iteration it reached; 0: none (the paper's protocol is a number of iterations). "
+        "For comparisons at equal wall-clock (metarl bench --only family-sinusoid); schedules "
+        "still count toward `iterations`",
+        low=0.0,
+    )
     msl_iterations: int = option(
         5000,
         "maml_plus_plus: iterations over which the multi-step loss anneals toward the last step "

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, Problem
 from metarl.algorithms.alignment import alignment_metrics, task_alignment
-from metarl.config import to_dict
+from metarl.config import ConfigError, to_dict
 from metarl.core import TaskBatch, all_finite
 from metarl.distributed import init_world
 from metarl.run import CHECKPOINT, MetricsLog, NullLog, adam, atomic_torch_save, iteration_bar
@@ -78,6 +78,8 @@ def meta_train(
     )
     world = init_world(config.device)  # several processes under torchrun, else None
     main = world is None or world.is_main  # the one that writes the run directory
+    if world is not None and config.time_budget:  # each process's clock would stop it elsewhere
+        raise ConfigError("time_budget: a run under torchrun stops by iterations only")
     meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers, world)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
@@ -142,7 +144,10 @@ def meta_train(
             for key, v in step.metrics.items():
                 window[key] = window.get(key, 0.0) + v
             done = iteration + 1
-            if done % config.log_every == 0 or done == config.iterations:
+            spent = elapsed_before + time.perf_counter() - started
+            out_of_time = 0 < config.time_budget <= spent  # an equal-budget comparison's end
+            last = done == config.iterations or out_of_time
+            if done % config.log_every == 0 or last:
                 n = config.log_every if done % config.log_every == 0 else done % config.log_every
                 means = {k: float(v) / n for k, v in window.items()}
                 means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
@@ -156,8 +161,10 @@ def meta_train(
                 log.write(done, means)
                 bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
                 window, window_start = {}, time.perf_counter()
-            if main and (done % config.checkpoint_every == 0 or done == config.iterations):
+            if main and (done % config.checkpoint_every == 0 or last):
                 checkpoint(done)
+            if out_of_time:
+                break
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
         # the same tasks and gives the same numbers as an uninterrupted run.

@@ -1,12 +1,14 @@
 """Speed benchmarks: each measures variants side by side in one process (ratios, not seconds).
 
 :data:`SPEED` maps a benchmark name (``metarl bench --only NAME``) to a function of the suite
-(``quick`` or ``paper``, which sets the size) returning a JSON-able result and a Markdown table.
+(``quick`` or ``paper``, which sets the size) and a folder it may write to, returning a JSON-able
+result and a Markdown table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -14,14 +16,14 @@ class BenchmarkUnavailable(Exception):
     """A benchmark that cannot run on this machine (e.g. its dataset is not here)."""
 
 
-def _speed_core(suite: str) -> tuple[dict[str, Any], str]:
+def _speed_core(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.speed.core import bench_sinusoid, format_sinusoid
 
     result = bench_sinusoid(30 if suite == "quick" else 200)
     return result, format_sinusoid(result)
 
 
-def _speed_omniglot(suite: str) -> tuple[dict[str, Any], str]:
+def _speed_omniglot(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.runner import missing_dataset
     from metarl.benchmarks.speed.omniglot import bench_omniglot, format_omniglot
 
@@ -32,28 +34,28 @@ def _speed_omniglot(suite: str) -> tuple[dict[str, Any], str]:
     return result, format_omniglot(result)
 
 
-def _speed_simulator(suite: str) -> tuple[dict[str, Any], str]:
+def _speed_simulator(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.speed.simulator import bench_locomotion, format_locomotion
 
     result = bench_locomotion(steps=10 if suite == "quick" else 50)
     return result, format_locomotion(result)
 
 
-def _speed_meta_iteration(suite: str) -> tuple[dict[str, Any], str]:
+def _speed_meta_iteration(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.speed.meta_iteration import bench_meta_iteration, format_meta_iteration
 
     result = bench_meta_iteration(2 if suite == "quick" else 5)
     return result, format_meta_iteration(result)
 
 
-def _speed_distributed(suite: str) -> tuple[dict[str, Any], str]:
+def _speed_distributed(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.speed.distributed import bench_distributed, format_distributed
 
     result = bench_distributed(quick=suite == "quick")
     return result, format_distributed(result)
 
 
-def _memory_family(suite: str) -> tuple[dict[str, Any], str]:
+def _memory_family(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     from metarl.benchmarks.speed.family_memory import bench_family_memory, format_family_memory
 
     if suite == "quick":
@@ -63,11 +65,29 @@ def _memory_family(suite: str) -> tuple[dict[str, Any], str]:
     return result, format_family_memory(result)
 
 
-SPEED: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
+def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.speed.family_budget import (
+        bench_family_budget,
+        format_family_budget,
+        plot_family_budget,
+    )
+
+    if suite == "quick":
+        result = bench_family_budget(
+            2.0, workdir, eval_tasks=20, baseline_iterations=50, fractions=(1.0,)
+        )
+    else:
+        result = bench_family_budget(120.0, workdir)
+    figure = plot_family_budget(result, workdir / "mse_vs_time.png")
+    return result, format_family_budget(result) + f"\n\nMSE against training time: `{figure}`"
+
+
+SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,
     "speed-simulator": _speed_simulator,
     "speed-meta-iteration": _speed_meta_iteration,
     "speed-distributed": _speed_distributed,
     "memory-family": _memory_family,
+    "family-sinusoid": _family_sinusoid,
 }
