@@ -172,34 +172,51 @@ def test_conv4_as_plain_layers_computes_what_conv4_computes() -> None:
 
 
 # --- end to end on MNIST ------------------------------------------------------------------------
-def _mnist_available() -> bool:
+def _available(dataset: str) -> bool:
     from metarl.supervised.data.files import DataError, dataset_dir
 
     try:
-        dataset_dir(None, "mnist")
+        dataset_dir(None, dataset)
     except DataError:
         return False
     return True
 
 
-@pytest.mark.skipif(not _mnist_available(), reason="MNIST is not on this machine")
+def _train_both_and_analyze(
+    tmp_path: Path, meta: list[str], standard: list[str], analyze: list[str], figures: list[str]
+) -> dict:
+    """Train a meta-learned and a standard run (``[experiment, KEY=VALUE...]`` each), analyse
+    them side by side, check every figure was drawn, and return ``numbers.json``."""
+    from metarl.cli import main
+
+    runs = {"maml": meta, "standard": standard}
+    for name, (experiment, *sets) in runs.items():
+        args = ["train", experiment, "--out", str(tmp_path / name), "--no-progress", "--set"]
+        assert main([*args, *sets, "tensorboard=false"]) == 0, name
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(tmp_path / "maml"), "--compare", str(tmp_path / "standard"),
+                 "--out", str(out), *analyze, "--no-progress"]) == 0  # fmt: skip
+    for figure in ("filters", "embeddings", "activating_maml", "activating_standard", "saliency",
+                   "activation_max", "gradient_cosines", *figures):  # fmt: skip
+        assert (out / f"{figure}.png").stat().st_size > 3000, figure
+    return json.loads((out / "numbers.json").read_text())
+
+
+@pytest.mark.skipif(not _available("mnist"), reason="MNIST is not on this machine")
 @pytest.mark.timeout(900)
 def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     from metarl.cli import main
 
-    maml, standard, out = tmp_path / "maml", tmp_path / "standard", tmp_path / "analysis"
-    assert main(["train", "mnist-mlp-5w1s", "--out", str(maml), "--no-progress", "--set",
-                 "iterations=60", "log_every=20", "align_every=20", "checkpoint_every=60",
-                 "tensorboard=false"]) == 0  # fmt: skip
-    assert main(["train", "standard-mnist", "--out", str(standard), "--no-progress", "--set",
-                 "epochs=1", "tensorboard=false"]) == 0  # fmt: skip
-    assert main(["analyze", str(maml), "--compare", str(standard), "--out", str(out), "--points",
-                 "300", "--episodes", "40", "--tasks", "4", "--no-progress"]) == 0  # fmt: skip
-    for figure in ("filters", "embeddings", "activating_maml", "activating_standard", "saliency",
-                   "activation_max", "gradient_cosines", "alignment_training"):  # fmt: skip
-        assert (out / f"{figure}.png").stat().st_size > 5000, figure
-    numbers = json.loads((out / "numbers.json").read_text())
+    numbers = _train_both_and_analyze(
+        tmp_path,
+        ["mnist-mlp-5w1s", "iterations=60", "log_every=20", "align_every=20",
+         "checkpoint_every=60"],
+        ["standard-mnist", "epochs=1"],
+        ["--points", "300", "--episodes", "40", "--tasks", "4"],
+        ["alignment_training"],
+    )  # fmt: skip
+    standard, out = tmp_path / "standard", tmp_path / "analysis"
     assert numbers["held_out_classes"] == [5, 6, 7, 8, 9]
     chance = 1 / 5
     for key, accuracy in numbers["linear_probe"].items():
@@ -225,34 +242,19 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
     assert all(math.isclose(v, 1.0, abs_tol=1e-6) for v in self_cka.values())
 
 
-def _omniglot_available() -> bool:
-    from metarl.supervised.data.files import DataError, dataset_dir
-
-    try:
-        dataset_dir(None, "omniglot")
-    except DataError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _omniglot_available(), reason="Omniglot is not on this machine")
+@pytest.mark.skipif(not _available("omniglot"), reason="Omniglot is not on this machine")
 @pytest.mark.timeout(900)
 def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    from metarl.cli import main
-
-    maml, standard, out = tmp_path / "maml", tmp_path / "standard", tmp_path / "analysis"
-    assert main(["train", "omniglot-5w1s", "--out", str(maml), "--no-progress", "--set",
-                 "iterations=20", "meta_batch_size=4", "log_every=10", "checkpoint_every=20",
-                 "tensorboard=false"]) == 0  # fmt: skip
-    assert main(["train", "standard-omniglot", "--out", str(standard), "--no-progress", "--set",
-                 "epochs=1", "tensorboard=false"]) == 0  # fmt: skip
-    assert main(["analyze", str(maml), "--compare", str(standard), "--out", str(out), "--points",
-                 "300", "--episodes", "20", "--tasks", "3", "--no-progress"]) == 0  # fmt: skip
-    for figure in ("filters", "embeddings", "activating_maml", "activating_standard", "saliency",
-                   "activation_max", "gradient_cosines"):  # fmt: skip
-        assert (out / f"{figure}.png").stat().st_size > 3000, figure
-    numbers = json.loads((out / "numbers.json").read_text())
+    numbers = _train_both_and_analyze(
+        tmp_path,
+        ["omniglot-5w1s", "iterations=20", "meta_batch_size=4", "log_every=10",
+         "checkpoint_every=20"],
+        ["standard-omniglot", "epochs=1"],
+        ["--points", "300", "--episodes", "20", "--tasks", "3"],
+        [],
+    )  # fmt: skip
+    out = tmp_path / "analysis"
     assert len(numbers["held_out_classes"]) == 1623 - 1100  # the maml split's val + test
     assert numbers["probed_classes"] == 100
     layers = ["norm1", "hidden1", "norm2", "hidden2", "norm3", "hidden3", "norm4", "hidden4"]
