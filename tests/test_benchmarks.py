@@ -1,5 +1,7 @@
 """The benchmark compares like with like: every variant computes the same meta-gradient."""
 
+import json
+
 from metarl.benchmarks.speed.core import check_same_meta_gradient
 
 
@@ -55,11 +57,30 @@ def test_a_time_budget_ends_training_with_a_checkpoint_and_resumes(tmp_path):
 def test_the_family_table_reads_a_diverged_mean_as_diverged():
     from metarl.benchmarks.speed.family_budget import format_family_budget
 
-    point = {"seconds": 2.0, "iterations": 400,
-             "mse": {k: [3.0, 0.5, float("nan")] for k in ("K=5", "K=10", "K=20")}}  # fmt: skip
+    score = {"steps": [1, 10], "mean": [0.5, float("nan")], "error": [0.01, float("nan")]}
+    point = {"seconds": 2.0, "iterations": 400, "scores": {k: score for k in ("K=20", "K=5")}}
     row = {"points": [point], "peak_mib": 40.0, "settings": {}}
-    result = {"budget_s": 2.0, "eval_tasks": 20, "pretrained": {}, "rows": {"Meta-SGD": row}}
+    result = {"experiment": "sinusoid", "budget_s": 2.0, "pretrained": {}, "scale": 1.0,
+              "metric": "MSE", "rows": {"Meta-SGD": row}}  # fmt: skip
     table = format_family_budget(result)
-    assert "| Meta-SGD | 0.500 \\| diverged |" in table and "| 400 | 5.0 ms | 40 MiB |" in table
+    assert "| algorithm | K=5 | K=20 |" in table  # settings in order
+    assert "| Meta-SGD | 0.500 ± 0.010 \\| diverged |" in table
+    assert "| 400 | 5.0 ms | 40 MiB |" in table
     header, rule = table.splitlines()[2:4]
     assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has
+
+
+def test_the_family_benchmark_resumes_from_its_measured_points(tmp_path, monkeypatch):
+    """A second call with the same budget measures nothing again (no child runs)."""
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.speed import family_budget
+
+    calls = []
+    monkeypatch.setattr(runner, "run_child", lambda args, *a, **k: calls.append(args))
+    point = {"seconds": 1.0, "iterations": 5, "scores": {}}
+    done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {},
+            "rows": {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}}}}  # fmt: skip
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))
+    result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
+                                               resume=True)  # fmt: skip
+    assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3

@@ -65,21 +65,33 @@ def _memory_family(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     return result, format_family_memory(result)
 
 
-def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _family(experiment: str, workdir: Path, paper: tuple, quick: tuple) -> tuple[dict, str]:
     from metarl.benchmarks.speed.family_budget import (
         bench_family_budget,
         format_family_budget,
         plot_family_budget,
     )
 
-    if suite == "quick":
-        result = bench_family_budget(
-            2.0, workdir, eval_tasks=20, baseline_iterations=50, fractions=(1.0,)
-        )
-    else:
-        result = bench_family_budget(120.0, workdir)
-    figure = plot_family_budget(result, workdir / "mse_vs_time.png")
-    return result, format_family_budget(result) + f"\n\nMSE against training time: `{figure}`"
+    result = bench_family_budget(experiment, *quick, workdir=workdir) if quick else None
+    if result is None:
+        result = bench_family_budget(experiment, *paper, workdir=workdir, resume=True)
+    figure = plot_family_budget(result, workdir / "score_vs_time.png")
+    return result, format_family_budget(result) + f"\n\nScore against training time: `{figure}`"
+
+
+def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    quick = (2.0, {"eval_tasks": 20, "baseline_iterations": 50}, (1.0,))
+    return _family("sinusoid", workdir, (120.0,), quick if suite == "quick" else ())
+
+
+def _family_omniglot(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    from metarl.benchmarks.runner import missing_dataset
+
+    missing = missing_dataset("omniglot-5w1s")
+    if missing is not None:
+        raise BenchmarkUnavailable(missing)
+    quick = (3.0, {"eval_tasks": 10}, (1.0,), ["MAML", "ProtoMAML"])
+    return _family("omniglot-5w1s", workdir, (1200.0,), quick if suite == "quick" else ())
 
 
 SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
@@ -90,4 +102,5 @@ SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "speed-distributed": _speed_distributed,
     "memory-family": _memory_family,
     "family-sinusoid": _family_sinusoid,
+    "family-omniglot": _family_omniglot,
 }

@@ -1,18 +1,20 @@
-"""``family-sinusoid``: the MAML family on sinusoid regression at the same wall-clock budget.
+"""``family-sinusoid``, ``family-omniglot``: the MAML family at the same wall-clock budget.
 
-Each algorithm trains ``sinusoid`` with its own recommended settings (:data:`ALGORITHMS`; the
-regressor, tasks and meta-batch are the experiment's) on one thread until its share of time is
-spent (config key ``time_budget``), and is evaluated by ``metarl evaluate`` (600 fixed test
-tasks, K = 5/10/20, MSE after 1 and 10 steps) after a quarter, half and all of the budget: one
-training trajectory, resumed bit for bit between the three points. Training and evaluation run
-as child ``metarl`` commands, so each algorithm's peak memory is its own.
+Each algorithm trains the experiment with its own recommended settings (:data:`ALGORITHMS`; the
+model, tasks and meta-batch are the experiment's) on one thread until its share of time is
+spent (config key ``time_budget``), and is evaluated by ``metarl evaluate`` with the
+experiment's protocol (sinusoid: 600 fixed test tasks, K = 5/10/20; Omniglot: 600 test
+episodes) after a quarter, half and all of the budget: one training trajectory, resumed bit for
+bit between the points. Training and evaluation run as child ``metarl`` commands, so each
+algorithm's peak memory is its own.
 
 ProtoMAML and LEOPARD make their output layer from class prototypes: they apply to
-classification only and are not in the regression table.
+classification only.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -27,95 +29,118 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
     "Meta-SGD": {"algorithm": "meta_sgd"},
     "ANIL": {"algorithm": "anil"},
     "MAML++": {"algorithm": "maml_plus_plus", "inner_steps": 5, "meta_lr_schedule": "cosine"},
+    "ProtoMAML": {"algorithm": "proto_maml", "meta_gradient": "first_order"},
+    "LEOPARD": {"algorithm": "leopard"},
     "Reptile": {"algorithm": "reptile", "meta_optimizer": "sgd", "meta_lr": 1.0,
                 "meta_lr_schedule": "linear", "inner_steps": 5},
     "iMAML": {"algorithm": "imaml", "inner_steps": 10, "imaml_lambda": 2.0},
 }  # fmt: skip
-"""Each algorithm's settings on top of ``sinusoid.yaml`` (docs/algorithms.md)."""
+"""Each algorithm's settings on top of the experiment's YAML (docs/algorithms.md)."""
 
+CLASSIFICATION_ONLY = ("ProtoMAML", "LEOPARD")
+PROGRESS = "family.json"  # the points measured so far, for a resumed call
 FRACTIONS = (0.25, 0.5, 1.0)
 """Where along the budget each algorithm is evaluated."""
 
 
 def bench_family_budget(
+    experiment: str,
     seconds: float,
     workdir: Path,
-    eval_tasks: int = 600,
-    baseline_iterations: int | None = None,
+    evaluation: dict[str, Any] | None = None,
     fractions: tuple[float, ...] = FRACTIONS,
+    algorithms: list[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate every algorithm of :data:`ALGORITHMS` for ``seconds`` each.
+    """Train and evaluate each algorithm for ``seconds`` of ``experiment``.
 
     Args:
+        experiment: a supervised experiment (``sinusoid``, ``omniglot-5w1s``, ...).
         seconds: each algorithm's training budget (wall seconds, one thread).
         workdir: where the runs go (emptied first).
-        eval_tasks: test tasks of each evaluation.
-        baseline_iterations: the pretrained and oracle regressors' iterations (trained once,
-            shared by every run; default the experiment's).
+        evaluation: evaluation overrides (``eval_tasks``, ``baseline_iterations``, ...; baselines
+            are trained once and shared by every run).
         fractions: the shares of the budget after which each algorithm is evaluated.
+        algorithms: names of :data:`ALGORITHMS` (default: every one that applies).
+        resume: continue what an earlier call with the same experiment and budget left in
+            ``workdir`` (each evaluated point is kept; a run stopped mid-way resumes), instead
+            of starting afresh.
 
     Returns:
-        ``{"budget_s", "machine", "rows": {name: {"points": [{"seconds", "iterations",
-        "mse": {"K=5": [step0, step1, step10], ...}}...], "peak_mib", "settings"}}, "pretrained":
-        {...}}``.
+        ``{"experiment", "budget_s", "metric", "higher_is_better", "scale", "machine",
+        "rows": {name: {"points": [{"seconds", "iterations", "scores": {setting: {"steps",
+        "mean", "error"}}}, ...], "peak_mib", "settings"}}, "pretrained": {setting: ...}}``.
     """
     from metarl.benchmarks.runner import run_child
     from metarl.reports import read_report
+    from metarl.run import CHECKPOINT
 
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    shared_baselines: Path | None = None
-    rows: dict[str, Any] = {}
-    pretrained: dict[str, list[float]] = {}
-    for name, settings in ALGORITHMS.items():
+    if algorithms is None:
+        regression = experiment.startswith("sinusoid")
+        algorithms = [a for a in ALGORITHMS if not (regression and a in CLASSIFICATION_ONLY)]
+    if not resume:
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    progress = workdir / PROGRESS
+    result: dict[str, Any] = {"experiment": experiment, "budget_s": seconds, "rows": {},
+                              "pretrained": {}, "machine": machine_info()}  # fmt: skip
+    if progress.exists():
+        stored = json.loads(progress.read_text())
+        if (stored["experiment"], stored["budget_s"]) == (experiment, seconds):
+            result.update(stored, machine=result["machine"])
+    evaluation_sets = [f"{k}={v}" for k, v in (evaluation or {}).items()]
+    shared_baselines = workdir / "baselines.pt"
+    for name in algorithms:
         run_dir = workdir / name.lower().replace(" ", "-").replace("+", "p")
-        sets = [f"{k}={v}" for k, v in settings.items()] + ["num_threads=1", "tensorboard=false"]
-        if baseline_iterations is not None:
-            sets.append(f"baseline_iterations={baseline_iterations}")
-        points, peak = [], 0.0
-        for fraction in fractions:
+        sets = [f"{k}={v}" for k, v in ALGORITHMS[name].items()]
+        row = result["rows"].setdefault(name, {"points": [], "peak_mib": 0.0})
+        points = row["points"] = [p for p in row["points"] if "error" not in p]
+        peak = row["peak_mib"]
+        for fraction in fractions[len(points) :]:
             budget = f"time_budget={seconds * fraction:g}"
-            if not points:
-                args = ["train", "sinusoid", "--out", str(run_dir), "--set", *sets, budget]
+            if not (run_dir / CHECKPOINT).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+                args = ["train", experiment, "--out", str(run_dir), "--set", *sets,
+                        "num_threads=1", "tensorboard=false", budget]  # fmt: skip
             else:
-                args = ["train", "sinusoid", "--resume", str(run_dir), "--set", budget]
+                args = ["train", experiment, "--resume", str(run_dir), "--set", budget]
             child = run_child([*args, "--no-progress"])
             peak = max(peak, child.peak_mib)
             if child.exit_code != 0:
                 points.append({"error": f"training exited with {child.exit_code}"})
                 break
-            if shared_baselines is not None:  # the baselines do not depend on the algorithm
+            if shared_baselines.exists():  # the baselines do not depend on the algorithm
                 shutil.copy(shared_baselines, run_dir / shared_baselines.name)
-            evaluation = ["evaluate", str(run_dir), "--no-progress", "--set",
-                          f"eval_tasks={eval_tasks}"]  # fmt: skip
-            if run_child(evaluation).exit_code != 0:
+            evaluate = ["evaluate", str(run_dir), "--no-progress"]
+            if run_child(
+                evaluate + (["--set", *evaluation_sets] if evaluation_sets else [])
+            ).exit_code:
                 points.append({"error": "evaluation failed"})
                 break
-            if shared_baselines is None:
-                shared_baselines = workdir / "baselines.pt"
-                shutil.copy(run_dir / "baselines.pt", shared_baselines)
+            if not shared_baselines.exists() and (run_dir / shared_baselines.name).exists():
+                shutil.copy(run_dir / shared_baselines.name, shared_baselines)
             report = read_report(run_dir)
             assert report is not None
-            mse = {c.setting: _at_steps(c) for c in report.curves if c.method == "meta_learned"}
-            if not pretrained:
-                pretrained = {c.setting: _at_steps(c) for c in report.curves
-                              if c.method == "pretrained"}  # fmt: skip
-            points.append({"seconds": _elapsed(run_dir),
-                           "iterations": report.model.iteration, "mse": mse})  # fmt: skip
-        rows[name] = {"points": points, "peak_mib": peak, "settings": settings}
-    return {
-        "budget_s": seconds,
-        "eval_tasks": eval_tasks,
-        "machine": machine_info(),
-        "rows": rows,
-        "pretrained": pretrained,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
+            result.update(metric=report.metric, higher_is_better=report.higher_is_better,
+                          scale=report.display_scale)  # fmt: skip
+            scores = {c.setting: _at(c) for c in report.curves if c.method == "meta_learned"}
+            if not result["pretrained"]:
+                result["pretrained"] = {c.setting: _at(c) for c in report.curves
+                                        if c.method == "pretrained"}  # fmt: skip
+            points.append({"seconds": _elapsed(run_dir), "iterations": report.model.iteration,
+                           "scores": scores})  # fmt: skip
+            row.update(peak_mib=peak, settings=ALGORITHMS[name])
+            progress.write_text(json.dumps(result))  # a later call continues from here
+    result["date"] = time.strftime("%Y-%m-%d %H:%M")
+    return result
 
 
-def _at_steps(curve: Any) -> list[float]:
-    """The mean MSE before adaptation, after 1 step and after the last step."""
-    return [curve.mean[0], curve.mean[min(1, len(curve.mean) - 1)], curve.mean[-1]]
+def _at(curve: Any) -> dict[str, list[float]]:
+    """The curve after one step and after the last step."""
+    picked = [min(1, len(curve.mean) - 1), len(curve.mean) - 1]
+    error = curve.error or [math.nan] * len(curve.mean)
+    return {"steps": [curve.steps[i] for i in picked], "mean": [curve.mean[i] for i in picked],
+            "error": [error[i] for i in picked]}  # fmt: skip
 
 
 def _elapsed(run_dir: Path) -> float:
@@ -124,58 +149,83 @@ def _elapsed(run_dir: Path) -> float:
     return float(load_checkpoint(run_dir).get("elapsed", math.nan))
 
 
-def _mse(value: float) -> str:
-    """A table cell: the mean MSE, or "diverged" when some test task's loss is not finite."""
-    return f"{value:.3f}" if math.isfinite(value) else "diverged"
+def _cell(score: dict[str, list[float]], scale: float) -> str:
+    """``after 1 step \\| after the last`` (a non-finite mean: some test task diverged)."""
+
+    def one(i: int) -> str:
+        mean, error = score["mean"][i] * scale, score["error"][i] * scale
+        if not math.isfinite(mean):
+            return "diverged"
+        digits = 1 if scale != 1.0 else 3
+        return f"{mean:.{digits}f}" + (f" ± {error:.{digits}f}" if math.isfinite(error) else "")
+
+    return f"{one(0)} \\| {one(1)}"
 
 
 def format_family_budget(result: dict[str, Any]) -> str:
-    """The comparison as a Markdown table (each algorithm at its full budget)."""
+    """The comparison as a Markdown table, each algorithm at its full budget."""
     from metarl.references import PAPER
 
-    shots = ("K=5", "K=10", "K=20")
-    paper = PAPER["sinusoid"]
+    scale = result.get("scale") or 1.0
+    settings = sorted({s for row in result["rows"].values() for p in row["points"]
+                       for s in p.get("scores", {})}, key=_setting_order)  # fmt: skip
+    steps = next((p["scores"][s]["steps"] for row in result["rows"].values()
+                  for p in row["points"] for s in p.get("scores", {})), [1, 10])  # fmt: skip
+    paper = PAPER.get(result["experiment"])
+    published = f" Published: {paper.value} ± {paper.err} ({paper.source})." if paper else ""
     lines = [
-        f"Sinusoid, {result['budget_s']:g} s of training per algorithm on one thread, "
-        f"{result['eval_tasks']} test tasks; MSE after 1 \\| 10 steps. Published, MAML, K=10, "
-        f"1 step, after 70,000 iterations: {paper.value} ± {paper.err} ({paper.source}).",
+        f"{result['experiment']}, {result['budget_s']:g} s of training per algorithm on one "
+        f"thread; {result.get('metric', 'score')} after {steps[0]} \\| {steps[1]} steps "
+        f"(95% interval).{published}",
         "",
-        "| algorithm | "
-        + " | ".join(f"{k}: 1 \\| 10 steps" for k in shots)
+        "| algorithm | " + " | ".join(s or "score" for s in settings)
         + " | iterations | s / iteration | peak memory |",
-        "|---|" + "---|" * (len(shots) + 3),
-    ]
+        "|---|" + "---|" * (len(settings) + 3),
+    ]  # fmt: skip
     for name, row in result["rows"].items():
         last = row["points"][-1] if row["points"] else {"error": "not run"}
         if "error" in last:
-            lines.append(f"| {name} | {last['error']} |" + " |" * (len(shots) + 2))
+            lines.append(f"| {name} | {last['error']} |" + " |" * (len(settings) + 2))
             continue
-        cells = [f"{_mse(last['mse'][k][1])} \\| {_mse(last['mse'][k][2])}" for k in shots]
+        cells = [_cell(last["scores"][s], scale) for s in settings]
         per_iteration = last["seconds"] / max(last["iterations"], 1)
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {last['iterations']:,} | {per_iteration * 1e3:.1f} ms"
                      f" | {row['peak_mib']:.0f} MiB |")  # fmt: skip
     if result["pretrained"]:
-        cells = [f"{_mse(result['pretrained'][k][1])} \\| {_mse(result['pretrained'][k][2])}"
-                 for k in shots]  # fmt: skip
+        cells = [_cell(result["pretrained"][s], scale) for s in settings]
         lines.append("| pretrained (fine-tuned) | " + " | ".join(cells) + " | – | – | – |")
     return "\n".join(lines)
 
 
-def plot_family_budget(result: dict[str, Any], path: Path, setting: str = "K=10") -> Path:
-    """MSE after one step against training seconds, one line per algorithm (log scale)."""
+def _setting_order(setting: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in setting if ch.isdigit())
+    return (int(digits) if digits else 0, setting)
+
+
+def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
+    """The score after one step against training seconds, one line per algorithm (sinusoid:
+    K=10's MSE on a log scale)."""
     from metarl.plots import new_figure, save
 
+    scale = result.get("scale") or 1.0
     fig = new_figure(6.4, 4.2)
     ax = fig.subplots()
     for name, row in result["rows"].items():
         points = [p for p in row["points"] if "error" not in p]
-        if points:
-            ax.plot([p["seconds"] for p in points], [p["mse"][setting][1] for p in points],
-                    marker="o", label=name)  # fmt: skip
+        if not points:
+            continue
+        setting = "K=10" if "K=10" in points[0]["scores"] else next(iter(points[0]["scores"]))
+        ax.plot([p["seconds"] for p in points],
+                [p["scores"][setting]["mean"][0] * scale for p in points],
+                marker="o", label=name)  # fmt: skip
     ax.set_xlabel("training time (s, one thread)")
-    ax.set_ylabel(f"MSE after 1 step ({setting})")
-    ax.set_yscale("log")
-    ax.set_title("The MAML family on sinusoid at equal wall-clock")
+    label = result.get("metric", "score") + (
+        " (K=10)" if result["experiment"] == "sinusoid" else ""
+    )
+    ax.set_ylabel(f"{label}, after 1 step")
+    if not result.get("higher_is_better", False):
+        ax.set_yscale("log")
+    ax.set_title(f"The MAML family on {result['experiment']} at equal wall-clock")
     ax.legend(fontsize=8)
     return save(fig, path)
