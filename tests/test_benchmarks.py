@@ -1,6 +1,10 @@
 """The benchmark compares like with like: every variant computes the same meta-gradient."""
 
 import json
+import math
+from pathlib import Path
+
+import pytest
 
 from metarl.benchmarks.speed.core import check_same_meta_gradient
 
@@ -70,17 +74,73 @@ def test_the_family_table_reads_a_diverged_mean_as_diverged():
     assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has
 
 
-def test_the_family_benchmark_resumes_from_its_measured_points(tmp_path, monkeypatch):
-    """A second call with the same budget measures nothing again (no child runs)."""
+def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeypatch):
+    """A second call of the same comparison measures nothing again (no child runs); one with
+    another budget starts afresh rather than resume runs trained past its budget."""
     from metarl.benchmarks import runner
     from metarl.benchmarks.speed import family_budget
 
     calls = []
-    monkeypatch.setattr(runner, "run_child", lambda args, *a, **k: calls.append(args))
+
+    class ChildAsked(Exception):
+        pass
+
+    def run_child(args, *more, **options):
+        calls.append(args)
+        raise ChildAsked
+
+    monkeypatch.setattr(runner, "run_child", run_child)
     point = {"seconds": 1.0, "iterations": 5, "scores": {}}
-    done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {},
+    done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
+            "settings": family_budget.ALGORITHMS,
             "rows": {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}}}}  # fmt: skip
     (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))
+    (tmp_path / "maml").mkdir()
     result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
                                                resume=True)  # fmt: skip
     assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
+    with pytest.raises(ChildAsked):
+        family_budget.bench_family_budget("sinusoid", 8.0, tmp_path, algorithms=["MAML"],
+                                          resume=True)  # fmt: skip
+    assert calls and not (tmp_path / family_budget.PROGRESS).exists()  # emptied first
+
+
+@pytest.mark.parametrize("name", ["family-sinusoid", "family-omniglot"])
+@pytest.mark.parametrize("suite", ["quick", "paper"])
+def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, monkeypatch):
+    import inspect
+
+    from metarl.benchmarks.speed import SPEED, BenchmarkUnavailable, family_budget
+
+    bound, declared = [], inspect.signature(family_budget.bench_family_budget)
+
+    def record(*args, **kwargs):
+        bound.append(declared.bind(*args, **kwargs))
+        raise BenchmarkUnavailable("recorded")
+
+    monkeypatch.setattr(family_budget, "bench_family_budget", record)
+    with pytest.raises(BenchmarkUnavailable):
+        SPEED[name](suite, Path("unused"))
+    if bound:  # family-omniglot without its data stops before
+        arguments = bound[0].arguments
+        assert isinstance(arguments["workdir"], Path) and arguments["seconds"] > 0
+        assert arguments.get("resume", False) == (suite == "paper")
+
+
+def test_a_log_after_a_resume_averages_the_iterations_since_the_resume(tmp_path):
+    """Resumed at 137 with log_every=100, the row at 200 is the mean of iterations 138-200,
+    as an uninterrupted run that logs every iteration gives them."""
+    from metarl.api import train
+
+    def rows(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    base = {"log_every": 100, "checkpoint_every": 1000, "tensorboard": False}
+    train("sinusoid", {**base, "iterations": 137}, out=tmp_path / "a", progress=False)
+    train("sinusoid", {"iterations": 200}, resume=tmp_path / "a", progress=False)
+    every = {**base, "log_every": 1, "iterations": 200}
+    train("sinusoid", every, out=tmp_path / "b", progress=False)
+    resumed = rows(tmp_path / "a")[-1]
+    one_by_one = [r["meta/query_loss"] for r in rows(tmp_path / "b") if r["iteration"] > 137]
+    assert resumed["iteration"] == 200 and len(one_by_one) == 63
+    assert math.isclose(resumed["meta/query_loss"], sum(one_by_one) / 63, rel_tol=1e-5)

@@ -39,9 +39,10 @@ class FrozenNorm(nn.Module):
         self.bias = nn.Parameter(norm.bias.detach().clone())
         self.register_buffer("mean", mean.detach().clone())
         self.register_buffer("var", var.detach().clone())
+        self.spatial_dims = 2 if isinstance(norm, nn.BatchNorm2d) else 0
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (-1,) + (1,) * (x.dim() - 2)  # channels of an image batch, features otherwise
+        shape = (-1,) + (1,) * self.spatial_dims  # (..., C) or (..., C, H, W)
         scale = (self.weight / torch.sqrt(self.var + self.eps)).view(shape)
         return (x - self.mean.view(shape)) * scale + self.bias.view(shape)
 

@@ -43,6 +43,7 @@ from metarl.config import ConfigError
 from metarl.core import TaskBatch, get_params
 from metarl.core.functional import single_forward
 from metarl.run import read_metrics
+from metarl.supervised.data.omniglot import N_CHARACTERS
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
 
 TEST_IMAGES = 60_000  # (Fashion-)MNIST: images from this index on are the test file's
@@ -117,8 +118,14 @@ def analyze(
 
     chosen = torch.randperm(len(images), generator=generator)[:points]
     # The 2-D views colour points by class: Omniglot's are the first 10 held-out characters'.
-    shown = chosen if dataset != "omniglot" else torch.isin(labels, torch.tensor(held_out[:10]))
-    shown = shown if shown.dtype != torch.bool else shown.nonzero().squeeze(1)
+    # Classes to draw (embedding colours, saliency columns): all of (Fashion-)MNIST's held-out
+    # labels; a seeded 10 of Omniglot's 523 held-out characters (their alphabets vary).
+    drawn = held_out
+    if len(held_out) > 10:
+        drawn = [held_out[i] for i in torch.randperm(len(held_out), generator=generator)[:10]]
+    embedded_points = chosen
+    if dataset == "omniglot":  # the drawn characters' images, every one
+        embedded_points = torch.isin(labels, torch.tensor(drawn)).nonzero().squeeze(1)
     n_way = next((s.config.n_way for s in subjects if s.meta_learned), 5)
     numbers: dict[str, Any] = {
         "dataset": dataset,
@@ -138,12 +145,12 @@ def analyze(
         name: o[max((k for k in o if k.startswith("hidden")), key=_depth)]
         for name, o in outputs.items()
     }
-    embedded = {name: _embed(features[shown], seed) for name, features in last.items()}
-    figures.embeddings(embedded, labels[shown], out / "embeddings.png")
+    embedded = {name: _embed(features[embedded_points], seed) for name, features in last.items()}
+    figures.embeddings(embedded, labels[embedded_points], out / "embeddings.png")
     numbers["silhouette"] = {
         name: {
-            "features": silhouette(last[name][shown], labels[shown]),
-            **{method: silhouette(xy, labels[shown]) for method, xy in by_method.items()},
+            "features": silhouette(last[name][embedded_points], labels[embedded_points]),
+            **{method: silhouette(xy, labels[embedded_points]) for method, xy in by_method.items()},
         }
         for name, by_method in embedded.items()
     }
@@ -165,7 +172,7 @@ def analyze(
     stage("activating examples")
 
     # --- 4. class saliency and activation maximisation ----------------------------------------
-    classes = held_out[:n_way]
+    classes = drawn[:n_way]
     saliency_inputs = torch.stack([images[labels == c][0] for c in classes])
     rows = {"input": saliency_inputs[:, 0]}
     for s in subjects:
@@ -297,18 +304,17 @@ def _analysis_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
     return images[TEST_IMAGES:].unsqueeze(1).float() / 255.0, labels[TEST_IMAGES:], dataset
 
 
-def _omniglot_characters() -> list[str]:
-    from metarl.supervised.data.omniglot import load_omniglot
-
-    return load_omniglot()["characters"]
-
-
 def trained_classes(config: Any) -> list[int]:
     """The labels a run trained on, as :func:`_analysis_images` labels them: Omniglot's maml
     split training characters, else ``train_classes``."""
     if config.dataset == "omniglot":
         from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
 
+        if getattr(config, "split", "maml") != "maml":  # vinyals: rotations are classes
+            raise ConfigError(
+                f"{config.experiment}: metarl analyze reads Omniglot runs of split=maml only "
+                f"(this one: split={config.split})"
+            )
         data = load_omniglot(config.data_dir)
         return omniglot_split(data, "maml", "train", config.data_dir).classes.tolist()
     return list(config.train_classes)
@@ -321,7 +327,7 @@ def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
     for s in subjects:
         if s.meta_learned or getattr(s.config, "classes", "all") == "train":
             train = set(trained_classes(s.config))
-            n_labels = 10 if s.config.dataset != "omniglot" else len(_omniglot_characters())
+            n_labels = 10 if s.config.dataset != "omniglot" else N_CHARACTERS
             held_out = [c for c in range(n_labels) if c not in train]
             note = f"the labels {s.name} did not train on"
             if s.config.dataset == "omniglot":

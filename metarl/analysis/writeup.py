@@ -106,6 +106,12 @@ def write_up(numbers: dict[str, Any], subjects: list[Subject], over_training: bo
             for v in numbers["nearest_centroid"][key].values()
         ]
         lines.append(f"| {key} | {100 * probe:.1f}% | " + " | ".join(cells) + " |")
+    initial = [k for k in numbers["linear_probe"] if k.endswith("(initial)")]
+    if (
+        len(initial) == 2
+        and numbers["nearest_centroid"][initial[0]] == (numbers["nearest_centroid"][initial[1]])
+    ):
+        lines += ["", "The two initialisations are the same network (the runs share a seed)."]
     lines += ["", "## Layer-by-layer similarity (linear CKA)", ""]
     layers = list(next(iter(numbers["cka"].values())))
     lines += ["| pair | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]

@@ -62,7 +62,7 @@ class SupervisedConfig(MetaLearningConfig):
         "seconds of training (summed over resumes) after which the run ends, with a checkpoint, "
         "at the iteration it reached; 0: none (the paper's protocol is a number of iterations). "
         "For comparisons at equal wall-clock (metarl bench --only family-sinusoid); schedules "
-        "still count toward `iterations`",
+        "still count toward `iterations`; a resumed run continues only under a larger budget",
         low=0.0,
     )
     msl_iterations: int = option(

@@ -86,9 +86,9 @@ def build_model(config: StandardConfig) -> nn.Sequential:
 
 
 def l2_penalty(model: nn.Module) -> Tensor:
-    """``Σ‖W‖²`` over the Linear layers' weights (not biases, not BatchNorm)."""
+    """``Σ‖W‖²`` over the Linear and convolution weights (not biases, not BatchNorm)."""
     return sum(
-        (m.weight.square().sum() for m in model.modules() if isinstance(m, nn.Linear)),
+        (m.weight.square().sum() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)),
         torch.zeros(()),
     )
 

@@ -116,13 +116,15 @@ def meta_train(
     resumed = start if resume_state else None
     log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, Tensor] = {}
-    window_start = time.perf_counter()
+    window_start, window_size = time.perf_counter(), 0  # a resume may start mid-window
     communicated = 0.0
     # Per-task heads made from the support set (ProtoMAML, LEOPARD) are not θ: no alignment.
     aligned = config.align_every > 0 and getattr(algorithm, "head", None) is None
     bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
+            if 0 < config.time_budget <= elapsed_before:
+                break  # a resumed run whose budget was spent trains nothing more
             # --- sample a meta-batch of tasks --------------------------------------------------
             batch = sample_batch(task_gen).to(device)
 
@@ -143,12 +145,13 @@ def meta_train(
             # --- log and checkpoint -----------------------------------------------------------
             for key, v in step.metrics.items():
                 window[key] = window.get(key, 0.0) + v
+            window_size += 1
             done = iteration + 1
             spent = elapsed_before + time.perf_counter() - started
             out_of_time = 0 < config.time_budget <= spent  # an equal-budget comparison's end
             last = done == config.iterations or out_of_time
             if done % config.log_every == 0 or last:
-                n = config.log_every if done % config.log_every == 0 else done % config.log_every
+                n = window_size
                 means = {k: float(v) / n for k, v in window.items()}
                 means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
                 if main and aligned and done % config.align_every == 0:
@@ -160,7 +163,7 @@ def meta_train(
                     communicated = world.communication_seconds
                 log.write(done, means)
                 bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
-                window, window_start = {}, time.perf_counter()
+                window, window_start, window_size = {}, time.perf_counter(), 0
             if main and (done % config.checkpoint_every == 0 or last):
                 checkpoint(done)
             if out_of_time:

@@ -72,9 +72,10 @@ def _family(experiment: str, workdir: Path, paper: tuple, quick: tuple) -> tuple
         plot_family_budget,
     )
 
-    result = bench_family_budget(experiment, *quick, workdir=workdir) if quick else None
-    if result is None:
-        result = bench_family_budget(experiment, *paper, workdir=workdir, resume=True)
+    if quick:  # a fresh smoke run
+        result = bench_family_budget(experiment, quick[0], workdir, *quick[1:])
+    else:
+        result = bench_family_budget(experiment, paper[0], workdir, *paper[1:], resume=True)
     figure = plot_family_budget(result, workdir / "score_vs_time.png")
     return result, format_family_budget(result) + f"\n\nScore against training time: `{figure}`"
 

@@ -78,16 +78,17 @@ def bench_family_budget(
     if algorithms is None:
         regression = experiment.startswith("sinusoid")
         algorithms = [a for a in ALGORITHMS if not (regression and a in CLASSIFICATION_ONLY)]
-    if not resume:
-        shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
     progress = workdir / PROGRESS
     result: dict[str, Any] = {"experiment": experiment, "budget_s": seconds, "rows": {},
-                              "pretrained": {}, "machine": machine_info()}  # fmt: skip
-    if progress.exists():
-        stored = json.loads(progress.read_text())
-        if (stored["experiment"], stored["budget_s"]) == (experiment, seconds):
-            result.update(stored, machine=result["machine"])
+                              "pretrained": {}, "evaluation": evaluation or {},
+                              "settings": ALGORITHMS, "machine": machine_info()}  # fmt: skip
+    same = ("experiment", "budget_s", "evaluation", "settings")
+    stored = json.loads(progress.read_text()) if resume and progress.exists() else None
+    if stored is not None and all(stored.get(k) == result[k] for k in same):
+        result.update(stored, machine=result["machine"])
+    else:  # another comparison's runs would be resumed past this budget: start afresh
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     evaluation_sets = [f"{k}={v}" for k, v in (evaluation or {}).items()]
     shared_baselines = workdir / "baselines.pt"
     for name in algorithms:
@@ -176,7 +177,9 @@ def format_family_budget(result: dict[str, Any]) -> str:
     lines = [
         f"{result['experiment']}, {result['budget_s']:g} s of training per algorithm on one "
         f"thread; {result.get('metric', 'score')} after {steps[0]} \\| {steps[1]} steps "
-        f"(95% interval).{published}",
+        f"(95% interval).{published} Schedules (MAML++'s cosine meta-lr and loss annealing, "
+        "Reptile's linear ε) run over the experiment's `iterations`, so within a short budget "
+        "they barely anneal.",
         "",
         "| algorithm | " + " | ".join(s or "score" for s in settings)
         + " | iterations | s / iteration | peak memory |",

@@ -26,6 +26,7 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def check(path: Path, checksum: str | tuple[str, ...]) -> bool:
         try:
             if file_digest(path, kind) == expected:
                 return True
-        except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile):
+        except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile, zlib.error):
             continue
     return False
 
