@@ -212,7 +212,7 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
     from metarl.plots import new_figure, save
 
     scale = result.get("scale") or 1.0
-    fig = new_figure(6.4, 4.2)
+    fig = new_figure(8.0, 4.2)
     ax = fig.subplots()
     for name, row in result["rows"].items():
         points = [p for p in row["points"] if "error" not in p]
@@ -230,5 +230,5 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
     if not result.get("higher_is_better", False):
         ax.set_yscale("log")
     ax.set_title(f"The MAML family on {result['experiment']} at equal wall-clock")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the data
     return save(fig, path)
