@@ -255,6 +255,28 @@ def test_proto_maml_starts_from_a_prototypical_network():
     assert torch.allclose(class_means(model, start, batch)[0] * 2, start["head.weight"][0])
 
 
+@pytest.mark.parametrize("mode", ["second_order", "first_order"])
+def test_proto_maml_adapts_body_and_head_as_separate_variables(mode):
+    """One inner step from the prototype head equals SGD on the body and the head as separate
+    leaves (the head's dependence on the body is not a second gradient path), and the
+    meta-gradient still reaches the body through the head's initialisation in both modes."""
+    torch.manual_seed(7)
+    model = Conv4(3, 1, 12, filters=4)
+    batch = _classification_batch(n_tasks=1)
+    algorithm = make_algorithm(_config("proto_maml", "inner_steps=1", f"meta_gradient={mode}"),
+                               model)  # fmt: skip
+    adapted = list(algorithm.adapt_steps(model, batch, CLASSIFICATION, 1))[1]
+    start = next(algorithm.adapt_steps(model, batch, CLASSIFICATION, 0))
+    leaves = {n: p.detach().clone().requires_grad_(True) for n, p in start.items()}
+    loss = CLASSIFICATION.support_loss(model, batch)(leaves).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    for (name, leaf), grad in zip(leaves.items(), grads):  # α = inner_lr = 0.1
+        torch.testing.assert_close(adapted[name], leaf - 0.1 * grad, rtol=1e-5, atol=1e-6)
+    gradient = torch.autograd.grad(algorithm.meta_loss(model, batch, CLASSIFICATION, 0).loss,
+                                   list(model.blocks.parameters()))  # fmt: skip
+    assert sum(g.abs().sum() for g in gradient) > 0
+
+
 def test_leopard_meta_learns_its_head_generator():
     model, algorithm, batch, problem = _setup("leopard")
     generator = list(algorithm.head.parameters())

@@ -42,9 +42,18 @@ LossFn = Callable[[Params], Tensor]
 def _gradients(
     loss_fn: LossFn, params: Params, create_graph: bool, check_finite: bool = True
 ) -> list[Tensor]:
-    """∇ of ``loss_fn(params).sum()`` w.r.t. each tensor of ``params`` (zero if unused)."""
-    tensors = list(params.values())
-    loss = loss_fn(params).sum()
+    """∇ of ``loss_fn(params).sum()`` w.r.t. each tensor of ``params`` (zero if unused): the
+    partial derivative in each, the others held fixed.
+
+    Each tensor is differentiated through an alias of its own, so one computed from another (the
+    heads of ProtoMAML and LEOPARD, made from the body's features on the support set) is a
+    variable of the inner loop like any other: the body's inner gradient does not also flow back
+    through the head's initialisation, and a first-order step leaves that history intact for the
+    meta-gradient.
+    """
+    aliases = {name: p.view_as(p) for name, p in params.items()}
+    tensors = list(aliases.values())
+    loss = loss_fn(aliases).sum()
     if check_finite and not torch.isfinite(loss):
         raise FloatingPointError(f"the inner-loop (support) loss is not finite: {loss.item()}")
     grads = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
