@@ -87,7 +87,7 @@ def train(
     Args:
         experiment: an experiment name (``metarl list``) or a YAML file.
         overrides: config overrides, ``{"iterations": 500}`` or ``["iterations=500"]``; with
-            ``resume`` only ``iterations`` and ``num_threads`` may change.
+            ``resume`` only ``iterations``, ``num_threads`` and ``time_budget`` may change.
         out: the run directory (default ``runs/<experiment>-<time>``).
         resume: a run directory to continue instead (``out`` is then unused); also with
             another number of processes than the run started with.
@@ -168,7 +168,8 @@ def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:
         if key not in RESUME_OVERRIDES:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its config; only "
-                f"{' and '.join(f'`{k}`' for k in RESUME_OVERRIDES)} may change"
+                f"{', '.join(f'`{k}`' for k in RESUME_OVERRIDES[:-1])} and "
+                f"`{RESUME_OVERRIDES[-1]}` may change"
             )
         values[key] = value
     config = from_dict(cls, values)

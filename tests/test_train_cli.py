@@ -114,7 +114,9 @@ def test_resume_refuses_another_experiment_and_config_changes(tmp_path, capsys):
     assert "is a run of 'navigation', not 'sinusoid'" in capsys.readouterr().err
     _train(tmp_path / "ok")
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set", "k_shot=5"]) == 2
-    assert "only `iterations` and `num_threads` may change" in capsys.readouterr().err
+    assert (
+        "only `iterations`, `num_threads` and `time_budget` may change" in capsys.readouterr().err
+    )
     # The thread count is how the run uses the machine, not part of the experiment.
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set",
                  "iterations=40", "num_threads=1"]) == 0  # fmt: skip
