@@ -255,7 +255,7 @@ def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path)
         [],
     )  # fmt: skip
     out = tmp_path / "analysis"
-    from metarl.analysis.report import trained_classes
+    from metarl.analysis.data import trained_classes
     from metarl.experiments import load_config
 
     trained = set(trained_classes(load_config("omniglot-5w1s")))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from metarl.algorithms import Problem
 from metarl.algorithms.alignment import task_alignment
 from metarl.analysis import figures
+from metarl.analysis.data import analysis_images, episodes, held_out_classes, trained_classes
 from metarl.analysis.models import Subject, first_layer, layer_outputs, load_subject
 from metarl.analysis.numbers import (
     linear_cka,
@@ -43,10 +44,8 @@ from metarl.config import ConfigError
 from metarl.core import TaskBatch, get_params
 from metarl.core.functional import single_forward
 from metarl.run import read_metrics
-from metarl.supervised.data.omniglot import N_CHARACTERS
 from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
 
-TEST_IMAGES = 60_000  # (Fashion-)MNIST: images from this index on are the test file's
 PROBE_CLASSES = 100  # at most this many held-out classes in the linear probe and nearest centroid
 ACTIVATION_MAX_LR = 0.05  # Adam on the input; the objective: metarl.analysis.writeup
 
@@ -95,7 +94,7 @@ def analyze(
         ) from None
     started = time.perf_counter()
     # --- the runs and the test images ---------------------------------------------------------
-    images, labels, dataset = _analysis_images(run)
+    images, labels, dataset = analysis_images(run)
     generator = torch.Generator().manual_seed(seed)
     reference = images[torch.randperm(len(images), generator=generator)[:1000]]
     subjects = [load_subject(run, reference)]
@@ -107,7 +106,7 @@ def analyze(
             )
         if subjects[1].name == subjects[0].name:
             subjects[1].name += " (2)"
-    held_out, held_out_note = _held_out_classes(subjects)
+    held_out, held_out_note = held_out_classes(subjects)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = tqdm(total=8, disable=not progress, desc="analyze", unit="stage", dynamic_ncols=True)
@@ -277,73 +276,6 @@ def analyze(
     return numbers
 
 
-# --- data ---------------------------------------------------------------------------------------
-def _analysis_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
-    """The images the analysis looks at ``(M, 1, 28, 28)`` in [0, 1], their labels ``(M,)`` and
-    the dataset: (Fashion-)MNIST's test file; all of Omniglot, labelled by character (its
-    index in :func:`~metarl.supervised.data.omniglot.load_omniglot`'s sorted list)."""
-    from metarl.analysis.models import DATASETS
-    from metarl.run import load_checkpoint
-
-    config = load_checkpoint(run)["config"]
-    dataset = config.get("dataset")
-    if dataset not in DATASETS:
-        raise ConfigError(
-            f"{run}: metarl analyze reads {', '.join(DATASETS)} runs, not "
-            f"{dataset or config.get('experiment')}"
-        )
-    if dataset == "omniglot":
-        from metarl.supervised.data.omniglot import load_omniglot
-
-        images = load_omniglot(config.get("data_dir"))["images"]  # (1623, 20, 28, 28)
-        labels = torch.arange(len(images)).repeat_interleave(images.shape[1])
-        return images.reshape(-1, 1, *images.shape[-2:]).float() / 255.0, labels, dataset
-    from metarl.supervised.data.mnist import load_idx_dataset
-
-    images, labels = load_idx_dataset(dataset, config.get("data_dir"))
-    return images[TEST_IMAGES:].unsqueeze(1).float() / 255.0, labels[TEST_IMAGES:], dataset
-
-
-def trained_classes(config: Any) -> list[int]:
-    """The labels a run trained on, as :func:`_analysis_images` labels them: Omniglot's maml
-    split training characters, else ``train_classes``."""
-    if config.dataset == "omniglot":
-        from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
-
-        if getattr(config, "split", "maml") != "maml":  # vinyals: rotations are classes
-            raise ConfigError(
-                f"{config.experiment}: metarl analyze reads Omniglot runs of split=maml only "
-                f"(this one: split={config.split})"
-            )
-        data = load_omniglot(config.data_dir)
-        return omniglot_split(data, "maml", "train", config.data_dir).classes.tolist()
-    return list(config.train_classes)
-
-
-def _held_out_classes(subjects: list[Subject]) -> tuple[list[int], str]:
-    """The labels a meta-learned (or class-restricted) run never trained on, and a note that
-    says which runs did see them."""
-    held_out, note = [5, 6, 7, 8, 9], "labels 5-9 (every run here trained on all labels)"
-    for s in subjects:
-        if s.meta_learned or getattr(s.config, "classes", "all") == "train":
-            train = set(trained_classes(s.config))
-            n_labels = 10 if s.config.dataset != "omniglot" else N_CHARACTERS
-            held_out = [c for c in range(n_labels) if c not in train]
-            note = f"the labels {s.name} did not train on"
-            if s.config.dataset == "omniglot":
-                note = (f"the {len(held_out)} characters outside the maml split's training "
-                        "characters (its validation and test characters)")  # fmt: skip
-            break
-    saw = [
-        s.name
-        for s in subjects
-        if not s.meta_learned and getattr(s.config, "classes", "all") == "all"
-    ]
-    if saw and "did not" in note:
-        note += f"; {' and '.join(saw)} trained on all ten labels, these included"
-    return held_out, note
-
-
 # --- models as functions ------------------------------------------------------------------------
 def _depth(name: str) -> int:
     return int("".join(ch for ch in name if ch.isdigit()))
@@ -426,31 +358,6 @@ def _layer_index(model: nn.Sequential, layer: str) -> int:
     raise ValueError(f"no layer {layer}")
 
 
-def _episodes(
-    images: Tensor, labels: Tensor, classes: list[int], n_tasks: int, n_way: int, k_shot: int,
-    k_query: int, generator: torch.Generator, output_of: Callable[[int, int], int],
-) -> TaskBatch:  # fmt: skip
-    """``n_tasks`` episodes from ``classes``; ``output_of(class, position)`` is the label a
-    model gives class ``class`` drawn at ``position`` of the episode."""
-    support_x, support_y, query_x, query_y = [], [], [], []
-    for _ in range(n_tasks):
-        chosen = [classes[i] for i in torch.randperm(len(classes), generator=generator)[:n_way]]
-        sx, sy, qx, qy = [], [], [], []
-        for position, c in enumerate(chosen):
-            pool = images[labels == c]
-            pick = pool[torch.randperm(len(pool), generator=generator)[: k_shot + k_query]]
-            sx.append(pick[:k_shot])
-            qx.append(pick[k_shot:])
-            sy += [output_of(c, position)] * k_shot
-            qy += [output_of(c, position)] * k_query
-        support_x.append(torch.cat(sx))
-        query_x.append(torch.cat(qx))
-        support_y.append(torch.tensor(sy))
-        query_y.append(torch.tensor(qy))
-    return TaskBatch(torch.stack(support_x), torch.stack(support_y), torch.stack(query_x),
-                     torch.stack(query_y))  # fmt: skip
-
-
 def _adaptation_change(
     s: Subject, images: Tensor, labels: Tensor, classes: list[int], seed: int
 ) -> dict[str, float]:
@@ -458,7 +365,7 @@ def _adaptation_change(
     training steps and step size) on 100 episodes of the held-out classes."""
     config = s.config
     generator = torch.Generator().manual_seed(seed)
-    batch = _episodes(images, labels, classes, 100, config.n_way, config.k_shot, config.k_query,
+    batch = episodes(images, labels, classes, 100, config.n_way, config.k_shot, config.k_query,
                       generator, lambda c, position: position)  # fmt: skip
     problem = Problem(cross_entropy_per_task, accuracy_per_task, "accuracy")
     *_, adapted = s.run.algorithm.adapt_steps(s.run.model, batch, problem, config.inner_steps)
@@ -497,14 +404,14 @@ def _alignment_tasks(
         model = (
             s.run.model if trained else get_experiment(s.config.experiment).build_model(s.config)
         )
-        return _episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
+        return episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
                          lambda c, position: position), model  # fmt: skip
     model = s.frozen if trained else s.initial
     if getattr(s.config, "classes", "all") == "all":
-        return _episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
+        return episodes(images, labels, held_out, n_tasks, n_way, 1, 5, generator,
                          lambda c, position: c), model  # fmt: skip
     own = trained_classes(s.config)
-    return _episodes(images, labels, own, n_tasks, min(n_way, len(own)), 1, 5, generator,
+    return episodes(images, labels, own, n_tasks, min(n_way, len(own)), 1, 5, generator,
                      lambda c, position: own.index(c)), model  # fmt: skip
 
 
