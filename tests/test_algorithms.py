@@ -293,3 +293,28 @@ def test_algorithms_that_need_a_head_refuse_a_model_without_one():
     with pytest.raises(ConfigError, match="proto_maml: .*no linear `head`"):
         make_algorithm(_config("proto_maml"), MLP((1, 4, 1)))
     assert not math.isnan(msl_weights(3, 1, 10)[0])
+
+
+def test_step_size_lr_moves_only_the_step_sizes_at_its_rate():
+    """With SGD, one outer step changes each step size by exactly −step_size_lr · its gradient
+    and the network's weights by −meta_lr · theirs."""
+    from types import SimpleNamespace
+
+    from metarl.supervised.trainer import parameter_groups
+
+    model = torch.nn.Linear(3, 1)
+    params = {n: p.detach() for n, p in get_params(model).items()}
+    algorithm = MAML(InnerStepSize(0.1, params, learnable=True, granularity="tensor"), 1)
+    meta_params = [*model.parameters(), *algorithm.parameters()]
+    config = SimpleNamespace(meta_lr=0.5, step_size_lr=0.01)
+    optimizer = torch.optim.SGD(parameter_groups(config, meta_params, algorithm), lr=0.5)
+    before = [p.detach().clone() for p in meta_params]
+    for p in meta_params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    n_model = len(list(model.parameters()))
+    for i, (p, b) in enumerate(zip(meta_params, before)):
+        rate = 0.5 if i < n_model else 0.01
+        torch.testing.assert_close(p.detach(), b - rate)
+    config.step_size_lr = 0.0  # off: one group at meta_lr, as before the option existed
+    assert len(parameter_groups(config, meta_params, algorithm)) == 1

@@ -105,6 +105,39 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeyp
     assert calls and not (tmp_path / family_budget.PROGRESS).exists()  # emptied first
 
 
+def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
+    tmp_path, monkeypatch
+):
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.speed import family_budget
+
+    calls = []
+
+    class ChildAsked(Exception):
+        pass
+
+    def run_child(args, *more, **options):
+        calls.append(args)
+        raise ChildAsked
+
+    monkeypatch.setattr(runner, "run_child", run_child)
+    point = {"seconds": 1.0, "iterations": 5, "scores": {}}
+    changed = {**family_budget.settings_for("sinusoid")["MAML++"], "step_size_lr": 0.5}
+    rows = {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}},
+            "MAML++": {"points": [point] * 3, "peak_mib": 9.0, "settings": changed}}  # fmt: skip
+    done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
+            "rows": rows}  # fmt: skip
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))
+    (tmp_path / "mamlpp").mkdir()
+    (tmp_path / "mamlpp" / "checkpoint.pt").write_bytes(b"trained with other settings")
+    with pytest.raises(ChildAsked):
+        family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML", "MAML++"],
+                                          resume=True)  # fmt: skip
+    assert len(calls) == 1 and "--out" in calls[0]  # MAML++ from scratch, MAML kept
+    assert "step_size_lr=0.0001" in calls[0]
+    assert not (tmp_path / "mamlpp" / "checkpoint.pt").exists()
+
+
 @pytest.mark.parametrize("name", ["family-sinusoid", "family-omniglot"])
 @pytest.mark.parametrize("suite", ["quick", "paper"])
 def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, monkeypatch):

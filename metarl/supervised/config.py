@@ -44,6 +44,13 @@ class SupervisedConfig(MetaLearningConfig):
         choices=("constant", "cosine", "linear"),
     )
     meta_lr_min: float = option(0.0, "meta_lr at the end of a cosine or linear schedule", low=0.0)
+    step_size_lr: float = option(
+        0.0,
+        "outer learning rate of meta-learned inner step sizes (meta_sgd, maml_plus_plus, "
+        "learn_inner_lr); 0: meta_lr, as the papers. Follows meta_lr_schedule. Smaller keeps "
+        "Adam's steps (about step_size_lr each) small next to a small α (sinusoid's 0.01)",
+        low=0.0,
+    )
     chunk_tasks: int = option(
         0,
         "tasks per chunk: the meta-gradient is accumulated chunk by chunk, which bounds memory "

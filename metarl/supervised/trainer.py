@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from metarl.algorithms import MetaAlgorithm, Problem
 from metarl.algorithms.alignment import alignment_metrics, task_alignment
 from metarl.config import ConfigError, to_dict
-from metarl.core import TaskBatch, all_finite
+from metarl.core import InnerStepSize, TaskBatch, all_finite
 from metarl.distributed import init_world
 from metarl.run import CHECKPOINT, MetricsLog, NullLog, adam, atomic_torch_save, iteration_bar
 from metarl.runtime import set_num_threads
@@ -46,7 +46,7 @@ def meta_train(
 
     Args:
         config: reads ``seed, device, num_threads, iterations, meta_lr, meta_optimizer,
-            meta_lr_schedule, meta_lr_min, chunk_tasks, chunk_workers, log_every,
+            meta_lr_schedule, meta_lr_min, step_size_lr, chunk_tasks, chunk_workers, log_every,
             checkpoint_every, tensorboard, align_every``.
         model: the network to meta-learn.
         algorithm: the meta-learning algorithm (its own parameters are meta-learned too).
@@ -71,10 +71,11 @@ def meta_train(
     device = torch.device(config.device)
     model, algorithm = model.to(device), algorithm.to(device)
     meta_params = [*model.parameters(), *algorithm.parameters()]
+    groups = parameter_groups(config, meta_params, algorithm)
     optimizer = (
-        adam(meta_params, config.meta_lr)
+        adam(groups, config.meta_lr)
         if config.meta_optimizer == "adam"
-        else torch.optim.SGD(meta_params, lr=config.meta_lr)
+        else torch.optim.SGD(groups, lr=config.meta_lr)
     )
     world = init_world(config.device)  # several processes under torchrun, else None
     main = world is None or world.is_main  # the one that writes the run directory
@@ -136,8 +137,10 @@ def meta_train(
 
             # --- meta-update ------------------------------------------------------------------
             if config.meta_lr_schedule != "constant":
-                for group in optimizer.param_groups:
-                    group["lr"] = meta_lr_at(config, iteration)
+                lr = meta_lr_at(config, iteration)
+                for group in optimizer.param_groups:  # step sizes: step_size_lr, scaled alike
+                    own = group.get("step_size_lr")
+                    group["lr"] = lr if own is None else own * lr / (config.meta_lr or 1.0)
             optimizer.step()
             if not all_finite(meta_params):
                 raise stop("the meta-update made the parameters non-finite", iteration)
@@ -175,6 +178,21 @@ def meta_train(
         log.close()
         meta_gradient.close()
     return model
+
+
+def parameter_groups(
+    config: Any, meta_params: list[nn.Parameter], algorithm: nn.Module
+) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one at ``meta_lr``; with ``step_size_lr`` set, the
+    algorithm's learnable inner step sizes in a second group at that rate."""
+    step_sizes = {id(p): p for m in algorithm.modules() if isinstance(m, InnerStepSize)
+                  for p in m.parameters()}  # fmt: skip
+    if not config.step_size_lr or not step_sizes:
+        return [{"params": meta_params}]
+    rest = [p for p in meta_params if id(p) not in step_sizes]
+    return [{"params": rest},
+            {"params": list(step_sizes.values()), "lr": config.step_size_lr,
+             "step_size_lr": config.step_size_lr}]  # fmt: skip
 
 
 def meta_lr_at(config: Any, iteration: int) -> float:

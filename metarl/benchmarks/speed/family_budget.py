@@ -37,6 +37,20 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Each algorithm's settings on top of the experiment's YAML (docs/algorithms.md)."""
 
+EXPERIMENT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    # α = 0.01 and Adam's steps of about meta_lr = 0.001 each: the per-step sizes would change
+    # by 10% an iteration and the 5-step inner loop diverges within 1,500 iterations (measured)
+    "sinusoid": {"MAML++": {"step_size_lr": 1e-4}},
+}
+"""Settings an experiment adds to :data:`ALGORITHMS` (deviations from the papers' values)."""
+
+
+def settings_for(experiment: str) -> dict[str, dict[str, Any]]:
+    """Each algorithm's settings on ``experiment``: :data:`ALGORITHMS` with the experiment's."""
+    extra = EXPERIMENT_SETTINGS.get(experiment, {})
+    return {name: {**values, **extra.get(name, {})} for name, values in ALGORITHMS.items()}
+
+
 CLASSIFICATION_ONLY = ("ProtoMAML", "LEOPARD")
 PROGRESS = "family.json"  # the points measured so far, for a resumed call
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -62,9 +76,10 @@ def bench_family_budget(
             are trained once and shared by every run).
         fractions: the shares of the budget after which each algorithm is evaluated.
         algorithms: names of :data:`ALGORITHMS` (default: every one that applies).
-        resume: continue what an earlier call with the same experiment and budget left in
-            ``workdir`` (each evaluated point is kept; a run stopped mid-way resumes), instead
-            of starting afresh.
+        resume: continue what an earlier call with the same experiment, budget and evaluation
+            left in ``workdir`` (each evaluated point is kept; a run stopped mid-way resumes;
+            an algorithm whose settings changed since is run again), instead of starting
+            afresh.
 
     Returns:
         ``{"experiment", "budget_s", "metric", "higher_is_better", "scale", "machine",
@@ -79,13 +94,14 @@ def bench_family_budget(
         regression = experiment.startswith("sinusoid")
         algorithms = [a for a in ALGORITHMS if not (regression and a in CLASSIFICATION_ONLY)]
     progress = workdir / PROGRESS
+    settings = settings_for(experiment)
     result: dict[str, Any] = {"experiment": experiment, "budget_s": seconds, "rows": {},
                               "pretrained": {}, "evaluation": evaluation or {},
-                              "settings": ALGORITHMS, "machine": machine_info()}  # fmt: skip
-    same = ("experiment", "budget_s", "evaluation", "settings")
+                              "settings": settings, "machine": machine_info()}  # fmt: skip
+    same = ("experiment", "budget_s", "evaluation")
     stored = json.loads(progress.read_text()) if resume and progress.exists() else None
     if stored is not None and all(stored.get(k) == result[k] for k in same):
-        result.update(stored, machine=result["machine"])
+        result.update(stored, machine=result["machine"], settings=settings)
     else:  # another comparison's runs would be resumed past this budget: start afresh
         shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +109,12 @@ def bench_family_budget(
     shared_baselines = workdir / "baselines.pt"
     for name in algorithms:
         run_dir = workdir / name.lower().replace(" ", "-").replace("+", "p")
-        sets = [f"{k}={v}" for k, v in ALGORITHMS[name].items()]
-        row = result["rows"].setdefault(name, {"points": [], "peak_mib": 0.0})
+        sets = [f"{k}={v}" for k, v in settings[name].items()]
+        row = result["rows"].get(name)
+        if row is None or row.get("settings") != settings[name]:  # new, or changed: afresh
+            shutil.rmtree(run_dir, ignore_errors=True)
+            row = result["rows"][name] = {"points": [], "peak_mib": 0.0,
+                                          "settings": settings[name]}  # fmt: skip
         points = row["points"] = [p for p in row["points"] if "error" not in p]
         peak = row["peak_mib"]
         for fraction in fractions[len(points) :]:
@@ -130,7 +150,7 @@ def bench_family_budget(
                                         if c.method == "pretrained"}  # fmt: skip
             points.append({"seconds": _elapsed(run_dir), "iterations": report.model.iteration,
                            "scores": scores})  # fmt: skip
-            row.update(peak_mib=peak, settings=ALGORITHMS[name])
+            row["peak_mib"] = peak
             progress.write_text(json.dumps(result))  # a later call continues from here
     result["date"] = time.strftime("%Y-%m-%d %H:%M")
     return result
