@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -21,3 +22,26 @@ def cross_entropy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
 def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
     """Fraction of correct predictions per task: ``(n_tasks, N, C), (n_tasks, N) -> (n_tasks,)``."""
     return (logits.argmax(dim=-1) == labels).float().mean(dim=1)
+
+
+def episode_ways(labels: Tensor) -> Tensor:
+    """``(n_tasks,)`` each task's number of classes, its largest label + 1 (a Meta-Dataset
+    episode's labels are ``0..N−1``, each present in the query set)."""
+    return labels.amax(dim=1) + 1
+
+
+def mask_absent_classes(logits: Tensor, labels: Tensor) -> Tensor:
+    """``logits (n_tasks, N, C)`` with the classes a task does not have (label ≥ its ways) at
+    −inf: a classifier with ``C = max_ways`` outputs on episodes of fewer ways."""
+    absent = torch.arange(logits.shape[-1], device=logits.device) >= episode_ways(labels)[:, None]
+    return logits.masked_fill(absent[:, None, :], float("-inf"))
+
+
+def variable_way_cross_entropy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
+    """:func:`cross_entropy_per_task` over each task's own classes only."""
+    return cross_entropy_per_task(mask_absent_classes(logits, labels), labels)
+
+
+def variable_way_accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
+    """:func:`accuracy_per_task` with the prediction among each task's own classes."""
+    return accuracy_per_task(mask_absent_classes(logits, labels), labels)
