@@ -42,18 +42,21 @@ def adaptation_curves(
     """Metric vs gradient steps, one line per method, with the curves' error bars.
 
     A method with a single step (an oracle, evaluated without adaptation) is drawn as a gray
-    horizontal line, dashed, dotted, ... in turn. Values are multiplied by ``scale``.
+    horizontal line, dashed, dotted, ... in turn. Values are multiplied by ``scale``. Curves of
+    several settings (one method on several datasets) are labelled ``method, setting``.
     """
     fig = new_figure(5.2, 3.8)
     ax = fig.subplots()
     line_styles = itertools.cycle(["--", ":", "-.", (0, (5, 1, 1, 1))])  # single-step methods
+    several = len({curve.setting for curve in curves}) > 1
     for curve in curves:
+        label = f"{curve.label}, {curve.setting}" if several else curve.label
         mean = [m * scale for m in curve.mean]
         if len(curve.steps) == 1:
-            ax.axhline(mean[0], ls=next(line_styles), color="gray", label=curve.label)
+            ax.axhline(mean[0], ls=next(line_styles), color="gray", label=label)
             continue
         err = [e * scale for e in curve.error] if curve.error else None
-        ax.errorbar(curve.steps, mean, yerr=err, marker="o", ms=3, capsize=2, label=curve.label)
+        ax.errorbar(curve.steps, mean, yerr=err, marker="o", ms=3, capsize=2, label=label)
     ax.set_xlabel("gradient steps at test time")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)

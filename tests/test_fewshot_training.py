@@ -72,6 +72,46 @@ def test_mnist_train_via_cli(tmp_path):
     assert report.protocol["k_query"] == 3
 
 
+def test_meta_dataset_episodes_train_and_evaluate_via_cli(tmp_path, capsys):
+    """Omniglot and MNIST episodes together: a report per source and for all, the plot labelled
+    by source, and `metarl evaluate` repeats the numbers (episodes drawn from eval_seed)."""
+    _need("omniglot")
+    _need("mnist")
+    run = tmp_path / "run"
+    code = main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress", "--evaluate",
+                 "--set", *TINY, "meta_batch_size=1", "episodes=meta_dataset",
+                 "sources=[omniglot, mnist]", "max_ways=8", "algorithm=proto_maml",
+                 "meta_gradient=first_order"])  # fmt: skip
+    assert code == 0
+    report = read_report(run)
+    assert {c.setting for c in report.curves} == {"omniglot", "mnist", "all"}
+    assert report.headline.setting == "all"
+    counts = report.protocol["episodes_per_source"]
+    assert sum(counts.values()) == 20 and report.protocol["max_ways"] == 8
+    every = next(c for c in report.curves if c.setting == "all")
+    weighted = sum(counts[c.setting] * c.mean[-1] for c in report.curves if c.setting != "all")
+    assert abs(every.mean[-1] - weighted / 20) < 1e-9  # "all" is every episode's mean
+    assert "| mnist | ProtoMAML |" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    assert read_report(run).curves == report.curves
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["meta_batch_size=4"], "meta_batch_size=4: episodes=meta_dataset trains on one episode"),
+        (["meta_batch_size=1", "sources=[omniglot, imagenet]"], "sources: ['imagenet'] not among"),
+        (
+            ["meta_batch_size=1", "sources=[mnist]", "eval_subset=val"],
+            "eval_subset: ['mnist'] have",
+        ),
+    ],
+)
+def test_meta_dataset_config_mistakes_are_named(sets, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config("omniglot-5w1s", ["episodes=meta_dataset", *sets])
+
+
 def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     code = main(["train", "omniglot-5w1s", "--out", str(tmp_path / "run"), "--no-progress",
                  "--set", f"data_dir={tmp_path / 'nowhere'}", *TINY])  # fmt: skip

@@ -6,6 +6,11 @@ meta-trained θ, ``eval_steps`` (10) adaptation steps on each episode's support 
 algorithm's step size, or ``eval_lr``); query accuracy after every step. The reported number is
 the mean over episodes after the last step, ± the half-width of the normal 95% confidence
 interval.
+
+With ``episodes: meta_dataset``, the ``eval_tasks`` episodes are Meta-Dataset's (variable ways
+and shots) over the ``eval_subset`` classes of each evaluated source, drawn from ``eval_seed``
+and adapted one at a time; the report has one curve per source and one over all episodes (the
+headline).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from metarl.algorithms import LABELS
+import torch
+from torch import Tensor, nn
+
+from metarl.algorithms import LABELS, MetaAlgorithm
 from metarl.config import to_dict
 from metarl.plots import adaptation_curves, learning_curve
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
@@ -21,9 +29,17 @@ from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve, step_size_used
 from metarl.supervised.checkpoint import restore
-from metarl.supervised.classification_experiment import build_model, load_split, problem
+from metarl.supervised.classification_experiment import (
+    build_model,
+    episode_spec,
+    image_shape,
+    load_split,
+    problem,
+    source_splits,
+)
 from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.data.episodes import fixed_episodes
+from metarl.supervised.data.meta_dataset import sample_meta_dataset_episode
 
 
 def evaluate(
@@ -42,33 +58,46 @@ def evaluate(
     set_num_threads(config.num_threads)
     state = load_checkpoint(run_dir)
     model, algorithm = restore(config, state, build_model(config))
-    classes = load_split(config, config.eval_subset)
-    episodes = fixed_episodes(
-        classes, config.eval_tasks, config.n_way, config.k_shot, config.test_k_query,
-        config.eval_seed,
-    )  # fmt: skip
-    values = adaptation_curve(
-        algorithm, model, episodes, problem(config), config.eval_steps, config.eval_lr,
-        chunk_size=config.eval_chunk, progress=progress,
-    )  # fmt: skip
-    curve = Curve.from_samples("meta_learned", LABELS[config.algorithm], values, "ci95")
-    last = config.eval_steps
+    label, last = LABELS[config.algorithm], config.eval_steps
+    if config.episodes == "meta_dataset":
+        by_source = meta_dataset_values(config, algorithm, model, progress)
+        curves = [Curve.from_samples("meta_learned", label, v, "ci95", setting=name)
+                  for name, v in by_source.items()]  # fmt: skip
+        every = torch.cat(list(by_source.values()), dim=1)
+        curves.append(Curve.from_samples("meta_learned", label, every, "ci95", setting="all"))
+        headline = Headline(f"accuracy after {last} steps", "meta_learned", last, "all")
+        shape = {"sources": config.training_sources, "eval_sources": config.evaluated_sources,
+                 "episodes_per_source": {n: v.shape[1] for n, v in by_source.items()},
+                 "max_ways": config.max_ways, "k_shot": "variable (Meta-Dataset)"}  # fmt: skip
+        classes_note = f"{config.eval_subset} classes of {', '.join(by_source)}"
+    else:
+        classes = load_split(config, config.eval_subset)
+        episodes = fixed_episodes(
+            classes, config.eval_tasks, config.n_way, config.k_shot, config.test_k_query,
+            config.eval_seed,
+        )  # fmt: skip
+        values = adaptation_curve(
+            algorithm, model, episodes, problem(config), config.eval_steps, config.eval_lr,
+            chunk_size=config.eval_chunk, progress=progress,
+        )  # fmt: skip
+        curves = [Curve.from_samples("meta_learned", label, values, "ci95")]
+        headline = Headline(f"accuracy after {last} steps", "meta_learned", last)
+        shape = {"n_way": config.n_way, "k_shot": config.k_shot, "k_query": config.test_k_query}
+        classes_note = f"{config.dataset} {config.eval_subset} ({classes.n_classes} classes)"
     report = EvalReport(
         experiment=config.experiment,
         family="classification",
         metric="query accuracy",
         higher_is_better=True,
         error_bar="ci95",
-        curves=[curve],
-        headline=Headline(f"accuracy after {last} steps", "meta_learned", last),
+        curves=curves,
+        headline=headline,
         model=ModelChoice("last", state["iteration"], state["iteration"]),
         protocol={
             "episodes": config.eval_tasks,
             "eval_seed": config.eval_seed,
-            "classes": f"{config.dataset} {config.eval_subset} ({classes.n_classes} classes)",
-            "n_way": config.n_way,
-            "k_shot": config.k_shot,
-            "k_query": config.test_k_query,
+            "classes": classes_note,
+            **shape,
             "steps": config.eval_steps,
             "step_size": step_size_used(config, algorithm),
             "bn_policy": config.bn_policy,
@@ -81,11 +110,36 @@ def evaluate(
     )
     write_report(report, run_dir)
     plots = run_dir / "plots"
-    title = f"{config.dataset} {config.n_way}-way {config.k_shot}-shot"
-    adaptation_curves([curve], plots / "accuracy_vs_steps.png", "query accuracy", title)
+    title = (
+        f"Meta-Dataset episodes from {', '.join(config.training_sources)}"
+        if config.episodes == "meta_dataset"
+        else f"{config.dataset} {config.n_way}-way {config.k_shot}-shot"
+    )
+    adaptation_curves(curves, plots / "accuracy_vs_steps.png", "query accuracy", title)
     metrics = read_metrics(run_dir)
     if metrics:
         learning_curve(
             metrics, ["meta/accuracy"], plots / "learning_curve.png", "accuracy (training batches)"
         )
     return report
+
+
+def meta_dataset_values(
+    config: ClassificationConfig, algorithm: MetaAlgorithm, model: nn.Module, progress: bool
+) -> dict[str, Tensor]:
+    """Query accuracy ``(eval_steps + 1, episodes)`` of each evaluated source: ``eval_tasks``
+    Meta-Dataset episodes drawn from ``eval_seed`` over the sources' ``eval_subset`` classes,
+    each adapted on its own (episodes differ in size)."""
+    from tqdm import tqdm
+
+    sources = source_splits(config, config.eval_subset, config.evaluated_sources)
+    spec, (channels, side) = episode_spec(config), image_shape(config)
+    generator = torch.Generator().manual_seed(config.eval_seed)
+    values: dict[str, list[Tensor]] = {name: [] for name in sources}
+    for _ in tqdm(range(config.eval_tasks), desc="test episodes", disable=not progress,
+                  leave=False):  # fmt: skip
+        episode = sample_meta_dataset_episode(sources, spec, generator, (channels, side, side))
+        curve = adaptation_curve(algorithm, model, episode.batch, problem(config),
+                                 config.eval_steps, config.eval_lr)  # fmt: skip
+        values[episode.source].append(curve)
+    return {name: torch.cat(v, dim=1) for name, v in values.items() if v}

@@ -7,6 +7,7 @@ how it is scored (cross-entropy, accuracy).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,14 @@ from metarl.seeding import seeded
 from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
+from metarl.supervised.data.meta_dataset import EpisodeSpec, sample_meta_dataset_episode
 from metarl.supervised.models import bn_mlp
-from metarl.supervised.tasks import accuracy_per_task, cross_entropy_per_task
+from metarl.supervised.tasks import (
+    accuracy_per_task,
+    cross_entropy_per_task,
+    variable_way_accuracy_per_task,
+    variable_way_cross_entropy_per_task,
+)
 from metarl.supervised.trainer import check_meta_batch_memory, meta_train
 
 
@@ -48,6 +55,26 @@ def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
     return image_folder_split(config.data_dir, subset, config.image_size)
 
 
+def source_config(config: ClassificationConfig, name: str) -> ClassificationConfig:
+    """The config of one Meta-Dataset source: ``dataset=name``; ``data_dir`` is an image
+    folder's own, so the other sources are looked for where they would be without it."""
+    if name == "image_folder" or config.dataset == name:
+        return dataclasses.replace(config, dataset=name)
+    return dataclasses.replace(config, dataset=name, data_dir=None)
+
+
+def source_splits(
+    config: ClassificationConfig, subset: str, names: list[str]
+) -> dict[str, ClassImages]:
+    """``subset``'s classes of each dataset in ``names``, by name."""
+    return {name: load_split(source_config(config, name), subset) for name in names}
+
+
+def episode_spec(config: ClassificationConfig) -> EpisodeSpec:
+    """Meta-Dataset's bounds (the paper's) with the config's ``max_ways``."""
+    return EpisodeSpec(max_ways=config.max_ways)
+
+
 def check_data(config: ClassificationConfig) -> None:
     """That the config's dataset is where it is looked for (without reading it).
 
@@ -56,6 +83,10 @@ def check_data(config: ClassificationConfig) -> None:
     """
     from metarl.supervised.data.files import DataError, dataset_dir
 
+    if config.episodes == "meta_dataset":
+        for name in dict.fromkeys(config.training_sources + config.evaluated_sources):
+            check_data(dataclasses.replace(source_config(config, name), episodes="fixed"))
+        return
     if config.dataset == "image_folder":
         if not Path(str(config.data_dir)).is_dir():
             raise DataError(f"data_dir: image folder {config.data_dir} not found")
@@ -70,13 +101,24 @@ def preflight(config: ClassificationConfig) -> None:
     check_data(config)
     channels, side = image_shape(config)
     model = build_model(config)
-    support = torch.zeros(config.n_way * config.k_shot, channels, side, side)
-    query = torch.zeros(config.n_way * config.k_query, channels, side, side)
+    if config.episodes == "meta_dataset":  # the largest episode
+        spec = episode_spec(config)
+        shots, queries = spec.max_support, spec.max_ways * spec.max_query
+    else:
+        shots, queries = config.n_way * config.k_shot, config.n_way * config.k_query
+    support = torch.zeros(shots, channels, side, side)
+    query = torch.zeros(queries, channels, side, side)
     check_meta_batch_memory(config, model, support, query)
 
 
 def image_shape(config: ClassificationConfig) -> tuple[int, int]:
-    """``(channels, side)`` of the config's images (known without reading the data)."""
+    """``(channels, side)`` of the config's images (known without reading the data). Meta-Dataset
+    sources meet at the largest side, in colour if any source is."""
+    if config.episodes == "meta_dataset":
+        names = dict.fromkeys(config.training_sources + config.evaluated_sources)
+        shapes = [image_shape(dataclasses.replace(config, dataset=n, episodes="fixed"))
+                  for n in names]  # fmt: skip
+        return max(c for c, _ in shapes), max(s for _, s in shapes)
     if config.dataset == "image_folder":
         return 3, config.image_size
     if config.dataset == "cifar10":
@@ -88,10 +130,11 @@ def build_model(config: ClassificationConfig) -> nn.Module:
     """The network the config describes (Conv-4, or the fully connected ``mlp``), its initial
     weights drawn from ``config.seed``."""
     channels, side = image_shape(config)
+    outputs = config.max_ways if config.episodes == "meta_dataset" else config.n_way
     with seeded(config.seed):
         if config.network == "mlp":
-            return bn_mlp(channels * side * side, config.mlp_hidden, config.n_way)
-        return Conv4(config.n_way, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
+            return bn_mlp(channels * side * side, config.mlp_hidden, outputs)
+        return Conv4(outputs, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
 
 
 def problem(config: ClassificationConfig) -> Problem:
@@ -102,6 +145,9 @@ def problem(config: ClassificationConfig) -> Problem:
         def query_inputs(batch: TaskBatch) -> tuple[torch.Tensor, ...]:
             return batch.query_x, batch.support_x
 
+    if config.episodes == "meta_dataset":  # each episode scored over its own classes
+        return Problem(variable_way_cross_entropy_per_task, variable_way_accuracy_per_task,
+                       "accuracy", query_inputs)  # fmt: skip
     return Problem(cross_entropy_per_task, accuracy_per_task, "accuracy", query_inputs)
 
 
@@ -112,12 +158,20 @@ def train(
     progress: bool = True,
 ) -> nn.Module:
     """Meta-train the network on the config's meta-training classes into ``run_dir``."""
-    classes = load_split(config, "train")
+    if config.episodes == "meta_dataset":
+        sources = source_splits(config, "train", config.training_sources)
+        spec, (channels, side) = episode_spec(config), image_shape(config)
 
-    def sample_batch(gen: torch.Generator) -> TaskBatch:
-        return sample_episodes(
-            classes, config.meta_batch_size, config.n_way, config.k_shot, config.k_query, gen
-        )
+        def sample_batch(gen: torch.Generator) -> TaskBatch:
+            return sample_meta_dataset_episode(sources, spec, gen, (channels, side, side)).batch
+
+    else:
+        classes = load_split(config, "train")
+
+        def sample_batch(gen: torch.Generator) -> TaskBatch:
+            return sample_episodes(
+                classes, config.meta_batch_size, config.n_way, config.k_shot, config.k_query, gen
+            )
 
     model = build_model(config)
     algorithm = make_algorithm(config, model)

@@ -18,6 +18,7 @@ from metarl.supervised.models import BN_MLP_HIDDEN, INITS
 
 DATASETS = ("omniglot", "mnist", "fashion-mnist", "cifar10", "image_folder")
 BN_POLICIES = ("transductive", "support_statistics")
+EPISODES = ("fixed", "meta_dataset")
 NETWORKS = ("conv4", "mlp")
 
 
@@ -209,6 +210,27 @@ class ClassificationConfig(SupervisedConfig):
     )
     image_size: int = option(84, "image_folder: images are resized to this square side", low=16)
     # --- episodes ----------------------------------------------------------------------------
+    episodes: str = option(
+        "fixed",
+        "fixed: N-way K-shot episodes of `dataset` (n_way, k_shot, k_query; the paper), or "
+        "meta_dataset: Meta-Dataset's variable ways and class-imbalanced shots drawn from "
+        "`sources` (one episode per meta-iteration; docs/algorithms.md)",
+        choices=EPISODES,
+    )
+    sources: list[str] = option(
+        [],
+        "meta_dataset: the datasets episodes are drawn from, each its training classes (e.g. "
+        "[omniglot, mnist]); empty: [dataset]",
+    )
+    eval_sources: list[str] = option(
+        [],
+        "meta_dataset: the datasets whose eval_subset classes are evaluated, reported one by "
+        "one; a dataset not in `sources` is unseen in training; empty: the sources",
+    )
+    max_ways: int = option(
+        50, "meta_dataset: most classes of an episode, the classifier's width (the paper's 50)",
+        low=5,
+    )  # fmt: skip
     n_way: int = option(5, "classes per episode (N)", low=2)
     k_shot: int = option(1, "support images per class (K)", low=1)
     k_query: int = option(
@@ -249,7 +271,9 @@ class ClassificationConfig(SupervisedConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.dataset in ("mnist", "fashion-mnist", "cifar10"):
+        if self.episodes == "meta_dataset":
+            self._validate_meta_dataset()
+        elif self.dataset in ("mnist", "fashion-mnist", "cifar10"):
             train = set(self.train_classes)
             if len(train) != len(self.train_classes):
                 raise ConfigError(f"train_classes: repeated labels in {self.train_classes}")
@@ -263,6 +287,32 @@ class ClassificationConfig(SupervisedConfig):
                 raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
+
+    def _validate_meta_dataset(self) -> None:
+        for key in ("sources", "eval_sources"):
+            unknown = [name for name in getattr(self, key) if name not in DATASETS]
+            if unknown:
+                raise ConfigError(f"{key}: {unknown} not among {list(DATASETS)}")
+        if "image_folder" in self.training_sources + self.evaluated_sources and not self.data_dir:
+            raise ConfigError("data_dir: an image_folder source needs the folder")
+        no_val = [n for n in self.evaluated_sources if n in ("mnist", "fashion-mnist", "cifar10")]
+        if self.eval_subset == "val" and no_val:
+            raise ConfigError(f"eval_subset: {no_val} have no validation classes")
+        if self.meta_batch_size != 1:
+            raise ConfigError(
+                f"meta_batch_size={self.meta_batch_size}: episodes=meta_dataset trains on one "
+                "episode per meta-iteration (episodes differ in size); set meta_batch_size=1"
+            )
+
+    @property
+    def training_sources(self) -> list[str]:
+        """The datasets meta-training episodes come from (``sources``, else ``[dataset]``)."""
+        return list(self.sources) or [self.dataset]
+
+    @property
+    def evaluated_sources(self) -> list[str]:
+        """The datasets evaluated (``eval_sources``, else the training sources)."""
+        return list(self.eval_sources) or self.training_sources
 
     @property
     def test_k_query(self) -> int:
