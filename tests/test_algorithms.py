@@ -318,3 +318,20 @@ def test_step_size_lr_moves_only_the_step_sizes_at_its_rate():
         torch.testing.assert_close(p.detach(), b - rate)
     config.step_size_lr = 0.0  # off: one group at meta_lr, as before the option existed
     assert len(parameter_groups(config, meta_params, algorithm)) == 1
+
+
+def test_meta_sgd_draws_its_step_sizes_as_the_paper_from_the_seed():
+    """Each α entry from U[0.005, 0.1] (Li et al. 2017), the same for the same seed;
+    meta_sgd_init=[] starts them all at inner_lr."""
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8, 1), "tanh")
+
+    def alphas(*extra):
+        algorithm = make_algorithm(_config("meta_sgd", *extra), model)
+        return torch.cat([v.detach().flatten() for v in algorithm.step_size.values.values()])
+
+    drawn = alphas()
+    assert drawn.numel() == sum(p.numel() for p in model.parameters())  # one α per weight
+    assert 0.005 <= drawn.min() and drawn.max() <= 0.1 and drawn.std() > 0.02
+    assert torch.equal(drawn, alphas()) and not torch.equal(drawn, alphas("seed=1"))
+    assert torch.equal(alphas("meta_sgd_init=[]"), torch.full_like(drawn, 0.1))

@@ -82,6 +82,12 @@ class SupervisedConfig(MetaLearningConfig):
     doa_iterations: int = option(
         0, "maml_plus_plus: iterations of first-order meta-gradients before second order", low=0
     )
+    meta_sgd_init: list[float] = option(
+        [0.005, 0.1],
+        "meta_sgd: [low, high], each entry of α drawn uniformly from it (the paper's); []: every "
+        "entry starts at inner_lr",
+        low=0.0,
+    )
     imaml_lambda: float = option(2.0, "imaml: λ of the proximal term λ/2‖φ − θ‖²", low=1e-6)
     imaml_cg_steps: int = option(
         5, "imaml: conjugate-gradient steps of the implicit meta-gradient", low=1
@@ -103,6 +109,11 @@ class SupervisedConfig(MetaLearningConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.meta_sgd_init and (
+            len(self.meta_sgd_init) != 2 or self.meta_sgd_init[0] > self.meta_sgd_init[1]
+        ):
+            raise ConfigError(f"meta_sgd_init: expected [low, high] with low <= high, or [], got "
+                              f"{self.meta_sgd_init}")  # fmt: skip
         if self.align_every and self.align_every % self.log_every:
             raise ConfigError(
                 f"align_every ({self.align_every}) must be a multiple of log_every "
