@@ -39,7 +39,7 @@ class Curve:
     Attributes:
         method: stable id that readers key on: ``meta_learned`` (the trained model),
             ``pretrained``, ``random_init``, ``oracle_analytic``, ``oracle_ppo``,
-            ``oracle_ppo_mean_action``, ``standard_training``.
+            ``oracle_ppo_mean_action``, ``standard_training``, ``nil`` (ANIL's head-free variant).
         label: the name shown in tables and plots.
         steps: gradient steps ``(S,)``; a method that does not adapt has the single step 0.
         mean: the score after each step, mean over test tasks ``(S,)``.

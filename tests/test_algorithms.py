@@ -335,3 +335,22 @@ def test_meta_sgd_draws_its_step_sizes_as_the_paper_from_the_seed():
     assert 0.005 <= drawn.min() and drawn.max() <= 0.1 and drawn.std() > 0.02
     assert torch.equal(drawn, alphas()) and not torch.equal(drawn, alphas("seed=1"))
     assert torch.equal(alphas("meta_sgd_init=[]"), torch.full_like(drawn, 0.1))
+
+
+def test_nil_labels_each_query_by_softmaxed_cosines_to_the_support_features():
+    """Against a loop over tasks and queries with torch's cosine similarity."""
+    from metarl.algorithms.anil import nil_probabilities
+
+    torch.manual_seed(8)
+    model = Conv4(3, 1, 12, filters=4)
+    batch = _classification_batch(n_tasks=2, n_way=3, shots=2)
+    probabilities = nil_probabilities(model, batch, CLASSIFICATION)
+    assert probabilities.shape == (2, 6, 3)
+    for t in range(2):
+        support = model(batch.support_x[t], features_only=True)
+        query = model(batch.query_x[t], features_only=True)
+        for q in range(6):
+            cosines = torch.nn.functional.cosine_similarity(query[q : q + 1], support, dim=-1)
+            weights = cosines.softmax(dim=0)
+            expected = torch.stack([weights[batch.support_y[t] == k].sum() for k in range(3)])
+            torch.testing.assert_close(probabilities[t, q], expected)

@@ -39,6 +39,7 @@ def _need(dataset: str) -> None:
     [
         [],
         ["meta_gradient=first_order", "bn_policy=support_statistics", "split=vinyals"],
+        ["algorithm=anil", "eval_nil=true"],
     ],
 )
 def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
@@ -50,13 +51,20 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     assert [m["iteration"] for m in read_metrics(run)] == [2, 4]
     assert all(0.0 <= m["meta/accuracy"] <= 1.0 for m in read_metrics(run))
     report = read_report(run)
-    (curve,) = report.curves
+    curve, *nil = report.curves
+    if "eval_nil=true" in extra:  # ANIL's head-free variant, one value without adaptation
+        assert [(c.method, c.steps) for c in nil] == [("nil", [0])] and 0 <= nil[0].mean[0] <= 1
     assert curve.steps == [0, 1, 2] and len(curve.error) == 3 and report.error_bar == "ci95"
     before, accuracy, _ = report.headline_values()
     assert 0.0 <= accuracy <= 1.0 and accuracy == curve.mean[-1] and before == curve.mean[0]
     assert report.protocol["episodes"] == 20 and report.model.iteration == 4
     assert (run / "plots" / "accuracy_vs_steps.png").stat().st_size > 1000
-    assert "| MAML |" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert (
+        ("| ANIL |" in shown and "| NIL (no head, cosine) |" in shown)
+        if nil
+        else "| MAML |" in shown
+    )
     # `metarl evaluate` on the finished run gives the same numbers (fixed test episodes).
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     assert read_report(run).curves == report.curves

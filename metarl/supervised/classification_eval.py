@@ -22,7 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from metarl.algorithms import LABELS, MetaAlgorithm
+from metarl.algorithms.anil import nil_probabilities
 from metarl.config import to_dict
+from metarl.core import TaskBatch
 from metarl.plots import adaptation_curves, learning_curve
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import load_checkpoint, read_metrics
@@ -40,6 +42,7 @@ from metarl.supervised.classification_experiment import (
 from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.data.episodes import fixed_episodes
 from metarl.supervised.data.meta_dataset import sample_meta_dataset_episode
+from metarl.supervised.tasks import accuracy_per_task
 
 
 def evaluate(
@@ -81,6 +84,8 @@ def evaluate(
             chunk_size=config.eval_chunk, progress=progress,
         )  # fmt: skip
         curves = [Curve.from_samples("meta_learned", label, values, "ci95")]
+        if config.eval_nil:
+            curves.append(nil_curve(config, model, episodes))
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last)
         shape = {"n_way": config.n_way, "k_shot": config.k_shot, "k_query": config.test_k_query}
         classes_note = f"{config.dataset} {config.eval_subset} ({classes.n_classes} classes)"
@@ -143,3 +148,14 @@ def meta_dataset_values(
                                  config.eval_steps, config.eval_lr)  # fmt: skip
         values[episode.source].append(curve)
     return {name: torch.cat(v, dim=1) for name, v in values.items() if v}
+
+
+def nil_curve(config: ClassificationConfig, model: nn.Module, episodes: TaskBatch) -> Curve:
+    """NIL's query accuracy on the test episodes (no adaptation: one value, at step 0)."""
+    scores = []
+    for i in range(0, episodes.n_tasks, config.eval_chunk):
+        chunk = episodes.tasks(i, i + config.eval_chunk)
+        probabilities = nil_probabilities(model, chunk, problem(config))
+        scores.append(accuracy_per_task(probabilities, chunk.query_y))
+    return Curve.from_samples("nil", "NIL (no head, cosine)", torch.cat(scores)[None], "ci95",
+                              steps=[0])  # fmt: skip

@@ -279,6 +279,11 @@ class ClassificationConfig(SupervisedConfig):
         None, "query images per class of a test episode; null: the same as k_query", low=1
     )
     eval_chunk: int = option(25, "test episodes adapted together (bounds memory)", low=1)
+    eval_nil: bool = option(
+        False,
+        "also report NIL (Raghu et al. 2020): no head, each query labelled by the softmax of its "
+        "cosine similarities to the support features (conv4, fixed episodes)",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -298,6 +303,9 @@ class ClassificationConfig(SupervisedConfig):
                 raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
+        if self.eval_nil and (self.network != "conv4" or self.episodes != "fixed"):
+            raise ConfigError("eval_nil: NIL reads Conv-4's features on fixed N-way episodes; set "
+                              "network=conv4 episodes=fixed or eval_nil=false")  # fmt: skip
 
     def _validate_meta_dataset(self) -> None:
         for key in ("sources", "eval_sources"):
