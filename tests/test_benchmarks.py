@@ -138,7 +138,7 @@ def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
     assert not (tmp_path / "mamlpp" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("name", ["family-sinusoid", "family-omniglot"])
+@pytest.mark.parametrize("name", ["family-sinusoid", "family-omniglot", "family-omniglot-20w1s"])
 @pytest.mark.parametrize("suite", ["quick", "paper"])
 def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, monkeypatch):
     import inspect

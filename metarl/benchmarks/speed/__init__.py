@@ -85,14 +85,19 @@ def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     return _family("sinusoid", workdir, (120.0,), quick if suite == "quick" else ())
 
 
-def _family_omniglot(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
-    from metarl.benchmarks.runner import missing_dataset
+def _family_omniglot(experiment: str) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
+    """The family on an Omniglot experiment, 20 minutes of training per algorithm."""
 
-    missing = missing_dataset("omniglot-5w1s")
-    if missing is not None:
-        raise BenchmarkUnavailable(missing)
-    quick = (3.0, {"eval_tasks": 10}, (1.0,), ["MAML", "ProtoMAML"])
-    return _family("omniglot-5w1s", workdir, (1200.0,), quick if suite == "quick" else ())
+    def run(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+        from metarl.benchmarks.runner import missing_dataset
+
+        missing = missing_dataset(experiment)
+        if missing is not None:
+            raise BenchmarkUnavailable(missing)
+        quick = (3.0, {"eval_tasks": 10}, (1.0,), ["MAML", "ProtoMAML"])
+        return _family(experiment, workdir, (1200.0,), quick if suite == "quick" else ())
+
+    return run
 
 
 SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
@@ -103,5 +108,6 @@ SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "speed-distributed": _speed_distributed,
     "memory-family": _memory_family,
     "family-sinusoid": _family_sinusoid,
-    "family-omniglot": _family_omniglot,
+    "family-omniglot": _family_omniglot("omniglot-5w1s"),
+    "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
 }
