@@ -177,3 +177,54 @@ def test_a_log_after_a_resume_averages_the_iterations_since_the_resume(tmp_path)
     one_by_one = [r["meta/query_loss"] for r in rows(tmp_path / "b") if r["iteration"] > 137]
     assert resumed["iteration"] == 200 and len(one_by_one) == 63
     assert math.isclose(resumed["meta/query_loss"], sum(one_by_one) / 63, rel_tol=1e-5)
+
+
+def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
+    tmp_path, monkeypatch
+):
+    """Evaluated every 10 iterations, a return after one step of −30 + 0.5·iterations first
+    reaches −11.68 at 40 iterations; training seconds come from the checkpoint; a resumed call
+    measures nothing again; a row that never reaches it stops at the budget."""
+    from metarl import reports, run
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.speed import time_to_quality as ttq
+    from metarl.reports import Curve
+
+    trained: dict[str, int] = {}
+    calls = []
+
+    class Child:
+        exit_code = 0
+
+    def run_child(args, *more, **options):
+        calls.append(args)
+        if args[0] == "train":
+            folder = args[args.index("--resume" if "--resume" in args else "--out") + 1]
+            sets = args[args.index("--set") + 1 :]
+            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
+        return Child()
+
+    class Report:
+        def __init__(self, iterations, slope):
+            self.value = -30.0 + slope * iterations
+
+        def curve(self, method):
+            return Curve(method, "MAML", [0, 1, 2], [-40.0, self.value, self.value + 5])
+
+    slopes = {"fast": 0.5, "slow": 0.01}
+    monkeypatch.setattr(runner, "run_child", run_child)
+    monkeypatch.setattr(reports, "read_report",
+                        lambda d: Report(trained[str(d)], slopes[Path(d).name]))  # fmt: skip
+    monkeypatch.setattr(run, "load_checkpoint", lambda d: {"elapsed": 2.0 * trained[str(d)]})
+    options = {"fast": ["fisher_subsample=5"], "slow": []}
+    result = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options)
+    fast, slow = result["rows"]["fast"], result["rows"]["slow"]
+    assert fast["reached"]["iterations"] == 40 and fast["reached"]["seconds"] == 80.0
+    assert fast["reached"]["return_2"] == fast["reached"]["score"] + 5
+    assert slow["reached"] is None and [p["iterations"] for p in slow["points"]][-1] == 60
+    table = ttq.format_time_to_quality(result)
+    assert "| fast | **80 s** | 40 |" in table and "| slow | not within 60 iterations |" in table
+    calls.clear()
+    again = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
+                                      resume=True)  # fmt: skip
+    assert calls == [] and again["rows"]["fast"]["reached"] == fast["reached"]

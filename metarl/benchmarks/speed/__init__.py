@@ -100,6 +100,37 @@ def _family_omniglot(experiment: str) -> Callable[[str, Path], tuple[dict[str, A
     return run
 
 
+def _time_to(experiment: str, every: int) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
+    """Time from a fresh start to the paper's number on ``experiment``, evaluated every
+    ``every`` iterations (the paper suite: up to the protocol's 500 iterations)."""
+
+    def run(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+        from metarl.benchmarks.speed.time_to_quality import (
+            bench_time_to_quality,
+            format_time_to_quality,
+        )
+
+        baselines = workdir.parent / "baselines" / experiment  # the suite's shared baselines
+        if experiment != "navigation" and not (baselines / "oracle.pt").exists():
+            raise BenchmarkUnavailable(
+                f"needs the oracle baseline in {baselines} (metarl bench --suite {suite} --only "
+                f"{experiment} trains it)"
+            )
+        evaluation = [f"baselines_dir={baselines}"]
+        if suite == "quick":  # the mechanism on a tiny run
+            result = bench_time_to_quality(
+                experiment, workdir, 1, 1, ["meta_batch_size=2", "episodes_per_task=5"],
+                [*evaluation, "eval_tasks=2", "eval_episodes_per_task=2",
+                 "eval_trajectory_goals=0"],
+            )  # fmt: skip
+        else:
+            result = bench_time_to_quality(experiment, workdir, every, 500, None, evaluation,
+                                           resume=True)  # fmt: skip
+        return result, format_time_to_quality(result)
+
+    return run
+
+
 SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,
@@ -110,4 +141,6 @@ SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "family-sinusoid": _family_sinusoid,
     "family-omniglot": _family_omniglot("omniglot-5w1s"),
     "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
+    "time-to-navigation": _time_to("navigation", 5),
+    "time-to-halfcheetah-vel": _time_to("halfcheetah-vel", 10),
 }

@@ -1,0 +1,169 @@
+"""``time-to-navigation``, ``time-to-halfcheetah-vel``: training time from a fresh start to the
+paper's number, found by the paper's own evaluation of the checkpoints.
+
+For each set of options (the paper's defaults; the fastest documented options), the experiment
+trains from scratch in chunks of ``every`` iterations. After each chunk ``metarl evaluate`` scores
+the model with the experiment's protocol (navigation: 40 test tasks × 20 episodes, the best
+model of training so far as the paper). The row is the first chunk whose score reaches the
+target: the training seconds stored in the checkpoint (evaluations excluded) and the
+iterations. Targets (:data:`TARGETS`): navigation, the paper's return after one step, −11.68
+(the return after two steps, the paper's −3.3, is reported beside it); HalfCheetah-vel, 80% of
+the gap from the random-init policy to the oracle after one step (needs the oracle baseline).
+Training and evaluation run as child ``metarl`` commands; a later call resumes every row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metarl.benchmarks.common import machine_info
+from metarl.reports import EvalReport
+
+
+@dataclass(frozen=True)
+class Target:
+    """What "reaching the paper" means for one experiment.
+
+    Attributes:
+        label: the target in words, for the table.
+        score: the number an evaluation gives (None: it cannot be computed, e.g. no oracle).
+        threshold: the score to reach (higher is better).
+    """
+
+    label: str
+    score: Callable[[EvalReport], float | None]
+    threshold: float
+
+
+def return_after(report: EvalReport, steps: int) -> float | None:
+    """The meta-learned policy's mean return after ``steps`` adaptation steps."""
+    curve = report.curve("meta_learned")
+    return None if curve is None or steps not in curve.steps else curve.at(steps)[0]
+
+
+TARGETS: dict[str, Target] = {
+    "navigation": Target("return after 1 step ≥ −11.68 (the paper's)",
+                         lambda r: return_after(r, 1), -11.68),
+    "halfcheetah-vel": Target("80% of the random-init → oracle gap after 1 step",
+                              EvalReport.gap_closed, 0.8),
+}  # fmt: skip
+OPTIONS: dict[str, list[str]] = {
+    "paper defaults": [],
+    "fastest documented": ["fisher_subsample=5", "fisher_product=gauss_newton"],
+}
+"""Each row's settings on top of the experiment's YAML (docs/performance.md)."""
+PROGRESS = "time_to_quality.json"
+
+
+def bench_time_to_quality(
+    experiment: str,
+    workdir: Path,
+    every: int,
+    max_iterations: int,
+    training: list[str] | None = None,
+    evaluation: list[str] | None = None,
+    options: dict[str, list[str]] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train each of ``options`` until the experiment's :data:`TARGETS` entry is reached.
+
+    Args:
+        experiment: a key of :data:`TARGETS`.
+        workdir: where the runs go.
+        every: iterations between evaluations (the time's resolution).
+        max_iterations: give up after this many iterations (the paper's budget).
+        training: extra ``--set`` items for every row (a smaller quick run).
+        evaluation: ``--set`` items of every evaluation (e.g. ``baselines_dir=...``).
+        options: rows, name -> ``--set`` items (default :data:`OPTIONS`).
+        resume: continue an earlier call's rows with the same settings.
+
+    Returns:
+        ``{"experiment", "target", "threshold", "every", "machine", "rows": {name: {"settings",
+        "points": [{"iterations", "seconds", "score", "return_2"}], "reached": point | None}}}``.
+    """
+    from metarl.benchmarks.runner import run_child
+    from metarl.reports import read_report
+    from metarl.run import CHECKPOINT, load_checkpoint
+
+    target = TARGETS[experiment]
+    options = OPTIONS if options is None else options
+    progress = workdir / PROGRESS
+    stored = json.loads(progress.read_text()) if resume and progress.exists() else {}
+    result: dict[str, Any] = {"experiment": experiment, "target": target.label,
+                              "threshold": target.threshold, "every": every,
+                              "max_iterations": max_iterations, "machine": machine_info(),
+                              "rows": {}}  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name, sets in options.items():
+        settings = [*(training or []), *sets]
+        run_dir = workdir / name.replace(" ", "-")
+        row = stored.get("rows", {}).get(name)
+        if row is None or row["settings"] != settings or stored.get("every") != every:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            row = {"settings": settings, "points": [], "reached": None}
+        result["rows"][name] = row
+        while row["reached"] is None:
+            iterations = (len(row["points"]) + 1) * every
+            if iterations > max_iterations:
+                break
+            if (run_dir / CHECKPOINT).exists():
+                args = ["train", "--resume", str(run_dir), "--set", f"iterations={iterations}"]
+            else:
+                args = ["train", experiment, "--out", str(run_dir), "--set", *settings,
+                        f"iterations={iterations}", "tensorboard=false"]  # fmt: skip
+            if run_child([*args, "--no-progress"]).exit_code != 0:
+                row["error"] = "training failed"
+                break
+            evaluate = ["evaluate", str(run_dir), "--no-progress"]
+            if run_child(evaluate + (["--set", *evaluation] if evaluation else [])).exit_code:
+                row["error"] = "evaluation failed"
+                break
+            report = read_report(run_dir)
+            assert report is not None
+            score = target.score(report)
+            point = {"iterations": iterations, "score": score,
+                     "seconds": float(load_checkpoint(run_dir).get("elapsed", math.nan)),
+                     "return_2": return_after(report, 2)}  # fmt: skip
+            row["points"].append(point)
+            if score is not None and score >= target.threshold:
+                row["reached"] = point
+            progress.write_text(json.dumps(result))
+    result["date"] = time.strftime("%Y-%m-%d %H:%M")
+    progress.write_text(json.dumps(result))
+    return result
+
+
+def format_time_to_quality(result: dict[str, Any]) -> str:
+    """The rows as a Markdown table."""
+    lines = [
+        f"{result['experiment']}: training time from a fresh start to {result['target']}, "
+        f"evaluated every {result['every']} iterations by the experiment's protocol (training "
+        "seconds only).",
+        "",
+        "| options | reached after | iterations | score then | best score (iterations) "
+        "| return after 2 steps then |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in result["rows"].items():
+        points = [p for p in row["points"] if p["score"] is not None]
+        best = max(points, key=lambda p: p["score"], default=None)
+        best_cell = f"{best['score']:.3g} ({best['iterations']})" if best else "–"
+        reached = row["reached"]
+        if reached is None:
+            trained = row["points"][-1]["iterations"] if row["points"] else 0
+            why = row.get("error") or f"not within {trained} iterations"
+            lines.append(f"| {name} | {why} | – | – | {best_cell} | – |")
+            continue
+        two = reached.get("return_2")
+        lines.append(
+            f"| {name} | **{reached['seconds']:.0f} s** | {reached['iterations']} "
+            f"| {reached['score']:.3g} | {best_cell} | {'–' if two is None else f'{two:.2f}'} |"
+        )
+    return "\n".join(lines)
