@@ -188,6 +188,7 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     from metarl import reports, run
     from metarl.benchmarks import runner
     from metarl.benchmarks.speed import time_to_quality as ttq
+    from metarl.cli import build_parser
     from metarl.reports import Curve
 
     trained: dict[str, int] = {}
@@ -196,8 +197,11 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     class Child:
         exit_code = 0
 
+    parser = build_parser()
+
     def run_child(args, *more, **options):
         calls.append(args)
+        parser.parse_args(args)  # as the child's command line would be read
         if args[0] == "train":
             folder = args[args.index("--resume" if "--resume" in args else "--out") + 1]
             sets = args[args.index("--set") + 1 :]

@@ -58,7 +58,7 @@ OPTIONS: dict[str, list[str]] = {
     "paper defaults": [],
     "fastest documented": ["fisher_subsample=5", "fisher_product=gauss_newton"],
 }
-"""Each row's settings on top of the experiment's YAML (docs/performance.md)."""
+"""Each row's settings on top of the experiment's YAML (docs/experiments/meta-rl.md)."""
 PROGRESS = "time_to_quality.json"
 
 
@@ -108,13 +108,15 @@ def bench_time_to_quality(
         if row is None or row["settings"] != settings or stored.get("every") != every:
             shutil.rmtree(run_dir, ignore_errors=True)
             row = {"settings": settings, "points": [], "reached": None}
+        row.pop("error", None)  # a failure of an earlier call is tried again
         result["rows"][name] = row
         while row["reached"] is None:
             iterations = (len(row["points"]) + 1) * every
             if iterations > max_iterations:
                 break
             if (run_dir / CHECKPOINT).exists():
-                args = ["train", "--resume", str(run_dir), "--set", f"iterations={iterations}"]
+                args = ["train", experiment, "--resume", str(run_dir), "--set",
+                        f"iterations={iterations}"]  # fmt: skip
             else:
                 args = ["train", experiment, "--out", str(run_dir), "--set", *settings,
                         f"iterations={iterations}", "tensorboard=false"]  # fmt: skip
