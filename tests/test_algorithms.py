@@ -354,3 +354,29 @@ def test_nil_labels_each_query_by_softmaxed_cosines_to_the_support_features():
             weights = cosines.softmax(dim=0)
             expected = torch.stack([weights[batch.support_y[t] == k].sum() for k in range(3)])
             torch.testing.assert_close(probabilities[t, q], expected)
+
+
+def test_safeguarded_inner_steps_converge_where_plain_steps_diverge():
+    """Per-task quadratics ½a‖φ − c‖² + λ/2‖φ − θ‖²: with α(a + λ) > 2 plain gradient descent
+    diverges on that task; the safeguarded solver reaches the closed form (a c + λ θ)/(a + λ),
+    and on the well-conditioned task it takes exactly the plain steps."""
+    from metarl.algorithms.imaml import safeguarded_steps
+    from metarl.algorithms.maml import gradient_steps, last
+
+    a = torch.tensor([1.0, 50.0])
+    c = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
+    theta = {"w": torch.zeros(2, 2)}
+    lam, alpha = 2.0, 0.1  # task 1: α(a + λ) = 5.2 > 2
+
+    def loss(params):
+        w = params["w"]
+        return 0.5 * a * (w - c).pow(2).sum(1) + 0.5 * lam * (w - theta["w"]).pow(2).sum(1)
+
+    plain = last(gradient_steps(loss, {}, theta, alpha, 60))["w"]
+    guarded = list(safeguarded_steps(loss, theta, alpha, 60))
+    solution = (a[:, None] * c + lam * theta["w"]) / (a[:, None] + lam)
+    assert not torch.isfinite(plain[1]).all() or plain[1].abs().max() > 1e6
+    torch.testing.assert_close(guarded[-1]["w"], solution, atol=1e-5, rtol=0)
+    torch.testing.assert_close(guarded[-1]["w"][0], plain[0])  # plain steps where they work
+    losses = torch.stack([loss(p) for p in guarded])
+    assert (losses[1:] <= losses[:-1]).all()  # never an increase

@@ -40,6 +40,48 @@ def proximal_loss(
     return loss
 
 
+def safeguarded_steps(
+    loss_fn: Callable[[Params], Tensor], params: Params, step_size: float, steps: int,
+    halvings: int = 10,
+) -> Iterator[Params]:  # fmt: skip
+    """Gradient descent on each task's loss with a per-task guard against divergence: a step
+    that does not lower its task's loss (or is not finite) is retried at half the step size, up
+    to ``halvings`` times; a task that no halving improves stays where it is. Where plain steps
+    of ``step_size`` keep lowering the loss, this is plain gradient descent.
+
+    Yields the task-batched parameters (detached) before and after every step, as
+    :func:`~metarl.algorithms.maml.gradient_steps`.
+    """
+    n_tasks = next(iter(params.values())).shape[0]
+    for step in range(steps + 1):
+        yield params
+        if step == steps:
+            return
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        with torch.enable_grad():
+            losses = loss_fn(leaves)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        current = losses.detach()
+        scale = torch.full((n_tasks,), float(step_size), dtype=current.dtype, device=current.device)
+        accepted = torch.zeros(n_tasks, dtype=torch.bool, device=current.device)
+        moved = dict(params)
+        for _ in range(halvings + 1):
+            candidate = {n: params[n] - scale.view(-1, *[1] * (g.dim() - 1)) * g
+                         for n, g in zip(params, grads)}  # fmt: skip
+            with torch.no_grad():
+                trial = loss_fn(candidate)
+            better = torch.isfinite(trial) & (trial <= current)
+            take = better & ~accepted
+            for n in params:
+                moved[n] = torch.where(take.view(-1, *[1] * (params[n].dim() - 1)),
+                                       candidate[n], moved[n])  # fmt: skip
+            accepted |= better
+            if bool(accepted.all()):
+                break
+            scale = torch.where(accepted, scale, scale / 2)
+        params = {n: p.detach() for n, p in moved.items()}
+
+
 def _flat(params: Params, names: list[str]) -> Tensor:
     """``(n_tasks, P)``: each task's parameters in one row."""
     return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in names], dim=1)
@@ -62,17 +104,32 @@ class IMAML(MetaAlgorithm):
         inner_steps: steps on the proximal problem.
         lam: λ, the proximal regularisation strength.
         cg_steps: conjugate-gradient iterations (Hessian-vector products).
+        safeguard: halve a task's step until its proximal loss decreases
+            (:func:`safeguarded_steps`) instead of plain gradient steps (the paper's).
     """
 
     def __init__(
-        self, step_size: InnerStepSize, inner_steps: int, lam: float, cg_steps: int
-    ) -> None:
+        self, step_size: InnerStepSize, inner_steps: int, lam: float, cg_steps: int,
+        safeguard: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         if not lam > 0:
             raise ValueError(f"iMAML's λ must be positive, got {lam}")
         self.step_size, self.inner_steps, self.lam, self.cg_steps = (
             step_size, inner_steps, lam, cg_steps
         )  # fmt: skip
+        self.safeguard = safeguard
+
+    def _solve(self, loss: Callable[[Params], Tensor], theta: Params, alpha: StepSizes,
+               steps: int) -> Iterator[Params]:  # fmt: skip
+        """The inner solver: plain or safeguarded gradient descent from θ."""
+        if self.safeguard:
+            if isinstance(alpha, InnerStepSize):
+                alpha = alpha.schedule[0]
+            elif not isinstance(alpha, (int, float)):
+                alpha = list(alpha)[0]
+            return safeguarded_steps(loss, theta, float(alpha), steps)
+        return gradient_steps(loss, {}, theta, alpha, steps)
 
     def adapted_parameters(self, model: nn.Module, batch: TaskBatch, problem: Problem) -> Params:
         """φ: the approximate solutions of the proximal problems (task dimension first)."""
@@ -80,8 +137,7 @@ class IMAML(MetaAlgorithm):
             {n: p.detach() for n, p in get_params(model).items()}, batch.n_tasks
         )
         loss = proximal_loss(problem.support_loss(model, batch), theta, self.lam)
-        phi = last(gradient_steps(loss, {}, theta, self.step_size, self.inner_steps))
-        return phi
+        return last(self._solve(loss, theta, self.step_size, self.inner_steps))
 
     def meta_loss(
         self, model: nn.Module, batch: TaskBatch, problem: Problem, iteration: int
@@ -138,12 +194,13 @@ class IMAML(MetaAlgorithm):
         )
         loss = proximal_loss(problem.support_loss(model, batch), theta, self.lam)
         alpha = self.step_size if step_sizes is None else step_sizes
-        yield from gradient_steps(loss, {}, theta, alpha, steps)
+        yield from self._solve(loss, theta, alpha, steps)
 
 
 def from_config(config: Any, model: nn.Module) -> IMAML:
-    """iMAML with a config's ``inner_lr``, ``inner_steps``, ``imaml_lambda``, ``imaml_cg_steps``."""
+    """iMAML with a config's ``inner_lr``, ``inner_steps``, ``imaml_lambda``, ``imaml_cg_steps``,
+    ``imaml_solver``."""
     return IMAML(
         InnerStepSize(config.inner_lr), config.inner_steps, config.imaml_lambda,
-        config.imaml_cg_steps,
+        config.imaml_cg_steps, safeguard=config.imaml_solver == "safeguarded",
     )  # fmt: skip

@@ -92,6 +92,13 @@ class SupervisedConfig(MetaLearningConfig):
     imaml_cg_steps: int = option(
         5, "imaml: conjugate-gradient steps of the implicit meta-gradient", low=1
     )
+    imaml_solver: str = option(
+        "gd",
+        "imaml: the inner solver: gd (inner_steps plain gradient steps, the paper's) or "
+        "safeguarded (each task's step halved until its proximal loss decreases: no divergence "
+        "where curvature exceeds 2/inner_lr)",
+        choices=("gd", "safeguarded"),
+    )
     learn_inner_lr: str = option(
         "fixed",
         "the inner step size: fixed (α = inner_lr, the paper), or meta-learned with θ from "
