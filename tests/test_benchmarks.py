@@ -74,22 +74,30 @@ def test_the_family_table_reads_a_diverged_mean_as_diverged():
     assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has
 
 
-def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeypatch):
-    """A second call of the same comparison measures nothing again (no child runs); one with
-    another budget starts afresh rather than resume runs trained past its budget."""
+class ChildAsked(Exception):
+    """A benchmark asked for a child command (the fake below records it and refuses)."""
+
+
+def _refuse_children(monkeypatch) -> list[list[str]]:
+    """Make every ``run_child`` record its arguments and raise :class:`ChildAsked`."""
     from metarl.benchmarks import runner
-    from metarl.benchmarks.speed import family_budget
 
-    calls = []
-
-    class ChildAsked(Exception):
-        pass
+    calls: list[list[str]] = []
 
     def run_child(args, *more, **options):
         calls.append(args)
         raise ChildAsked
 
     monkeypatch.setattr(runner, "run_child", run_child)
+    return calls
+
+
+def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeypatch):
+    """A second call of the same comparison measures nothing again (no child runs); one with
+    another budget starts afresh rather than resume runs trained past its budget."""
+    from metarl.benchmarks.speed import family_budget
+
+    calls = _refuse_children(monkeypatch)
     point = {"seconds": 1.0, "iterations": 5, "scores": {}}
     done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
             "settings": family_budget.ALGORITHMS,
@@ -108,19 +116,9 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeyp
 def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
     tmp_path, monkeypatch
 ):
-    from metarl.benchmarks import runner
     from metarl.benchmarks.speed import family_budget
 
-    calls = []
-
-    class ChildAsked(Exception):
-        pass
-
-    def run_child(args, *more, **options):
-        calls.append(args)
-        raise ChildAsked
-
-    monkeypatch.setattr(runner, "run_child", run_child)
+    calls = _refuse_children(monkeypatch)
     point = {"seconds": 1.0, "iterations": 5, "scores": {}}
     changed = {**family_budget.settings_for("sinusoid")["MAML++"], "step_size_lr": 0.5}
     rows = {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}},

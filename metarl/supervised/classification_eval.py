@@ -140,11 +140,12 @@ def meta_dataset_values(
     sources = source_splits(config, config.eval_subset, config.evaluated_sources)
     spec, (channels, side) = episode_spec(config), image_shape(config)
     generator = torch.Generator().manual_seed(config.eval_seed)
+    scored = problem(config)
     values: dict[str, list[Tensor]] = {name: [] for name in sources}
     for _ in tqdm(range(config.eval_tasks), desc="test episodes", disable=not progress,
                   leave=False):  # fmt: skip
         episode = sample_meta_dataset_episode(sources, spec, generator, (channels, side, side))
-        curve = adaptation_curve(algorithm, model, episode.batch, problem(config),
+        curve = adaptation_curve(algorithm, model, episode.batch, scored,
                                  config.eval_steps, config.eval_lr)  # fmt: skip
         values[episode.source].append(curve)
     return {name: torch.cat(v, dim=1) for name, v in values.items() if v}

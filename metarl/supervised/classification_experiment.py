@@ -70,6 +70,11 @@ def source_splits(
     return {name: load_split(source_config(config, name), subset) for name in names}
 
 
+def every_source(config: ClassificationConfig) -> list[str]:
+    """The datasets a Meta-Dataset run reads, trained on or evaluated, each once."""
+    return list(dict.fromkeys(config.training_sources + config.evaluated_sources))
+
+
 def episode_spec(config: ClassificationConfig) -> EpisodeSpec:
     """Meta-Dataset's bounds (the paper's) with the config's ``max_ways``."""
     return EpisodeSpec(max_ways=config.max_ways)
@@ -84,7 +89,7 @@ def check_data(config: ClassificationConfig) -> None:
     from metarl.supervised.data.files import DataError, dataset_dir
 
     if config.episodes == "meta_dataset":
-        for name in dict.fromkeys(config.training_sources + config.evaluated_sources):
+        for name in every_source(config):
             check_data(dataclasses.replace(source_config(config, name), episodes="fixed"))
         return
     if config.dataset == "image_folder":
@@ -115,9 +120,8 @@ def image_shape(config: ClassificationConfig) -> tuple[int, int]:
     """``(channels, side)`` of the config's images (known without reading the data). Meta-Dataset
     sources meet at the largest side, in colour if any source is."""
     if config.episodes == "meta_dataset":
-        names = dict.fromkeys(config.training_sources + config.evaluated_sources)
         shapes = [image_shape(dataclasses.replace(config, dataset=n, episodes="fixed"))
-                  for n in names]  # fmt: skip
+                  for n in every_source(config)]  # fmt: skip
         return max(c for c, _ in shapes), max(s for _, s in shapes)
     if config.dataset == "image_folder":
         return 3, config.image_size
