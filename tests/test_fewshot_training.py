@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarl.algorithms import ALGORITHMS
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.core import TaskBatch
@@ -142,15 +143,30 @@ def test_config_checks_name_the_field():
         load_config("omniglot-5w1s", ["eval_episodes=100"])
 
 
-def test_benchmark_variants_compute_the_same_meta_gradient():
+def test_benchmark_variants_compute_the_same_meta_gradient(one_thread):
+    """Every one-thread speed-omniglot variant (chunks on workers included) against the per-task
+    loop, with more tasks than a chunk so that the chunks really split. (The two-thread variants
+    run the same code with another thread count; beside other processes on two cores they crawl,
+    so the benchmark checks them before it times them.)"""
     _need("omniglot")
-    from metarl.benchmarks.speed.omniglot import _batches, meta_gradient_difference
+    from metarl.benchmarks.speed.omniglot import (
+        CHUNK,
+        SETTINGS,
+        VARIANTS,
+        _batches,
+        meta_gradient_difference,
+    )
 
-    torch.set_num_threads(1)
     batch = _batches(1)[0]
-    small = type(batch)(*(t[:4] for t in batch))  # 4 tasks keep the loop quick
+    small = type(batch)(*(t[: CHUNK + 4] for t in batch))
+    single = tuple(v for v in VARIANTS if v.threads == 1)
     for mode in ("second_order", "first_order"):
-        assert meta_gradient_difference(small, mode) < 1e-5
+        assert meta_gradient_difference(small, mode, variants=single) < 1e-5
+    # 20-way, 5 inner steps: the trainer's chunks on workers against the loop
+    batch = _batches(1, SETTINGS["20w1s"])[0]
+    small = type(batch)(*(t[: CHUNK + 1] for t in batch))
+    pair = (VARIANTS[0], VARIANTS[-1])
+    assert meta_gradient_difference(small, "second_order", SETTINGS["20w1s"], pair) < 1e-5
 
 
 def test_image_folder_train_via_cli(tmp_path):
@@ -166,14 +182,20 @@ def test_image_folder_train_via_cli(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(workers):
-    """Chunks of tasks, weighted by their size, give the whole meta-batch's gradient (up to
-    float32 summation order); on worker threads the result is the same on every call."""
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(
+    workers, algorithm, one_thread
+):
+    """For every algorithm, chunks of tasks weighted by their size give the whole meta-batch's
+    gradient (up to float32 summation order); on worker threads the result is the same on every
+    call. (The Omniglot and MNIST configs compute in chunks on two workers by default.)"""
     from metarl.algorithms import make_algorithm
     from metarl.supervised.classification_experiment import build_model, problem
     from metarl.supervised.meta_gradient import MetaGradient
 
-    config = load_config("omniglot-5w1s", ["filters=8", "meta_batch_size=7"])
+    config = load_config(
+        "omniglot-5w1s", ["filters=8", "meta_batch_size=7", f"algorithm={algorithm}"]
+    )
     model = build_model(config)
     algorithm = make_algorithm(config, model)
     params = [*model.parameters(), *algorithm.parameters()]
@@ -186,7 +208,8 @@ def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(worker
         compute = MetaGradient(params, chunk_tasks, workers if chunk_tasks else 1)
         step = compute(algorithm, model, batch, problem(config), 0)
         compute.close()
-        return torch.cat([p.grad.reshape(-1) for p in params]), step
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        return torch.cat([g.reshape(-1) for g in grads]), step
 
     whole, whole_step = gradient(0)
     chunked, chunked_step = gradient(3)  # chunks of 3, 3 and 1 tasks
@@ -196,4 +219,6 @@ def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(worker
         torch.testing.assert_close(chunked_step.metrics[key], value)
     assert torch.equal(gradient(3)[0], chunked)  # the same on every call
     with pytest.raises(ConfigError, match="chunk_workers=2 needs chunk_tasks > 0"):
-        load_config("omniglot-5w1s", ["chunk_workers=2"])
+        load_config("omniglot-5w1s", ["chunk_tasks=0"])
+    with pytest.raises(ConfigError, match="or chunk_workers=1"):
+        load_config("omniglot-5w1s", ["num_threads=2"])

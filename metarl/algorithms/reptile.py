@@ -52,7 +52,10 @@ class Reptile(MetaAlgorithm):
             metrics = {
                 "meta/query_loss": problem.task_losses(predictions, batch.query_y).mean(),
                 "inner/support_loss_pre": before,
-                "meta/step_norm": torch.sqrt(sum((d * d).sum() for d in direction.values())),
+                # a mean over tasks (not the norm of the mean step), so chunks log the same
+                "inner/distance": torch.sqrt(
+                    sum((theta[n].detach() - phi[n]).pow(2).flatten(1).sum(1) for n in theta)
+                ).mean(),
             }
             if problem.score is not None:
                 score = problem.score(predictions, batch.query_y).mean()

@@ -130,7 +130,7 @@ class SupervisedConfig(MetaLearningConfig):
             raise ConfigError(
                 f"chunk_workers={self.chunk_workers} needs chunk_tasks > 0 (the chunks it runs at "
                 f"once) and num_threads=1 (each worker is one thread), got chunk_tasks="
-                f"{self.chunk_tasks}, num_threads={self.num_threads}"
+                f"{self.chunk_tasks}, num_threads={self.num_threads}; or chunk_workers=1"
             )
 
 

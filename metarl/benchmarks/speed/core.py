@@ -5,7 +5,11 @@
   ``autograd.grad(create_graph=True)`` inner step, the query loss; sum; backward;
 * ``metarl (vmap)`` — the core on a plain ``nn.Sequential`` (``torch.func.vmap`` over tasks);
 * ``metarl`` — the core on :class:`metarl.core.MLP`, whose layers run all tasks in one
-  batched matmul.
+  batched matmul;
+* ``metarl, 2 chunks on 2 workers`` — the same, through the trainer's
+  :class:`~metarl.supervised.meta_gradient.MetaGradient` with the meta-batch in two chunks on two
+  worker threads of one torch thread each (``chunk_tasks=13 chunk_workers=2``; its "2 threads"
+  column is the two workers). It pays off for Conv-4 (``speed-omniglot``), not for ops this small.
 
 All three see the same tasks and compute the same meta-gradient (checked before timing). Each is
 timed with 1 and 2 torch threads, in interleaved rounds (timings here are noisy; the median of
@@ -26,12 +30,14 @@ from torch.func import functional_call
 
 from metarl.benchmarks.common import machine_info, peak_memory_mib
 from metarl.core import MLP, TaskBatch, adapt, expand_to_tasks, get_params, task_forward
+from metarl.core.step_size import as_step_size
 from metarl.run import adam
 from metarl.supervised.sinusoid import SinusoidTasks
 from metarl.supervised.tasks import mse_per_task
 
 META_BATCH, K, INNER_LR = 25, 10, 0.01
-VARIANTS = ("per-task loop", "metarl (vmap)", "metarl")
+WORKERS = "metarl, 2 chunks on 2 workers"
+VARIANTS = ("per-task loop", "metarl (vmap)", "metarl", WORKERS)
 
 
 def _plain_model(seed: int = 0) -> nn.Module:
@@ -72,16 +78,38 @@ def _core_meta_loss(model: nn.Module, batch: TaskBatch) -> Tensor:
     return mse_per_task(task_forward(model, adapted, batch.query_x), batch.query_y).mean()
 
 
-def _make_step(variant: str) -> Callable[[TaskBatch], None]:
+def _model(variant: str) -> nn.Module:
     plain = _plain_model()
-    model = _native_model(plain) if variant == "metarl" else plain
+    return _native_model(plain) if variant in ("metarl", WORKERS) else plain
+
+
+def _backward(variant: str, model: nn.Module) -> Callable[[TaskBatch], None]:
+    """The variant's meta-gradient on a batch, into the parameters' ``.grad``."""
+    if variant == WORKERS:
+        from metarl.algorithms.base import Problem
+        from metarl.algorithms.maml import MAML
+        from metarl.supervised.meta_gradient import MetaGradient
+
+        algorithm, problem = MAML(as_step_size(INNER_LR)), Problem(mse_per_task)
+        compute = MetaGradient(list(model.parameters()), (META_BATCH + 1) // 2, workers=2)
+
+        def in_chunks(batch: TaskBatch) -> None:
+            torch.set_num_threads(1)  # each worker is one thread
+            compute(algorithm, model, batch, problem, iteration=0)
+
+        return in_chunks
     meta_loss = _loop_meta_loss if variant == "per-task loop" else _core_meta_loss
+    return lambda batch: meta_loss(model, batch).backward()
+
+
+def _make_step(variant: str) -> Callable[[TaskBatch], None]:
+    model = _model(variant)
+    backward = _backward(variant, model)
     optimizer = adam(model.parameters(), 1e-3)
 
     def step(batch: TaskBatch) -> None:
-        loss = meta_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(batch)
         optimizer.step()
 
     return step
@@ -101,11 +129,9 @@ def check_same_meta_gradient() -> float:
     batch = _batches(1)[0]
     grads = []
     for variant in VARIANTS:
-        plain = _plain_model()
-        model = _native_model(plain) if variant == "metarl" else plain
-        meta_loss = _loop_meta_loss if variant == "per-task loop" else _core_meta_loss
-        g = torch.autograd.grad(meta_loss(model, batch), list(model.parameters()))
-        grads.append(torch.cat([x.flatten() for x in g]))
+        model = _model(variant)
+        _backward(variant, model)(batch)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))  # type: ignore[union-attr]
     return max((g - grads[0]).abs().max().item() for g in grads[1:])
 
 
@@ -120,30 +146,29 @@ def bench_sinusoid(iterations: int = 200, rounds: int = 5, progress: bool = True
         v: max(10, iterations // 10) if v == "per-task loop" else iterations for v in VARIANTS
     }
     times: dict[tuple[str, int], list[float]] = {}
-    for threads in (1, 2):
+    runs = [(v, t) for t in (1, 2) for v in VARIANTS if v != WORKERS or t == 2]
+    for v, threads in runs:  # warm-up
         torch.set_num_threads(threads)
-        for v in VARIANTS:  # warm-up
-            for batch in batches[:10]:
-                steps[v](batch)
+        for batch in batches[:10]:
+            steps[v](batch)
     for r in range(rounds):
-        for threads in (1, 2):
+        for v, threads in runs:
             torch.set_num_threads(threads)
-            for v in VARIANTS:
-                start = time.perf_counter()
-                for batch in batches[: n_iter[v]]:
-                    steps[v](batch)
-                times.setdefault((v, threads), []).append(n_iter[v] / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for batch in batches[: n_iter[v]]:
+                steps[v](batch)
+            times.setdefault((v, threads), []).append(n_iter[v] / (time.perf_counter() - start))
         if progress:
             print(f"  round {r + 1}/{rounds} done", flush=True)
     torch.set_num_threads(threads_before)
     rates = {key: statistics.median(vals) for key, vals in times.items()}
     rows = []
     for v in VARIANTS:
-        best_threads = max((1, 2), key=lambda t: rates[(v, t)])
+        best_threads = max((t for t in (1, 2) if (v, t) in rates), key=lambda t: rates[(v, t)])
         rows.append(
             {
                 "variant": v,
-                "it_per_s_1_thread": rates[(v, 1)],
+                "it_per_s_1_thread": rates.get((v, 1)),
                 "it_per_s_2_threads": rates[(v, 2)],
                 "best_threads": best_threads,
                 "best_it_per_s": rates[(v, best_threads)],
@@ -174,9 +199,11 @@ def format_sinusoid(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        one = "—" if r["it_per_s_1_thread"] is None else f"{r['it_per_s_1_thread']:.1f}"
         lines.append(
-            f"| {r['variant']} | {r['it_per_s_1_thread']:.1f} | {r['it_per_s_2_threads']:.1f} | "
-            f"{r['best_threads']} thr | {r['speedup_vs_loop']:.1f}x | "
+            f"| {r['variant']} | {one} | {r['it_per_s_2_threads']:.1f} | "
+            f"{'2 workers' if r['variant'] == WORKERS else str(r['best_threads']) + ' thr'} | "
+            f"{r['speedup_vs_loop']:.1f}x | "
             f"{r['peak_memory_mib']:.1f} MiB |"
         )
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from metarl.benchmarks.common import machine_info
 from metarl.benchmarks.runner import missing_dataset, run_child
+from metarl.experiments import load_config
 from metarl.run import read_metrics
 
 
@@ -36,12 +37,16 @@ def _time_run(
     experiment: str, variant: Variant, iterations: int, log_every: int
 ) -> dict[str, float]:
     """Train ``iterations`` iterations; seconds per iteration and in the sums, after warm-up."""
+    # the whole meta-batch in one pass per process: the variants differ only in their threads
+    # and processes (chunks on worker threads are speed-omniglot's)
+    chunked = hasattr(load_config(experiment), "chunk_workers")
+    one_pass = ["chunk_tasks=0", "chunk_workers=1"] if chunked else []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         child = run_child(
             ["train", experiment, "--out", str(out), "--no-progress", "--set",
              f"iterations={iterations}", f"log_every={log_every}", f"checkpoint_every={iterations}",
-             f"num_threads={variant.threads}", "tensorboard=false"],
+             f"num_threads={variant.threads}", "tensorboard=false", *one_pass],
             processes=variant.processes,
         )  # fmt: skip
         if child.exit_code != 0:

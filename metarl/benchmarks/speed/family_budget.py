@@ -128,7 +128,8 @@ def bench_family_budget(
             if not (run_dir / CHECKPOINT).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
                 args = ["train", experiment, "--out", str(run_dir), "--set", *sets,
-                        "num_threads=1", "tensorboard=false", budget]  # fmt: skip
+                        "num_threads=1", "chunk_tasks=0", "chunk_workers=1",
+                        "tensorboard=false", budget]  # fmt: skip
             else:
                 args = ["train", experiment, "--resume", str(run_dir), "--set", budget]
             child = run_child([*args, "--no-progress"])
