@@ -17,6 +17,7 @@ from metarl.algorithms.imaml import IMAML
 from metarl.algorithms.maml import MAML
 from metarl.algorithms.maml_plus_plus import msl_weights
 from metarl.algorithms.reptile import Reptile
+from metarl.config import ConfigError
 from metarl.core import MLP, InnerStepSize, TaskBatch, get_params
 from metarl.experiments import load_config
 from metarl.supervised.conv4 import Conv4
@@ -86,19 +87,25 @@ def test_every_algorithm_on_a_task_batch_equals_a_per_task_loop(name):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_reptile_steps_toward_the_mean_of_the_tasks_adapted_weights():
-    """Independent reference: torch.optim.SGD on a copy of the model, task by task."""
+@pytest.mark.parametrize("inner", ["sgd", "adam"])
+def test_reptile_steps_toward_the_mean_of_the_tasks_adapted_weights(inner):
+    """Independent reference: torch.optim.SGD, or torch.optim.Adam with β1 = 0 (fresh moments
+    per task), on a copy of the model, task by task; test-time adaptation takes the same steps."""
     torch.manual_seed(2)
     model = MLP((1, 8, 1), "tanh")
     batch = _regression_batch(3)
-    algorithm = Reptile(InnerStepSize(0.05), 3)
+    algorithm = Reptile(InnerStepSize(0.05), 3, inner)
     theta = [p.detach().clone() for p in model.parameters()]
     grads = torch.autograd.grad(algorithm.meta_loss(model, batch, REGRESSION, 0).loss,
                                 list(model.parameters()))  # fmt: skip
     adapted = []
     for i in range(batch.n_tasks):
         net = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+        optimizer = (
+            torch.optim.SGD(net.parameters(), lr=0.05)
+            if inner == "sgd"
+            else torch.optim.Adam(net.parameters(), lr=0.05, betas=(0.0, 0.999), eps=1e-8)
+        )
         for _ in range(3):
             optimizer.zero_grad()
             mse_per_task(net(batch.support_x[i])[None], batch.support_y[i][None]).sum().backward()
@@ -107,6 +114,9 @@ def test_reptile_steps_toward_the_mean_of_the_tasks_adapted_weights():
     for k, (g, t) in enumerate(zip(grads, theta)):
         phi_mean = torch.stack([a[k] for a in adapted]).mean(dim=0)
         torch.testing.assert_close(g, t - phi_mean)
+    *_, phi = algorithm.adapt_steps(model, batch, REGRESSION, 3)
+    for k, p in enumerate(phi.values()):
+        torch.testing.assert_close(p, torch.stack([a[k] for a in adapted]))
 
 
 def test_reptile_converges_to_the_closed_form_on_quadratic_tasks():
@@ -380,3 +390,10 @@ def test_safeguarded_inner_steps_converge_where_plain_steps_diverge():
     torch.testing.assert_close(guarded[-1]["w"][0], plain[0])  # plain steps where they work
     losses = torch.stack([loss(p) for p in guarded])
     assert (losses[1:] <= losses[:-1]).all()  # never an increase
+
+
+def test_reptile_inner_optimizer_from_the_config():
+    config = load_config("sinusoid", ["algorithm=reptile", "reptile_inner_optimizer=adam"])
+    assert make_algorithm(config, MLP((1, 4, 1))).inner_optimizer == "adam"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="reptile_inner_optimizer"):
+        load_config("sinusoid", ["reptile_inner_optimizer=rmsprop"])

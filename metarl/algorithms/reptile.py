@@ -6,34 +6,91 @@ update moves θ toward the adapted weights, ``θ ← θ + ε (mean_i φᵢ − �
 optimiser receives ``θ − mean_i φᵢ`` as the gradient, so ``meta_optimizer: sgd`` with
 ``meta_lr: ε`` is the paper's interpolation (it anneals ε linearly: ``meta_lr_schedule:
 linear``), and Adam on that direction is the common variant. The query loss at φ is logged.
+
+The inner loop is plain gradient steps, or Adam with β1 = 0 (``inner_optimizer="adam"``), the
+paper's choice for its few-shot experiments (Nichol et al. 2018, §6: momentum hurt; App. A:
+step 0.001): see :func:`adam_steps`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
 from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
+from metarl.core.step_size import as_step_size
+
+LossFn = Callable[[Params], Tensor]
+
+
+def adam_steps(
+    loss_fn: LossFn,
+    params: Params,
+    step_size: float | InnerStepSize,
+    steps: int,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> Iterator[Params]:
+    """Adam with β1 = 0 on every task at once, yielding φ₀ = ``params``, φ₁, …, φ_steps (detached).
+
+    With β1 = 0 Adam's first moment is the gradient itself, so for each task and element
+
+        v_t = β2 v_{t−1} + (1 − β2) g_t²,    φ_t = φ_{t−1} − α g_t / (√(v_t / (1 − β2^t)) + ε),
+
+    (Kingma & Ba 2015, Alg. 1 with β1 = 0; Reptile's inner optimiser, Nichol et al. 2018). Each
+    task's moments start at zero, as its φ starts at θ. ``loss_fn`` maps task-batched
+    parameters to ``(n_tasks,)`` losses; their sum's gradient is every task's own gradient.
+    """
+    alpha = as_step_size(step_size)
+    moments = {n: torch.zeros_like(p) for n, p in params.items()}
+    for t in range(steps + 1):
+        yield params
+        if t == steps:
+            return
+        with torch.enable_grad():
+            live = {n: p.detach().requires_grad_() for n, p in params.items()}
+            grads = torch.autograd.grad(loss_fn(live).sum(), list(live.values()))
+        correction = 1.0 - beta2 ** (t + 1)
+        stepped = {}
+        for (n, p), g in zip(live.items(), grads):
+            moments[n] = beta2 * moments[n] + (1.0 - beta2) * g * g
+            scale = (moments[n] / correction).sqrt() + eps
+            stepped[n] = (p - alpha(t, n) * g / scale).detach()
+        params = stepped
 
 
 class Reptile(MetaAlgorithm):
-    """Reptile with plain gradient steps of size ``step_size`` in the inner loop.
+    """Reptile with plain gradient steps of size ``step_size`` in the inner loop, or Adam.
 
     Args:
         step_size: α of the inner steps (fixed).
         inner_steps: k, the inner steps per task.
+        inner_optimizer: ``sgd`` (plain steps) or ``adam`` (β1 = 0: :func:`adam_steps`).
     """
 
-    def __init__(self, step_size: InnerStepSize, inner_steps: int) -> None:
+    def __init__(
+        self, step_size: InnerStepSize, inner_steps: int, inner_optimizer: str = "sgd"
+    ) -> None:
         super().__init__()
         if inner_steps < 1:
             raise ValueError(f"Reptile needs at least one inner step, got {inner_steps}")
+        if inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner_optimizer must be sgd or adam, got {inner_optimizer!r}")
         self.step_size, self.inner_steps = step_size, inner_steps
+        self.inner_optimizer = inner_optimizer
+
+    def _steps(
+        self, loss_fn: LossFn, start: Params, step_size: Any, steps: int
+    ) -> Iterator[Params]:
+        """The inner optimiser's iterates from ``start`` (task dimension first), detached."""
+        if self.inner_optimizer == "adam":
+            return adam_steps(loss_fn, start, step_size, steps)
+        return gradient_steps(loss_fn, {}, start, step_size, steps)
 
     def meta_loss(
         self, model: nn.Module, batch: TaskBatch, problem: Problem, iteration: int
@@ -43,7 +100,7 @@ class Reptile(MetaAlgorithm):
         start = expand_to_tasks({n: p.detach() for n, p in theta.items()}, batch.n_tasks)
         with torch.no_grad():
             before = support_loss(start).mean()
-        phi = last(gradient_steps(support_loss, {}, start, self.step_size, self.inner_steps))
+        phi = last(self._steps(support_loss, start, self.step_size, self.inner_steps))
         # θ − mean φ is the gradient of this surrogate; its value is not a loss of anything.
         direction = {n: theta[n].detach() - phi[n].mean(dim=0) for n in theta}
         surrogate = sum((direction[n] * theta[n]).sum() for n in theta)
@@ -70,13 +127,15 @@ class Reptile(MetaAlgorithm):
         steps: int,
         step_sizes: StepSizes | None = None,
     ) -> Iterator[Params]:
-        """Plain gradient steps from θ on each support set, as in training."""
+        """The inner optimiser's steps from θ on each support set, as in training."""
         theta = {n: p.detach() for n, p in get_params(model).items()}
         alpha = self.step_size if step_sizes is None else step_sizes
         start = expand_to_tasks(theta, batch.n_tasks)
-        yield from gradient_steps(problem.support_loss(model, batch), {}, start, alpha, steps)
+        yield from self._steps(problem.support_loss(model, batch), start, alpha, steps)
 
 
 def from_config(config: Any, model: nn.Module) -> Reptile:
-    """Reptile with a config's ``inner_lr`` and ``inner_steps``."""
-    return Reptile(InnerStepSize(config.inner_lr), max(config.inner_steps, 1))
+    """Reptile with a config's ``inner_lr``, ``inner_steps`` and ``reptile_inner_optimizer``."""
+    return Reptile(
+        InnerStepSize(config.inner_lr), max(config.inner_steps, 1), config.reptile_inner_optimizer
+    )

@@ -99,6 +99,12 @@ class SupervisedConfig(MetaLearningConfig):
         "where curvature exceeds 2/inner_lr)",
         choices=("gd", "safeguarded"),
     )
+    reptile_inner_optimizer: str = option(
+        "sgd",
+        "reptile: the inner loop's optimiser: sgd (plain steps of inner_lr) or adam (β1 = 0, "
+        "step inner_lr; the paper's few-shot experiments: Adam, β1 = 0, 0.001)",
+        choices=("sgd", "adam"),
+    )
     learn_inner_lr: str = option(
         "fixed",
         "the inner step size: fixed (α = inner_lr, the paper), or meta-learned with θ from "
