@@ -12,6 +12,11 @@ from typing import Any
 
 import torch
 
+ONE_PASS = ("chunk_tasks=0", "chunk_workers=1")
+"""Config overrides that compute a supervised meta-batch in one pass on the run's threads: for
+benchmarks whose variants must differ only in what they set themselves (the Conv-4 configs
+default to chunks on two worker threads)."""
+
 
 def rss_kib(field: str) -> int:
     """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB (Linux)."""

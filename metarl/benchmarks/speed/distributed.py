@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from metarl.benchmarks.common import machine_info
+from metarl.benchmarks.common import ONE_PASS, machine_info
 from metarl.benchmarks.runner import missing_dataset, run_child
 from metarl.experiments import load_config
 from metarl.run import read_metrics
@@ -40,7 +40,7 @@ def _time_run(
     # the whole meta-batch in one pass per process: the variants differ only in their threads
     # and processes (chunks on worker threads are speed-omniglot's)
     chunked = hasattr(load_config(experiment), "chunk_workers")
-    one_pass = ["chunk_tasks=0", "chunk_workers=1"] if chunked else []
+    one_pass = list(ONE_PASS) if chunked else []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         child = run_child(

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metarl.benchmarks.common import machine_info
+from metarl.benchmarks.common import ONE_PASS, machine_info
 
 ALGORITHMS: dict[str, dict[str, Any]] = {
     "MAML": {},
@@ -128,7 +128,7 @@ def bench_family_budget(
             if not (run_dir / CHECKPOINT).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
                 args = ["train", experiment, "--out", str(run_dir), "--set", *sets,
-                        "num_threads=1", "chunk_tasks=0", "chunk_workers=1",
+                        "num_threads=1", *ONE_PASS,
                         "tensorboard=false", budget]  # fmt: skip
             else:
                 args = ["train", experiment, "--resume", str(run_dir), "--set", budget]
