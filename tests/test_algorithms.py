@@ -397,3 +397,82 @@ def test_reptile_inner_optimizer_from_the_config():
     assert make_algorithm(config, MLP((1, 4, 1))).inner_optimizer == "adam"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="reptile_inner_optimizer"):
         load_config("sinusoid", ["reptile_inner_optimizer=rmsprop"])
+
+
+def _per_task_bnwb_reference(model, step_sets, step_size, batch, steps):
+    """MAML++ with per-step BatchNorm weights, written as a plain loop over tasks: step k's
+    support loss and the query loss after it use BatchNorm set k; only the rest adapts."""
+    from torch.func import functional_call
+
+    theta = dict(model.named_parameters())
+    losses = []
+    for t in range(batch.n_tasks):
+        phi = {n: p for n, p in theta.items() if n not in step_sets[0]}
+        for k in range(steps):
+            logits = functional_call(model, {**phi, **step_sets[k]}, (batch.support_x[t],))
+            loss = nn.functional.cross_entropy(logits, batch.support_y[t])
+            grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
+            phi = {n: p - step_size(k, n) * g for (n, p), g in zip(phi.items(), grads)}
+        logits = functional_call(model, {**phi, **step_sets[steps - 1]}, (batch.query_x[t],))
+        losses.append(nn.functional.cross_entropy(logits, batch.query_y[t]))
+    return torch.stack(losses).mean()
+
+
+def test_maml_plus_plus_per_step_batchnorm_weights_equal_a_per_task_loop():
+    """BNWB: step k (and the query after it) uses BatchNorm set k, set 0 being the model's own;
+    the loss and the meta-gradients of θ and of every set equal a per-task loop's."""
+    torch.manual_seed(8)
+    model = Conv4(3, 1, 12, filters=4)
+    config = load_config("omniglot-5w1s", ["algorithm=maml_plus_plus", "inner_steps=3",
+                                           "inner_lr=0.1", "msl_iterations=0"])  # fmt: skip
+    algorithm = make_algorithm(config, model)
+    per_step = algorithm.per_step
+    assert per_step.names == {f"blocks.{i}.bn.{w}" for i in range(4) for w in ("weight", "bias")}
+    with torch.no_grad():  # sets that differ, so that using the wrong one shows
+        for p in per_step.later_steps.values():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = _classification_batch()
+    theta = dict(model.named_parameters())
+    step_sets = [{n: theta[n] for n in per_step.names}] + [
+        {n: per_step.later_steps[n.replace(".", "/")][k - 1] for n in per_step.names}
+        for k in (1, 2)
+    ]
+    reference = _per_task_bnwb_reference(model, step_sets, algorithm.step_size, batch, 3)
+    loss = algorithm.meta_loss(model, batch, CLASSIFICATION, iteration=0).loss
+    torch.testing.assert_close(loss, reference)
+    leaves = [*model.parameters(), *per_step.parameters()]
+    for got, want in zip(torch.autograd.grad(loss, leaves), torch.autograd.grad(reference, leaves)):
+        torch.testing.assert_close(got, want)
+        assert want.abs().sum() > 0  # every set (and all of θ) is meta-learned
+    # Test time: the parameters after s steps carry set max(s − 1, 0), steps past training the last.
+    adapted = list(algorithm.adapt_steps(model, batch, CLASSIFICATION, 4))
+    name = "blocks.0.bn.weight"
+    for s, want in enumerate([0, 0, 1, 2, 2]):
+        expected = step_sets[want][name].detach()
+        torch.testing.assert_close(adapted[s][name], expected.expand_as(adapted[s][name]))
+        assert not adapted[s][name].requires_grad
+
+
+def test_maml_plus_plus_without_batchnorm_or_without_bnwb_adapts_every_parameter():
+    """No BatchNorm (the sinusoid MLP): BNWB is a no-op; with ``bn_per_step_weights=false``
+    the BatchNorm weights adapt like the rest, as in MAML."""
+    assert _setup("maml_plus_plus")[1].per_step is None
+    model = Conv4(3, 1, 12, filters=4)
+    config = load_config("omniglot-5w1s", ["algorithm=maml_plus_plus", "inner_steps=2",
+                                           "bn_per_step_weights=false"])  # fmt: skip
+    algorithm = make_algorithm(config, model)
+    assert algorithm.per_step is None
+    after = list(algorithm.adapt_steps(model, _classification_batch(), CLASSIFICATION, 1))[1]
+    assert not torch.allclose(after["blocks.0.bn.weight"][0], model.blocks[0].bn.weight)
+
+
+def test_the_reported_step_size_counts_step_sizes_only():
+    """A head generator's or per-step BatchNorm's tensors are meta-learned but are not α: at
+    initialisation every α of LEOPARD and MAML++ is inner_lr, and the report says so."""
+    from metarl.supervised.adaptation import step_size_used
+
+    model = Conv4(3, 1, 12, filters=4)
+    for name in ("leopard", "maml_plus_plus"):
+        config = load_config("omniglot-5w1s", [f"algorithm={name}", "inner_lr=0.1"])
+        reported = step_size_used(config, make_algorithm(config, model))
+        assert reported == "meta-learned: mean 0.1, range [0.1, 0.1]"

@@ -10,13 +10,15 @@ The step size α is an :class:`~metarl.core.InnerStepSize`: fixed (the paper), o
 with θ — one α (``global``), one per parameter tensor (``tensor``) or one per parameter element
 (``element``, Meta-SGD's α); one per inner step when its schedule has several entries.
 
-Four optional pieces make the variants of the family, each a module of this package:
+Five optional pieces make the variants of the family, each a module of this package:
 
 * ``adapted`` — which parameters the inner loop changes (ANIL: the head only);
 * ``head`` — a task's initial head computed from its support set (ProtoMAML's prototypes,
   LEOPARD's generator); the meta-gradient flows through it;
 * ``step_weights`` — MAML++'s multi-step loss: the query loss after every inner step, weighted;
-* ``mode_at`` — MAML++'s derivative-order annealing: the mode by iteration.
+* ``mode_at`` — MAML++'s derivative-order annealing: the mode by iteration;
+* ``per_step`` — parameters the inner loop holds fixed but that differ by inner step, all
+  meta-learned (MAML++'s per-step BatchNorm weights and biases).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ class HeadInitializer(Protocol):
     ) -> Params: ...
 
 
+class PerStep(Protocol):
+    """``(step, n_tasks) -> params``: the entries that inner step ``step`` (0-based) uses in
+    place of the model's, task dimension first; :attr:`names` lists them (never adapted)."""
+
+    names: frozenset[str]
+
+    def __call__(self, step: int, n_tasks: int) -> Params: ...
+
+
 class MAML(MetaAlgorithm):
     """MAML with a fixed or meta-learned inner step size, and the family's optional pieces.
 
@@ -66,6 +77,9 @@ class MAML(MetaAlgorithm):
         step_weights: ``iteration -> weights`` of the query loss after inner steps ``1..K``;
             None: only after the last step (MAML).
         mode_at: ``iteration -> mode``; None: ``mode`` throughout.
+        per_step: per-step parameters (an ``nn.Module`` one is meta-learned too). Step ``k``'s
+            support loss and the query loss after step ``k`` use ``per_step(k)``; at test time
+            steps beyond the trained ones use the last.
     """
 
     def __init__(
@@ -78,19 +92,31 @@ class MAML(MetaAlgorithm):
         head: HeadInitializer | None = None,
         step_weights: Callable[[int], Sequence[float]] | None = None,
         mode_at: Callable[[int], MetaGradientMode] | None = None,
+        per_step: PerStep | None = None,
     ) -> None:
         super().__init__()
         self.step_size = step_size
         self.inner_steps, self.mode, self.fd_epsilon = inner_steps, mode, fd_epsilon
         self.adapted, self.head = adapted, head
         self.step_weights, self.mode_at = step_weights, mode_at
+        self.per_step = per_step
+
+    def _adapts(self, name: str) -> bool:
+        per_step = self.per_step is not None and name in self.per_step.names
+        return not per_step and (self.adapted is None or self.adapted(name))
 
     def _split(self, params: Params) -> tuple[Params, Params]:
         """(the parameters the inner loop holds fixed, those it adapts)."""
-        if self.adapted is None:
-            return {}, params
-        fixed = {n: p for n, p in params.items() if not self.adapted(n)}
-        return fixed, {n: p for n, p in params.items() if self.adapted(n)}
+        fixed = {n: p for n, p in params.items() if not self._adapts(n)}
+        return fixed, {n: p for n, p in params.items() if self._adapts(n)}
+
+    def _fixed_at(self, fixed: Params, n_tasks: int) -> Callable[[int], Params]:
+        """``step -> `` the fixed parameters inner step ``step`` uses."""
+        if self.per_step is None:
+            return lambda step: fixed
+        last = self.inner_steps - 1
+        per_step = self.per_step
+        return lambda step: {**fixed, **per_step(min(step, last), n_tasks)}
 
     def _start(self, model: nn.Module, batch: TaskBatch, problem: Problem, detach: bool) -> Params:
         """θ with a task dimension, with the task's initial head if there is one."""
@@ -110,14 +136,18 @@ class MAML(MetaAlgorithm):
         support_loss = problem.support_loss(model, batch)
         support_losses: list[Tensor] = []  # recorded on the way, for the log
         fixed, params = self._split(self._start(model, batch, problem, detach=False))
+        fixed_at = self._fixed_at(fixed, batch.n_tasks)
 
-        def recorded_support_loss(adapted: Params) -> Tensor:
-            losses = support_loss({**fixed, **adapted})
-            support_losses.append(losses.detach())
-            return losses
+        def recorded_support_loss(step: int) -> Callable[[Params], Tensor]:
+            def loss(adapted: Params) -> Tensor:
+                losses = support_loss({**fixed_at(step), **adapted})
+                support_losses.append(losses.detach())
+                return losses
 
-        def query_loss(adapted: Params) -> tuple[Tensor, Tensor]:
-            predictions = problem.query_predictions(model, {**fixed, **adapted}, batch)
+            return loss
+
+        def query_loss(adapted: Params, step: int) -> tuple[Tensor, Tensor]:
+            predictions = problem.query_predictions(model, {**fixed_at(step), **adapted}, batch)
             return problem.task_losses(predictions, batch.query_y).mean(), predictions
 
         # --- inner loop: adapt θ to every task's support set, all tasks at once ---------------
@@ -125,13 +155,13 @@ class MAML(MetaAlgorithm):
         earlier: list[Tensor] = []
         for k in range(self.inner_steps):
             params = inner_step(
-                recorded_support_loss, params, self.step_size, k, mode, self.fd_epsilon
+                recorded_support_loss(k), params, self.step_size, k, mode, self.fd_epsilon
             )
             if weights is not None and k < self.inner_steps - 1 and weights[k] > 0:
-                earlier.append(weights[k] * query_loss(params)[0])
+                earlier.append(weights[k] * query_loss(params, k)[0])
 
         # --- outer loss at the adapted parameters, mean over tasks ----------------------------
-        last, predictions = query_loss(params)
+        last, predictions = query_loss(params, self.inner_steps - 1)
         loss = last if weights is None else sum(earlier, weights[-1] * last)
         metrics = {"meta/query_loss": last.detach()}
         if support_losses:
@@ -157,12 +187,18 @@ class MAML(MetaAlgorithm):
         with torch.enable_grad():  # the initial head may need the support set's features
             start = self._start(model, batch, problem, detach=True)
         fixed, params = self._split({name: p.detach() for name, p in start.items()})
-        yield from gradient_steps(problem.support_loss(model, batch), fixed, params, alpha, steps)
+        fixed_at = self._fixed_at(fixed, batch.n_tasks)
+
+        def detached_fixed_at(step: int) -> Params:
+            return {name: p.detach() for name, p in fixed_at(step).items()}
+
+        loss_fn = problem.support_loss(model, batch)
+        yield from gradient_steps(loss_fn, detached_fixed_at, params, alpha, steps)
 
 
 def gradient_steps(
     loss_fn: Callable[[Params], Tensor],
-    fixed: Params,
+    fixed: Params | Callable[[int], Params],
     params: Params,
     step_size: StepSizes,
     steps: int,
@@ -172,19 +208,23 @@ def gradient_steps(
 
     Args:
         loss_fn: ``(all parameters, task dimension first) -> (n_tasks,)`` losses to descend.
-        fixed: parameters that do not change.
+        fixed: parameters that do not change; or ``step -> `` those of inner step ``step``
+            (the parameters yielded after ``s`` steps hold step ``max(s − 1, 0)``'s, the ones
+            the query loss after that step saw in training).
         params: the starting point of those that do.
         step_size: α, a per-step schedule or an :class:`~metarl.core.InnerStepSize`.
         steps: gradient steps.
     """
     alpha = as_step_size(step_size)
+    fixed_at = fixed if callable(fixed) else (lambda step: fixed)
     for step in range(steps + 1):
-        yield {**fixed, **params}
+        yield {**fixed_at(max(step - 1, 0)), **params}
         if step == steps:
             return
+        held = fixed_at(step)
         with torch.enable_grad():
             adapted = inner_step(
-                lambda p: loss_fn({**fixed, **p}), params, alpha, step, mode="first_order",
+                lambda p: loss_fn({**held, **p}), params, alpha, step, mode="first_order",
                 check_finite=False,
             )  # fmt: skip
         params = {name: p.detach() for name, p in adapted.items()}

@@ -7,11 +7,16 @@
 * **DOA**, derivative-order annealing: first-order meta-gradients for the first
   ``doa_iterations`` iterations, second order after.
 * **LSLR**, per-layer per-step learnable step sizes: one α per parameter tensor and inner step.
+* **BNWB**, per-step BatchNorm weights and biases (``bn_per_step_weights``): inner step ``k``
+  and the query loss after it use their own meta-learned BatchNorm scale and shift
+  (:class:`PerStepBatchNorm`); the inner loop does not adapt them.
 * **CA**, cosine annealing of the meta learning rate: ``meta_lr_schedule: cosine`` (a trainer
   setting any algorithm can use).
 
-Not here yet: per-step BatchNorm weights and running statistics (BNWB, BNRS); metarl's Conv-4
-normalises with batch statistics, the MAML paper's (transductive) BatchNorm.
+Not here: per-step BatchNorm running statistics (BNRS). metarl's Conv-4 normalises with batch
+statistics, the MAML paper's (transductive) BatchNorm, so running statistics would not change a
+prediction; so it is in learn2learn's ``MetaBatchNorm`` (after the authors' code), which keeps
+per-step running statistics but always normalises with ``training=True``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from typing import Any
 from torch import nn
 
 from metarl.algorithms.maml import MAML, step_size_from_config
-from metarl.core import MetaGradientMode
+from metarl.core import MetaGradientMode, Params
+from metarl.core.conv import BatchNorm2d
+
+NORMALIZATIONS = (BatchNorm2d, nn.modules.batchnorm._BatchNorm)
 
 
 def msl_weights(iteration: int, steps: int, anneal_iterations: int) -> list[float]:
@@ -48,13 +56,59 @@ def mode_schedule(config: Any) -> Callable[[int], MetaGradientMode]:
     )
 
 
+class PerStepBatchNorm(nn.Module):
+    """BNWB: one BatchNorm scale and shift per inner step, meta-learned.
+
+    Step 0 uses the model's own BatchNorm weights (so the model alone is the step-0 network);
+    steps ``1..steps−1`` use copies held here, initialised from the model's.
+
+    Args:
+        model: the network; the parameters of its BatchNorm layers become per-step.
+        steps: inner steps of meta-training.
+
+    ``forward(step, n_tasks)`` -> ``{name: (n_tasks, *shape)}``: the BatchNorm parameters of
+    inner step ``step`` (none for step 0: the model's own stay).
+    """
+
+    def __init__(self, model: nn.Module, steps: int) -> None:
+        super().__init__()
+        own = {
+            f"{prefix}.{name}" if prefix else name: p.detach()
+            for prefix, module in model.named_modules()
+            if isinstance(module, NORMALIZATIONS)
+            for name, p in module.named_parameters(recurse=False)
+        }
+        if not own:
+            raise ValueError(
+                f"bn_per_step_weights: {type(model).__name__} has no BatchNorm parameters"
+            )
+        self.names = frozenset(own)
+        # A ParameterDict key cannot contain dots; one (steps − 1, *shape) tensor per parameter.
+        self.later_steps = nn.ParameterDict({
+            name.replace(".", "/"): nn.Parameter(p.expand(steps - 1, *p.shape).clone())
+            for name, p in own.items()
+        })  # fmt: skip
+
+    def forward(self, step: int, n_tasks: int) -> Params:
+        if step == 0:
+            return {}
+        return {
+            key.replace("/", "."): p[step - 1].expand(n_tasks, *p.shape[1:])
+            for key, p in self.later_steps.items()
+        }
+
+
 def from_config(config: Any, model: nn.Module) -> MAML:
-    """MAML++ with a config's inner loop, LSLR, MSL (``msl_iterations``) and DOA
-    (``doa_iterations``)."""
+    """MAML++ with a config's inner loop, LSLR, MSL (``msl_iterations``), DOA
+    (``doa_iterations``) and BNWB (``bn_per_step_weights``)."""
     steps = config.inner_steps
+    # A model without BatchNorm (the sinusoid MLP) has nothing to make per-step.
+    has_norm = any(isinstance(m, NORMALIZATIONS) for m in model.modules())
+    use_bnwb = config.bn_per_step_weights and has_norm
+    per_step = PerStepBatchNorm(model, steps) if use_bnwb else None
     return MAML(
         step_size_from_config(config, model, granularity="tensor", per_step=True), steps,
         config.meta_gradient, config.fd_epsilon,
         step_weights=lambda iteration: msl_weights(iteration, steps, config.msl_iterations),
-        mode_at=mode_schedule(config),
+        mode_at=mode_schedule(config), per_step=per_step,
     )  # fmt: skip

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from metarl.algorithms import MetaAlgorithm, Problem, StepSizes
-from metarl.core import TaskBatch
+from metarl.core import InnerStepSize, TaskBatch
 
 
 def adaptation_curve(
@@ -59,11 +59,15 @@ def step_size_used(config: Any, algorithm: MetaAlgorithm) -> float | list[float]
     algorithm's own (a fixed ``inner_lr``, or a summary of the meta-learned values)."""
     if config.eval_lr is not None:
         return config.eval_lr
-    learned = [p.detach().reshape(-1) for p in algorithm.parameters()]
+    # Only the step sizes: a head generator's or per-step BatchNorm's tensors are not α.
+    learned = [p.detach().reshape(-1) for m in algorithm.modules()
+               if isinstance(m, InnerStepSize) for p in m.parameters()]  # fmt: skip
     if not learned:
         return config.inner_lr
     values = torch.cat(learned)
+    # MAML++, LEOPARD and Meta-SGD learn α whatever learn_inner_lr says: name it only when set.
+    granularity = "" if config.learn_inner_lr == "fixed" else f" ({config.learn_inner_lr})"
     return (
-        f"meta-learned ({config.learn_inner_lr}): mean {float(values.mean()):.4g}, "
+        f"meta-learned{granularity}: mean {float(values.mean()):.4g}, "
         f"range [{float(values.min()):.4g}, {float(values.max()):.4g}]"
     )

@@ -82,6 +82,11 @@ class SupervisedConfig(MetaLearningConfig):
     doa_iterations: int = option(
         0, "maml_plus_plus: iterations of first-order meta-gradients before second order", low=0
     )
+    bn_per_step_weights: bool = option(
+        True,
+        "maml_plus_plus: BNWB, one meta-learned BatchNorm scale and shift per inner step (the "
+        "paper's; the inner loop does not adapt them); false: the model's own, adapted",
+    )
     meta_sgd_init: list[float] = option(
         [0.005, 0.1],
         "meta_sgd: [low, high], each entry of α drawn uniformly from it (the paper's); []: every "
