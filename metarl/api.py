@@ -328,7 +328,7 @@ class LoadedRun:
 
 def _problem(config: Any) -> Any:
     """How a supervised run's predictions are scored (its family's ``Problem``)."""
-    from metarl.supervised.config import ClassificationConfig
+    from metarl.supervised.classification_config import ClassificationConfig
 
     if isinstance(config, ClassificationConfig):
         from metarl.supervised.classification_experiment import problem

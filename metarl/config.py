@@ -201,8 +201,8 @@ class MetaLearningConfig(CommonConfig):
     """The knobs every meta-learning experiment shares, declared once.
 
     Each family (:class:`~metarl.supervised.config.SinusoidConfig`,
-    :class:`~metarl.supervised.config.ClassificationConfig`, :class:`~metarl.rl.config.RLConfig`)
-    sets its paper's defaults with :func:`override`.
+    :class:`~metarl.supervised.classification_config.ClassificationConfig`,
+    :class:`~metarl.rl.config.RLConfig`) sets its paper's defaults with :func:`override`.
     """
 
     # --- meta-training -----------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _meta_rl() -> Experiment:
 
 def _classification() -> Experiment:
     from metarl.supervised import classification_eval, classification_experiment
-    from metarl.supervised.config import ClassificationConfig
+    from metarl.supervised.classification_config import ClassificationConfig
 
     return Experiment(
         ClassificationConfig,

@@ -77,7 +77,7 @@ def test_shared_knobs_are_declared_once_with_family_defaults():
     only the defaults differ, and a stored config with an old key name is upgraded."""
     from metarl.config import MetaLearningConfig, field_docs, field_metadata, upgrade
     from metarl.rl.config import RLConfig
-    from metarl.supervised.config import ClassificationConfig
+    from metarl.supervised.classification_config import ClassificationConfig
 
     shared = field_docs(MetaLearningConfig)
     for cls in (SinusoidConfig, ClassificationConfig, RLConfig):

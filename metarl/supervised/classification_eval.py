@@ -1,11 +1,11 @@
 """``metarl evaluate`` for few-shot classification: accuracy after test-time adaptation.
 
-Protocol (defaults in :class:`~metarl.supervised.config.ClassificationConfig`, the paper's):
-``eval_tasks`` (600) fixed episodes of the meta-test classes drawn from ``eval_seed``; from the
-meta-trained θ, ``eval_steps`` (10) adaptation steps on each episode's support set (the
-algorithm's step size, or ``eval_lr``); query accuracy after every step. The reported number is
-the mean over episodes after the last step, ± the half-width of the normal 95% confidence
-interval.
+Protocol (defaults in :class:`~metarl.supervised.classification_config.ClassificationConfig`,
+the paper's): ``eval_tasks`` (600) fixed episodes of the meta-test classes drawn from
+``eval_seed``; from the meta-trained θ, ``eval_steps`` (10) adaptation steps on each episode's
+support set (the algorithm's step size, or ``eval_lr``); query accuracy after every step. The
+reported number is the mean over episodes after the last step, ± the half-width of the normal
+95% confidence interval.
 
 With ``episodes: meta_dataset``, the ``eval_tasks`` episodes are Meta-Dataset's (variable ways
 and shots) over the ``eval_subset`` classes of each evaluated source, drawn from ``eval_seed``
@@ -31,6 +31,7 @@ from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve, step_size_used
 from metarl.supervised.checkpoint import restore
+from metarl.supervised.classification_config import ClassificationConfig
 from metarl.supervised.classification_experiment import (
     build_model,
     episode_spec,
@@ -39,7 +40,6 @@ from metarl.supervised.classification_experiment import (
     problem,
     source_splits,
 )
-from metarl.supervised.config import ClassificationConfig
 from metarl.supervised.data.episodes import fixed_episodes
 from metarl.supervised.data.meta_dataset import sample_meta_dataset_episode
 from metarl.supervised.tasks import accuracy_per_task

@@ -17,7 +17,7 @@ from torch import nn
 from metarl.algorithms import Problem, make_algorithm
 from metarl.core import TaskBatch
 from metarl.seeding import seeded
-from metarl.supervised.config import ClassificationConfig
+from metarl.supervised.classification_config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
 from metarl.supervised.data.meta_dataset import EpisodeSpec, sample_meta_dataset_episode

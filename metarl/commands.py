@@ -1,0 +1,260 @@
+"""What each ``metarl`` subcommand does: one function per command, ``args -> exit code``.
+
+The parser and the error handling around them are :mod:`metarl.cli`'s. Each function imports
+what its command needs when it runs, so that ``metarl --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from metarl.api import train
+    from metarl.reports import results_table
+
+    result = train(
+        args.experiment, args.set, out=args.out, resume=args.resume, evaluate=args.evaluate,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    run_dir, config = result.run_dir, result.config
+    if not result.main:  # another process of a distributed run: rank 0 reports
+        return 0
+    print(_training_summary(run_dir, config))
+    if result.report is not None:
+        print(results_table(result.report))
+        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+    else:
+        print(f"next: metarl evaluate {run_dir}" + (
+            f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
+    return 0
+
+
+def _training_summary(run_dir: Path, config: Any) -> str:
+    """One line: iterations, wall time, speed and the last logged values."""
+    from metarl.run import load_checkpoint, read_metrics
+
+    state = load_checkpoint(run_dir)
+    seconds = float(state.get("elapsed", 0.0))
+    last = read_metrics(run_dir)[-1] if read_metrics(run_dir) else {}
+    prefixes = ("meta/", "returns/", "train/", "test/")
+    shown = [k for k in last if k.startswith(prefixes) and isinstance(last[k], float)]
+    values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
+    unit = "epochs" if hasattr(config, "epochs") else "iterations"
+    speed = f", {seconds / state['iteration']:.3g} s per {unit[:-1]}" if seconds > 0 else ""
+    if unit == "iterations" and seconds > 0:
+        speed = f", {state['iteration'] / seconds:.3g} it/s"
+    return (f"trained {state['iteration']:,} of {config.iterations:,} {unit} in "
+            f"{_duration(seconds)}{speed}; last log: {values or '-'}")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from metarl.api import evaluate
+    from metarl.reports import results_table
+
+    report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
+    print(results_table(report))
+    print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'plots'}/")
+    return 0
+
+
+def baseline_command(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError
+    from metarl.experiments import load_config
+    from metarl.rl.config import RLConfig
+    from metarl.rl.sb3_baselines import train_baseline
+
+    config = load_config(args.experiment, args.set)
+    if not isinstance(config, RLConfig):
+        raise ConfigError(
+            f"{config.experiment}: `metarl baseline` trains meta-RL baselines; the supervised "
+            "experiments train theirs inside `metarl evaluate`"
+        )
+    out = args.out if args.out is not None else Path("runs") / "baselines" / config.experiment
+    path = train_baseline(config, args.kind, out, args.timesteps, progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
+def view_command(args: argparse.Namespace) -> int:
+    import os
+
+    # MuJoCo picks its OpenGL backend when it is first imported: offscreen EGL unless told.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import dataclasses
+
+    from metarl.config import ConfigError
+    from metarl.experiments import stored_config
+    from metarl.rl.config import RLConfig
+    from metarl.rl.evaluate import choose_model
+    from metarl.rl.view import view
+    from metarl.run import load_checkpoint
+
+    state = load_checkpoint(args.run_dir)
+    _, config = stored_config(state)
+    if not isinstance(config, RLConfig):
+        raise ConfigError(f"{args.run_dir}: `metarl view` shows meta-RL policies")
+    if args.steps is not None:
+        if args.steps < 0:
+            raise ConfigError(f"--steps must be at least 0, got {args.steps}")
+        config = dataclasses.replace(config, eval_steps=args.steps)
+    policy, _ = choose_model(config, state)  # the model `metarl evaluate` tests
+    written = view(
+        policy, config, args.out or args.run_dir, args.tasks, args.gif, args.width, args.height,
+        args.interactive_stage if args.interactive else None, progress=not args.no_progress,
+    )  # fmt: skip
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    from metarl.analysis.report import analyze
+
+    if args.points < 10 or args.tasks < 2 or args.episodes < 1:
+        from metarl.config import ConfigError
+
+        raise ConfigError("--points needs at least 10 images, --tasks 2, --episodes 1")
+    analyze(args.run, args.compare, args.out, points=args.points, units=args.units,
+            tasks=args.tasks, episodes=args.episodes, seed=args.seed,
+            progress=not args.no_progress)  # fmt: skip
+    print(f"wrote {Path(args.out) / 'report.md'} (figures and numbers.json beside it)")
+    return 0
+
+
+def check_step_command(args: argparse.Namespace) -> int:
+    from metarl.api import load_run
+    from metarl.config import ConfigError
+    from metarl.experiments import load_config
+    from metarl.rl.config import RLConfig
+    from metarl.rl.diagnostics import check_natural_step, format_step_profile
+    from metarl.rl.policy import build_policy
+    from metarl.runtime import set_num_threads
+
+    if Path(args.target).is_dir():
+        if args.set:
+            raise ConfigError("--set applies to an experiment name, not to a trained run")
+        run = load_run(args.target)
+        config, policy = run.config, run.model
+        what = f"{args.target}, iteration {run.iteration}"
+    else:
+        config = load_config(args.target, args.set)
+        policy = None
+        what = f"{config.experiment}, untrained policy"
+    if not isinstance(config, RLConfig):
+        raise ConfigError(f"{config.experiment}: check-step measures the meta-RL TRPO step")
+    for name in ("tasks", "episodes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    tasks = config.meta_batch_size if args.tasks is None else args.tasks
+    episodes = config.episodes_per_task if args.episodes is None else args.episodes
+    policy = policy if policy is not None else build_policy(config)
+    set_num_threads(config.num_threads)
+    points = check_natural_step(policy, config, tasks, episodes, args.seed)
+    sigma = ", ".join(f"{s:.2f}" for s in policy.log_std.detach().exp().tolist())
+    print(f"{what}: {config.activation} {config.hidden_sizes}, σ = [{sigma}], {tasks} tasks x "
+          f"{episodes} episodes, fisher_product {config.fisher_product}, "
+          f"max_kl {config.max_kl}")  # fmt: skip
+    print(format_step_profile(points))
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from metarl.config import CONFIG_DIR, describe
+    from metarl.experiments import experiment_names, load_config
+
+    if args.experiment is None:
+        width = max(len(n) for n in experiment_names())
+        for name in experiment_names():
+            print(f"{name:{width}s}  {_summary(CONFIG_DIR / f'{name}.yaml')}")
+        print(
+            "\n`metarl list EXPERIMENT` shows every config key with its value and allowed values."
+        )
+        return 0
+    config = load_config(args.experiment, args.set)
+    rows = describe(config)
+    print(f"{args.experiment}: {_summary(CONFIG_DIR / f'{args.experiment}.yaml')}")
+    widths = [max(len(str(getattr(r, k))) for r in rows) for k in ("name", "type", "value")]
+    for r in rows:
+        cells = [f"{str(getattr(r, k)):{w}s}" for k, w in zip(("name", "type", "value"), widths)]
+        print("  " + "  ".join(cells) + f"  {r.allowed or '-'}  {r.doc}")
+    return 0
+
+
+def _summary(yaml_path: Path) -> str:
+    """The first comment line of an experiment's YAML (what it is and where it comes from)."""
+    for line in yaml_path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").rstrip()
+    return ""
+
+
+def config_command(args: argparse.Namespace) -> int:
+    import yaml
+
+    from metarl.config import to_dict
+    from metarl.experiments import load_config
+
+    config = load_config(args.experiment, args.set)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+def data_command(args: argparse.Namespace) -> int:
+    from metarl.supervised.data.fetch import SOURCES, fetch, status
+    from metarl.supervised.data.files import DataError, dataset_dir, resolve_data_dir
+
+    if args.action == "fetch":
+        if args.name is None:
+            raise DataError(f"which dataset? one of {', '.join(SOURCES)}")
+        target = args.to if args.to is not None else resolve_data_dir(None)[0]
+        paths = fetch(args.name, target, progress=not args.no_progress)
+        print(f"{args.name}: {len(paths)} file(s) verified in {paths[0].parent}")
+        if args.to is not None:
+            print(f"use it with --set data_dir={args.to} (or METARL_DATA={args.to})")
+        return 0
+    root, origin = resolve_data_dir(None)
+    print(f"data root: {root} (from {origin})")
+    from metarl.supervised.data.mnist import FALLBACK_DIRS
+
+    for name, source in SOURCES.items():
+        if args.name not in (None, name):
+            continue
+        try:
+            folder: Path | None = dataset_dir(None, name, FALLBACK_DIRS.get(name, ()))
+        except DataError:
+            folder = None
+        print(f"\n{name}: {source.description}")
+        print(f"  folder: {folder or 'not found'}")
+        for row in status(name, folder):
+            size = "-" if row.bytes is None else _size(row.bytes)
+            print(f"  {row.name:30s} {size:>10s}  {row.status}")
+        if source.note:
+            print(f"  note: {source.note}")
+        if folder is None and source.files:
+            print(f"  get it: metarl data fetch {name} --to {root}")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from metarl.benchmarks.suite import benchmark_names, run_suite
+
+    if args.list:
+        print("\n".join(benchmark_names()))
+        return 0
+    return run_suite(
+        args.suite, args.only, args.runs_dir, args.report_dir, args.time_limit,
+        report_only=args.report_only, progress=not args.no_progress,
+    )  # fmt: skip
