@@ -33,6 +33,7 @@ class PaperResult:
 
 
 _OMNIGLOT = "Finn et al. 2017, Table 1"
+_OMNIGLOT_FIRST_ORDER = "Finn et al. 2017, Table 1 (MAML, first order approx.)"
 _LOCOMOTION = (
     "Finn et al. 2017, Fig. 5 (rllab's models, dt 0.01, horizon 200; no table); gap closure "
     "from the paper's released data"
@@ -48,6 +49,8 @@ PAPER: dict[str, PaperResult] = {
     "omniglot-5w5s": PaperResult(_OMNIGLOT, 99.9, 0.1),
     "omniglot-20w1s": PaperResult(_OMNIGLOT, 95.8, 0.3),
     "omniglot-20w5s": PaperResult(_OMNIGLOT, 98.9, 0.2),
+    "omniglot-5w1s-first-order": PaperResult(_OMNIGLOT_FIRST_ORDER, 98.3, 0.5),
+    "omniglot-20w1s-first-order": PaperResult(_OMNIGLOT_FIRST_ORDER, 89.4, 0.5),
     "navigation": PaperResult(
         "Finn et al. 2017, Fig. 4 (the oracle is a goal-conditioned policy trained with TRPO)",
         -11.68,
@@ -64,7 +67,7 @@ PAPER: dict[str, PaperResult] = {
     "ant-dir": PaperResult(_LOCOMOTION, gap_closed=(499.1 - 9.2) / (524.8 - 9.2)),
     "ant-goal": PaperResult(_LOCOMOTION),
 }
-"""Published results by experiment name."""
+"""Published results by experiment name (a named variant of one: by its benchmark's name)."""
 
 
 def paper_result(experiment: str) -> PaperResult | None:

@@ -283,3 +283,25 @@ def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch)
     # The header says what this call ran: not a "suite wall time" of a single benchmark.
     text = (out / "BENCHMARKS.md").read_text()
     assert "This call ran only speed-fake (" in text and "Suite wall time" not in text
+
+
+def test_a_named_variant_trains_with_its_settings_and_its_own_paper_number(tmp_path, monkeypatch):
+    """First-order MAML on Omniglot is the experiment with ``meta_gradient=first_order`` in
+    both suites, compared with the paper's first-order numbers, not the second-order ones."""
+    by_name = {b.name: b for b in QUALITY}
+    for shots, second, first in (("5w1s", 98.7, 98.3), ("20w1s", 95.8, 89.4)):
+        variant = by_name[f"omniglot-{shots}-first-order"]
+        assert variant.experiment == f"omniglot-{shots}"
+        assert variant.overrides("paper") == {"meta_gradient": "first_order"}
+        assert (variant.paper.value, by_name[f"omniglot-{shots}"].paper.value) == (first, second)
+    tiny = QualityBenchmark(
+        "sinusoid-first-order", "sinusoid",
+        {"iterations": 10, "baseline_iterations": 10, "eval_tasks": 5, "eval_shots": [10],
+         "log_every": 10, "checkpoint_every": 10},
+        settings={"meta_gradient": "first_order"},
+    )  # fmt: skip
+    monkeypatch.setattr(suite, "QUALITY", (tiny,))
+    monkeypatch.setattr(suite, "SPEED", {})
+    assert suite.run_suite("quick", None, tmp_path / "runs", tmp_path / "out", progress=False) == 0
+    config = (tmp_path / "runs" / "quick" / "sinusoid-first-order" / "config.yaml").read_text()
+    assert "meta_gradient: first_order" in config

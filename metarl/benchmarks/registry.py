@@ -6,7 +6,7 @@ evaluation's tables).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.references import PaperResult, paper_result
@@ -23,17 +23,26 @@ class QualityBenchmark:
         experiment: the experiment (a YAML in ``metarl/configs``).
         quick: config overrides of the quick suite (the paper suite uses the config as it is).
         baselines: meta-RL baselines trained (``metarl baseline``) before the paper evaluation.
+        settings: overrides of both suites that make this benchmark a named variant of the
+            experiment (first-order MAML: ``meta_gradient=first_order``); its published
+            result is looked up by the benchmark's name.
     """
 
     name: str
     experiment: str
     quick: dict[str, Any]
     baselines: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def paper(self) -> PaperResult:
         """The published result (an empty one if the paper has none)."""
-        return paper_result(self.experiment) or PaperResult("no published result")
+        key = self.name if self.settings else self.experiment
+        return paper_result(key) or PaperResult("no published result")
+
+    def overrides(self, suite: str) -> dict[str, Any]:
+        """The config overrides of a fresh run in ``suite``."""
+        return {**self.settings, **(self.quick if suite == "quick" else {})}
 
 
 TINY_RL = {"eval_tasks": 10, "eval_episodes_per_task": 10, "checkpoint_every": 1}
@@ -55,6 +64,7 @@ _QUICK_LOCO = {
     "eval_episodes_per_task": 20,
 }
 _RL_BASELINES = ("pretrained", "oracle")
+_FIRST_ORDER = {"meta_gradient": "first_order"}
 
 QUALITY: tuple[QualityBenchmark, ...] = (
     QualityBenchmark(
@@ -65,6 +75,14 @@ QUALITY: tuple[QualityBenchmark, ...] = (
     QualityBenchmark("omniglot-5w5s", "omniglot-5w5s", _QUICK_CLS),
     QualityBenchmark("omniglot-20w1s", "omniglot-20w1s", _QUICK_CLS),
     QualityBenchmark("omniglot-20w5s", "omniglot-20w5s", _QUICK_CLS),
+    QualityBenchmark("omniglot-5w1s-first-order", "omniglot-5w1s", _QUICK_CLS,
+                     settings=_FIRST_ORDER),
+    QualityBenchmark("omniglot-20w1s-first-order", "omniglot-20w1s", _QUICK_CLS,
+                     settings=_FIRST_ORDER),
+    QualityBenchmark("mnist-5w1s", "mnist-5w1s", _QUICK_CLS),
+    QualityBenchmark("mnist-5w5s", "mnist-5w5s", _QUICK_CLS),
+    QualityBenchmark("fashion-mnist-5w1s", "fashion-mnist-5w1s", _QUICK_CLS),
+    QualityBenchmark("fashion-mnist-5w5s", "fashion-mnist-5w5s", _QUICK_CLS),
     QualityBenchmark(
         "navigation", "navigation",
         {"iterations": 3, "meta_batch_size": 10, "episodes_per_task": 10, **TINY_RL},

@@ -134,8 +134,8 @@ def run_quality(
                 if path.name != BENCH_INFO:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
         args = ["train", bench.experiment, "--out", str(run_dir), *quiet]
-        if suite == "quick":
-            args += ["--set", *(f"{k}={v}" for k, v in bench.quick.items())]
+        if overrides := bench.overrides(suite):
+            args += ["--set", *(f"{k}={v}" for k, v in overrides.items())]
     if args is not None and running():
         print(f"\n=== {bench.name}: metarl {' '.join(args)}", flush=True)
         child = run_child(args, deadline)
