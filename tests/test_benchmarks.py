@@ -136,7 +136,28 @@ def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
     assert not (tmp_path / "mamlpp" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("name", ["family-sinusoid", "family-omniglot", "family-omniglot-20w1s"])
+def test_the_family_benchmark_adds_the_common_settings_to_every_algorithm(tmp_path, monkeypatch):
+    """Meta-Dataset episodes for every row, after each algorithm's own settings; the title
+    names the comparison, and no published number of the base experiment is claimed."""
+    from metarl.benchmarks.speed import META_DATASET, family_budget
+
+    calls = _refuse_children(monkeypatch)
+    with pytest.raises(ChildAsked):
+        family_budget.bench_family_budget(
+            "omniglot-5w1s", 4.0, tmp_path, algorithms=["Reptile"], common=META_DATASET,
+            title="Meta-Dataset episodes",
+        )  # fmt: skip
+    assert "algorithm=reptile" in calls[0] and "episodes=meta_dataset" in calls[0]
+    assert "meta_batch_size=1" in calls[0]
+    result = {"experiment": "omniglot-5w1s", "title": "Meta-Dataset episodes", "budget_s": 4.0,
+              "rows": {}, "pretrained": {}}  # fmt: skip
+    table = family_budget.format_family_budget(result)
+    assert table.startswith("Meta-Dataset episodes, 4 s") and "Published" not in table
+
+
+@pytest.mark.parametrize(
+    "name", ["family-sinusoid", "family-omniglot", "family-omniglot-20w1s", "family-meta-dataset"]
+)
 @pytest.mark.parametrize("suite", ["quick", "paper"])
 def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, monkeypatch):
     import inspect

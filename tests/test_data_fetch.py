@@ -174,3 +174,18 @@ def test_the_shared_omniglot_archives_verify_by_their_images():
         pytest.skip("the shared Omniglot archives are not on this machine")
     for remote in fetch_module.SOURCES["omniglot"].files:  # by the image digest alone
         assert fetch_module.check(folder / remote.name, remote.checksum), remote.name
+
+
+def test_a_benchmark_finds_its_dataset_where_the_loader_does(tmp_path, monkeypatch):
+    """Fashion-MNIST from Debian's package (outside the data root) counts as present, as it
+    does for the loader; with neither, the benchmark says what is missing."""
+    from metarl.benchmarks.runner import missing_dataset
+    from metarl.supervised.data import mnist
+
+    system = tmp_path / "system" / "fashion-mnist"
+    system.mkdir(parents=True)
+    monkeypatch.setenv("METARL_DATA", str(tmp_path / "empty"))
+    monkeypatch.setitem(mnist.FALLBACK_DIRS, "fashion-mnist", (system,))
+    assert missing_dataset("fashion-mnist-5w1s") is None
+    system.rmdir()
+    assert "dataset 'fashion-mnist' not found" in missing_dataset("fashion-mnist-5w1s")

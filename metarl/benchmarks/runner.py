@@ -73,12 +73,13 @@ def run_child(args: list[str], deadline: float | None = None, processes: int = 1
 def missing_dataset(experiment: str) -> str | None:
     """Why a few-shot benchmark cannot run here (its dataset is not on this machine), or None."""
     from metarl.supervised.data.files import DataError, dataset_dir
+    from metarl.supervised.data.mnist import FALLBACK_DIRS
 
     config = load_config(experiment)
     if not hasattr(config, "dataset"):
         return None
-    try:
-        dataset_dir(config.data_dir, config.dataset)
+    try:  # where the loader looks: the data root, then the system's copy (Debian's package)
+        dataset_dir(config.data_dir, config.dataset, FALLBACK_DIRS.get(config.dataset, ()))
     except DataError as e:
         return str(e)
     return None

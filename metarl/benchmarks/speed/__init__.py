@@ -68,7 +68,9 @@ def _memory_family(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     return result, format_family_memory(result)
 
 
-def _family(experiment: str, workdir: Path, paper: tuple, quick: tuple) -> tuple[dict, str]:
+def _family(
+    experiment: str, workdir: Path, paper: tuple, quick: tuple, **options: Any
+) -> tuple[dict, str]:
     from metarl.benchmarks.speed.family_budget import (
         bench_family_budget,
         format_family_budget,
@@ -76,9 +78,10 @@ def _family(experiment: str, workdir: Path, paper: tuple, quick: tuple) -> tuple
     )
 
     if quick:  # a fresh smoke run
-        result = bench_family_budget(experiment, quick[0], workdir, *quick[1:])
+        result = bench_family_budget(experiment, quick[0], workdir, *quick[1:], **options)
     else:
-        result = bench_family_budget(experiment, paper[0], workdir, *paper[1:], resume=True)
+        result = bench_family_budget(experiment, paper[0], workdir, *paper[1:], resume=True,
+                                     **options)  # fmt: skip
     figure = plot_family_budget(result, workdir / "score_vs_time.png")
     return result, format_family_budget(result) + f"\n\nScore against training time: `{figure}`"
 
@@ -101,6 +104,31 @@ def _family_omniglot(experiment: str) -> Callable[[str, Path], tuple[dict[str, A
         return _family(experiment, workdir, (1200.0,), quick if suite == "quick" else ())
 
     return run
+
+
+META_DATASET = {
+    "episodes": "meta_dataset",
+    "sources": ["omniglot", "mnist"],
+    "eval_sources": ["omniglot", "mnist", "fashion-mnist"],
+    "meta_batch_size": 1,
+}
+"""The family's Meta-Dataset comparison: episodes of variable ways and shots from Omniglot's
+training alphabets and MNIST's digits 0-4; tested on Omniglot's test alphabets, MNIST's digits
+5-9 and Fashion-MNIST's labels 5-9 (a dataset never seen in training)."""
+
+
+def _family_meta_dataset(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    """The family on Meta-Dataset episodes, 20 minutes of training per algorithm; 200 test
+    episodes per point (a Meta-Dataset episode has up to 50 ways and 500 support images)."""
+    from metarl.benchmarks.runner import missing_dataset
+
+    for experiment in ("omniglot-5w1s", "mnist-5w1s", "fashion-mnist-5w1s"):
+        if (missing := missing_dataset(experiment)) is not None:
+            raise BenchmarkUnavailable(missing)
+    quick = (3.0, {"eval_tasks": 6}, (1.0,), ["MAML", "ProtoMAML"])
+    paper = (1200.0, {"eval_tasks": 200})
+    return _family("omniglot-5w1s", workdir, paper, quick if suite == "quick" else (),
+                   common=META_DATASET, title="Meta-Dataset episodes")  # fmt: skip
 
 
 def _time_to(experiment: str, every: int) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
@@ -144,6 +172,7 @@ SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "family-sinusoid": _family_sinusoid,
     "family-omniglot": _family_omniglot("omniglot-5w1s"),
     "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
+    "family-meta-dataset": _family_meta_dataset,
     "time-to-navigation": _time_to("navigation", 5),
     "time-to-halfcheetah-vel": _time_to("halfcheetah-vel", 10),
 }

@@ -71,6 +71,8 @@ def bench_family_budget(
     fractions: tuple[float, ...] = FRACTIONS,
     algorithms: list[str] | None = None,
     resume: bool = False,
+    common: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate each algorithm for ``seconds`` of ``experiment``.
 
@@ -86,6 +88,10 @@ def bench_family_budget(
             left in ``workdir`` (each evaluated point is kept; a run stopped mid-way resumes;
             an algorithm whose settings changed since is run again), instead of starting
             afresh.
+        common: settings every algorithm adds (Meta-Dataset episodes: ``episodes``,
+            ``sources``, ...), after its own.
+        title: the comparison's name (default ``experiment``); the published number is
+            looked up by it.
 
     Returns:
         ``{"experiment", "budget_s", "metric", "higher_is_better", "scale", "machine",
@@ -100,8 +106,11 @@ def bench_family_budget(
         regression = experiment.startswith("sinusoid")
         algorithms = [a for a in ALGORITHMS if not (regression and a in CLASSIFICATION_ONLY)]
     progress = workdir / PROGRESS
-    settings = settings_for(experiment)
-    result: dict[str, Any] = {"experiment": experiment, "budget_s": seconds, "rows": {},
+    settings = {
+        alg: {**values, **(common or {})} for alg, values in settings_for(experiment).items()
+    }
+    result: dict[str, Any] = {"experiment": experiment, "title": title or experiment,
+                              "budget_s": seconds, "rows": {},
                               "pretrained": {}, "evaluation": evaluation or {},
                               "settings": settings, "machine": machine_info()}  # fmt: skip
     same = ("experiment", "budget_s", "evaluation")
@@ -199,10 +208,11 @@ def format_family_budget(result: dict[str, Any]) -> str:
                        for s in p.get("scores", {})}, key=_setting_order)  # fmt: skip
     steps = next((p["scores"][s]["steps"] for row in result["rows"].values()
                   for p in row["points"] for s in p.get("scores", {})), [1, 10])  # fmt: skip
-    paper = PAPER.get(result["experiment"])
+    title = result.get("title", result["experiment"])
+    paper = PAPER.get(title)
     published = f" Published: {paper.value} ± {paper.err} ({paper.source})." if paper else ""
     lines = [
-        f"{result['experiment']}, {result['budget_s']:g} s of training per algorithm on one "
+        f"{title}, {result['budget_s']:g} s of training per algorithm on one "
         f"thread; {result.get('metric', 'score')} after {steps[0]} \\| {steps[1]} steps "
         f"(95% interval).{published} Schedules (MAML++'s cosine meta-lr and loss annealing, "
         "Reptile's linear ε) run over the experiment's `iterations`, so within a short budget "
@@ -245,7 +255,8 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
         points = [p for p in row["points"] if "error" not in p]
         if not points:
             continue
-        setting = "K=10" if "K=10" in points[0]["scores"] else next(iter(points[0]["scores"]))
+        scores = points[0]["scores"]
+        setting = next((s for s in ("K=10", "all") if s in scores), next(iter(scores)))
         ax.plot([p["seconds"] for p in points],
                 [p["scores"][setting]["mean"][0] * scale for p in points],
                 marker="o", label=name)  # fmt: skip
@@ -256,6 +267,7 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel(f"{label}, after 1 step")
     if not result.get("higher_is_better", False):
         ax.set_yscale("log")
-    ax.set_title(f"The MAML family on {result['experiment']} at equal wall-clock")
+    ax.set_title(f"The MAML family on {result.get('title', result['experiment'])} at equal "
+                 "wall-clock")  # fmt: skip
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the data
     return save(fig, path)
