@@ -47,6 +47,12 @@ EXPERIMENT_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "MAML++": {"step_size_lr": 1e-4},
         "iMAML": {"imaml_solver": "safeguarded", "imaml_lambda": 10.0, "inner_lr": 0.02},
     },
+    # Reptile's own few-shot recipe (Nichol et al. 2018, appendix): Adam with β1 = 0 and step
+    # 0.001 in the inner loop; five SGD steps of MAML's α = 0.4 reached 55% on 5w1s
+    **{
+        experiment: {"Reptile": {"reptile_inner_optimizer": "adam", "inner_lr": 0.001}}
+        for experiment in ("omniglot-5w1s", "omniglot-20w1s")
+    },
 }
 """Settings an experiment adds to :data:`ALGORITHMS` (deviations from the papers' values)."""
 
