@@ -68,3 +68,27 @@ def test_each_policy_acts(entry: Path):
     obs = torch.zeros(3, run.model.obs_dim)
     action = run.model.act(obs, deterministic=True)
     assert action.shape == (3, run.model.action_dim) and np.isfinite(action).all()
+
+
+SUPERVISED = [p for p in ENTRIES if p.name.startswith(("sinusoid", "omniglot"))]
+
+
+@pytest.mark.parametrize("entry", SUPERVISED, ids=lambda p: p.name)
+def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path: Path):
+    """`metarl evaluate` on the first 40 of the protocol's test tasks (the same fixed seed)
+    gives the committed headline number within the two error bars."""
+    import shutil
+
+    from metarl.benchmarks.runner import missing_dataset
+    from metarl.reports import read_report
+
+    if (missing := missing_dataset(entry.name)) is not None:
+        pytest.skip(missing)
+    committed = read_report(entry)
+    assert committed is not None, f"{entry} has no eval.json"
+    copy = tmp_path / entry.name
+    shutil.copytree(entry, copy)
+    small = metarl.evaluate(copy, {"eval_tasks": 40}, progress=False)
+    _, value, error = small.headline_values()
+    _, committed_value, committed_error = committed.headline_values()
+    assert abs(value - committed_value) <= error + committed_error, (value, committed_value)
