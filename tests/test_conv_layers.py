@@ -145,3 +145,36 @@ def test_support_statistics_do_not_leak_between_query_images():
     torch.testing.assert_close(a[:, :3], b[:, :3])  # queries 0-2 unaffected by the others
     assert not torch.allclose(trans_a[:, :3], trans_b[:, :3])  # transductive BN: they leak
     torch.testing.assert_close(same, trans_a, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_batchnorm_double_backward_against_finite_differences_and_torch():
+    """metarl.core.batch_norm: its first and second derivatives equal finite differences
+    (float64 gradcheck and gradgradcheck) and PyTorch's BatchNorm's, also when only some of
+    (gx, gγ, gβ) are used."""
+    from metarl.core.batch_norm import batch_norm
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=gen).requires_grad_(True)
+    weight = torch.randn(4, dtype=torch.float64, generator=gen).requires_grad_(True)
+    bias = torch.randn(4, dtype=torch.float64, generator=gen).requires_grad_(True)
+    assert torch.autograd.gradcheck(batch_norm, (x, weight, bias))
+    assert torch.autograd.gradgradcheck(batch_norm, (x, weight, bias))
+    target = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=gen)
+
+    def second_order(norm, used):
+        y = norm(x, weight, bias)
+        grads = torch.autograd.grad((torch.tanh(y) * target).sum(), (x, weight, bias),
+                                    create_graph=True)  # fmt: skip
+        outer = sum(((g * c).sin()).sum() for g, c, u in zip(grads, (1.0, 2.0, 3.0), used) if u)
+        return torch.autograd.grad(outer, (x, weight, bias), allow_unused=True)
+
+    def torch_norm(x, w, b):
+        return F.batch_norm(x, None, None, w, b, training=True)
+
+    uses = [(True, True, True), (True, False, False), (False, True, True), (False, False, True)]
+    for used in uses:
+        for got, want in zip(second_order(batch_norm, used), second_order(torch_norm, used)):
+            torch.testing.assert_close(
+                torch.zeros_like(x) if got is None else got,
+                torch.zeros_like(x) if want is None else want,
+            )

@@ -16,7 +16,8 @@ Outputs are returned as a transposed *view* of the folded result, so the next la
 free (no copy between layers). ``metarl bench --only speed-omniglot`` compares this with
 ``torch.func.vmap`` of the plain layers and with a per-task Python loop.
 
-BatchNorm here always normalises with batch statistics (no running averages), as MAML does;
+BatchNorm here always normalises with batch statistics (no running averages), as MAML does,
+with a hand-derived double backward (:mod:`metarl.core.batch_norm`);
 it can take the statistics from the first ``stats_count`` samples only (see
 :class:`BatchNorm2d`), which is how a query set is normalised by its support set.
 """
@@ -26,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from metarl.core.batch_norm import batch_norm
 
 
 def fold_tasks(x: Tensor) -> Tensor:
@@ -116,8 +119,8 @@ class BatchNorm2d(nn.Module):
             _check_tasks("BatchNorm2d", x, n_tasks)
         folded = x if n_tasks is None else fold_tasks(x)  # (N, channels, H, W)
         weight, bias = self.weight.reshape(-1), self.bias.reshape(-1)
-        if stats_count is None:
-            out = F.batch_norm(folded, None, None, weight, bias, training=True, eps=self.eps)
+        if stats_count is None:  # with the fused double backward of metarl.core.batch_norm
+            out = batch_norm(folded, weight, bias, self.eps)
         else:
             var, mean = torch.var_mean(folded[:stats_count], dim=(0, 2, 3), unbiased=False)
             scale = weight * torch.rsqrt(var + self.eps)
