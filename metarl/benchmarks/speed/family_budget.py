@@ -270,7 +270,7 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
     label = result.get("metric", "score") + (
         " (K=10)" if result["experiment"] == "sinusoid" else ""
     )
-    ax.set_ylabel(f"{label}, after 1 step")
+    ax.set_ylabel(f"{label},\nafter 1 step")  # two lines: a long metric name fits
     if not result.get("higher_is_better", False):
         ax.set_yscale("log")
     ax.set_title(f"The MAML family on {result.get('title', result['experiment'])} at equal "
