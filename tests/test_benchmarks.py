@@ -251,3 +251,34 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     again = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
                                       resume=True)  # fmt: skip
     assert calls == [] and again["rows"]["fast"]["reached"] == fast["reached"]
+
+
+@pytest.mark.parametrize("suite", ["quick", "paper"])
+def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp_path, monkeypatch):
+    """``halfcheetah-dir-remedies``: every remedy from the same experiment, each row its own
+    options, judged by the share of the gap the paper's data closes (64%)."""
+    import inspect
+
+    from metarl.benchmarks.speed import SPEED, time_to_quality
+    from metarl.references import PAPER
+
+    declared, bound = inspect.signature(time_to_quality.bench_time_to_quality), []
+
+    def record(*args, **kwargs):
+        bound.append(declared.bind(*args, **kwargs).arguments)
+        return {"experiment": "halfcheetah-dir", "target": "t", "every": 1, "rows": {}}
+
+    monkeypatch.setattr(time_to_quality, "bench_time_to_quality", record)
+    workdir = tmp_path / suite / "halfcheetah-dir-remedies"
+    oracle = tmp_path / suite / "baselines" / "halfcheetah-dir" / "oracle.pt"
+    oracle.parent.mkdir(parents=True)
+    oracle.write_bytes(b"")
+    SPEED["halfcheetah-dir-remedies"](suite, workdir)
+    (arguments,) = bound
+    assert arguments["experiment"] == "halfcheetah-dir"
+    assert arguments["options"] == time_to_quality.REMEDIES
+    assert arguments["options"]["paper defaults (ReLU)"] == []
+    assert arguments.get("resume", False) == (suite == "paper")
+    target = time_to_quality.TARGETS["halfcheetah-dir"]
+    assert target.threshold == pytest.approx(PAPER["halfcheetah-dir"].gap_closed)
+    assert target.threshold == pytest.approx(0.645, abs=1e-3)
