@@ -282,3 +282,7 @@ def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp
     target = time_to_quality.TARGETS["halfcheetah-dir"]
     assert target.threshold == pytest.approx(PAPER["halfcheetah-dir"].gap_closed)
     assert target.threshold == pytest.approx(0.645, abs=1e-3)
+    from metarl.experiments import load_config
+
+    for sets in time_to_quality.REMEDIES.values():  # each row's settings are a valid config
+        load_config("halfcheetah-dir", sets)
