@@ -329,9 +329,13 @@ def _number(value: float) -> str:
 
 
 def upgrade(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """A stored config (a checkpoint's) with the keys renamed since it was written."""
+    """A stored config (a checkpoint's) with the keys renamed since it was written, and each
+    key added since (``cls.ADDED``) at the value that reproduces how that run was trained."""
     renamed = getattr(cls, "RENAMED", {})
-    return {renamed.get(key, key): value for key, value in values.items()}
+    upgraded = {renamed.get(key, key): value for key, value in values.items()}
+    for key, value in getattr(cls, "ADDED", {}).items():
+        upgraded.setdefault(key, value)
+    return upgraded
 
 
 def to_dict(config: Any) -> dict[str, Any]:

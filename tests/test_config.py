@@ -90,3 +90,35 @@ def test_shared_knobs_are_declared_once_with_family_defaults():
         from_dict(RLConfig, {"iterations": 0})  # the inherited bound holds for the override
     old = {"experiment": "omniglot-5w1s", "eval_episodes": 100, "eval_inner_steps": 3}
     assert from_dict(ClassificationConfig, upgrade(ClassificationConfig, old)).eval_tasks == 100
+
+
+def test_a_checkpoint_from_before_a_key_existed_keeps_how_it_was_trained(tmp_path):
+    """A MAML++ run stored before BNWB had no per-step BatchNorm tensors: it loads with
+    ``bn_per_step_weights`` false, while a new run gets the paper's default (true)."""
+    import torch
+
+    import metarl
+    from metarl.benchmarks.runner import missing_dataset
+    from metarl.config import to_dict, upgrade
+    from metarl.experiments import load_config
+    from metarl.supervised.classification_config import ClassificationConfig
+
+    fresh = load_config("omniglot-5w1s", {"algorithm": "maml_plus_plus"})
+    assert fresh.bn_per_step_weights
+    stored = to_dict(fresh)
+    assert upgrade(ClassificationConfig, stored)["bn_per_step_weights"] is True
+    del stored["bn_per_step_weights"]
+    assert upgrade(ClassificationConfig, stored)["bn_per_step_weights"] is False
+    if (missing := missing_dataset("omniglot-5w1s")) is not None:
+        pytest.skip(missing)
+    # A whole checkpoint of that era: written without the key and without the tensors.
+    run = tmp_path / "old"
+    metarl.train("omniglot-5w1s", out=run, progress=False, overrides=[
+        "algorithm=maml_plus_plus", "bn_per_step_weights=false", "iterations=1",
+        "meta_batch_size=2", "chunk_tasks=0", "chunk_workers=1", "filters=4",
+        "tensorboard=false"])  # fmt: skip
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["config"]["bn_per_step_weights"]
+    torch.save(state, run / "checkpoint.pt")
+    loaded = metarl.load_run(run)
+    assert loaded.config.bn_per_step_weights is False and loaded.algorithm.per_step is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from metarl.algorithms import ALGORITHMS
 from metarl.algorithms.maml import LEARNABLE_STEP_SIZES
@@ -21,6 +22,10 @@ from metarl.supervised.models import BN_MLP_HIDDEN, INITS
 @dataclass
 class SupervisedConfig(MetaLearningConfig):
     """What every supervised experiment adds: the algorithm and its outer optimiser."""
+
+    # A checkpoint written before a key existed was trained without it: MAML++ runs from
+    # before BNWB have no per-step BatchNorm tensors to load.
+    ADDED: ClassVar[dict[str, Any]] = {"bn_per_step_weights": False}
 
     algorithm: str = option(
         "maml",
