@@ -69,6 +69,7 @@ def test_short_training_improves_the_post_adaptation_return(tmp_path: Path) -> N
         ["fisher_product=gauss_newton"],
         ["fisher_product=gauss_newton", "fisher_subsample=1", "inner_steps=2"],
         ["fisher_product=gauss_newton", "meta_gradient=first_order"],
+        ["line_search_rule=measured_kl", "max_kl=0.001"],
     ],
 )
 def test_every_meta_gradient_mode_trains(tmp_path: Path, modes: list[str]) -> None:

@@ -15,7 +15,14 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import finite_difference_fvp, fisher_vector_product, gauss_newton_fvp
 from metarl.rl.maml import meta_objective
 from metarl.rl.policy import GaussianMLPPolicy, detach_distribution
-from metarl.rl.trpo import flatten, line_search, trust_region_step, unflatten
+from metarl.rl.trpo import (
+    KL_MARGIN,
+    LINE_SEARCH_RULES,
+    flatten,
+    line_search,
+    trust_region_step,
+    unflatten,
+)
 
 N_TASKS, HORIZON, EPISODES = 2, 4, 3
 
@@ -169,7 +176,8 @@ def test_trpo_models_predict_the_objective_of_a_smooth_policy(problem) -> None:
         profile_natural_step(policy, get_params(policy), [support], nan_query, config)
 
 
-def test_accepted_trpo_step_satisfies_the_kl_bound(problem) -> None:
+@pytest.mark.parametrize("rule", LINE_SEARCH_RULES)
+def test_accepted_trpo_step_satisfies_the_kl_bound(problem, rule: str) -> None:
     policy, support, query = problem
     theta = get_params(policy)
     objective = meta_objective(policy, theta, [support], query, 0.5)
@@ -187,12 +195,14 @@ def test_accepted_trpo_step_satisfies_the_kl_bound(problem) -> None:
         at = meta_objective(policy, unflatten(flat, theta), [support], query, 0.5, old)
         return float(at.losses.detach().mean()), float(at.kls.detach().mean())
 
-    result = line_search(evaluate, theta0, full_step, loss_before, max_kl, 0.8, 15)
+    result = line_search(evaluate, theta0, full_step, loss_before, max_kl, 0.8, 15, rule)
     assert result.accepted and result.steps > 1
     loss_after, kl_after = evaluate(result.params)
     assert kl_after <= max_kl and kl_after == pytest.approx(result.kl)
     assert loss_after < loss_before and loss_after == pytest.approx(result.loss_after)
-    assert result.step_fraction == pytest.approx(0.8 ** (result.steps - 1))
+    assert torch.allclose(result.params, theta0 - result.step_fraction * full_step)
+    if rule == "backtrack":
+        assert result.step_fraction == pytest.approx(0.8 ** (result.steps - 1))
 
 
 def test_line_search_rejects_nan_and_keeps_theta() -> None:
@@ -229,3 +239,43 @@ def test_line_search_takes_the_first_improving_step_within_the_trust_region() ->
     result = line_search(evaluate, torch.tensor([1.0]), torch.tensor([2.0]), 1.0, 0.5, 0.5, 10)
     assert result.accepted and result.steps == 3 and result.step_fraction == 0.25
     assert float(result.params[0]) == pytest.approx(0.5)
+
+
+def test_measured_kl_rule_jumps_to_the_trust_region_edge_the_kl_implies() -> None:
+    # loss(f) = -f and KL(f) = 25 δ f² along the step: the quadratic model said f = 1 gives δ,
+    # the real KL is 25x that. The edge is f = 0.2; the rule aims at 0.95 of it in one jump,
+    # where shrinking by β = 0.8 takes eight (0.8⁸ = 0.168 ≤ 0.2 < 0.8⁷ = 0.21).
+    max_kl, c = 0.01, 25 * 0.01
+    theta, step = torch.tensor([0.0]), torch.tensor([-1.0])  # θ − f·step = f
+
+    def evaluate(flat: torch.Tensor) -> tuple[float, float]:
+        f = float(flat[0])
+        return -f, c * f * f
+
+    measured = line_search(evaluate, theta, step, 0.0, max_kl, 0.8, 15, rule="measured_kl")
+    assert measured.accepted and measured.steps == 2
+    assert measured.step_fraction == pytest.approx(KL_MARGIN * math.sqrt(max_kl / c))
+    assert measured.kl == pytest.approx(KL_MARGIN**2 * max_kl)
+    backtrack = line_search(evaluate, theta, step, 0.0, max_kl, 0.8, 15)
+    assert backtrack.accepted and backtrack.steps == 9
+    assert backtrack.step_fraction == pytest.approx(0.8**8)
+    assert measured.loss_after < backtrack.loss_after  # nearer the edge: a longer step
+
+
+def test_measured_kl_rule_backtracks_by_ratio_when_the_loss_rejects() -> None:
+    # The KL is tiny everywhere but the loss only falls for f < 0.3: the KL says nothing about
+    # where to go, so both rules take the same β-steps.
+    def evaluate(flat: torch.Tensor) -> tuple[float, float]:
+        f = float(flat[0])
+        return (f - 0.3), 1e-6 * f * f
+
+    theta, step = torch.tensor([0.0]), torch.tensor([-1.0])
+    results = [line_search(evaluate, theta, step, 0.0, 0.01, 0.5, 10, rule=rule)
+               for rule in LINE_SEARCH_RULES]  # fmt: skip
+    assert all(r.accepted and r.steps == 3 and r.step_fraction == 0.25 for r in results)
+    # A KL barely over δ still shrinks by at least β.
+    result = line_search(lambda f: (-float(f[0]), 0.0101 * float(f[0]) ** 2), theta, step, 0.0,
+                         0.01, 0.5, 10, rule="measured_kl")  # fmt: skip
+    assert result.steps == 2 and result.step_fraction == 0.5
+    with pytest.raises(ValueError, match="line search rule"):
+        line_search(evaluate, theta, step, 0.0, 0.01, rule="exact")

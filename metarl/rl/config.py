@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from metarl.config import ConfigError, MetaLearningConfig, option, override
 from metarl.rl.task_envs import ENVIRONMENTS, environment_names
+from metarl.rl.trpo import LINE_SEARCH_RULES
 
 FISHER_PRODUCTS: tuple[str, ...] = ("gauss_newton", "double_backward", "finite_difference")
 RL_ALGORITHMS: tuple[str, ...] = ("maml_trpo",)
@@ -100,6 +101,13 @@ class RLConfig(MetaLearningConfig):
         0.8, "backtracking factor of the line search", low=0.0, high=1.0
     )
     line_search_steps: int = option(15, "step sizes tried by the line search", low=1)
+    line_search_rule: str = option(
+        "backtrack",
+        "how the line search shrinks a rejected step: backtrack = by line_search_ratio each time "
+        "(TRPO, the paper); measured_kl = to the trust region's edge implied by the KL measured "
+        "at the rejected step (KL ≈ c f²), where that is smaller",
+        choices=LINE_SEARCH_RULES,
+    )
     # --- evaluation (metarl evaluate) --------------------------------------------------------
     eval_tasks: int = override(40)
     eval_seed: int = override(20_170_302)

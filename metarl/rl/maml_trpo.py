@@ -197,7 +197,7 @@ def meta_update(
     theta_old = flatten(p.detach() for p in theta.values())
     result = line_search(
         evaluate, theta_old, step.full_step, step.loss_before, config.max_kl,
-        config.line_search_ratio, config.line_search_steps,
+        config.line_search_ratio, config.line_search_steps, config.line_search_rule,
     )  # fmt: skip
     if result.accepted:
         with torch.no_grad():

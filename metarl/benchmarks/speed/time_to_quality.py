@@ -70,6 +70,9 @@ REMEDIES: dict[str, list[str]] = {
     # The quadratic KL model underestimates ReLU's real KL, so the line search always shrinks
     # the step: a larger trust region, with the line search's real-KL check as the guard.
     "max_kl = 0.03": ["max_kl=0.03"],
+    # The same diagnosis, the other way round: keep δ but let the KL measured at a rejected
+    # step, not the quadratic model, say how far to shrink it.
+    "measured-KL line search": ["line_search_rule=measured_kl"],
     "fisher_subsample = 5": ["fisher_subsample=5"],
 }
 """HalfCheetah-dir's remedies for TRPO's rejected full steps, each measured from the same seed
