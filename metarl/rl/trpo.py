@@ -136,8 +136,10 @@ def line_search(
         loss, kl = evaluate(candidate)
         if math.isfinite(loss) and math.isfinite(kl) and loss < loss_before and kl <= max_kl:
             return LineSearchResult(candidate, True, k + 1, fraction, loss_before, loss, kl)
-        shrink = ratio
-        if rule == "measured_kl" and math.isfinite(kl) and kl > max_kl:
-            shrink = min(ratio, KL_MARGIN * math.sqrt(max_kl / kl))
-        fraction *= shrink
+        if rule == "backtrack":
+            fraction = ratio ** (k + 1)  # as a power: the very candidates TRPO has always tried
+        elif math.isfinite(kl) and kl > max_kl:
+            fraction *= min(ratio, KL_MARGIN * math.sqrt(max_kl / kl))
+        else:
+            fraction *= ratio
     return rejected._replace(steps=max_steps)
