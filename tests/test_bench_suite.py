@@ -106,6 +106,27 @@ def _run(date: str, value: float) -> dict:
             "speed": {"speed-core": {"table": "| a |\n|---|\n| 1 |"}}}  # fmt: skip
 
 
+def test_a_speed_plot_is_copied_beside_the_report_and_linked(tmp_path):
+    work = tmp_path / "runs" / "family-omniglot"
+    work.mkdir(parents=True)
+    (work / "score_vs_time.png").write_bytes(b"png")
+    run = _run("2026-11-20 10:00:00", -20.0)
+    run["speed"]["family-omniglot"] = {
+        "table": "| algorithm |\n|---|\n| MAML |",
+        "result": {"plots": [str(work / "score_vs_time.png")]},
+    }
+    report = tmp_path / "report"
+    report_mod.write_report(run, report)
+    copy = "docs/benchmarks/paper/family-omniglot-score_vs_time.png"
+    assert (report / copy).read_bytes() == b"png"
+    text = (report / "BENCHMARKS.md").read_text()
+    assert f"[family-omniglot-score_vs_time]({copy})" in text and str(tmp_path) not in text
+    stored = json.loads((report / "benchmarks.json").read_text())["paper"]["speed"]
+    assert stored["family-omniglot"]["result"]["plots"] == [copy]  # a later report keeps it
+    report_mod.write_report(_run("2026-11-21 10:00:00", -20.0) | {"speed": stored}, report)
+    assert f"[family-omniglot-score_vs_time]({copy})" in (report / "BENCHMARKS.md").read_text()
+
+
 def test_report_keeps_dated_history_and_rewrites_only_the_readme_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(

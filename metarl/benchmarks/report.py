@@ -111,19 +111,33 @@ def _machine(run: dict[str, Any]) -> str:
 
 
 def _copy_plots(run: dict[str, Any], report_dir: Path) -> None:
-    """Copy each benchmark's plots beside the report and point the run at the copies."""
+    """Copy each benchmark's plots beside the report and point the run at the copies (quality
+    rows' ``plots``; a speed entry's ``result["plots"]``)."""
     folder = report_dir / "docs" / "benchmarks" / run["suite"]
     for row in run["quality"]:
-        copies = []
-        for plot in row["plots"]:
-            if Path(plot).parts[:2] == ("docs", "benchmarks"):  # a copy already (a kept row)
-                copies.append(plot)
-                continue
-            dst = folder / f"{row['name']}-{Path(plot).name}"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(plot, dst)
-            copies.append(str(dst.relative_to(report_dir)))
-        row["plots"] = copies
+        row["plots"] = _copies(row["plots"], row["name"], folder, report_dir)
+    for name, entry in run["speed"].items():
+        result = entry.get("result")
+        if isinstance(result, dict) and result.get("plots"):
+            result["plots"] = _copies(result["plots"], name, folder, report_dir)
+
+
+def _copies(plots: list[str], name: str, folder: Path, report_dir: Path) -> list[str]:
+    """``plots`` copied to ``folder/<name>-<file>``, as paths relative to ``report_dir``."""
+    copies = []
+    for plot in plots:
+        if Path(plot).parts[:2] == ("docs", "benchmarks"):  # a copy already (a kept row)
+            copies.append(plot)
+            continue
+        dst = folder / f"{name}-{Path(plot).name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot, dst)
+        copies.append(str(dst.relative_to(report_dir)))
+    return copies
+
+
+def _links(plots: list[str]) -> str:
+    return " · ".join(f"[{Path(p).stem}]({p})" for p in plots)
 
 
 def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[str]:
@@ -157,6 +171,9 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
         out.append("")
         if "table" in entry:
             out.append(entry["table"])
+            result = entry.get("result")
+            if isinstance(result, dict) and result.get("plots"):
+                out += ["", _links(result["plots"])]
         else:
             out.append(f"not measured: {entry.get('error') or entry.get('skipped')}")
         out.append("")
@@ -167,7 +184,7 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
         trained = f"{row['iterations']:,} iterations" + (f"; {row['note']}" if row["note"] else "")
         out += [f"**{row['name']}** ({trained})", "", row["table"], ""]
         if row["plots"]:
-            out += [" · ".join(f"[{Path(p).stem}]({p})" for p in row["plots"]), ""]
+            out += [_links(row["plots"]), ""]
     out += ["### History", "", _history_table(run["suite"], all_runs), ""]
     return out
 

@@ -83,7 +83,8 @@ def _family(
         result = bench_family_budget(experiment, paper[0], workdir, *paper[1:], resume=True,
                                      **options)  # fmt: skip
     figure = plot_family_budget(result, workdir / "score_vs_time.png")
-    return result, format_family_budget(result) + f"\n\nScore against training time: `{figure}`"
+    result["plots"] = [str(figure)]  # copied beside the report, linked under the table
+    return result, format_family_budget(result)
 
 
 def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
