@@ -13,10 +13,16 @@ import pytest
 import torch
 
 import metarl
+from metarl.experiments import get_experiment
+from metarl.rl.config import RLConfig
 
 ZOO = Path(__file__).parents[1] / "zoo"
 ENTRIES = sorted(p.parent for p in ZOO.glob("*/checkpoint.pt"))
-META_RL = ("ant", "halfcheetah", "navigation")
+
+
+def _is_meta_rl(entry: Path) -> bool:
+    """Whether the entry is a policy (its experiment is configured by ``RLConfig``)."""
+    return get_experiment(entry.name).config_cls is RLConfig
 
 
 def _stated_iterations() -> dict[str, int]:
@@ -61,7 +67,7 @@ def test_the_sinusoid_model_fits_a_new_sine_in_one_step():
 
 @pytest.mark.parametrize(
     "entry",
-    [p for p in ENTRIES if p.name.startswith(META_RL)],
+    [p for p in ENTRIES if _is_meta_rl(p)],
     ids=lambda p: p.name,
 )
 def test_each_policy_acts(entry: Path):
@@ -97,7 +103,7 @@ def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path:
     assert committed is not None, f"{entry} has no eval.json"
     copy = tmp_path / entry.name  # without the baselines: only MAML and the random init
     shutil.copytree(entry, copy)
-    kind = "meta-rl" if entry.name.startswith(META_RL) else "supervised"
+    kind = "meta-rl" if _is_meta_rl(entry) else "supervised"
     small = metarl.evaluate(copy, SMALL_EVALUATION[kind], progress=False)
     _, value, error = small.headline_values()
     _, committed_value, committed_error = committed.headline_values()
