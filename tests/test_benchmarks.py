@@ -58,6 +58,31 @@ def test_a_time_budget_ends_training_with_a_checkpoint_and_resumes(tmp_path):
     assert second > first and logged == second and elapsed >= 1.5
 
 
+def test_a_cpu_time_budget_counts_the_process_cpu_seconds_not_the_clock(tmp_path, monkeypatch):
+    """With ``budget_clock=cpu`` a wall clock running 20x fast (a machine busy with other work,
+    seen from this process) does not end training: the process's CPU seconds do. The same
+    clock ends a wall budget 20x early."""
+    import time
+
+    import torch
+
+    from metarl.api import train
+
+    real = time.perf_counter
+    origin = real()
+    monkeypatch.setattr(time, "perf_counter", lambda: origin + 20.0 * (real() - origin))
+
+    def run(clock: str) -> dict:
+        out = tmp_path / clock
+        train("sinusoid", {"time_budget": 0.5, "budget_clock": clock}, out=out, progress=False)
+        return torch.load(out / "checkpoint.pt", weights_only=True)
+
+    cpu, wall = run("cpu"), run("wall")
+    assert cpu["cpu_elapsed"] >= 0.5 and cpu["elapsed"] >= 5.0  # 20x fast: at least 10 s shown
+    assert 0.5 <= wall["elapsed"] and wall["cpu_elapsed"] < 0.5
+    assert cpu["iteration"] > 5 * wall["iteration"]
+
+
 def test_the_family_table_reads_a_diverged_mean_as_diverged():
     from metarl.benchmarks.speed.family_budget import format_family_budget
 
@@ -70,6 +95,8 @@ def test_the_family_table_reads_a_diverged_mean_as_diverged():
     assert "| algorithm | K=5 | K=20 |" in table  # settings in order
     assert "| Meta-SGD | 0.500 ± 0.010 \\| diverged |" in table
     assert "| 400 | 5.0 ms | 40 MiB |" in table
+    assert table.startswith("sinusoid, 2 s of training")  # a stored result without a clock
+    assert format_family_budget({**result, "clock": "cpu"}).startswith("sinusoid, 2 CPU s of")
     header, rule = table.splitlines()[2:4]
     assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has
 
@@ -92,9 +119,12 @@ def _refuse_children(monkeypatch) -> list[list[str]]:
     return calls
 
 
-def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeypatch):
+@pytest.mark.parametrize("changed", [{"budget_s": 8.0}, {"clock": "wall"}])
+def test_the_family_benchmark_resumes_only_the_same_comparison(changed, tmp_path, monkeypatch):
     """A second call of the same comparison measures nothing again (no child runs); one with
-    another budget starts afresh rather than resume runs trained past its budget."""
+    another budget, or a budget on another clock, starts afresh rather than resume runs
+    trained past (or short of) its budget. A stored comparison that names no clock was
+    measured on the wall clock."""
     from metarl.benchmarks.speed import family_budget
 
     calls = _refuse_children(monkeypatch)
@@ -102,15 +132,22 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(tmp_path, monkeyp
     done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
             "settings": family_budget.ALGORITHMS,
             "rows": {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}}}}  # fmt: skip
-    (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps({**done, "clock": "cpu"}))
     (tmp_path / "maml").mkdir()
     result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
                                                resume=True)  # fmt: skip
     assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))  # no clock: the wall's
+    result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
+                                               resume=True, clock="wall")  # fmt: skip
+    assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps({**done, "clock": "cpu"}))
     with pytest.raises(ChildAsked):
-        family_budget.bench_family_budget("sinusoid", 8.0, tmp_path, algorithms=["MAML"],
-                                          resume=True)  # fmt: skip
+        family_budget.bench_family_budget("sinusoid", changed.get("budget_s", 4.0), tmp_path,
+                                          algorithms=["MAML"], resume=True,
+                                          clock=changed.get("clock", "cpu"))  # fmt: skip
     assert calls and not (tmp_path / family_budget.PROGRESS).exists()  # emptied first
+    assert f"budget_clock={changed.get('clock', 'cpu')}" in calls[0]
 
 
 def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
@@ -125,7 +162,7 @@ def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
             "MAML++": {"points": [point] * 3, "peak_mib": 9.0, "settings": changed}}  # fmt: skip
     done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
             "rows": rows}  # fmt: skip
-    (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))
+    (tmp_path / family_budget.PROGRESS).write_text(json.dumps({**done, "clock": "cpu"}))
     (tmp_path / "mamlpp").mkdir()
     (tmp_path / "mamlpp" / "checkpoint.pt").write_bytes(b"trained with other settings")
     with pytest.raises(ChildAsked):

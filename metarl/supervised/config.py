@@ -74,6 +74,13 @@ class SupervisedConfig(MetaLearningConfig):
         "still count toward `iterations`; a resumed run continues only under a larger budget",
         low=0.0,
     )
+    budget_clock: str = option(
+        "wall",
+        "what time_budget counts: wall (seconds on the clock) or cpu (the training process's "
+        "CPU seconds, all its threads): other load on a shared machine does not eat a cpu "
+        "budget, and with num_threads 1 on an idle machine the two are equal",
+        choices=("wall", "cpu"),
+    )
     msl_iterations: int = option(
         5000,
         "maml_plus_plus: iterations over which the multi-step loss anneals toward the last step "

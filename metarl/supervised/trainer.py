@@ -83,7 +83,7 @@ def meta_train(
         raise ConfigError("time_budget: a run under torchrun stops by iterations only")
     meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers, world)
     task_gen = torch.Generator().manual_seed(config.seed)
-    start, elapsed_before = 0, 0.0
+    start, elapsed_before, cpu_before = 0, 0.0, 0.0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         algorithm.load_state_dict(algorithm_state(resume_state))
@@ -91,7 +91,15 @@ def meta_train(
         task_gen.set_state(resume_state["task_generator"])
         start = resume_state["iteration"]
         elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
-    started = time.perf_counter()
+        cpu_before = resume_state.get("cpu_elapsed", 0.0)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    # the clock time_budget counts, and what earlier sessions of this run spent on it
+    clock, budget_spent = (
+        (time.process_time, cpu_before)
+        if config.budget_clock == "cpu"
+        else (time.perf_counter, elapsed_before)
+    )
+    budget_started = clock()
 
     def stop(what: str, iteration: int) -> NonFiniteLossError:
         kept = "the last checkpoint is intact. " if (run_dir / CHECKPOINT).exists() else ""
@@ -111,6 +119,7 @@ def meta_train(
             "optimizer": optimizer.state_dict(),
             "task_generator": task_gen.get_state(),
             "elapsed": elapsed_before + time.perf_counter() - started,  # wall seconds of training
+            "cpu_elapsed": cpu_before + time.process_time() - cpu_started,  # the process's CPU s
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
@@ -124,7 +133,7 @@ def meta_train(
     bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
-            if 0 < config.time_budget <= elapsed_before:
+            if 0 < config.time_budget <= budget_spent:
                 break  # a resumed run whose budget was spent trains nothing more
             # --- sample a meta-batch of tasks --------------------------------------------------
             batch = sample_batch(task_gen).to(device)
@@ -150,7 +159,7 @@ def meta_train(
                 window[key] = window.get(key, 0.0) + v
             window_size += 1
             done = iteration + 1
-            spent = elapsed_before + time.perf_counter() - started
+            spent = budget_spent + clock() - budget_started
             out_of_time = 0 < config.time_budget <= spent  # an equal-budget comparison's end
             last = done == config.iterations or out_of_time
             if done % config.log_every == 0 or last:
