@@ -275,7 +275,9 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     monkeypatch.setattr(runner, "run_child", run_child)
     monkeypatch.setattr(reports, "read_report",
                         lambda d: Report(trained[str(d)], slopes[Path(d).name]))  # fmt: skip
-    monkeypatch.setattr(run, "load_checkpoint", lambda d: {"elapsed": 2.0 * trained[str(d)]})
+    monkeypatch.setattr(run, "load_checkpoint",
+                        lambda d: {"elapsed": 2.0 * trained[str(d)],
+                                   "cpu_elapsed": 3.0 * trained[str(d)]})  # fmt: skip
     options = {"fast": ["fisher_subsample=5"], "slow": []}
     result = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options)
     fast, slow = result["rows"]["fast"], result["rows"]["slow"]
@@ -283,7 +285,15 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     assert fast["reached"]["return_2"] == fast["reached"]["score"] + 5
     assert slow["reached"] is None and [p["iterations"] for p in slow["points"]][-1] == 60
     table = ttq.format_time_to_quality(result)
-    assert "| fast | **80 s** | 40 |" in table and "| slow | not within 60 iterations |" in table
+    assert fast["reached"]["cpu_seconds"] == 120.0
+    assert "| fast | **80 s** | 120 s | 40 |" in table
+    assert "| slow | not within 60 iterations |" in table
+    header, rule = table.splitlines()[2:4]
+    assert header.count(" | ") + 1 == rule.count("|") - 1  # as many columns as the rule has
+    old = {**fast["reached"]}
+    del old["cpu_seconds"]  # measured before CPU time was kept
+    earlier = {**result, "rows": {"fast": {**fast, "reached": old}}}
+    assert "| fast | **80 s** | – | 40 |" in ttq.format_time_to_quality(earlier)
     calls.clear()
     again = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
                                       resume=True)  # fmt: skip

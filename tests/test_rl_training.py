@@ -110,6 +110,34 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert deterministic(straight) == deterministic(split)
 
 
+def test_the_checkpoint_counts_cpu_seconds_across_resumes(tmp_path: Path) -> None:
+    """``cpu_elapsed`` is the training process's CPU time, summed over resumes: positive, at
+    most what this process spent meanwhile; a run resumed from a checkpoint that did not
+    count it does not pretend to know it (NaN)."""
+    import math
+    import time
+
+    from metarl.run import CHECKPOINT, atomic_torch_save
+
+    args = ["--set", *SMALL, "meta_batch_size=2", "episodes_per_task=2", "checkpoint_every=1"]
+    run = tmp_path / "run"
+    spent = time.process_time()
+    assert main(["train", "navigation", "--out", str(run), *args, "iterations=1",
+                 "--no-progress"]) == 0  # fmt: skip
+    first = load_checkpoint(run)["cpu_elapsed"]
+    assert main(["train", "navigation", "--resume", str(run), "--set", "iterations=2",
+                 "--no-progress"]) == 0  # fmt: skip
+    spent = time.process_time() - spent
+    second = load_checkpoint(run)["cpu_elapsed"]
+    assert 0 < first < second <= spent
+    state = load_checkpoint(run)
+    del state["cpu_elapsed"]  # as written before CPU time was counted
+    atomic_torch_save(state, run / CHECKPOINT)
+    assert main(["train", "navigation", "--resume", str(run), "--set", "iterations=3",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert math.isnan(load_checkpoint(run)["cpu_elapsed"])
+
+
 def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) -> None:
     args = [*SMALL, "meta_batch_size=4", "episodes_per_task=4", "seed=5"]
     config = load_config("navigation", [*args, "iterations=5", "log_every=1"])

@@ -81,7 +81,10 @@ def train(
     ``policy/std``/``policy/entropy`` (:func:`policy_statistics`), ``time/sampling``/
     ``time/update`` (seconds; on several processes also ``time/communication``, the part of
     them spent in the sums), ``time/elapsed`` (wall seconds since the run started, across
-    resumes) and ``sampling/env_steps`` (cumulative).
+    resumes) and ``sampling/env_steps`` (cumulative). The checkpoint keeps the wall seconds
+    (``elapsed``) and the process's CPU seconds, all threads (``cpu_elapsed``: NaN for a run
+    resumed from a checkpoint that did not count them), which other work on the machine does
+    not inflate.
 
     The checkpoint also keeps the best model so far, for the paper's evaluation protocol
     (``eval_model: best``): ``best = {"iteration", "return", "model"}``, the parameters that
@@ -106,7 +109,7 @@ def train(
     policy = build_policy(config)
     task_rng = np.random.default_rng(config.seed)
     action_noise = torch.Generator().manual_seed(config.seed)
-    start, elapsed_before, env_steps = 0, 0.0, 0
+    start, elapsed_before, cpu_before, env_steps = 0, 0.0, 0.0, 0
     best: dict[str, Any] | None = None
     if resume_state is not None:
         policy.load_state_dict(resume_state["model"])
@@ -114,12 +117,13 @@ def train(
         action_noise.set_state(resume_state["action_noise"])
         start = resume_state["iteration"]
         elapsed_before = resume_state["elapsed"]
+        cpu_before = resume_state.get("cpu_elapsed", math.nan)  # unknown if not counted
         env_steps = resume_state["env_steps"]
         best = resume_state.get("best")  # None in checkpoints written before it was recorded
     theta: Params = get_params(policy)  # the policy's own leaves: accepted steps update them
     meta_update = META_UPDATES[config.algorithm]
 
-    def checkpoint(iteration: int, elapsed: float) -> None:
+    def checkpoint(iteration: int, elapsed: float, cpu_elapsed: float) -> None:
         if not all_finite(theta.values()):  # a good checkpoint is never replaced by a broken one
             raise FloatingPointError(
                 f"the policy's parameters are not finite at iteration {iteration}; the last "
@@ -132,6 +136,7 @@ def train(
             "task_rng": task_rng.bit_generator.state,
             "action_noise": action_noise.get_state(),
             "elapsed": elapsed,
+            "cpu_elapsed": cpu_elapsed,
             "env_steps": env_steps,
             "best": best,
         }
@@ -141,7 +146,7 @@ def train(
     log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, float] = {}
     bar = iteration_bar(config, start, progress and main)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     communicated = 0.0
     try:
         for iteration in bar:
@@ -198,7 +203,7 @@ def train(
                 )
                 window = {}
             if main and (done % config.checkpoint_every == 0 or done == config.iterations):
-                checkpoint(done, elapsed)
+                checkpoint(done, elapsed, cpu_before + time.process_time() - cpu_started)
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
         # the same tasks and noise and gives the same numbers as an uninterrupted run.
