@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from metarl.benchmarks.speed.family_budget import ALGORITHMS as FAMILY
 from metarl.references import PaperResult, paper_result
 
 SUITES = ("quick", "paper")
@@ -65,6 +66,9 @@ _QUICK_LOCO = {
 }
 _RL_BASELINES = ("pretrained", "oracle")
 _FIRST_ORDER = {"meta_gradient": "first_order"}
+# The two best of the family at equal time on Omniglot 5w1s (docs/algorithms.md), each with its
+# settings of that comparison, to the full protocol
+_PROTO_MAML, _ANIL = FAMILY["ProtoMAML"], FAMILY["ANIL"]
 
 QUALITY: tuple[QualityBenchmark, ...] = (
     QualityBenchmark(
@@ -79,6 +83,9 @@ QUALITY: tuple[QualityBenchmark, ...] = (
                      settings=_FIRST_ORDER),
     QualityBenchmark("omniglot-20w1s-first-order", "omniglot-20w1s", _QUICK_CLS,
                      settings=_FIRST_ORDER),
+    QualityBenchmark("omniglot-5w1s-protomaml", "omniglot-5w1s", _QUICK_CLS,
+                     settings=_PROTO_MAML),
+    QualityBenchmark("omniglot-5w1s-anil", "omniglot-5w1s", _QUICK_CLS, settings=_ANIL),
     QualityBenchmark("mnist-5w1s", "mnist-5w1s", _QUICK_CLS),
     QualityBenchmark("mnist-5w5s", "mnist-5w5s", _QUICK_CLS),
     QualityBenchmark("fashion-mnist-5w1s", "fashion-mnist-5w1s", _QUICK_CLS),
