@@ -67,6 +67,7 @@ def test_a_cpu_time_budget_counts_the_process_cpu_seconds_not_the_clock(tmp_path
     import torch
 
     from metarl.api import train
+    from metarl.config import ConfigError
 
     real = time.perf_counter
     origin = real()
@@ -78,7 +79,14 @@ def test_a_cpu_time_budget_counts_the_process_cpu_seconds_not_the_clock(tmp_path
         return torch.load(out / "checkpoint.pt", weights_only=True)
 
     cpu, wall = run("cpu"), run("wall")
-    assert cpu["cpu_elapsed"] >= 0.5 and cpu["elapsed"] >= 5.0  # 20x fast: at least 10 s shown
+    state = torch.load(tmp_path / "cpu" / "checkpoint.pt", weights_only=True)
+    del state["cpu_elapsed"]  # as written before CPU time was counted
+    torch.save(state, tmp_path / "cpu" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="did not count CPU time"):
+        train("sinusoid", {"time_budget": 1.0}, resume=tmp_path / "cpu", progress=False)
+    # the sinusoid run keeps at most ~2 threads busy, so 0.5 CPU s take >= 0.25 real s: >= 5 s
+    # on the 20x clock
+    assert cpu["cpu_elapsed"] >= 0.5 and cpu["elapsed"] >= 5.0
     assert 0.5 <= wall["elapsed"] and wall["cpu_elapsed"] < 0.5
     assert cpu["iteration"] > 5 * wall["iteration"]
 
@@ -138,9 +146,11 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(changed, tmp_path
                                                resume=True)  # fmt: skip
     assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
     (tmp_path / family_budget.PROGRESS).write_text(json.dumps(done))  # no clock: the wall's
-    result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
-                                               resume=True, clock="wall")  # fmt: skip
-    assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
+    for clock in ("wall", None):  # None: the stored comparison's clock, its points kept
+        result = family_budget.bench_family_budget("sinusoid", 4.0, tmp_path, algorithms=["MAML"],
+                                                   resume=True, clock=clock)  # fmt: skip
+        assert calls == [] and result["rows"]["MAML"]["points"] == [point] * 3
+        assert result["clock"] == "wall"
     (tmp_path / family_budget.PROGRESS).write_text(json.dumps({**done, "clock": "cpu"}))
     with pytest.raises(ChildAsked):
         family_budget.bench_family_budget("sinusoid", changed.get("budget_s", 4.0), tmp_path,

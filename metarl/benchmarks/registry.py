@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from metarl.benchmarks.speed.family_budget import ALGORITHMS as FAMILY
+from metarl.benchmarks.speed.family_budget import settings_for
 from metarl.references import PaperResult, paper_result
 
 SUITES = ("quick", "paper")
@@ -68,7 +68,8 @@ _RL_BASELINES = ("pretrained", "oracle")
 _FIRST_ORDER = {"meta_gradient": "first_order"}
 # The two best of the family at equal time on Omniglot 5w1s (docs/algorithms.md), each with its
 # settings of that comparison, to the full protocol
-_PROTO_MAML, _ANIL = FAMILY["ProtoMAML"], FAMILY["ANIL"]
+_FAMILY_5W1S = settings_for("omniglot-5w1s")
+_PROTO_MAML, _ANIL = _FAMILY_5W1S["ProtoMAML"], _FAMILY_5W1S["ANIL"]
 
 QUALITY: tuple[QualityBenchmark, ...] = (
     QualityBenchmark(

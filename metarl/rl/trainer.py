@@ -83,8 +83,8 @@ def train(
     them spent in the sums), ``time/elapsed`` (wall seconds since the run started, across
     resumes) and ``sampling/env_steps`` (cumulative). The checkpoint keeps the wall seconds
     (``elapsed``) and the process's CPU seconds, all threads (``cpu_elapsed``: NaN for a run
-    resumed from a checkpoint that did not count them), which other work on the machine does
-    not inflate.
+    resumed from a checkpoint that did not count them; under torchrun, rank 0's), which other
+    work on the machine inflates far less.
 
     The checkpoint also keeps the best model so far, for the paper's evaluation protocol
     (``eval_model: best``): ``best = {"iteration", "return", "model"}``, the parameters that
@@ -168,7 +168,7 @@ def train(
 
             # --- the meta-update: natural step, line search; θ changes if a step is accepted --
             result = meta_update(policy, theta, support, query, config, iteration, reduction)
-            updated = time.perf_counter()
+            updated, cpu_updated = time.perf_counter(), time.process_time()
 
             # --- log and checkpoint -------------------------------------------------------------
             env_steps += steps
@@ -203,7 +203,7 @@ def train(
                 )
                 window = {}
             if main and (done % config.checkpoint_every == 0 or done == config.iterations):
-                checkpoint(done, elapsed, cpu_before + time.process_time() - cpu_started)
+                checkpoint(done, elapsed, cpu_before + cpu_updated - cpu_started)
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
         # the same tasks and noise and gives the same numbers as an uninterrupted run.

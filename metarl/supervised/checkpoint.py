@@ -1,8 +1,9 @@
 """What a supervised checkpoint holds beyond the model, and how a trained run is restored.
 
 A checkpoint is ``{"config", "iteration", "model", "algorithm", "optimizer",
-"task_generator", "elapsed"}``: the network's and the algorithm's state dicts (the latter holds
-its meta-learned tensors, e.g. learnable step sizes), Adam's state and the task generator's.
+"task_generator", "elapsed", "cpu_elapsed"}``: the network's and the algorithm's state dicts
+(the latter holds its meta-learned tensors, e.g. learnable step sizes), Adam's state, the task
+generator's, and the wall and CPU seconds of training.
 Checkpoints written before the algorithm layer kept MAML's step sizes under ``"step_size"``.
 """
 

@@ -68,17 +68,19 @@ class SupervisedConfig(MetaLearningConfig):
     )
     time_budget: float = option(
         0.0,
-        "seconds of training (summed over resumes) after which the run ends, with a checkpoint, "
-        "at the iteration it reached; 0: none (the paper's protocol is a number of iterations). "
-        "For comparisons at equal wall-clock (metarl bench --only family-sinusoid); schedules "
+        "seconds of training (summed over resumes; on the clock budget_clock names) after which "
+        "the run ends, with a checkpoint, at the iteration it reached; 0: none (the paper's "
+        "protocol is a number of iterations). For comparisons at equal time (metarl bench "
+        "--only family-sinusoid); schedules "
         "still count toward `iterations`; a resumed run continues only under a larger budget",
         low=0.0,
     )
     budget_clock: str = option(
         "wall",
         "what time_budget counts: wall (seconds on the clock) or cpu (the training process's "
-        "CPU seconds, all its threads): other load on a shared machine does not eat a cpu "
-        "budget, and with num_threads 1 on an idle machine the two are equal",
+        "CPU seconds, all its threads): other load on a shared machine eats far less of a cpu "
+        "budget (caches and memory bandwidth are still shared), and with num_threads 1 on an "
+        "idle machine the two are equal",
         choices=("wall", "cpu"),
     )
     msl_iterations: int = option(

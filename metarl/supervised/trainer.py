@@ -91,7 +91,7 @@ def meta_train(
         task_gen.set_state(resume_state["task_generator"])
         start = resume_state["iteration"]
         elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
-        cpu_before = resume_state.get("cpu_elapsed", 0.0)
+        cpu_before = resume_state.get("cpu_elapsed", math.nan)  # unknown if not counted
     started, cpu_started = time.perf_counter(), time.process_time()
     # the clock time_budget counts, and what earlier sessions of this run spent on it
     clock, budget_spent = (
@@ -100,6 +100,11 @@ def meta_train(
         else (time.perf_counter, elapsed_before)
     )
     budget_started = clock()
+    if config.time_budget and not math.isfinite(budget_spent):
+        raise ConfigError(
+            "budget_clock: cpu, but this run's checkpoint did not count CPU time; resume it "
+            "with its own clock"
+        )
 
     def stop(what: str, iteration: int) -> NonFiniteLossError:
         kept = "the last checkpoint is intact. " if (run_dir / CHECKPOINT).exists() else ""

@@ -80,7 +80,7 @@ def bench_family_budget(
     resume: bool = False,
     common: dict[str, Any] | None = None,
     title: str | None = None,
-    clock: str = "cpu",
+    clock: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate each algorithm for ``seconds`` of ``experiment``.
 
@@ -101,10 +101,11 @@ def bench_family_budget(
         title: the comparison's name (default ``experiment``); the published number is
             looked up by it.
         clock: what the budget counts (config key ``budget_clock``): ``cpu``, the training
-            process's CPU seconds, keeps the comparison fair when other work shares the
+            process's CPU seconds, keeps the comparison far fairer when other work shares the
             machine (a wall budget gives whoever trains during a busy spell fewer
-            iterations); ``wall``, seconds on the clock (the default before; results without
-            ``clock`` were measured so).
+            iterations); ``wall``, seconds on the clock. Default: the clock of the stored
+            comparison being resumed (one stored without ``clock`` was measured on the
+            wall), else ``cpu``, so a resumed call never discards measured points.
 
     Returns:
         ``{"experiment", "budget_s", "metric", "higher_is_better", "scale", "machine",
@@ -122,12 +123,14 @@ def bench_family_budget(
     settings = {
         alg: {**values, **(common or {})} for alg, values in settings_for(experiment).items()
     }
+    stored = json.loads(progress.read_text()) if resume and progress.exists() else None
+    if clock is None:
+        clock = stored.get("clock", "wall") if stored is not None else "cpu"
     result: dict[str, Any] = {"experiment": experiment, "title": title or experiment,
                               "budget_s": seconds, "clock": clock, "rows": {},
                               "pretrained": {}, "evaluation": evaluation or {},
                               "settings": settings, "machine": machine_info()}  # fmt: skip
     same = ("experiment", "budget_s", "evaluation", "clock")
-    stored = json.loads(progress.read_text()) if resume and progress.exists() else None
     if stored is not None and all(
         stored.get(k, "wall" if k == "clock" else None) == result[k] for k in same
     ):
@@ -180,6 +183,7 @@ def bench_family_budget(
                 result["pretrained"] = {c.setting: _at(c) for c in report.curves
                                         if c.method == "pretrained"}  # fmt: skip
             points.append({"seconds": _elapsed(run_dir, clock),
+                           "wall_seconds": _elapsed(run_dir, "wall"),
                            "iterations": report.model.iteration,
                            "scores": scores})  # fmt: skip
             row["peak_mib"] = peak
@@ -242,7 +246,7 @@ def format_family_budget(result: dict[str, Any]) -> str:
         "they barely anneal.",
         "",
         "| algorithm | " + " | ".join(s or "score" for s in settings)
-        + " | iterations | s / iteration | peak memory |",
+        + f" | iterations | {_budget_words(result)} / iteration | peak memory |",
         "|---|" + "---|" * (len(settings) + 3),
     ]  # fmt: skip
     for name, row in result["rows"].items():

@@ -106,7 +106,7 @@ def bench_time_to_quality(
         ``{"experiment", "target", "threshold", "every", "machine", "rows": {name: {"settings",
         "points": [{"iterations", "seconds", "cpu_seconds", "score", "return_2"}], "reached":
         point | None}}}``: ``seconds`` of training on the clock, ``cpu_seconds`` the training
-        process's CPU seconds (all threads; other work on the machine does not inflate them).
+        process's CPU seconds (all threads; other work on the machine inflates them far less).
     """
     from metarl.benchmarks.runner import run_child
     from metarl.reports import read_report
@@ -170,7 +170,7 @@ def format_time_to_quality(result: dict[str, Any]) -> str:
         f"{result['experiment']}: training time from a fresh start to {result['target']}, "
         f"evaluated every {result['every']} iterations by the experiment's protocol (training "
         "seconds only; CPU time: the training process's, all threads, which other work on the "
-        "machine does not inflate).",
+        "machine inflates far less).",
         "",
         "| options | reached after | CPU time then | iterations | score then "
         "| best score (iterations) | return after 2 steps then |",
