@@ -90,6 +90,19 @@ def test_training_logs_alignment(tmp_path: Path) -> None:
     assert all("align/across_task_inner" in line for line in lines)
 
 
+def test_a_meta_batch_of_one_task_trains_without_alignment(tmp_path: Path) -> None:
+    """Alignment compares tasks with each other; one task per meta-iteration (Meta-Dataset's
+    episodes) has none to compare, and training goes on past ``align_every`` without it."""
+    from metarl.cli import main
+
+    assert main(["train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress", "--set",
+                 "iterations=20", "log_every=10", "align_every=10", "checkpoint_every=20",
+                 "meta_batch_size=1", "tensorboard=false"]) == 0  # fmt: skip
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [10, 20]
+    assert not any(key.startswith("align/") for line in lines for key in line)
+
+
 def test_align_every_must_meet_the_log() -> None:
     from metarl.config import ConfigError
     from metarl.experiments import load_config

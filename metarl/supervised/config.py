@@ -131,7 +131,8 @@ class SupervisedConfig(MetaLearningConfig):
         1000,
         "iterations between align/* metrics: cosines and inner products of the meta-batch's "
         "per-task support and query gradients at θ (a multiple of log_every; 0: never; "
-        "proto_maml and leopard, whose heads come from the support set, log none)",
+        "proto_maml and leopard, whose heads come from the support set, and a meta-batch of "
+        "one task log none)",
         low=0,
     )
 

@@ -134,7 +134,13 @@ def meta_train(
     window_start, window_size = time.perf_counter(), 0  # a resume may start mid-window
     communicated = 0.0
     # Per-task heads made from the support set (ProtoMAML, LEOPARD) are not θ: no alignment.
-    aligned = config.align_every > 0 and getattr(algorithm, "head", None) is None
+    # Alignment compares tasks with each other: a meta-batch of one task (Meta-Dataset's
+    # episodes, one per meta-iteration) has none to compare.
+    aligned = (
+        config.align_every > 0
+        and getattr(algorithm, "head", None) is None
+        and config.meta_batch_size >= 2
+    )
     bar = iteration_bar(config, start, progress and main)
     try:
         for iteration in bar:
