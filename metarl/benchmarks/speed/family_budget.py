@@ -182,8 +182,8 @@ def bench_family_budget(
             if not result["pretrained"]:
                 result["pretrained"] = {c.setting: _at(c) for c in report.curves
                                         if c.method == "pretrained"}  # fmt: skip
-            points.append({"seconds": _elapsed(run_dir, clock),
-                           "wall_seconds": _elapsed(run_dir, "wall"),
+            seconds = _elapsed(run_dir)
+            points.append({"seconds": seconds[clock], "wall_seconds": seconds["wall"],
                            "iterations": report.model.iteration,
                            "scores": scores})  # fmt: skip
             row["peak_mib"] = peak
@@ -200,17 +200,23 @@ def _at(curve: Any) -> dict[str, list[float]]:
             "error": [error[i] for i in picked]}  # fmt: skip
 
 
-def _elapsed(run_dir: Path, clock: str) -> float:
-    """The run's training seconds on ``clock``."""
+def _elapsed(run_dir: Path) -> dict[str, float]:
+    """The run's training seconds on each clock, from one read of its checkpoint."""
     from metarl.run import load_checkpoint
 
-    key = "cpu_elapsed" if clock == "cpu" else "elapsed"
-    return float(load_checkpoint(run_dir).get(key, math.nan))
+    state = load_checkpoint(run_dir)
+    return {clock: float(state.get(key, math.nan))
+            for clock, key in (("wall", "elapsed"), ("cpu", "cpu_elapsed"))}  # fmt: skip
+
+
+def _on_cpu(result: dict[str, Any]) -> bool:
+    """Whether the comparison's budget counted CPU seconds (stored ones without: the wall)."""
+    return result.get("clock", "wall") == "cpu"
 
 
 def _budget_words(result: dict[str, Any]) -> str:
     """How the budget was counted, for the table and the plot."""
-    return "CPU s" if result.get("clock", "wall") == "cpu" else "s"
+    return "CPU s" if _on_cpu(result) else "s"
 
 
 def _cell(score: dict[str, list[float]], scale: float) -> str:
@@ -294,7 +300,7 @@ def plot_family_budget(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel(f"{label},\nafter 1 step")  # two lines: a long metric name fits
     if not result.get("higher_is_better", False):
         ax.set_yscale("log")
-    equal = "CPU time" if result.get("clock", "wall") == "cpu" else "wall-clock"
+    equal = "CPU time" if _on_cpu(result) else "wall-clock"
     ax.set_title(f"The MAML family on {result.get('title', result['experiment'])} at equal "
                  f"{equal}")  # fmt: skip
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the data
