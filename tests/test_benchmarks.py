@@ -160,6 +160,39 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(changed, tmp_path
     assert f"budget_clock={changed.get('clock', 'cpu')}" in calls[0]
 
 
+def test_the_family_benchmark_trains_on_to_each_share_of_the_budget(tmp_path, monkeypatch):
+    """One training run per algorithm, resumed to a quarter, half and all of the budget, with
+    each point's seconds read on the comparison's clock and on the wall."""
+    from types import SimpleNamespace
+
+    from metarl import reports
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.runner import ChildResult
+    from metarl.benchmarks.speed import family_budget
+
+    calls: list[list[str]] = []
+
+    def run_child(args, *more, **options):
+        calls.append(args)
+        if args[0] == "train":
+            out = Path(args[args.index("--out") + 1] if "--out" in args else args[2])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "checkpoint.pt").write_bytes(b"")
+        return ChildResult(0, 10.0 * len(calls), False)
+
+    report = SimpleNamespace(metric="MSE", higher_is_better=False, display_scale=1.0, curves=[],
+                             model=SimpleNamespace(iteration=7))  # fmt: skip
+    monkeypatch.setattr(runner, "run_child", run_child)
+    monkeypatch.setattr(reports, "read_report", lambda run_dir: report)
+    monkeypatch.setattr(family_budget, "_elapsed", lambda run_dir: {"wall": 3.0, "cpu": 2.0})
+    result = family_budget.bench_family_budget("sinusoid", 8.0, tmp_path, algorithms=["MAML"])
+    trained = [c for c in calls if c[0] == "train"]
+    assert [c[-2] for c in trained] == ["time_budget=2", "time_budget=4", "time_budget=8"]
+    assert "--out" in trained[0] and all("--resume" in c for c in trained[1:])
+    points = result["rows"]["MAML"]["points"]
+    assert [(p["seconds"], p["wall_seconds"]) for p in points] == [(2.0, 3.0)] * 3
+
+
 def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
     tmp_path, monkeypatch
 ):

@@ -182,8 +182,8 @@ def bench_family_budget(
             if not result["pretrained"]:
                 result["pretrained"] = {c.setting: _at(c) for c in report.curves
                                         if c.method == "pretrained"}  # fmt: skip
-            seconds = _elapsed(run_dir)
-            points.append({"seconds": seconds[clock], "wall_seconds": seconds["wall"],
+            elapsed = _elapsed(run_dir)
+            points.append({"seconds": elapsed[clock], "wall_seconds": elapsed["wall"],
                            "iterations": report.model.iteration,
                            "scores": scores})  # fmt: skip
             row["peak_mib"] = peak
