@@ -160,9 +160,11 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(changed, tmp_path
     assert f"budget_clock={changed.get('clock', 'cpu')}" in calls[0]
 
 
-def test_the_family_benchmark_trains_on_to_each_share_of_the_budget(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_family_benchmark_trains_on_to_each_share_of_the_budget(workers, tmp_path, monkeypatch):
     """One training run per algorithm, resumed to a quarter, half and all of the budget, with
-    each point's seconds read on the comparison's clock and on the wall."""
+    each point's seconds read on the comparison's clock and on the wall. Algorithms trained
+    side by side train the shared baselines once, and the rows keep the algorithms' order."""
     from types import SimpleNamespace
 
     from metarl import reports
@@ -171,26 +173,36 @@ def test_the_family_benchmark_trains_on_to_each_share_of_the_budget(tmp_path, mo
     from metarl.benchmarks.speed import family_budget
 
     calls: list[list[str]] = []
+    baselines_trained = []
 
     def run_child(args, *more, **options):
         calls.append(args)
+        flag = next((f for f in ("--out", "--resume") if f in args), None)
+        run_dir = Path(args[args.index(flag) + 1] if flag else args[1])
         if args[0] == "train":
-            out = Path(args[args.index("--out") + 1] if "--out" in args else args[2])
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "checkpoint.pt").write_bytes(b"")
-        return ChildResult(0, 10.0 * len(calls), False)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "checkpoint.pt").write_bytes(b"")
+        elif not (run_dir / "baselines.pt").exists():  # evaluate: the baselines are missing
+            baselines_trained.append(run_dir.name)
+            (run_dir / "baselines.pt").write_bytes(b"")
+        return ChildResult(0, 10.0, False)
 
     report = SimpleNamespace(metric="MSE", higher_is_better=False, display_scale=1.0, curves=[],
                              model=SimpleNamespace(iteration=7))  # fmt: skip
     monkeypatch.setattr(runner, "run_child", run_child)
     monkeypatch.setattr(reports, "read_report", lambda run_dir: report)
     monkeypatch.setattr(family_budget, "_elapsed", lambda run_dir: {"wall": 3.0, "cpu": 2.0})
-    result = family_budget.bench_family_budget("sinusoid", 8.0, tmp_path, algorithms=["MAML"])
-    trained = [c for c in calls if c[0] == "train"]
-    assert [c[-2] for c in trained] == ["time_budget=2", "time_budget=4", "time_budget=8"]
-    assert "--out" in trained[0] and all("--resume" in c for c in trained[1:])
-    points = result["rows"]["MAML"]["points"]
-    assert [(p["seconds"], p["wall_seconds"]) for p in points] == [(2.0, 3.0)] * 3
+    result = family_budget.bench_family_budget(
+        "sinusoid", 8.0, tmp_path, algorithms=["MAML", "Reptile"], workers=workers
+    )
+    for name in ("maml", "reptile"):
+        trained = [c for c in calls if c[0] == "train" and str(tmp_path / name) in c]
+        assert [c[-2] for c in trained] == ["time_budget=2", "time_budget=4", "time_budget=8"]
+        assert "--out" in trained[0] and all("--resume" in c for c in trained[1:])
+    assert len(baselines_trained) == 1
+    assert list(result["rows"]) == ["MAML", "Reptile"]
+    for row in result["rows"].values():
+        assert [(p["seconds"], p["wall_seconds"]) for p in row["points"]] == [(2.0, 3.0)] * 3
 
 
 def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,7 @@ def bench_family_budget(
     common: dict[str, Any] | None = None,
     title: str | None = None,
     clock: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate each algorithm for ``seconds`` of ``experiment``.
 
@@ -106,6 +111,9 @@ def bench_family_budget(
             iterations); ``wall``, seconds on the clock. Default: the clock of the stored
             comparison being resumed (one stored without ``clock`` was measured on the
             wall), else ``cpu``, so a resumed call never discards measured points.
+        workers: how many algorithms train at once, each a one-thread child process
+            (default: one per core). On the CPU clock a busy core shortens no algorithm's
+            budget; sharing memory bandwidth makes each CPU second a few percent slower for all.
 
     Returns:
         ``{"experiment", "budget_s", "metric", "higher_is_better", "scale", "machine",
@@ -124,6 +132,7 @@ def bench_family_budget(
         alg: {**values, **(common or {})} for alg, values in settings_for(experiment).items()
     }
     stored = json.loads(progress.read_text()) if resume and progress.exists() else None
+    workers = workers or os.cpu_count() or 1
     if clock is None:
         clock = stored.get("clock", "wall") if stored is not None else "cpu"
     result: dict[str, Any] = {"experiment": experiment, "title": title or experiment,
@@ -140,16 +149,25 @@ def bench_family_budget(
     workdir.mkdir(parents=True, exist_ok=True)
     evaluation_sets = [f"{k}={v}" for k, v in (evaluation or {}).items()]
     shared_baselines = workdir / "baselines.pt"
+    rows = {}
     for name in algorithms:
-        run_dir = workdir / name.lower().replace(" ", "-").replace("+", "p")
-        sets = [f"{k}={v}" for k, v in settings[name].items()]
         row = result["rows"].get(name)
         if row is None or row.get("settings") != settings[name]:  # new, or changed: afresh
-            shutil.rmtree(run_dir, ignore_errors=True)
-            row = result["rows"][name] = {"points": [], "peak_mib": 0.0,
-                                          "settings": settings[name]}  # fmt: skip
-        points = row["points"] = [p for p in row["points"] if "error" not in p]
-        peak = row["peak_mib"]
+            shutil.rmtree(_run_dir(workdir, name), ignore_errors=True)
+            row = {"points": [], "peak_mib": 0.0, "settings": settings[name]}
+        row["points"] = [p for p in row["points"] if "error" not in p]
+        rows[name] = row
+    result["rows"] = {**rows, **{k: v for k, v in result["rows"].items() if k not in rows}}
+    # Worker threads only wait on child processes; one lock orders what they share, and the
+    # first evaluation holds another so that the baselines (shared by every algorithm) are
+    # trained once while other algorithms go on training.
+    shared, first_evaluation = threading.Lock(), threading.Lock()
+
+    def extend(name: str) -> None:
+        """Train ``name`` on to each share of the budget not yet measured, evaluating at each."""
+        run_dir, row = _run_dir(workdir, name), rows[name]
+        sets = [f"{k}={v}" for k, v in settings[name].items()]
+        points = row["points"]
         for fraction in fractions[len(points) :]:
             budget = f"time_budget={seconds * fraction:g}"
             if not (run_dir / CHECKPOINT).exists():
@@ -160,34 +178,38 @@ def bench_family_budget(
             else:
                 args = ["train", experiment, "--resume", str(run_dir), "--set", budget]
             child = run_child([*args, "--no-progress"])
-            peak = max(peak, child.peak_mib)
+            row["peak_mib"] = max(row["peak_mib"], child.peak_mib)
             if child.exit_code != 0:
-                points.append({"error": f"training exited with {child.exit_code}"})
-                break
-            if shared_baselines.exists():  # the baselines do not depend on the algorithm
-                shutil.copy(shared_baselines, run_dir / shared_baselines.name)
-            evaluate = ["evaluate", str(run_dir), "--no-progress"]
-            if run_child(
-                evaluate + (["--set", *evaluation_sets] if evaluation_sets else [])
-            ).exit_code:
-                points.append({"error": "evaluation failed"})
-                break
-            if not shared_baselines.exists() and (run_dir / shared_baselines.name).exists():
-                shutil.copy(run_dir / shared_baselines.name, shared_baselines)
+                points.append({"error": f"training exited with {child.exit_code}"})  # not kept
+                return
+            with first_evaluation if not shared_baselines.exists() else nullcontext():
+                if shared_baselines.exists():  # the baselines do not depend on the algorithm
+                    shutil.copy(shared_baselines, run_dir / shared_baselines.name)
+                evaluate = ["evaluate", str(run_dir), "--no-progress"]
+                if run_child(
+                    evaluate + (["--set", *evaluation_sets] if evaluation_sets else [])
+                ).exit_code:
+                    points.append({"error": "evaluation failed"})
+                    return
+                if not shared_baselines.exists() and (run_dir / shared_baselines.name).exists():
+                    shutil.copy(run_dir / shared_baselines.name, shared_baselines)
             report = read_report(run_dir)
             assert report is not None
-            result.update(metric=report.metric, higher_is_better=report.higher_is_better,
-                          scale=report.display_scale)  # fmt: skip
-            scores = {c.setting: _at(c) for c in report.curves if c.method == "meta_learned"}
-            if not result["pretrained"]:
-                result["pretrained"] = {c.setting: _at(c) for c in report.curves
-                                        if c.method == "pretrained"}  # fmt: skip
             elapsed = _elapsed(run_dir)
-            points.append({"seconds": elapsed[clock], "wall_seconds": elapsed["wall"],
-                           "iterations": report.model.iteration,
-                           "scores": scores})  # fmt: skip
-            row["peak_mib"] = peak
-            progress.write_text(json.dumps(result))  # a later call continues from here
+            with shared:
+                result.update(metric=report.metric, higher_is_better=report.higher_is_better,
+                              scale=report.display_scale)  # fmt: skip
+                if not result["pretrained"]:
+                    result["pretrained"] = {c.setting: _at(c) for c in report.curves
+                                            if c.method == "pretrained"}  # fmt: skip
+                points.append({"seconds": elapsed[clock], "wall_seconds": elapsed["wall"],
+                               "iterations": report.model.iteration,
+                               "scores": {c.setting: _at(c) for c in report.curves
+                                          if c.method == "meta_learned"}})  # fmt: skip
+                progress.write_text(json.dumps(result))  # a later call continues from here
+
+    with ThreadPoolExecutor(max(1, min(workers, len(algorithms)))) as pool:
+        list(pool.map(extend, algorithms))  # re-raises a worker's exception here
     result["date"] = time.strftime("%Y-%m-%d %H:%M")
     return result
 
@@ -198,6 +220,11 @@ def _at(curve: Any) -> dict[str, list[float]]:
     error = curve.error or [math.nan] * len(curve.mean)
     return {"steps": [curve.steps[i] for i in picked], "mean": [curve.mean[i] for i in picked],
             "error": [error[i] for i in picked]}  # fmt: skip
+
+
+def _run_dir(workdir: Path, name: str) -> Path:
+    """Where algorithm ``name`` trains."""
+    return workdir / name.lower().replace(" ", "-").replace("+", "p")
 
 
 def _elapsed(run_dir: Path) -> dict[str, float]:
