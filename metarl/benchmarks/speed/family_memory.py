@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from metarl.benchmarks.common import machine_info, rss_kib
+from metarl.benchmarks.common import machine_info, measure_steps
 from metarl.core import TaskBatch
 
 ALGORITHMS: dict[str, dict[str, Any]] = {
@@ -80,14 +78,7 @@ def _setup(variant: str, iterations: int) -> tuple[Callable[[TaskBatch], None], 
 def _worker(variant: str, iterations: int, queue: Any) -> None:
     torch.set_num_threads(1)
     step, batches = _setup(variant, iterations)
-    before = rss_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
-    seconds = []
-    for batch in batches:
-        started = time.perf_counter()
-        step(batch)
-        seconds.append(time.perf_counter() - started)
-    peak = (rss_kib("VmHWM") - before) / 1024.0
+    peak, seconds = measure_steps(step, batches)
     queue.put((peak, statistics.median(seconds[1:] or seconds)))
 
 
