@@ -20,6 +20,13 @@ import metarl.commands as commands
 EXIT_USAGE = 2
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE ...``: config overrides in YAML syntax, repeatable."""
+    parser.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl", description="Model-Agnostic Meta-Learning: train, evaluate, benchmark."
@@ -39,28 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("experiment", help="experiment name (see `metarl list`) or a YAML file")
     train.add_argument("--out", type=Path, help="run directory (default runs/<experiment>-<time>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
-    train.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values (YAML syntax), e.g. --set iterations=500",
-    )
+    _add_overrides(train, "override config values (YAML syntax), e.g. --set iterations=500")
     train.add_argument("--evaluate", action="store_true", help="run `metarl evaluate` afterwards")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=commands.train_command)
 
     evaluate = sub.add_parser("evaluate", help="the paper's test protocol on a trained run")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override evaluation settings, e.g. --set eval_tasks=100",
-    )
+    _add_overrides(evaluate, "override evaluation settings, e.g. --set eval_tasks=100")
     evaluate.add_argument(
         "--retrain-baselines",
         action="store_true",
@@ -82,10 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "--out", type=Path, default=None, help="directory (default runs/baselines/<experiment>)"
     )
-    baseline.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides (seed, horizon, hidden_sizes, ...)",
-    )  # fmt: skip
+    _add_overrides(baseline, "config overrides (seed, horizon, hidden_sizes, ...)")
     baseline.add_argument("--no-progress", action="store_true")
     baseline.set_defaults(func=commands.baseline_command)
 
@@ -129,10 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=None, help="episodes per task (the config's)"
     )
     check.add_argument("--seed", type=int, default=0, help="task and action-noise seed")
-    check.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides of an experiment name (e.g. activation=tanh)",
-    )  # fmt: skip
+    _add_overrides(check, "config overrides of an experiment name (e.g. activation=tanh)")
     check.set_defaults(func=commands.check_step_command)
 
     analysis = sub.add_parser(
@@ -163,20 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="list the experiments; with one, every config key (value, allowed, doc)"
     )
     lst.add_argument("experiment", nargs="?", help="an experiment name or a YAML file")
-    lst.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="show the values with these overrides",
-    )  # fmt: skip
+    _add_overrides(lst, "show the values with these overrides")
     lst.set_defaults(func=commands.list_command)
 
     config = sub.add_parser(
         "config", help="print an experiment's resolved config as YAML (nothing is run)"
     )
     config.add_argument("experiment", help="an experiment name or a YAML file")
-    config.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="override config values (YAML syntax)",
-    )  # fmt: skip
+    _add_overrides(config, "override config values (YAML syntax)")
     config.set_defaults(func=commands.config_command)
 
     data = sub.add_parser(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from metarl.core import InnerStepSize, Params, TaskBatch, task_forward
@@ -66,6 +67,13 @@ class Problem:
         """``(n_tasks,)`` the reported number: :attr:`score`, else the loss."""
         metric = self.task_losses if self.score is None else self.score
         return metric(predictions, batch.query_y)
+
+    def score_metrics(self, predictions: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
+        """``{"meta/<score name>": mean score}`` for the training log; empty without a score."""
+        if self.score is None:
+            return {}
+        with torch.no_grad():
+            return {f"meta/{self.score_name}": self.score(predictions, batch.query_y).mean()}
 
 
 class MetaLoss(NamedTuple):

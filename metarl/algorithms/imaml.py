@@ -175,9 +175,7 @@ class IMAML(MetaAlgorithm):
                 "meta/query_loss": query_losses.mean().detach(),
                 "inner/cg_residual": relative,
             }
-            if problem.score is not None:
-                score = problem.score(predictions, batch.query_y).mean()
-                metrics[f"meta/{problem.score_name}"] = score
+            metrics.update(problem.score_metrics(predictions, batch))
         return MetaLoss(surrogate, metrics)  # type: ignore[arg-type]
 
     def adapt_steps(

@@ -166,11 +166,7 @@ class MAML(MetaAlgorithm):
         metrics = {"meta/query_loss": last.detach()}
         if support_losses:
             metrics["inner/support_loss_pre"] = support_losses[0].mean()
-        if problem.score is not None:
-            with torch.no_grad():
-                metrics[f"meta/{problem.score_name}"] = problem.score(
-                    predictions, batch.query_y
-                ).mean()
+        metrics.update(problem.score_metrics(predictions, batch))
         return MetaLoss(loss, metrics)
 
     def adapt_steps(

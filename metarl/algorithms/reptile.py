@@ -114,9 +114,7 @@ class Reptile(MetaAlgorithm):
                     sum((theta[n].detach() - phi[n]).pow(2).flatten(1).sum(1) for n in theta)
                 ).mean(),
             }
-            if problem.score is not None:
-                score = problem.score(predictions, batch.query_y).mean()
-                metrics[f"meta/{problem.score_name}"] = score
+            metrics.update(problem.score_metrics(predictions, batch))
         return MetaLoss(surrogate, metrics)  # type: ignore[arg-type]
 
     def adapt_steps(
