@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="meta-RL: KL and loss along one TRPO step against the quadratic model",
         description="Samples one meta-batch and compares, at fractions f of the trainer's "
         "natural step s, the KL reached with ½f²sᵀFs and the surrogate-loss change with "
-        '−f gᵀs (README, "Activation").',
+        '−f gᵀs (docs/experiments/meta-rl.md, "Activation and the TRPO step").',
     )
     check.add_argument("target", help="a run directory, or an experiment name (untrained)")
     check.add_argument(

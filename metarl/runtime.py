@@ -84,8 +84,9 @@ def set_num_threads(num_threads: int) -> None:
     """Use ``num_threads`` torch CPU threads (0 keeps torch's default).
 
     Small MAML models are fastest single-threaded here: with 2 threads the tiny batched ops
-    spend more time synchronising than computing (``metarl bench --only speed-core``); meta-RL's
-    large episode batches are not small, and their configs ask for every core.
+    spend more time synchronising than computing (``metarl bench --suite paper --only
+    speed-core``); meta-RL's large episode batches are not small, and their configs ask for
+    every core.
 
     Set it once per process and leave it: with torch 2.13.0+cpu, switching the thread count
     back and forth (1 → 2) made MKL's batched LU solve return garbage, without an error, for

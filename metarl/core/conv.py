@@ -13,8 +13,8 @@ and every task is computed by **one** kernel: tasks are folded into the channel 
 * max-pooling acts on each channel alone, so it needs nothing at all.
 
 Outputs are returned as a transposed *view* of the folded result, so the next layer's fold is
-free (no copy between layers). ``metarl bench --only speed-omniglot`` compares this with
-``torch.func.vmap`` of the plain layers and with a per-task Python loop.
+free (no copy between layers). ``metarl bench --suite paper --only speed-omniglot`` compares
+this with ``torch.func.vmap`` of the plain layers and with a per-task Python loop.
 
 BatchNorm here always normalises with batch statistics (no running averages), as MAML does,
 with a hand-derived double backward (:mod:`metarl.core.batch_norm`);

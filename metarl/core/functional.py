@@ -9,7 +9,7 @@ A *task batch* is the same dict with a leading task dimension ``n_tasks`` on eve
 layers understand a leading task dimension (``native_task_batch = True``, e.g. the models built
 from :mod:`metarl.core.layers`) run it as one batched matmul / grouped convolution; any other
 module is run under :func:`torch.func.vmap`, which gives the same numbers, more slowly
-(``metarl bench --only speed-core``).
+(``metarl bench --suite paper --only speed-core``).
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ class SupervisedConfig(MetaLearningConfig):
     chunk_workers: int = option(
         1,
         "chunks computed at once on threads of one torch thread each (with chunk_tasks > 0 and "
-        "num_threads 1; 2 uses both cores of a 2-core machine: see `metarl bench --only "
-        "speed-omniglot`)",
+        "num_threads 1; 2 uses both cores of a 2-core machine: see `metarl bench --suite paper "
+        "--only speed-omniglot`)",
         low=1,
     )
     time_budget: float = option(
