@@ -366,6 +366,32 @@ def test_nil_labels_each_query_by_softmaxed_cosines_to_the_support_features():
             torch.testing.assert_close(probabilities[t, q], expected)
 
 
+def test_prototype_probe_is_a_prototypical_network_on_the_features():
+    """Against a loop over tasks and queries: nearest class mean in squared Euclidean distance
+    of the body's features; on a variable-way problem the absent classes are ignored."""
+    from metarl.algorithms.heads import prototype_scores
+    from metarl.supervised.tasks import variable_way_accuracy_per_task
+
+    torch.manual_seed(9)
+    model = Conv4(3, 1, 12, filters=4)
+    batch = _classification_batch(n_tasks=8, n_way=3, shots=3)
+    expected = []
+    for t in range(8):
+        support = model(batch.support_x[t], features_only=True)
+        query = model(batch.query_x[t], features_only=True)
+        means = torch.stack([support[batch.support_y[t] == k].mean(0) for k in range(3)])
+        nearest = torch.cdist(query, means).argmin(dim=1)
+        expected.append((nearest == batch.query_y[t]).float().mean())
+    expected = torch.stack(expected)
+    assert len(set(expected.tolist())) > 1  # tasks differ, so the comparison can fail
+    torch.testing.assert_close(prototype_scores(model, batch, CLASSIFICATION), expected)
+    wide = Conv4(5, 1, 12, filters=4)  # a Meta-Dataset head: more outputs than ways
+    wide.load_state_dict({k: v for k, v in model.state_dict().items() if "head" not in k},
+                         strict=False)  # fmt: skip
+    variable = Problem(cross_entropy_per_task, variable_way_accuracy_per_task, "accuracy")
+    torch.testing.assert_close(prototype_scores(wide, batch, variable), expected)
+
+
 def test_safeguarded_inner_steps_converge_where_plain_steps_diverge():
     """Per-task quadratics ½a‖φ − c‖² + λ/2‖φ − θ‖²: with α(a + λ) > 2 plain gradient descent
     diverges on that task; the safeguarded solver reaches the closed form (a c + λ θ)/(a + λ),

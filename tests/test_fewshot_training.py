@@ -40,7 +40,7 @@ def _need(dataset: str) -> None:
     [
         [],
         ["meta_gradient=first_order", "bn_policy=support_statistics", "split=vinyals"],
-        ["algorithm=anil", "eval_nil=true"],
+        ["algorithm=anil", "eval_nil=true", "eval_prototypes=true"],
     ],
 )
 def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
@@ -53,8 +53,9 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     assert all(0.0 <= m["meta/accuracy"] <= 1.0 for m in read_metrics(run))
     report = read_report(run)
     curve, *nil = report.curves
-    if "eval_nil=true" in extra:  # ANIL's head-free variant, one value without adaptation
-        assert [(c.method, c.steps) for c in nil] == [("nil", [0])] and 0 <= nil[0].mean[0] <= 1
+    if "eval_nil=true" in extra:  # the probes that adapt nothing: one value, at step 0
+        assert [(c.method, c.steps) for c in nil] == [("nil", [0]), ("prototypes", [0])]
+        assert all(0 <= c.mean[0] <= 1 for c in nil)
     assert curve.steps == [0, 1, 2] and len(curve.error) == 3 and report.error_bar == "ci95"
     before, accuracy, _ = report.headline_values()
     assert 0.0 <= accuracy <= 1.0 and accuracy == curve.mean[-1] and before == curve.mean[0]
@@ -82,24 +83,33 @@ def test_mnist_train_via_cli(tmp_path):
 
 
 def test_meta_dataset_episodes_train_and_evaluate_via_cli(tmp_path, capsys):
-    """Omniglot and MNIST episodes together: a report per source and for all, the plot labelled
-    by source, and `metarl evaluate` repeats the numbers (episodes drawn from eval_seed)."""
+    """Omniglot and MNIST episodes together: a report per source and for all (NIL's too), the
+    plot labelled by source, and `metarl evaluate` repeats the numbers (episodes drawn from
+    eval_seed)."""
     _need("omniglot")
     _need("mnist")
     run = tmp_path / "run"
     code = main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress", "--evaluate",
                  "--set", *TINY, "meta_batch_size=1", "episodes=meta_dataset",
                  "sources=[omniglot, mnist]", "max_ways=8", "algorithm=proto_maml",
-                 "meta_gradient=first_order"])  # fmt: skip
+                 "meta_gradient=first_order", "eval_nil=true",
+                 "eval_prototypes=true"])  # fmt: skip
     assert code == 0
     report = read_report(run)
-    assert {c.setting for c in report.curves} == {"omniglot", "mnist", "all"}
-    assert report.headline.setting == "all"
     counts = report.protocol["episodes_per_source"]
     assert sum(counts.values()) == 20 and report.protocol["max_ways"] == 8
-    every = next(c for c in report.curves if c.setting == "all")
-    weighted = sum(counts[c.setting] * c.mean[-1] for c in report.curves if c.setting != "all")
-    assert abs(every.mean[-1] - weighted / 20) < 1e-9  # "all" is every episode's mean
+    assert report.headline.setting == "all" and report.headline.method == "meta_learned"
+    by_method = {}
+    for method, steps in (("meta_learned", [0, 1, 2]), ("nil", [0]), ("prototypes", [0])):
+        curves = {c.setting: c for c in report.curves if c.method == method}
+        assert set(curves) == {"omniglot", "mnist", "all"}
+        assert all(c.steps == steps and 0 <= min(c.mean) <= max(c.mean) <= 1
+                   for c in curves.values())  # fmt: skip
+        weighted = sum(counts[name] * c.mean[-1] for name, c in curves.items() if name != "all")
+        assert abs(curves["all"].mean[-1] - weighted / 20) < 1e-9  # every episode's mean
+        by_method[method] = curves
+    for name, probe in by_method["prototypes"].items():  # ProtoMAML's step 0 is that probe
+        assert probe.mean[0] == pytest.approx(by_method["meta_learned"][name].mean[0], abs=1e-9)
     assert "| mnist | ProtoMAML |" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     assert read_report(run).curves == report.curves

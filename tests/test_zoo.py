@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import metarl
+from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.experiments import get_experiment
 from metarl.rl.config import RLConfig
 
@@ -20,9 +21,16 @@ ZOO = Path(__file__).parents[1] / "zoo"
 ENTRIES = sorted(p.parent for p in ZOO.glob("*/checkpoint.pt"))
 
 
+def _benchmark(entry: Path) -> QualityBenchmark:
+    """The BENCHMARKS.md row an entry stands behind (its folder's name)."""
+    by_name = {b.name: b for b in QUALITY}
+    assert entry.name in by_name, f"zoo/{entry.name} is no benchmark of `metarl bench`"
+    return by_name[entry.name]
+
+
 def _is_meta_rl(entry: Path) -> bool:
     """Whether the entry is a policy (its experiment is configured by ``RLConfig``)."""
-    return get_experiment(entry.name).config_cls is RLConfig
+    return get_experiment(_benchmark(entry).experiment).config_cls is RLConfig
 
 
 def _stated_iterations() -> dict[str, int]:
@@ -39,7 +47,9 @@ def test_the_zoo_lists_exactly_its_models():
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda p: p.name)
 def test_each_model_loads_and_is_what_the_readme_says(entry: Path):
     run = metarl.load_run(entry, which="last")
-    assert run.config.experiment == entry.name
+    benchmark = _benchmark(entry)  # its experiment, with the variant's settings
+    assert run.config.experiment == benchmark.experiment
+    assert all(getattr(run.config, key) == value for key, value in benchmark.settings.items())
     assert run.iteration == _stated_iterations()[entry.name]
     assert not (entry / ".lock").exists()
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
@@ -97,7 +107,7 @@ def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path:
     from metarl.benchmarks.runner import missing_dataset
     from metarl.reports import read_report
 
-    if (missing := missing_dataset(entry.name)) is not None:
+    if (missing := missing_dataset(_benchmark(entry).experiment)) is not None:
         pytest.skip(missing)
     committed = read_report(entry)
     assert committed is not None, f"{entry} has no eval.json"

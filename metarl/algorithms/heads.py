@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.algorithms.base import Problem
-from metarl.core import Params, TaskBatch, task_forward
+from metarl.core import Params, TaskBatch, expand_to_tasks, get_params, task_forward
 
 HEAD = ("head.weight", "head.bias")
 
@@ -50,6 +50,29 @@ class PrototypeHead:
     ) -> Params:
         prototypes = class_means(model, params, batch)
         return {**params, HEAD[0]: 2.0 * prototypes, HEAD[1]: -(prototypes**2).sum(dim=-1)}
+
+
+def prototype_scores(model: nn.Module, batch: TaskBatch, problem: Problem) -> Tensor:
+    """A probe of θ's features: each task's query score (accuracy) when the head is replaced by
+    :class:`PrototypeHead` and nothing adapts, i.e. a prototypical network (Snell, Swersky &
+    Zemel, NeurIPS 2017) on the meta-learned body, logits ``−‖f(x) − c_k‖²``.
+
+    Args:
+        model: a classifier with a linear ``head`` and a ``features_only`` forward (Conv-4).
+        batch: support labels ``0..N−1``.
+        problem: its ``score`` (a Meta-Dataset problem ignores classes an episode lacks) and
+            ``query_inputs`` (BatchNorm policy).
+
+    Returns:
+        ``(n_tasks,)`` scores.
+    """
+    params = expand_to_tasks({n: p.detach() for n, p in get_params(model).items()}, batch.n_tasks)
+    with torch.no_grad():
+        params = PrototypeHead()(model, params, batch, problem)
+        predictions = problem.query_predictions(model, params, batch)
+        if problem.score is None:
+            raise ValueError("the prototype probe needs a problem with a score (accuracy)")
+        return problem.score(predictions, batch.query_y)
 
 
 class GeneratedHead(nn.Module):

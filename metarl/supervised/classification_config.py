@@ -117,7 +117,12 @@ class ClassificationConfig(SupervisedConfig):
     eval_nil: bool = option(
         False,
         "also report NIL (Raghu et al. 2020): no head, each query labelled by the softmax of its "
-        "cosine similarities to the support features (conv4, fixed episodes)",
+        "cosine similarities to the support features (conv4)",
+    )
+    eval_prototypes: bool = option(
+        False,
+        "also report a probe of the meta-learned features: a prototypical network's accuracy "
+        "on them (the head replaced by the class prototypes, no step; conv4)",
     )
 
     def validate(self) -> None:
@@ -138,9 +143,10 @@ class ClassificationConfig(SupervisedConfig):
                 raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
-        if self.eval_nil and (self.network != "conv4" or self.episodes != "fixed"):
-            raise ConfigError("eval_nil: NIL reads Conv-4's features on fixed N-way episodes; set "
-                              "network=conv4 episodes=fixed or eval_nil=false")  # fmt: skip
+        for probe in ("eval_nil", "eval_prototypes"):
+            if getattr(self, probe) and self.network != "conv4":
+                raise ConfigError(f"{probe}: the probe reads Conv-4's features; set "
+                                  f"network=conv4 or {probe}=false")  # fmt: skip
 
     def _validate_meta_dataset(self) -> None:
         for key in ("sources", "eval_sources"):

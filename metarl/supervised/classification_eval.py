@@ -16,13 +16,15 @@ headline).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from metarl.algorithms import LABELS, MetaAlgorithm
+from metarl.algorithms import LABELS, MetaAlgorithm, Problem
 from metarl.algorithms.anil import nil_probabilities
+from metarl.algorithms.heads import prototype_scores
 from metarl.config import to_dict
 from metarl.core import TaskBatch
 from metarl.plots import adaptation_curves, learning_curve
@@ -63,11 +65,10 @@ def evaluate(
     model, algorithm = restore(config, state, build_model(config))
     label, last = LABELS[config.algorithm], config.eval_steps
     if config.episodes == "meta_dataset":
-        by_source = meta_dataset_values(config, algorithm, model, progress)
-        curves = [Curve.from_samples("meta_learned", label, v, "ci95", setting=name)
-                  for name, v in by_source.items()]  # fmt: skip
-        every = torch.cat(list(by_source.values()), dim=1)
-        curves.append(Curve.from_samples("meta_learned", label, every, "ci95", setting="all"))
+        by_source, probed = meta_dataset_values(config, algorithm, model, progress)
+        curves = per_source_curves("meta_learned", label, by_source)
+        for method, by_source_probe in probed.items():
+            curves += per_source_curves(method, PROBES[method][0], by_source_probe, steps=[0])
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last, "all")
         shape = {"sources": config.training_sources, "eval_sources": config.evaluated_sources,
                  "episodes_per_source": {n: v.shape[1] for n, v in by_source.items()},
@@ -84,8 +85,7 @@ def evaluate(
             chunk_size=config.eval_chunk, progress=progress,
         )  # fmt: skip
         curves = [Curve.from_samples("meta_learned", label, values, "ci95")]
-        if config.eval_nil:
-            curves.append(nil_curve(config, model, episodes))
+        curves += [probe_curve(config, method, model, episodes) for method in probes(config)]
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last)
         shape = {"n_way": config.n_way, "k_shot": config.k_shot, "k_query": config.test_k_query}
         classes_note = f"{config.dataset} {config.eval_subset} ({classes.n_classes} classes)"
@@ -131,10 +131,11 @@ def evaluate(
 
 def meta_dataset_values(
     config: ClassificationConfig, algorithm: MetaAlgorithm, model: nn.Module, progress: bool
-) -> dict[str, Tensor]:
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """Query accuracy ``(eval_steps + 1, episodes)`` of each evaluated source: ``eval_tasks``
     Meta-Dataset episodes drawn from ``eval_seed`` over the sources' ``eval_subset`` classes,
-    each adapted on its own (episodes differ in size)."""
+    each adapted on its own (episodes differ in size); and each probe's accuracy
+    ``(1, episodes)`` on the same episodes, by probe then source."""
     from tqdm import tqdm
 
     sources = source_splits(config, config.eval_subset, config.evaluated_sources)
@@ -142,21 +143,55 @@ def meta_dataset_values(
     generator = torch.Generator().manual_seed(config.eval_seed)
     scored = problem(config)
     values: dict[str, list[Tensor]] = {name: [] for name in sources}
+    probed = {method: {name: [] for name in sources} for method in probes(config)}
     for _ in tqdm(range(config.eval_tasks), desc="test episodes", disable=not progress,
                   leave=False):  # fmt: skip
         episode = sample_meta_dataset_episode(sources, spec, generator, (channels, side, side))
         curve = adaptation_curve(algorithm, model, episode.batch, scored,
                                  config.eval_steps, config.eval_lr)  # fmt: skip
         values[episode.source].append(curve)
+        for method, scores in probed.items():
+            scores[episode.source].append(PROBES[method][1](model, episode.batch, scored)[None])
+    return _joined(values), {method: _joined(scores) for method, scores in probed.items()}
+
+
+def _joined(values: dict[str, list[Tensor]]) -> dict[str, Tensor]:
     return {name: torch.cat(v, dim=1) for name, v in values.items() if v}
 
 
-def nil_curve(config: ClassificationConfig, model: nn.Module, episodes: TaskBatch) -> Curve:
-    """NIL's query accuracy on the test episodes (no adaptation: one value, at step 0)."""
-    scores = []
-    for i in range(0, episodes.n_tasks, config.eval_chunk):
-        chunk = episodes.tasks(i, i + config.eval_chunk)
-        probabilities = nil_probabilities(model, chunk, problem(config))
-        scores.append(accuracy_per_task(probabilities, chunk.query_y))
-    return Curve.from_samples("nil", "NIL (no head, cosine)", torch.cat(scores)[None], "ci95",
-                              steps=[0])  # fmt: skip
+def per_source_curves(
+    method: str, label: str, by_source: dict[str, Tensor], steps: list[int] | None = None
+) -> list[Curve]:
+    """One curve per source of ``by_source`` (``(S, episodes)`` each) and one over all
+    episodes together (``setting="all"``)."""
+    curves = [Curve.from_samples(method, label, v, "ci95", steps=steps, setting=name)
+              for name, v in by_source.items()]  # fmt: skip
+    every = torch.cat(list(by_source.values()), dim=1)
+    return [*curves, Curve.from_samples(method, label, every, "ci95", steps=steps, setting="all")]
+
+
+def _nil_accuracy(model: nn.Module, batch: TaskBatch, scored: Problem) -> Tensor:
+    return accuracy_per_task(nil_probabilities(model, batch, scored), batch.query_y)
+
+
+PROBES: dict[str, tuple[str, Callable[[nn.Module, TaskBatch, Problem], Tensor]]] = {
+    "nil": ("NIL (no head, cosine)", _nil_accuracy),
+    "prototypes": ("prototype head, no step", prototype_scores),
+}
+"""Probes of the meta-learned features that adapt nothing, by curve method: ``(label,
+(model, batch, problem) -> (n_tasks,) accuracy)``."""
+
+
+def probes(config: ClassificationConfig) -> list[str]:
+    """The probes the config asks for (``eval_nil``, ``eval_prototypes``)."""
+    return [m for m, on in (("nil", config.eval_nil), ("prototypes", config.eval_prototypes)) if on]
+
+
+def probe_curve(
+    config: ClassificationConfig, method: str, model: nn.Module, episodes: TaskBatch
+) -> Curve:
+    """A probe's query accuracy on the test episodes (no adaptation: one value, at step 0)."""
+    label, score = PROBES[method]
+    scores = [score(model, episodes.tasks(i, i + config.eval_chunk), problem(config))
+              for i in range(0, episodes.n_tasks, config.eval_chunk)]  # fmt: skip
+    return Curve.from_samples(method, label, torch.cat(scores)[None], "ci95", steps=[0])
