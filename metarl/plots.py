@@ -68,6 +68,28 @@ def adaptation_curves(
     return save(fig, path)
 
 
+def grouped_lines(
+    groups: Sequence[str],
+    series: dict[str, Sequence[float]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> Path:
+    """One line per series over named groups on the x axis (e.g. accuracy by number of ways)."""
+    fig = new_figure(5.2, 3.8)
+    ax = fig.subplots()
+    for label, values in series.items():
+        ax.plot(range(len(groups)), values, marker="o", ms=4, label=label)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save(fig, path)
+
+
 LABELS = {
     "meta/query_loss": "query loss after adaptation",
     "inner/support_loss_pre": "support loss before adaptation",

@@ -108,8 +108,13 @@ def test_meta_dataset_episodes_train_and_evaluate_via_cli(tmp_path, capsys):
         weighted = sum(counts[name] * c.mean[-1] for name, c in curves.items() if name != "all")
         assert abs(curves["all"].mean[-1] - weighted / 20) < 1e-9  # every episode's mean
         by_method[method] = curves
+    every_mean = by_method["meta_learned"]["all"].mean[-1]
     for name, probe in by_method["prototypes"].items():  # ProtoMAML's step 0 is that probe
         assert probe.mean[0] == pytest.approx(by_method["meta_learned"][name].mean[0], abs=1e-9)
+    groups = report.details["by_ways"]  # 5 to 8 ways: one group, the mean of every episode
+    assert [(g["ways"], g["episodes"]) for g in groups] == [("5-9", 20)]
+    assert groups[0]["accuracy"]["ProtoMAML, 2 steps"] == pytest.approx(every_mean, abs=1e-9)
+    assert (run / "plots" / "accuracy_vs_ways.png").is_file()
     assert "| mnist | ProtoMAML |" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     assert read_report(run).curves == report.curves
@@ -232,3 +237,24 @@ def test_chunked_meta_gradient_equals_the_whole_batch_and_repeats_exactly(
         load_config("omniglot-5w1s", ["chunk_tasks=0"])
     with pytest.raises(ConfigError, match="or chunk_workers=1"):
         load_config("omniglot-5w1s", ["num_threads=2"])
+
+
+def test_accuracy_by_ways_groups_episodes_over_every_source():
+    """Hand-made episodes of 5, 12, 12 and 45 ways from two sources: each group's mean."""
+    from metarl.supervised.classification_eval import MetaDatasetScores, accuracy_by_ways
+
+    scores = MetaDatasetScores(
+        values={"a": torch.tensor([[0.0, 0.2], [0.5, 0.4], [0.9, 0.6]]),
+                "b": torch.tensor([[0.0, 0.0], [0.1, 0.3], [0.7, 0.1]])},
+        probed={"prototypes": {"a": torch.tensor([[0.8, 0.6]]), "b": torch.tensor([[0.4, 0.2]])}},
+        ways={"a": torch.tensor([5, 12]), "b": torch.tensor([12, 45])},
+    )  # fmt: skip
+    rows = accuracy_by_ways(scores, "MAML", last=2)
+    assert [(r["ways"], r["episodes"]) for r in rows] == [("5-9", 1), ("10-19", 2), ("40+", 1)]
+    expected = [
+        {"MAML, 1 step": 0.5, "MAML, 2 steps": 0.9, "prototype head, no step": 0.8},
+        {"MAML, 1 step": 0.25, "MAML, 2 steps": 0.65, "prototype head, no step": 0.5},
+        {"MAML, 1 step": 0.3, "MAML, 2 steps": 0.1, "prototype head, no step": 0.2},
+    ]
+    for row, want in zip(rows, expected):
+        assert row["accuracy"] == pytest.approx(want)

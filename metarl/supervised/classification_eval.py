@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from metarl.algorithms.anil import nil_probabilities
 from metarl.algorithms.heads import prototype_scores
 from metarl.config import to_dict
 from metarl.core import TaskBatch
-from metarl.plots import adaptation_curves, learning_curve
+from metarl.plots import adaptation_curves, grouped_lines, learning_curve
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
@@ -65,10 +66,12 @@ def evaluate(
     model, algorithm = restore(config, state, build_model(config))
     label, last = LABELS[config.algorithm], config.eval_steps
     if config.episodes == "meta_dataset":
-        by_source, probed = meta_dataset_values(config, algorithm, model, progress)
+        scores = meta_dataset_values(config, algorithm, model, progress)
+        by_source = scores.values
         curves = per_source_curves("meta_learned", label, by_source)
-        for method, by_source_probe in probed.items():
+        for method, by_source_probe in scores.probed.items():
             curves += per_source_curves(method, PROBES[method][0], by_source_probe, steps=[0])
+        details = {"by_ways": accuracy_by_ways(scores, label, last)}
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last, "all")
         shape = {"sources": config.training_sources, "eval_sources": config.evaluated_sources,
                  "episodes_per_source": {n: v.shape[1] for n, v in by_source.items()},
@@ -88,6 +91,7 @@ def evaluate(
         curves += [probe_curve(config, method, model, episodes) for method in probes(config)]
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last)
         shape = {"n_way": config.n_way, "k_shot": config.k_shot, "k_query": config.test_k_query}
+        details = {}
         classes_note = f"{config.dataset} {config.eval_subset} ({classes.n_classes} classes)"
     report = EvalReport(
         experiment=config.experiment,
@@ -112,6 +116,7 @@ def evaluate(
         display_scale=100.0,
         decimals=1,
         table_steps=sorted({0, min(1, last), last}),
+        details=details,
     )
     write_report(report, run_dir)
     plots = run_dir / "plots"
@@ -121,6 +126,12 @@ def evaluate(
         else f"{config.dataset} {config.n_way}-way {config.k_shot}-shot"
     )
     adaptation_curves(curves, plots / "accuracy_vs_steps.png", "query accuracy", title)
+    if details.get("by_ways"):
+        rows = details["by_ways"]
+        series = {name: [row["accuracy"][name] for row in rows] for name in rows[0]["accuracy"]}
+        grouped_lines([f"{row['ways']}\n({row['episodes']})" for row in rows], series,
+                      plots / "accuracy_vs_ways.png", "ways of the test episode (episodes)",
+                      "query accuracy", title)  # fmt: skip
     metrics = read_metrics(run_dir)
     if metrics:
         learning_curve(
@@ -129,13 +140,26 @@ def evaluate(
     return report
 
 
+class MetaDatasetScores(NamedTuple):
+    """Per-episode results on Meta-Dataset test episodes, each by source.
+
+    Attributes:
+        values: query accuracy ``(eval_steps + 1, episodes)`` after each step.
+        probed: each probe's accuracy ``(1, episodes)``, by probe then source.
+        ways: ``(episodes,)`` each episode's number of classes.
+    """
+
+    values: dict[str, Tensor]
+    probed: dict[str, dict[str, Tensor]]
+    ways: dict[str, Tensor]
+
+
 def meta_dataset_values(
     config: ClassificationConfig, algorithm: MetaAlgorithm, model: nn.Module, progress: bool
-) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
-    """Query accuracy ``(eval_steps + 1, episodes)`` of each evaluated source: ``eval_tasks``
-    Meta-Dataset episodes drawn from ``eval_seed`` over the sources' ``eval_subset`` classes,
-    each adapted on its own (episodes differ in size); and each probe's accuracy
-    ``(1, episodes)`` on the same episodes, by probe then source."""
+) -> MetaDatasetScores:
+    """``eval_tasks`` Meta-Dataset episodes drawn from ``eval_seed`` over the evaluated
+    sources' ``eval_subset`` classes, each adapted on its own (episodes differ in size), and
+    the config's probes on the same episodes."""
     from tqdm import tqdm
 
     sources = source_splits(config, config.eval_subset, config.evaluated_sources)
@@ -143,6 +167,7 @@ def meta_dataset_values(
     generator = torch.Generator().manual_seed(config.eval_seed)
     scored = problem(config)
     values: dict[str, list[Tensor]] = {name: [] for name in sources}
+    ways: dict[str, list[Tensor]] = {name: [] for name in sources}
     probed = {method: {name: [] for name in sources} for method in probes(config)}
     for _ in tqdm(range(config.eval_tasks), desc="test episodes", disable=not progress,
                   leave=False):  # fmt: skip
@@ -150,13 +175,45 @@ def meta_dataset_values(
         curve = adaptation_curve(algorithm, model, episode.batch, scored,
                                  config.eval_steps, config.eval_lr)  # fmt: skip
         values[episode.source].append(curve)
+        ways[episode.source].append(torch.tensor([len(episode.description.shots)]))
         for method, scores in probed.items():
             scores[episode.source].append(PROBES[method][1](model, episode.batch, scored)[None])
-    return _joined(values), {method: _joined(scores) for method, scores in probed.items()}
+    return MetaDatasetScores(
+        _joined(values), {method: _joined(scores) for method, scores in probed.items()},
+        {name: torch.cat(w) for name, w in ways.items() if w},
+    )  # fmt: skip
 
 
 def _joined(values: dict[str, list[Tensor]]) -> dict[str, Tensor]:
     return {name: torch.cat(v, dim=1) for name, v in values.items() if v}
+
+
+WAYS_EDGES = (5, 10, 20, 30, 40)
+"""Lower ends of the groups of :func:`accuracy_by_ways` (the last group is open)."""
+
+
+def accuracy_by_ways(scores: MetaDatasetScores, label: str, last: int) -> list[dict[str, Any]]:
+    """Mean query accuracy of the episodes grouped by their number of ways (as Triantafillou
+    et al. 2020, Fig. 3, plot it), over every source: after one step and after ``last`` steps
+    for ``label``, and each probe's.
+
+    Returns:
+        One row per non-empty group: ``{"ways": "5-9", "episodes": n, "accuracy": {curve
+        label: mean}}``.
+    """
+    ways = torch.cat(list(scores.ways.values()))
+    every = torch.cat(list(scores.values.values()), dim=1)
+    series = {f"{label}, 1 step": every[min(1, last)], f"{label}, {last} steps": every[last]}
+    for method, by_source in scores.probed.items():
+        series[PROBES[method][0]] = torch.cat(list(by_source.values()), dim=1)[0]
+    rows = []
+    for lo, hi in zip(WAYS_EDGES, [*WAYS_EDGES[1:], None]):
+        inside = (ways >= lo) & (ways < hi) if hi is not None else ways >= lo
+        if inside.any():
+            name = f"{lo}-{hi - 1}" if hi is not None else f"{lo}+"
+            accuracy = {k: float(v[inside].double().mean()) for k, v in series.items()}
+            rows.append({"ways": name, "episodes": int(inside.sum()), "accuracy": accuracy})
+    return rows
 
 
 def per_source_curves(
