@@ -231,24 +231,25 @@ def _nil_accuracy(model: nn.Module, batch: TaskBatch, scored: Problem) -> Tensor
     return accuracy_per_task(nil_probabilities(model, batch, scored), batch.query_y)
 
 
-PROBES: dict[str, tuple[str, Callable[[nn.Module, TaskBatch, Problem], Tensor]]] = {
-    "nil": ("NIL (no head, cosine)", _nil_accuracy),
-    "prototypes": ("prototype head, no step", prototype_scores),
+PROBES: dict[str, tuple[str, Callable[[nn.Module, TaskBatch, Problem], Tensor], str]] = {
+    "nil": ("NIL (no head, cosine)", _nil_accuracy, "eval_nil"),
+    "prototypes": ("prototype head, no step", prototype_scores, "eval_prototypes"),
 }
 """Probes of the meta-learned features that adapt nothing, by curve method: ``(label,
-(model, batch, problem) -> (n_tasks,) accuracy)``."""
+(model, batch, problem) -> (n_tasks,) accuracy, the config key that asks for it)``."""
 
 
 def probes(config: ClassificationConfig) -> list[str]:
-    """The probes the config asks for (``eval_nil``, ``eval_prototypes``)."""
-    return [m for m, on in (("nil", config.eval_nil), ("prototypes", config.eval_prototypes)) if on]
+    """The probes the config asks for."""
+    return [method for method, (_, _, key) in PROBES.items() if getattr(config, key)]
 
 
 def probe_curve(
     config: ClassificationConfig, method: str, model: nn.Module, episodes: TaskBatch
 ) -> Curve:
     """A probe's query accuracy on the test episodes (no adaptation: one value, at step 0)."""
-    label, score = PROBES[method]
-    scores = [score(model, episodes.tasks(i, i + config.eval_chunk), problem(config))
+    label, score, _ = PROBES[method]
+    scored = problem(config)
+    scores = [score(model, episodes.tasks(i, i + config.eval_chunk), scored)
               for i in range(0, episodes.n_tasks, config.eval_chunk)]  # fmt: skip
     return Curve.from_samples(method, label, torch.cat(scores)[None], "ci95", steps=[0])
