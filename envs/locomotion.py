@@ -17,7 +17,8 @@ AntGoal           g ~ U[−3, 3]²          −‖xy − g‖₁ + 4 − 0.005�
 over one environment step, ``(x_after − x_before) / dt`` (HalfCheetah: the root joint's x;
 Ant: the torso body's x). The original MAML code used the centre of mass' velocity; the
 difference is small but returns are not on the same scale as the paper's anyway (rllab models,
-dt 0.01, horizon 200 there; see the README). ``contact = 0.0005 Σ clip(cfrc_ext, −1, 1)²``;
+horizon 200, one physics step per action: dt 0.01 for HalfCheetah, 0.02 for Ant; see the
+README). ``contact = 0.0005 Σ clip(cfrc_ext, −1, 1)²``;
 ``xy`` is the torso's position after the step, read from the free joint (``qpos[:2]``; the
 body's ``xpos`` lags one physics sub-step behind after ``mj_step``). Ant terminates when
 unhealthy (non-finite state or torso height outside [0.2, 1.0]), exactly as gymnasium's Ant.
@@ -50,7 +51,8 @@ except ImportError:
 from .task_env import TaskEnv, check_actions
 
 DEFAULT_HORIZON = 100
-"""Steps per episode (the PyTorch reference and ProMP; the paper used 200 with dt 0.01)."""
+"""Steps per episode (the PyTorch reference and ProMP; the paper used 200, with dt 0.01 for
+HalfCheetah and 0.02 for Ant)."""
 
 
 # --- task distributions ----------------------------------------------------------------------

@@ -35,8 +35,8 @@ class PaperResult:
 _OMNIGLOT = "Finn et al. 2017, Table 1"
 _OMNIGLOT_FIRST_ORDER = "Finn et al. 2017, Table 1 (MAML, first order approx.)"
 _LOCOMOTION = (
-    "Finn et al. 2017, Fig. 5 (rllab's models, dt 0.01, horizon 200; no table); gap closure "
-    "from the paper's released data"
+    "Finn et al. 2017, Fig. 5 (rllab's models: dt 0.01 HalfCheetah, 0.02 Ant; horizon 200; "
+    "no table); gap closure from the paper's released data"
 )
 
 PAPER: dict[str, PaperResult] = {
