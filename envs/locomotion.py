@@ -22,6 +22,9 @@ README). ``contact = 0.0005 Σ clip(cfrc_ext, −1, 1)²``;
 ``xy`` is the torso's position after the step, read from the free joint (``qpos[:2]``; the
 body's ``xpos`` lags one physics sub-step behind after ``mj_step``). Ant terminates when
 unhealthy (non-finite state or torso height outside [0.2, 1.0]), exactly as gymnasium's Ant.
+Observations are gymnasium's, except that AntGoal's also start with the torso's ``x, y`` (as the
+paper's and the PyTorch reference's Ant observations do): without them a policy cannot tell
+where it is on the way to its goal.
 
 Every reward term is a vectorised function of arrays with a leading environment dimension,
 shared by the single gymnasium environments here and by the batched simulator
@@ -98,6 +101,8 @@ class LocomotionFamily:
         sample_tasks: ``(n, rng) -> n task dicts``.
         task_term: ``(velocity (N,), xy (N, 2), task (N, k)) -> (N,)``, the task's reward term.
         ctrl_cost_weight: weight of ``‖a‖²``.
+        observes_position: whether the observation starts with the torso's ``x, y`` (AntGoal:
+            the way to a goal depends on where the robot is; gymnasium leaves them out).
     """
 
     name: str
@@ -106,6 +111,7 @@ class LocomotionFamily:
     sample_tasks: Callable[[int, np.random.Generator], list[dict[str, Any]]]
     task_term: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     ctrl_cost_weight: float
+    observes_position: bool = False
 
     @property
     def task_size(self) -> int:
@@ -157,7 +163,8 @@ FAMILIES: dict[str, LocomotionFamily] = {
         LocomotionFamily("AntVel", "ant", "velocity", _sample_velocity(3.0), _velocity_term(1.0),
                          0.005),
         LocomotionFamily("AntDir", "ant", "direction", _sample_direction, _direction_term, 0.005),
-        LocomotionFamily("AntGoal", "ant", "goal", _sample_goal, _goal_term, 0.005),
+        LocomotionFamily("AntGoal", "ant", "goal", _sample_goal, _goal_term, 0.005,
+                         observes_position=True),
     )
 }  # fmt: skip
 
@@ -332,6 +339,9 @@ class HalfCheetahDirEnv(_LocomotionTaskEnv, HalfCheetahEnv):
 
 class _AntTaskEnv(_LocomotionTaskEnv, AntEnv):
     def __init__(self, horizon: int = DEFAULT_HORIZON, task: dict | None = None, **kwargs: Any):
+        kwargs.setdefault(
+            "exclude_current_positions_from_observation", not self.family.observes_position
+        )
         AntEnv.__init__(self, **kwargs)
         self._init_task(horizon, task)
 

@@ -67,7 +67,9 @@ class BatchedLocomotion(BatchedTaskEnv):
         self.dt = reference.dt
         self.reset_noise_scale = reference._reset_noise_scale
         self.is_ant = self.family.robot == "ant"
-        self._obs_skip = 2 if self.is_ant else 1  # x (and y for Ant) are not observed
+        # x (and y for Ant) are not observed, unless the family observes the position
+        excluded = reference._exclude_current_positions_from_observation
+        self._obs_skip = (2 if self.is_ant else 1) if excluded else 0
         reference.close()
         obs_dim = self.model.nq - self._obs_skip + self.model.nv
         if self.is_ant:

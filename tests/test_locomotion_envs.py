@@ -167,3 +167,23 @@ def test_import_metarl_registers_every_environment_without_loading_mujoco():
     assert out.stdout.split()[0] == "6" and "velocity" in out.stdout
     assert "settotalmass" not in out.stderr  # MuJoCo's deprecation warning is gone too
     assert set(E.LOCOMOTION) == set(E.FAMILIES) == set(E.SINGLE_ENVS)
+
+
+def test_ant_goal_observes_the_torso_position_and_the_others_do_not():
+    """AntGoal's way to its goal depends on where the robot is, so its observation starts with
+    the torso's x, y (gymnasium's Ant leaves them out); single and batched agree."""
+    goal = {"goal": np.array([2.0, -1.0])}
+    single = gym.make("metarl/AntGoal-v0").unwrapped
+    obs, _ = single.reset(seed=3, options={"task": goal})
+    for _ in range(5):
+        obs, *_ = single.step(np.full(8, 0.5))
+    np.testing.assert_allclose(obs[:2], single.data.qpos[:2])
+    assert obs.shape == (2 + 13 + 14 + 13 * 6,) == single.observation_space.shape
+    batch = E.BatchedLocomotion("AntGoal", 1, threads=1)
+    assert batch.observation_dim == obs.shape[0]
+    for name in ("AntVel", "AntDir"):
+        env = gym.make(f"metarl/{name}-v0").unwrapped
+        obs, _ = env.reset(seed=3)
+        assert obs.shape == (13 + 14 + 13 * 6,)
+        np.testing.assert_allclose(obs[0], env.data.qpos[2])  # starts with the torso's height
+        assert E.BatchedLocomotion(name, 1, threads=1).observation_dim == obs.shape[0]
