@@ -235,10 +235,8 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
     for key, accuracy in numbers["linear_probe"].items():
         assert accuracy > chance + 0.2, key  # even random features separate digits linearly
     assert numbers["nearest_centroid"]["standard (trained)"]["5-way 1-shot"]["mean"] > 0.6
-    assert (
-        numbers["silhouette"]["standard"]["features"]
-        > numbers["silhouette"]["MAML"]["features"] - 1
-    )
+    for run in ("standard", "MAML"):
+        assert -1 <= numbers["silhouette"][run]["features"] <= 1, run
     assert set(numbers["cka"]["MAML vs standard"]) >= {"hidden1", "norm4", "hidden4"}
     assert all(0 <= v <= 1 + 1e-9 for v in numbers["cka"]["MAML vs standard"].values())
     assert numbers["adaptation_change"]["MAML"]["linear5.weight"] > 0
@@ -306,3 +304,17 @@ def test_analyze_refuses_a_run_it_cannot_read_in_one_line(tmp_path: Path, capsys
     assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) != 0
     error = capsys.readouterr().err.strip()
     assert error.startswith("metarl: error:") and "\n" not in error
+
+
+def test_silhouette_against_the_definition_by_hand():
+    """Two tight pairs far apart: each point's a = 1 and b = its mean distance to the other
+    pair, s = (b − a) / b; pairing across the gap instead gives negative silhouettes."""
+    pytest.importorskip("sklearn")
+    from metarl.analysis.numbers import silhouette
+
+    points = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    expected = (2 * (10.5 - 1) / 10.5 + 2 * (9.5 - 1) / 9.5) / 4
+    assert silhouette(points, torch.tensor([0, 0, 1, 1])) == pytest.approx(expected)
+    # point 0: a = 10 (to 10), b = mean(1, 11) = 6, s = (6 − 10) / 10; the others alike
+    crossed = ((6 - 10) / 10 + (5 - 10) / 10 + (5 - 10) / 10 + (6 - 10) / 10) / 4
+    assert silhouette(points, torch.tensor([0, 1, 0, 1])) == pytest.approx(crossed)

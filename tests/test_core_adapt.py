@@ -219,11 +219,22 @@ def test_batch_norm_uses_batch_statistics_and_batches_like_a_loop():
         )
         for name in params:
             torch.testing.assert_close(batched[name][i], fast[name])
-    # Batch statistics: each task's output is normalised over its own examples only.
+    # Batch statistics: each task's output is normalised over its own examples only, written
+    # out by hand (biased variance, eps 1e-5), and differs from normalising all tasks pooled.
     out = task_forward(model, expand_to_tasks(params, 3), xs)
-    hidden = model[1](model[0](xs[0]))
-    torch.testing.assert_close(hidden.mean(0), torch.zeros(4), atol=1e-7, rtol=0)
     assert out.shape == (3, 6, 1)
+    lin1, bn, _, lin2 = model
+
+    def by_hand(x, stats_from):
+        h, ref = lin1(x), lin1(stats_from)
+        mean, var = ref.mean(0), ref.var(0, unbiased=False)
+        return lin2(torch.relu((h - mean) / torch.sqrt(var + 1e-5) * bn.weight + bn.bias))
+
+    with torch.no_grad():
+        for i in range(3):
+            torch.testing.assert_close(out[i], by_hand(xs[i], xs[i]))
+        pooled = by_hand(xs[0], xs.reshape(-1, 2))
+        assert (out[0] - pooled).abs().max() > 1e-3
 
 
 def test_module_buffers_are_passed_through_unchanged():

@@ -35,15 +35,29 @@ def test_every_documented_subcommand_runs_in_ci():
     assert documented <= ran, f"not run by CI: {sorted(documented - ran)}"
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_the_python_blocks_run(tmp_path, monkeypatch, document):
-    """Each ```python block runs as written (a block that needs a trained run gets one)."""
+WITH_PYTHON = [path for path in DOCUMENTS if _blocks("python", [path])]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A small sinusoid run at the path the documents' blocks load (trained once)."""
     from metarl.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    run = "runs/sinusoid-20261122-020500"
-    assert main(["train", "sinusoid", "--out", run, "--no-progress",
+    folder = tmp_path_factory.mktemp("docs")
+    run = folder / "runs" / "sinusoid-20261122-020500"
+    assert main(["train", "sinusoid", "--out", str(run), "--no-progress",
                  "--set", "iterations=20", "log_every=10", "checkpoint_every=20"]) == 0  # fmt: skip
+    return folder
+
+
+def test_the_documents_have_python_blocks():
+    assert ROOT / "README.md" in WITH_PYTHON and len(WITH_PYTHON) >= 3
+
+
+@pytest.mark.parametrize("document", WITH_PYTHON, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_python_blocks_run(trained_run, monkeypatch, document):
+    """Each ```python block runs as written (a block that needs a trained run gets one)."""
+    monkeypatch.chdir(trained_run)
     for block in _blocks("python", [document]):
         exec(compile(block, str(document), "exec"), {})  # noqa: S102 - the documents' own code
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -36,7 +37,7 @@ def test_locomotion_experiment_end_to_end(tmp_path, experiment):
     report = read_report(tmp_path / "run")
     assert {"meta_learned", "random_init"} <= {c.method for c in report.curves}
     values = report.curve("meta_learned").mean
-    assert len(values) == 2 and all(v == v for v in values)  # finite, not NaN
+    assert len(values) == 2 and all(math.isfinite(v) for v in values)
 
 
 def test_locomotion_configs_follow_the_reference():

@@ -44,11 +44,11 @@ def test_train_writes_a_complete_run_directory(tmp_path):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    _train(tmp_path / "a")
-    _train(tmp_path / "b")
-    la = [m["meta/query_loss"] for m in read_metrics(tmp_path / "a")]
-    lb = [m["meta/query_loss"] for m in read_metrics(tmp_path / "b")]
-    assert la == lb
+    assert _train(tmp_path / "a") == 0 and _train(tmp_path / "b") == 0
+    assert _train(tmp_path / "c", "seed=1") == 0
+    la, lb, lc = ([m["meta/query_loss"] for m in read_metrics(tmp_path / run)] for run in "abc")
+    assert len(la) == 4 and la == lb
+    assert la != lc  # the seed does reach the numbers
 
 
 def test_resume_continues_exactly(tmp_path):
