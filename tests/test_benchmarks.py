@@ -281,6 +281,7 @@ def test_the_family_benchmark_adds_the_common_settings_to_every_algorithm(tmp_pa
 def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, monkeypatch):
     import inspect
 
+    from metarl.benchmarks.runner import missing_dataset
     from metarl.benchmarks.speed import SPEED, BenchmarkUnavailable, family_budget
 
     bound, declared = [], inspect.signature(family_budget.bench_family_budget)
@@ -288,8 +289,6 @@ def test_the_family_entries_call_the_benchmark_as_it_is_declared(name, suite, mo
     def record(*args, **kwargs):
         bound.append(declared.bind(*args, **kwargs))
         raise BenchmarkUnavailable("recorded")
-
-    from metarl.benchmarks.runner import missing_dataset
 
     monkeypatch.setattr(family_budget, "bench_family_budget", record)
     with pytest.raises(BenchmarkUnavailable):

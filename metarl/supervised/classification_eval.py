@@ -70,7 +70,7 @@ def evaluate(
         by_source = scores.values
         curves = per_source_curves("meta_learned", label, by_source)
         for method, by_source_probe in scores.probed.items():
-            curves += per_source_curves(method, PROBES[method][0], by_source_probe, steps=[0])
+            curves += per_source_curves(method, PROBES[method].label, by_source_probe, steps=[0])
         details = {"by_ways": accuracy_by_ways(scores, label, last)}
         headline = Headline(f"accuracy after {last} steps", "meta_learned", last, "all")
         shape = {"sources": config.training_sources, "eval_sources": config.evaluated_sources,
@@ -177,7 +177,7 @@ def meta_dataset_values(
         values[episode.source].append(curve)
         ways[episode.source].append(torch.tensor([len(episode.description.shots)]))
         for method, scores in probed.items():
-            scores[episode.source].append(PROBES[method][1](model, episode.batch, scored)[None])
+            scores[episode.source].append(PROBES[method].score(model, episode.batch, scored)[None])
     return MetaDatasetScores(
         _joined(values), {method: _joined(scores) for method, scores in probed.items()},
         {name: torch.cat(w) for name, w in ways.items() if w},
@@ -205,7 +205,7 @@ def accuracy_by_ways(scores: MetaDatasetScores, label: str, last: int) -> list[d
     every = torch.cat(list(scores.values.values()), dim=1)
     series = {f"{label}, 1 step": every[min(1, last)], f"{label}, {last} steps": every[last]}
     for method, by_source in scores.probed.items():
-        series[PROBES[method][0]] = torch.cat(list(by_source.values()), dim=1)[0]
+        series[PROBES[method].label] = torch.cat(list(by_source.values()), dim=1)[0]
     rows = []
     for lo, hi in zip(WAYS_EDGES, [*WAYS_EDGES[1:], None]):
         inside = (ways >= lo) & (ways < hi) if hi is not None else ways >= lo
@@ -231,25 +231,33 @@ def _nil_accuracy(model: nn.Module, batch: TaskBatch, scored: Problem) -> Tensor
     return accuracy_per_task(nil_probabilities(model, batch, scored), batch.query_y)
 
 
-PROBES: dict[str, tuple[str, Callable[[nn.Module, TaskBatch, Problem], Tensor], str]] = {
-    "nil": ("NIL (no head, cosine)", _nil_accuracy, "eval_nil"),
-    "prototypes": ("prototype head, no step", prototype_scores, "eval_prototypes"),
+class Probe(NamedTuple):
+    """A probe of the meta-learned features that adapts nothing."""
+
+    label: str
+    score: Callable[[nn.Module, TaskBatch, Problem], Tensor]
+    """``(model, batch, problem) -> (n_tasks,)`` query accuracy."""
+    config_key: str
+    """The config's switch that asks for it."""
+
+
+PROBES: dict[str, Probe] = {
+    "nil": Probe("NIL (no head, cosine)", _nil_accuracy, "eval_nil"),
+    "prototypes": Probe("prototype head, no step", prototype_scores, "eval_prototypes"),
 }
-"""Probes of the meta-learned features that adapt nothing, by curve method: ``(label,
-(model, batch, problem) -> (n_tasks,) accuracy, the config key that asks for it)``."""
+"""The probes, by curve method."""
 
 
 def probes(config: ClassificationConfig) -> list[str]:
     """The probes the config asks for."""
-    return [method for method, (_, _, key) in PROBES.items() if getattr(config, key)]
+    return [method for method, probe in PROBES.items() if getattr(config, probe.config_key)]
 
 
 def probe_curve(
     config: ClassificationConfig, method: str, model: nn.Module, episodes: TaskBatch
 ) -> Curve:
     """A probe's query accuracy on the test episodes (no adaptation: one value, at step 0)."""
-    label, score, _ = PROBES[method]
-    scored = problem(config)
-    scores = [score(model, episodes.tasks(i, i + config.eval_chunk), scored)
+    probe, scored = PROBES[method], problem(config)
+    scores = [probe.score(model, episodes.tasks(i, i + config.eval_chunk), scored)
               for i in range(0, episodes.n_tasks, config.eval_chunk)]  # fmt: skip
-    return Curve.from_samples(method, label, torch.cat(scores)[None], "ci95", steps=[0])
+    return Curve.from_samples(method, probe.label, torch.cat(scores)[None], "ci95", steps=[0])
