@@ -189,9 +189,30 @@ def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
     assert load_run(tmp_path, which="last").iteration == 1
 
 
+def test_a_baseline_adapts_with_its_own_step_sizes_when_given(tmp_path: Path) -> None:
+    """``eval_lr_random_init`` changes the random-init curve exactly as ``eval_lr`` for every
+    method would, and leaves MAML's curve as it was."""
+    assert main(["train", "navigation", "--out", str(tmp_path), "--set", *SMALL, "iterations=1",
+                 "--no-progress"]) == 0  # fmt: skip
+
+    def curves(*sets: str) -> dict:
+        assert main(["evaluate", str(tmp_path), "--no-progress", "--set", *sets]) == 0
+        report = read_report(tmp_path)
+        return {c.method: c.mean for c in report.curves} | {"protocol": report.protocol}
+
+    default = curves("eval_trajectory_goals=0")
+    everyone = curves("eval_trajectory_goals=0", "eval_lr=[0.3,0.05]")
+    own = curves("eval_trajectory_goals=0", "eval_lr_random_init=[0.3,0.05]")
+    assert own["meta_learned"] == default["meta_learned"]
+    assert own["random_init"] == everyone["random_init"] != default["random_init"]
+    assert own["protocol"]["step_sizes_by_method"]["random_init"] == [0.3, 0.05]
+    assert "step_sizes_by_method" not in default["protocol"]
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [
+        ("eval_lr_random_init=[]", "eval_lr_random_init"),
         ("max_kl=-0.1", "max_kl"),
         ("gamma=1.5", "gamma"),
         ("meta_gradient=third_order", "meta_gradient"),

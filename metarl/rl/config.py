@@ -126,9 +126,26 @@ class RLConfig(MetaLearningConfig):
     baselines_dir: str | None = option(
         None, "where `metarl evaluate` looks for SB3 baselines; null: <runs>/baselines/<experiment>"
     )
+    eval_lr_pretrained: float | list[float] | None = option(
+        None,
+        "test-time step sizes of the pretrained baseline, as eval_lr; null: MAML's. The paper's "
+        "released scripts chose them per method (Ant: 0.2, HalfCheetah-vel: 0.02, then half)",
+        low=0.0,
+        high=100.0,
+    )
+    eval_lr_random_init: float | list[float] | None = option(
+        None,
+        "test-time step sizes of the random-init baseline, as eval_lr; null: MAML's (the "
+        "paper's released Ant scripts: 1.0, then half)",
+        low=0.0,
+        high=100.0,
+    )
 
     def validate(self) -> None:
         super().validate()
+        for key in ("eval_lr_pretrained", "eval_lr_random_init"):
+            if getattr(self, key) == []:
+                raise ConfigError(f"{key}: give at least one step size, or null")
         exact = ("gauss_newton", "double_backward")
         if self.meta_gradient == "finite_difference" and self.fisher_product in exact:
             # The finite-difference inner step has no second-order graph to differentiate.
@@ -159,3 +176,11 @@ class RLConfig(MetaLearningConfig):
         if self.eval_lr is None:
             return [self.inner_lr, self.inner_lr / 2]
         return list(self.eval_lr) if isinstance(self.eval_lr, list) else [self.eval_lr]
+
+    def baseline_step_sizes(self, method: str) -> list[float]:
+        """Test-time step sizes of an adapted baseline (``pretrained`` or ``random_init``):
+        its own ``eval_lr_<method>`` when given, else MAML's :attr:`test_step_sizes`."""
+        own = getattr(self, f"eval_lr_{method}")
+        if own is None:
+            return self.test_step_sizes
+        return list(own) if isinstance(own, list) else [own]

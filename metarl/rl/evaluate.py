@@ -19,7 +19,8 @@ Methods:
 - ``pretrained`` and ``oracle (PPO)``: the Stable-Baselines3 baselines of
   :mod:`metarl.rl.sb3_baselines` (``metarl baseline {pretrained,oracle} EXPERIMENT``), when
   stored in ``baselines_dir``: the pretrained policy is adapted exactly like MAML, the
-  task-conditioned oracle is not adapted. ``oracle (PPO)`` samples its actions, as every other
+  task-conditioned oracle is not adapted. (``eval_lr_pretrained`` and ``eval_lr_random_init``
+  give a baseline its own step sizes, as the paper's released test scripts did.) ``oracle (PPO)`` samples its actions, as every other
   method here does and as the paper's oracle was scored; ``oracle (PPO, mean action)`` is the
   same policy acting with its mean, for reference (higher: it pays no exploration noise). The
   oracle's actions are clipped to the bounds it trained with (see
@@ -105,15 +106,18 @@ def adaptation_curve(
     config: RLConfig,
     generator: torch.Generator,
     on_sample: Callable[[], object] | None = None,
+    step_sizes: Sequence[float] | None = None,
 ) -> AdaptationCurve:
-    """Adapt ``policy`` to every task with ``config.eval_steps`` REINFORCE steps (first order).
+    """Adapt ``policy`` to every task with ``config.eval_steps`` REINFORCE steps (first order),
+    of ``step_sizes`` (default ``config.test_step_sizes``; the last one repeats).
 
     ``env.num_envs`` must be ``len(tasks) * config.eval_episodes_per_task``. The policy is not
     modified.
     """
+    sizes = list(config.test_step_sizes if step_sizes is None else step_sizes)
     episodes, stages = sampled_adaptation(
         env, tasks, config.eval_episodes_per_task, policy, get_params(policy), config.eval_steps,
-        config.test_step_sizes, config, generator, check_finite=False, on_sample=on_sample,
+        sizes, config, generator, check_finite=False, on_sample=on_sample,
     )  # fmt: skip
     returns = torch.stack([batch.task_returns() for batch in episodes])
     trajectories = [(batch.observations[:, :, 0], batch.masks[:, :, 0]) for batch in episodes]
@@ -161,11 +165,16 @@ def evaluate(
     bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
                unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
 
+    step_sizes = {"meta_learned": config.test_step_sizes}
+
     def adapted(method: str, label: str, policy: GaussianMLPPolicy) -> AdaptationCurve:
         generator = torch.Generator().manual_seed(config.eval_seed)  # the same noise for all
         env.seed(config.eval_seed)
         bar.set_postfix_str(label)
-        curve = adaptation_curve(policy, env, tasks, config, generator, on_sample=bar.update)
+        if method not in step_sizes:
+            step_sizes[method] = config.baseline_step_sizes(method)
+        sizes = step_sizes[method]
+        curve = adaptation_curve(policy, env, tasks, config, generator, bar.update, sizes)
         curves.append(Curve.from_samples(method, label, curve.returns, "stderr"))
         return curve
 
@@ -213,6 +222,11 @@ def evaluate(
             "eval_seed": config.eval_seed,
             "episodes_per_step": config.eval_episodes_per_task,
             "step_sizes": config.test_step_sizes,
+            **(
+                {"step_sizes_by_method": step_sizes}
+                if any(s != config.test_step_sizes for s in step_sizes.values())
+                else {}
+            ),
             "steps": config.eval_steps,
         },
         seconds=time.time() - started,
