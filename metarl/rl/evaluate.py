@@ -19,12 +19,12 @@ Methods:
 - ``pretrained`` and ``oracle (PPO)``: the Stable-Baselines3 baselines of
   :mod:`metarl.rl.sb3_baselines` (``metarl baseline {pretrained,oracle} EXPERIMENT``), when
   stored in ``baselines_dir``: the pretrained policy is adapted exactly like MAML, the
-  task-conditioned oracle is not adapted. (``eval_lr_pretrained`` and ``eval_lr_random_init``
-  give a baseline its own step sizes, as the paper's released test scripts did.) ``oracle (PPO)`` samples its actions, as every other
-  method here does and as the paper's oracle was scored; ``oracle (PPO, mean action)`` is the
-  same policy acting with its mean, for reference (higher: it pays no exploration noise). The
-  oracle's actions are clipped to the bounds it trained with (see
-  :func:`~metarl.rl.sb3_baselines.oracle_actions`).
+  task-conditioned oracle is not adapted (``eval_lr_pretrained`` and ``eval_lr_random_init``
+  give a baseline its own step sizes, as the paper's released test scripts did).
+  ``oracle (PPO)`` samples its actions, as every other method here does and as the paper's
+  oracle was scored; ``oracle (PPO, mean action)`` is the same policy acting with its mean, for
+  reference (higher: it pays no exploration noise). The oracle's actions are clipped to the
+  bounds it trained with (see :func:`~metarl.rl.sb3_baselines.oracle_actions`).
 
 The report is an :class:`~metarl.reports.EvalReport` (``eval.json``); its error bars are
 standard errors over test tasks, and gap closure is measured against the PPO oracle when it is
