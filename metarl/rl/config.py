@@ -129,14 +129,14 @@ class RLConfig(MetaLearningConfig):
     eval_lr_pretrained: float | list[float] | None = option(
         None,
         "test-time step sizes of the pretrained baseline, as eval_lr; null: MAML's. The paper's "
-        "released scripts chose them per method (Ant: 0.2, HalfCheetah-vel: 0.02, then half)",
+        "released scripts chose them per method (first step: Ant 0.2, HalfCheetah-vel 0.02)",
         low=0.0,
         high=100.0,
     )
     eval_lr_random_init: float | list[float] | None = option(
         None,
         "test-time step sizes of the random-init baseline, as eval_lr; null: MAML's (the "
-        "paper's released Ant scripts: 1.0, then half)",
+        "paper's released Ant scripts: 1.0 for the first step)",
         low=0.0,
         high=100.0,
     )
