@@ -177,10 +177,11 @@ class RLConfig(MetaLearningConfig):
             return [self.inner_lr, self.inner_lr / 2]
         return list(self.eval_lr) if isinstance(self.eval_lr, list) else [self.eval_lr]
 
-    def baseline_step_sizes(self, method: str) -> list[float]:
-        """Test-time step sizes of an adapted baseline (``pretrained`` or ``random_init``):
-        its own ``eval_lr_<method>`` when given, else MAML's :attr:`test_step_sizes`."""
-        own = getattr(self, f"eval_lr_{method}")
+    def step_sizes_of(self, method: str) -> list[float]:
+        """Test-time step sizes of an adapted method (``meta_learned``, ``pretrained``,
+        ``random_init``): a baseline's own ``eval_lr_<method>`` when given, else MAML's
+        :attr:`test_step_sizes`."""
+        own = getattr(self, f"eval_lr_{method}", None)
         if own is None:
             return self.test_step_sizes
         return list(own) if isinstance(own, list) else [own]

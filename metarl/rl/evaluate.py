@@ -165,15 +165,13 @@ def evaluate(
     bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
                unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
 
-    step_sizes = {"meta_learned": config.test_step_sizes}
+    step_sizes: dict[str, list[float]] = {}  # by method, for the report
 
     def adapted(method: str, label: str, policy: GaussianMLPPolicy) -> AdaptationCurve:
         generator = torch.Generator().manual_seed(config.eval_seed)  # the same noise for all
         env.seed(config.eval_seed)
         bar.set_postfix_str(label)
-        if method not in step_sizes:
-            step_sizes[method] = config.baseline_step_sizes(method)
-        sizes = step_sizes[method]
+        sizes = step_sizes[method] = config.step_sizes_of(method)
         curve = adaptation_curve(policy, env, tasks, config, generator, bar.update, sizes)
         curves.append(Curve.from_samples(method, label, curve.returns, "stderr"))
         return curve
