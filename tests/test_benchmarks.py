@@ -424,3 +424,41 @@ def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp
 
     for sets in time_to_quality.REMEDIES.values():  # each row's settings are a valid config
         load_config("halfcheetah-dir", sets)
+
+
+def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_bar(
+    tmp_path, monkeypatch
+):
+    """``time-to-navigation-2-steps`` trains navigation and judges each evaluation by its
+    return after two steps plus its standard error against the paper's −3.3."""
+    import inspect
+
+    from metarl.benchmarks.speed import SPEED, time_to_quality
+    from metarl.reports import Curve
+
+    class Report:
+        def __init__(self, mean, error):
+            self.mean, self.error = mean, error
+
+        def curve(self, method):
+            return Curve(
+                method, "MAML", [0, 1, 2], [-33.0, -11.0, self.mean], [2.0, 1.0, self.error]
+            )
+
+    score = time_to_quality.TARGETS["navigation-2-steps"].score
+    threshold = time_to_quality.TARGETS["navigation-2-steps"].threshold
+    assert threshold == -3.3
+    reached, missed = score(Report(-3.57, 0.46)), score(Report(-3.9, 0.5))
+    assert reached == pytest.approx(-3.11) and reached >= threshold
+    assert missed == pytest.approx(-3.4) and missed < threshold
+    declared, bound = inspect.signature(time_to_quality.bench_time_to_quality), []
+
+    def record(*args, **kwargs):
+        bound.append(declared.bind(*args, **kwargs).arguments)
+        return {"experiment": "navigation", "target": "t", "every": 5, "rows": {}}
+
+    monkeypatch.setattr(time_to_quality, "bench_time_to_quality", record)
+    SPEED["time-to-navigation-2-steps"]("paper", tmp_path / "time-to-navigation-2-steps")
+    (arguments,) = bound
+    assert arguments["experiment"] == "navigation"
+    assert arguments["target"] == "navigation-2-steps"

@@ -133,11 +133,12 @@ def _family_meta_dataset(suite: str, workdir: Path) -> tuple[dict[str, Any], str
 
 
 def _time_to(
-    experiment: str, every: int, remedies: bool = False
+    experiment: str, every: int, remedies: bool = False, target: str | None = None
 ) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
-    """Time from a fresh start to the paper's number on ``experiment``, evaluated every
-    ``every`` iterations (the paper suite: up to the protocol's 500 iterations), with the
-    paper's and the fastest documented options, or with each of ``REMEDIES``."""
+    """Time from a fresh start to the paper's number on ``experiment`` (``target``: another
+    entry of ``TARGETS`` than the experiment's own), evaluated every ``every`` iterations (the
+    paper suite: up to the protocol's 500 iterations), with the paper's and the fastest
+    documented options, or with each of ``REMEDIES``."""
 
     def run(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
         from metarl.benchmarks.speed.time_to_quality import (
@@ -158,11 +159,11 @@ def _time_to(
             result = bench_time_to_quality(
                 experiment, workdir, 1, 1, ["meta_batch_size=2", "episodes_per_task=5"],
                 [*evaluation, "eval_tasks=2", "eval_episodes_per_task=2",
-                 "eval_trajectory_goals=0"], options,
+                 "eval_trajectory_goals=0"], options, target=target,
             )  # fmt: skip
         else:
             result = bench_time_to_quality(experiment, workdir, every, 500, None, evaluation,
-                                           options, resume=True)  # fmt: skip
+                                           options, resume=True, target=target)  # fmt: skip
         return result, format_time_to_quality(result)
 
     return run
@@ -180,6 +181,7 @@ SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
     "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
     "family-meta-dataset": _family_meta_dataset,
     "time-to-navigation": _time_to("navigation", 5),
+    "time-to-navigation-2-steps": _time_to("navigation", 5, target="navigation-2-steps"),
     "time-to-halfcheetah-vel": _time_to("halfcheetah-vel", 10),
     "halfcheetah-dir-remedies": _time_to("halfcheetah-dir", 50, remedies=True),
 }
