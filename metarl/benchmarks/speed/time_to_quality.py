@@ -44,20 +44,23 @@ class Target:
     threshold: float
 
 
+def _meta_learned_after(report: EvalReport, steps: int) -> tuple[float, float | None] | None:
+    """``(mean, standard error)`` of the meta-learned policy's return after ``steps`` steps."""
+    curve = report.curve("meta_learned")
+    return None if curve is None or steps not in curve.steps else curve.at(steps)
+
+
 def return_after(report: EvalReport, steps: int) -> float | None:
     """The meta-learned policy's mean return after ``steps`` adaptation steps."""
-    curve = report.curve("meta_learned")
-    return None if curve is None or steps not in curve.steps else curve.at(steps)[0]
+    point = _meta_learned_after(report, steps)
+    return None if point is None else point[0]
 
 
 def return_after_upper(report: EvalReport, steps: int) -> float | None:
     """The same return plus its standard error over test tasks: a target is met "within the
     error bar" when this reaches it."""
-    curve = report.curve("meta_learned")
-    if curve is None or steps not in curve.steps:
-        return None
-    mean, error = curve.at(steps)
-    return mean + (error or 0.0)
+    point = _meta_learned_after(report, steps)
+    return None if point is None else point[0] + (point[1] or 0.0)
 
 
 TARGETS: dict[str, Target] = {
