@@ -391,22 +391,31 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     assert calls == [] and again["rows"]["fast"]["reached"] == fast["reached"]
 
 
-@pytest.mark.parametrize("suite", ["quick", "paper"])
-def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp_path, monkeypatch):
-    """``halfcheetah-dir-remedies``: every remedy from the same experiment, each row its own
-    options, judged by the share of the gap the paper's data closes (64%)."""
+def _record_time_to_quality_calls(monkeypatch) -> list[dict]:
+    """Replace ``bench_time_to_quality`` by a recorder of its bound arguments (one dict per
+    call), so a suite entry's wiring is checked without training."""
     import inspect
 
-    from metarl.benchmarks.speed import SPEED, time_to_quality
-    from metarl.references import PAPER
+    from metarl.benchmarks.speed import time_to_quality
 
     declared, bound = inspect.signature(time_to_quality.bench_time_to_quality), []
 
     def record(*args, **kwargs):
         bound.append(declared.bind(*args, **kwargs).arguments)
-        return {"experiment": "halfcheetah-dir", "target": "t", "every": 1, "rows": {}}
+        return {"experiment": "e", "target": "t", "every": 1, "rows": {}}
 
     monkeypatch.setattr(time_to_quality, "bench_time_to_quality", record)
+    return bound
+
+
+@pytest.mark.parametrize("suite", ["quick", "paper"])
+def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp_path, monkeypatch):
+    """``halfcheetah-dir-remedies``: every remedy from the same experiment, each row its own
+    options, judged by the share of the gap the paper's data closes (64%)."""
+    from metarl.benchmarks.speed import SPEED, time_to_quality
+    from metarl.references import PAPER
+
+    bound = _record_time_to_quality_calls(monkeypatch)
     workdir = tmp_path / suite / "halfcheetah-dir-remedies"
     oracle = tmp_path / suite / "baselines" / "halfcheetah-dir" / "oracle.pt"
     oracle.parent.mkdir(parents=True)
@@ -431,8 +440,6 @@ def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_ba
 ):
     """``time-to-navigation-2-steps`` trains navigation and judges each evaluation by its
     return after two steps plus its standard error against the paper's −3.3."""
-    import inspect
-
     from metarl.benchmarks.speed import SPEED, time_to_quality
     from metarl.reports import Curve
 
@@ -451,13 +458,7 @@ def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_ba
     reached, missed = score(Report(-3.57, 0.46)), score(Report(-3.9, 0.5))
     assert reached == pytest.approx(-3.11) and reached >= threshold
     assert missed == pytest.approx(-3.4) and missed < threshold
-    declared, bound = inspect.signature(time_to_quality.bench_time_to_quality), []
-
-    def record(*args, **kwargs):
-        bound.append(declared.bind(*args, **kwargs).arguments)
-        return {"experiment": "navigation", "target": "t", "every": 5, "rows": {}}
-
-    monkeypatch.setattr(time_to_quality, "bench_time_to_quality", record)
+    bound = _record_time_to_quality_calls(monkeypatch)
     SPEED["time-to-navigation-2-steps"]("paper", tmp_path / "time-to-navigation-2-steps")
     (arguments,) = bound
     assert arguments["experiment"] == "navigation"
