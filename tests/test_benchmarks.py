@@ -391,6 +391,63 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     assert calls == [] and again["rows"]["fast"]["reached"] == fast["reached"]
 
 
+def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch):
+    """Evaluated every 10 iterations, a run whose kept best model is that of iteration 7 at 10
+    and 20 and of iteration 28 at 30 and 40 is evaluated at 10 and 30 only; the points between
+    carry the numbers of the same model. A run that tests its last model is evaluated each time."""
+    from metarl import reports, run
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.speed import time_to_quality as ttq
+    from metarl.reports import Curve
+
+    trained: dict[str, int] = {}
+    evaluated: list[tuple[str, int]] = []
+    best = {10: 7, 20: 7, 30: 28, 40: 28}
+
+    class Child:
+        exit_code = 0
+
+    def tested(folder: str) -> int:
+        return best[trained[folder]] if Path(folder).name == "best" else trained[folder]
+
+    def run_child(args, *more, **options):
+        folder = args[args.index("--resume" if "--resume" in args else "--out") + 1] if (
+            args[0] == "train") else args[1]  # fmt: skip
+        if args[0] == "train":
+            sets = args[args.index("--set") + 1 :]
+            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
+        else:
+            evaluated.append((Path(folder).name, trained[folder]))
+        return Child()
+
+    class Report:
+        def __init__(self, folder):
+            self.value = -40.0 + 0.1 * tested(folder)
+
+        def curve(self, method):
+            return Curve(method, "MAML", [0, 1, 2], [-40.0, self.value, self.value + 1])
+
+    def checkpoint(folder):
+        state = {"elapsed": 1.0, "iteration": trained[str(folder)], "config": {}}
+        if Path(folder).name == "best":
+            state["best"] = {"iteration": tested(str(folder))}
+        return state
+
+    monkeypatch.setattr(runner, "run_child", run_child)
+    monkeypatch.setattr(reports, "read_report", lambda d: Report(str(d)))
+    monkeypatch.setattr(run, "load_checkpoint", checkpoint)
+    result = ttq.bench_time_to_quality("navigation", tmp_path, 10, 40,
+                                       options={"best": [], "last": []})  # fmt: skip
+    assert evaluated == [("best", 10), ("best", 30), *(("last", i) for i in (10, 20, 30, 40))]
+    points = result["rows"]["best"]["points"]
+    assert [p["model"] for p in points] == [["best", 7], ["best", 7], ["best", 28], ["best", 28]]
+    assert [p["score"] for p in points] == pytest.approx([-39.3, -39.3, -37.2, -37.2])
+    assert [p["return_2"] for p in points] == pytest.approx([-38.3, -38.3, -36.2, -36.2])
+    last = result["rows"]["last"]["points"]
+    assert [p["model"] for p in last] == [["last", i] for i in (10, 20, 30, 40)]
+    assert [p["score"] for p in last] == pytest.approx([-39.0, -38.0, -37.0, -36.0])
+
+
 def _record_time_to_quality_calls(monkeypatch) -> list[dict]:
     """Replace ``bench_time_to_quality`` by a recorder of its bound arguments (one dict per
     call), so a suite entry's wiring is checked without training."""

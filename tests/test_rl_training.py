@@ -156,7 +156,8 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
         assert torch.equal(tensor, reference[name]), name
     # `metarl evaluate` tests it by default (the paper), the last one with eval_model=last
     assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
-    model = read_report(tmp_path / "five").model
+    first = read_report(tmp_path / "five")
+    model = first.model
     assert (model.choice, model.iteration, model.training_return, model.checkpoint_iteration) == (
         "best", best["iteration"], best["return"], 5
     )  # fmt: skip
@@ -165,6 +166,12 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
     )
     model = read_report(tmp_path / "five").model
     assert (model.choice, model.iteration, model.checkpoint_iteration) == ("last", 5, 5)
+    # The same model tested again gives the same numbers (time-to-quality reuses them).
+    assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
+    again = read_report(tmp_path / "five")
+    assert [(c.method, c.mean, c.error) for c in again.curves] == [
+        (c.method, c.mean, c.error) for c in first.curves
+    ]
 
 
 def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:

@@ -8,6 +8,16 @@ from typing import Any
 from metarl.reports import ReportError, read_report
 
 
+def tested_model(state: dict[str, Any]) -> tuple[str, int | None]:
+    """The model a run's protocol tests, from its checkpoint ``state``: ``("best", its
+    iteration)`` when the config asks for the best model (``eval_model``, the paper's meta-RL
+    choice) and the trainer kept one, else ``("last", the run's iteration)``."""
+    best = state.get("best")
+    if state.get("config", {}).get("eval_model", "best") == "best" and best:
+        return "best", best["iteration"]
+    return "last", state.get("iteration")
+
+
 def needs_evaluation(run_dir: Path, state: dict[str, Any], baselines: Path) -> bool:
     """Whether ``run_dir/eval.json`` must be rewritten.
 
@@ -23,7 +33,6 @@ def needs_evaluation(run_dir: Path, state: dict[str, Any], baselines: Path) -> b
         return True
     if report is None or report.model.checkpoint_iteration != state["iteration"]:
         return True
-    wants_best = state["config"].get("eval_model", "best") == "best" and state.get("best")
-    if report.model.choice != ("best" if wants_best else "last"):
+    if report.model.choice != tested_model(state)[0]:
         return True
     return any((baselines / f"{m.kind}.pt").exists() for m in report.missing)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.benchmarks.common import machine_info
+from metarl.benchmarks.staleness import tested_model
 from metarl.references import PAPER
 from metarl.reports import EvalReport
 
@@ -129,9 +130,11 @@ def bench_time_to_quality(
 
     Returns:
         ``{"experiment", "target", "threshold", "every", "machine", "rows": {name: {"settings",
-        "points": [{"iterations", "seconds", "cpu_seconds", "score", "return_2"}], "reached":
-        point | None}}}``: ``seconds`` of training on the clock, ``cpu_seconds`` the training
-        process's CPU seconds (all threads; other work on the machine inflates them far less).
+        "points": [{"iterations", "seconds", "cpu_seconds", "score", "return_2", "model"}],
+        "reached": point | None}}}``: ``seconds`` of training on the clock, ``cpu_seconds`` the
+        training process's CPU seconds (all threads; other work on the machine inflates them far
+        less), ``model`` the tested model (``[choice, iteration]``). A point whose best model is
+        the one the previous point tested takes its numbers instead of evaluating it again.
     """
     from metarl.benchmarks.runner import run_child
     from metarl.reports import read_report
@@ -168,18 +171,25 @@ def bench_time_to_quality(
             if run_child([*args, "--no-progress"]).exit_code != 0:
                 row["error"] = "training failed"
                 break
-            evaluate = ["evaluate", str(run_dir), "--no-progress"]
-            if run_child(evaluate + (["--set", *evaluation] if evaluation else [])).exit_code:
-                row["error"] = "evaluation failed"
-                break
-            report = read_report(run_dir)
-            assert report is not None
-            score = goal.score(report)
             state = load_checkpoint(run_dir)
+            model = tested_model(state)
+            last = row["points"][-1] if row["points"] else {}
+            if model[0] == "best" and last.get("model") == list(model):
+                # The same kept model on the same fixed test tasks gives the same numbers:
+                # evaluating it again would only cost time.
+                score, return_2 = last["score"], last["return_2"]
+            else:
+                evaluate = ["evaluate", str(run_dir), "--no-progress"]
+                if run_child(evaluate + (["--set", *evaluation] if evaluation else [])).exit_code:
+                    row["error"] = "evaluation failed"
+                    break
+                report = read_report(run_dir)
+                assert report is not None
+                score, return_2 = goal.score(report), return_after(report, 2)
             point = {"iterations": iterations, "score": score,
                      "seconds": float(state.get("elapsed", math.nan)),
                      "cpu_seconds": float(state.get("cpu_elapsed", math.nan)),
-                     "return_2": return_after(report, 2)}  # fmt: skip
+                     "return_2": return_2, "model": list(model)}  # fmt: skip
             row["points"].append(point)
             if score is not None and score >= goal.threshold:
                 row["reached"] = point
