@@ -17,7 +17,7 @@ from metarl.rl.evaluate import adaptation_curve
 from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.trainer import train
-from metarl.run import load_checkpoint, read_metrics
+from metarl.run import CHECKPOINT, atomic_torch_save, load_checkpoint, read_metrics
 
 # Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
 SMALL = [
@@ -117,8 +117,6 @@ def test_the_checkpoint_counts_cpu_seconds_across_resumes(tmp_path: Path) -> Non
     import math
     import time
 
-    from metarl.run import CHECKPOINT, atomic_torch_save
-
     args = ["--set", *SMALL, "meta_batch_size=2", "episodes_per_task=2", "checkpoint_every=1"]
     run = tmp_path / "run"
     spent = time.process_time()
@@ -166,7 +164,13 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
     )
     model = read_report(tmp_path / "five").model
     assert (model.choice, model.iteration, model.checkpoint_iteration) == ("last", 5, 5)
-    # The same model tested again gives the same numbers (time-to-quality reuses them).
+    # The same kept model tested at a later checkpoint gives the same numbers (time to quality
+    # reuses them): later training changes the last model and the generators, not the test.
+    state = load_checkpoint(tmp_path / "five")
+    later = {**state, "iteration": 6, "model": {n: t + 1.0 for n, t in state["model"].items()},
+             "task_rng": np.random.default_rng(99).bit_generator.state,
+             "action_noise": torch.Generator().manual_seed(99).get_state()}  # fmt: skip
+    atomic_torch_save(later, tmp_path / "five" / CHECKPOINT)
     assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
     again = read_report(tmp_path / "five")
     assert [(c.method, c.mean, c.error) for c in again.curves] == [
