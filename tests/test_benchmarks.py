@@ -326,6 +326,32 @@ def test_a_log_after_a_resume_averages_the_iterations_since_the_resume(tmp_path)
     assert math.isclose(resumed["meta/query_loss"], sum(one_by_one) / 63, rel_tol=1e-5)
 
 
+def _fake_children(monkeypatch) -> tuple[dict[str, int], list[list[str]]]:
+    """Replace the bench's child processes by a recorder: every command line (read by the CLI's
+    parser, as a child would) and, per run folder, the iterations it was last trained to."""
+    from metarl.benchmarks import runner
+    from metarl.cli import build_parser
+
+    trained: dict[str, int] = {}
+    calls: list[list[str]] = []
+    parser = build_parser()
+
+    class Child:
+        exit_code = 0
+
+    def run_child(args, *more, **options):
+        calls.append(args)
+        parser.parse_args(args)
+        if args[0] == "train":
+            folder = args[args.index("--resume" if "--resume" in args else "--out") + 1]
+            sets = args[args.index("--set") + 1 :]
+            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
+        return Child()
+
+    monkeypatch.setattr(runner, "run_child", run_child)
+    return trained, calls
+
+
 def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     tmp_path, monkeypatch
 ):
@@ -333,27 +359,10 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     reaches −11.68 at 40 iterations; training seconds come from the checkpoint; a resumed call
     measures nothing again; a row that never reaches it stops at the budget."""
     from metarl import reports, run
-    from metarl.benchmarks import runner
     from metarl.benchmarks.speed import time_to_quality as ttq
-    from metarl.cli import build_parser
     from metarl.reports import Curve
 
-    trained: dict[str, int] = {}
-    calls = []
-
-    class Child:
-        exit_code = 0
-
-    parser = build_parser()
-
-    def run_child(args, *more, **options):
-        calls.append(args)
-        parser.parse_args(args)  # as the child's command line would be read
-        if args[0] == "train":
-            folder = args[args.index("--resume" if "--resume" in args else "--out") + 1]
-            sets = args[args.index("--set") + 1 :]
-            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
-        return Child()
+    trained, calls = _fake_children(monkeypatch)
 
     class Report:
         def __init__(self, iterations, slope):
@@ -363,7 +372,6 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
             return Curve(method, "MAML", [0, 1, 2], [-40.0, self.value, self.value + 5])
 
     slopes = {"fast": 0.5, "slow": 0.01}
-    monkeypatch.setattr(runner, "run_child", run_child)
     monkeypatch.setattr(reports, "read_report",
                         lambda d: Report(trained[str(d)], slopes[Path(d).name]))  # fmt: skip
     monkeypatch.setattr(run, "load_checkpoint",
@@ -396,29 +404,14 @@ def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch)
     and 20 and of iteration 28 at 30 and 40 is evaluated at 10 and 30 only; the points between
     carry the numbers of the same model. A run that tests its last model is evaluated each time."""
     from metarl import reports, run
-    from metarl.benchmarks import runner
     from metarl.benchmarks.speed import time_to_quality as ttq
     from metarl.reports import Curve
 
-    trained: dict[str, int] = {}
-    evaluated: list[tuple[str, int]] = []
+    trained, calls = _fake_children(monkeypatch)
     best = {10: 7, 20: 7, 30: 28, 40: 28}
-
-    class Child:
-        exit_code = 0
 
     def tested(folder: str) -> int:
         return best[trained[folder]] if Path(folder).name == "best" else trained[folder]
-
-    def run_child(args, *more, **options):
-        folder = args[args.index("--resume" if "--resume" in args else "--out") + 1] if (
-            args[0] == "train") else args[1]  # fmt: skip
-        if args[0] == "train":
-            sets = args[args.index("--set") + 1 :]
-            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
-        else:
-            evaluated.append((Path(folder).name, trained[folder]))
-        return Child()
 
     class Report:
         def __init__(self, folder):
@@ -433,12 +426,15 @@ def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch)
             state["best"] = {"iteration": tested(str(folder))}
         return state
 
-    monkeypatch.setattr(runner, "run_child", run_child)
     monkeypatch.setattr(reports, "read_report", lambda d: Report(str(d)))
     monkeypatch.setattr(run, "load_checkpoint", checkpoint)
     result = ttq.bench_time_to_quality("navigation", tmp_path, 10, 40,
                                        options={"best": [], "last": []})  # fmt: skip
-    assert evaluated == [("best", 10), ("best", 30), *(("last", i) for i in (10, 20, 30, 40))]
+    # each evaluation follows the training it measures: (run, iterations trained then)
+    evaluated = [(Path(now[1]).name, next(a for a in before if a.startswith("iterations=")))
+                 for before, now in zip(calls, calls[1:]) if now[0] == "evaluate"]  # fmt: skip
+    assert evaluated == [("best", "iterations=10"), ("best", "iterations=30"),
+                         *(("last", f"iterations={i}") for i in (10, 20, 30, 40))]  # fmt: skip
     points = result["rows"]["best"]["points"]
     assert [p["model"] for p in points] == [["best", 7], ["best", 7], ["best", 28], ["best", 28]]
     assert [p["score"] for p in points] == pytest.approx([-39.3, -39.3, -37.2, -37.2])
