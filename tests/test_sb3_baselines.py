@@ -187,7 +187,18 @@ def test_baseline_cli_stores_baselines_that_evaluate_picks_up(tmp_path):
     config = load_config("navigation", small)
     oracle = load_baseline(baselines / "oracle.pt", config)
     assert oracle is not None and oracle.policy.obs_dim == 4  # position ++ goal
-    assert load_baseline(baselines / "oracle.pt", load_config("navigation")) is None  # 100-100
+    # The oracle is only the gap's upper end: a run of another network (100-100 tanh) is scored
+    # against the same controller. A pretrained baseline is adapted, so it needs the run's network.
+    other = load_config("navigation", ["horizon=10", "activation=tanh"])
+    assert load_baseline(baselines / "pretrained.pt", other) is None
+    foreign = load_baseline(baselines / "oracle.pt", other)
+    assert foreign is not None
+    assert any(isinstance(m, torch.nn.ReLU) for m in foreign.policy.mean)
+    assert [m.out_features for m in foreign.policy.mean if isinstance(m, torch.nn.Linear)] == [
+        16, 16, 2,
+    ]  # fmt: skip
+    obs = torch.randn(5, 4)
+    torch.testing.assert_close(foreign.policy(obs)[0], oracle.policy(obs)[0], rtol=0, atol=0)
     run = tmp_path / "run"
     assert main(["train", "navigation", "--out", str(run), "--no-progress",
                  "--set", *small, "iterations=1", f"baselines_dir={baselines}"]) == 0  # fmt: skip

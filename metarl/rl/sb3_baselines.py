@@ -258,29 +258,38 @@ def sb3_to_policy(model: Any, normalizer: Any, config: RLConfig) -> GaussianMLPP
 
 
 def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
-    """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``)."""
+    """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``).
+
+    A pretrained baseline is adapted with MAML's inner step, so it must have the config's
+    network. The oracle is never adapted (it is only the gap's upper end), so any network
+    trained on the same environment and horizon fits, and it is built with its own layers.
+    """
     if not path.exists():
         return None
     state = load_tensors(path, "baseline")
     keys = ("env", "horizon", "hidden_sizes", "activation", "obs_dim", "model", "info")
     if not isinstance(state, dict) or not all(k in state for k in keys):
         raise RunError(f"{path} is not a metarl baseline (see `metarl baseline --help`)")
+    kind = state["info"]["kind"]
+    same_network = (
+        state["hidden_sizes"] == list(config.hidden_sizes)
+        and state["activation"] == config.activation
+    )
     fits = (
         state["env"] == config.env
         and state["horizon"] == config.horizon
-        and state["hidden_sizes"] == list(config.hidden_sizes)
-        and state["activation"] == config.activation
+        and (same_network or kind == "oracle")
     )
     if not fits:
         return None
     probe = make_batched_env(config.env, 1, config.horizon)
     policy = GaussianMLPPolicy(
-        state["obs_dim"], probe.action_dim, config.hidden_sizes, config.activation,
+        state["obs_dim"], probe.action_dim, tuple(state["hidden_sizes"]), state["activation"],
         config.init_std, config.min_std,
     )  # fmt: skip
     policy.load_state_dict(state["model"])
     policy.eval()
-    return StoredBaseline(state["info"]["kind"], policy, state["info"])
+    return StoredBaseline(kind, policy, state["info"])
 
 
 def oracle_actions(
