@@ -125,15 +125,29 @@ def test_sinusoid_on_two_processes_takes_the_steps_of_one_and_resumes_on_one(
 
 
 def test_navigation_on_two_processes_takes_the_steps_of_one(tmp_path: Path) -> None:
-    """Three MAML-TRPO iterations, five tasks on two processes (3 + 2)."""
+    """MAML-TRPO, five tasks on two processes (3 + 2): the first iteration's step is one
+    process's up to rounding, and two more (resumed) stay within 2% of how far they move θ.
+
+    Later steps cannot agree to rounding: the sums' rounding differs between one and two
+    processes, and the TRPO step (conjugate gradients on the Fisher matrix) amplifies it from
+    one iteration to the next. With the default ReLU policy a unit that switches on a sample
+    also changes that sample's gradient by a finite amount: on one CPU θ after three iterations
+    agreed to 1e-4, on another it differed by 2e-2 (1e-6 after the first). tanh is smooth:
+    3e-4 there, 0.6% of the parameters' change."""
     settings = [
-        "iterations=3", "meta_batch_size=5", "episodes_per_task=4", "horizon=20",
-        "cg_damping=0.1", "tensorboard=false",
+        "meta_batch_size=5", "episodes_per_task=4", "horizon=20", "cg_damping=0.1",
+        "activation=tanh", "tensorboard=false",
     ]  # fmt: skip
-    _train("navigation", tmp_path / "one", settings, 1)
-    _train("navigation", tmp_path / "two", settings, 2)
-    assert _max_difference(tmp_path / "one", tmp_path / "two") < 1e-4
-    env_steps = [load_checkpoint(tmp_path / run)["env_steps"] for run in ("one", "two")]
+    runs = {processes: tmp_path / f"{processes}" for processes in (1, 2)}
+    for processes, run in runs.items():
+        _train("navigation", run, [*settings, "iterations=1"], processes)
+    first = _parameters(runs[1])
+    assert _max_difference(runs[1], runs[2]) < 1e-4
+    for processes, run in runs.items():
+        _train("navigation", run, ["iterations=3"], processes, "--resume", str(run))
+    moved = max(float((first[k] - v).abs().max()) for k, v in _parameters(runs[1]).items())
+    assert _max_difference(runs[1], runs[2]) < 0.02 * moved
+    env_steps = [load_checkpoint(run)["env_steps"] for run in runs.values()]
     assert env_steps[0] == env_steps[1]
 
 

@@ -89,19 +89,20 @@ def test_each_policy_acts(entry: Path):
 
 SMALL_EVALUATION = {
     "supervised": {"eval_tasks": 40},
-    # Eight of the committed 40 tasks and one of its three steps: ~30 s of Ant simulation. The
-    # episodes per task stay the protocol's: they are the adaptation step's batch, and with 10
-    # instead of 20 HalfCheetah-dir's one step finds the direction far less often (43 ± 19
-    # against the committed 112 ± 10, measured).
-    "meta-rl": {"eval_tasks": 8, "eval_steps": 1, "eval_trajectory_goals": 0},
+    # The committed test tasks and one of its three steps: 25-40 s here. The tasks and episodes
+    # stay the protocol's. A subset of the tasks is not the same measure: HalfCheetah-dir's first
+    # 8 of 40 agreed on one CPU and gave 140 ± 12 against the committed 112 ± 10 on another
+    # (the 40 there: 115 ± 11). Episodes per task are the adaptation step's batch: with 10
+    # instead of 20 HalfCheetah-dir's one step finds the direction far less often (43 ± 19).
+    "meta-rl": {"eval_steps": 1, "eval_trajectory_goals": 0},
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda p: p.name)
 def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path: Path):
-    """`metarl evaluate` on the first few of the protocol's test tasks (the same fixed seed)
-    gives the committed headline number within the two error bars; a meta-RL policy also
-    beats the random initialisation after its adaptation step."""
+    """`metarl evaluate` on the protocol's test tasks (the same fixed seed; fewer steps, or
+    fewer classification episodes) gives the committed headline number within the two error
+    bars; a meta-RL policy also beats the random initialisation after its adaptation step."""
     import shutil
 
     from metarl.benchmarks.runner import missing_dataset
