@@ -94,6 +94,7 @@ LABELS = {
     "meta/query_loss": "query loss after adaptation",
     "inner/support_loss_pre": "support loss before adaptation",
     "meta/accuracy": "query accuracy after adaptation",
+    "val/accuracy": "validation classes, accuracy after the test-time steps",
     "returns/pre_adaptation": "return before adaptation",
     "returns/post_adaptation": "return after adaptation",
 }

@@ -12,7 +12,7 @@ from metarl.config import ConfigError
 from metarl.core import TaskBatch
 from metarl.experiments import load_config
 from metarl.reports import read_report
-from metarl.run import read_metrics
+from metarl.run import load_checkpoint, read_metrics
 from metarl.supervised.data.files import resolve_data_dir
 
 DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../shared/data
@@ -70,6 +70,40 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     # `metarl evaluate` on the finished run gives the same numbers (fixed test episodes).
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     assert read_report(run).curves == report.curves
+
+
+def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_path):
+    """`val/accuracy` at an iteration equals `metarl evaluate` of that checkpoint on the same
+    validation episodes, and validating leaves the training itself unchanged."""
+    _need("omniglot")
+    runs = {}
+    for name, extra in (("validated", ["val_every=2", "val_tasks=12"]), ("plain", [])):
+        runs[name] = tmp_path / name
+        assert main(["train", "omniglot-5w1s", "--out", str(runs[name]), "--no-progress",
+                     "--set", *TINY, *extra]) == 0  # fmt: skip
+    logged = read_metrics(runs["validated"])
+    assert [m["iteration"] for m in logged] == [2, 4]
+    assert all(0.0 <= m["val/accuracy"] <= 1.0 and m["val/accuracy_ci95"] > 0 for m in logged)
+    assert "val/accuracy" not in read_metrics(runs["plain"])[-1]
+    validated, plain = (load_checkpoint(runs[n])["model"] for n in ("validated", "plain"))
+    assert validated.keys() == plain.keys()
+    assert all(torch.equal(validated[k], plain[k]) for k in plain)
+    assert main(["evaluate", str(runs["validated"]), "--no-progress",
+                 "--set", "eval_subset=val", "eval_tasks=12"]) == 0  # fmt: skip
+    curve = read_report(runs["validated"]).curves[0]
+    assert logged[-1]["val/accuracy"] == pytest.approx(curve.mean[-1], abs=1e-6)
+    assert logged[-1]["val/accuracy_before"] == pytest.approx(curve.mean[0], abs=1e-6)
+    assert logged[-1]["val/accuracy_ci95"] == pytest.approx(curve.error[-1], abs=1e-6)
+
+
+def test_validation_settings():
+    with pytest.raises(ConfigError, match=r"val_every \(150\) must be a multiple of log_every"):
+        load_config("omniglot-5w1s", ["val_every=150"])
+    assert load_config("omniglot-20w1s").validates  # the paper configs validate
+    # without validation classes the setting is ignored, so a dataset override still trains
+    assert not load_config("omniglot-5w1s", ["dataset=mnist"]).validates
+    episodes = load_config("omniglot-5w1s", ["episodes=meta_dataset", "meta_batch_size=1"])
+    assert not episodes.validates
 
 
 def test_mnist_train_via_cli(tmp_path):

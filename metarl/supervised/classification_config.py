@@ -114,6 +114,15 @@ class ClassificationConfig(SupervisedConfig):
         None, "query images per class of a test episode; null: the same as k_query", low=1
     )
     eval_chunk: int = option(25, "test episodes adapted together (bounds memory)", low=1)
+    val_every: int = option(
+        0,
+        "iterations between validations during training: accuracy after eval_steps steps on "
+        "val_tasks fixed episodes of the validation classes, logged as val/accuracy (a multiple "
+        "of log_every; 0: never; ignored without validation classes: (Fashion-)MNIST, CIFAR-10 "
+        "and Meta-Dataset episodes)",
+        low=0,
+    )
+    val_tasks: int = option(100, "episodes of each validation during training", low=1)
     eval_nil: bool = option(
         False,
         "also report NIL (Raghu et al. 2020): no head, each query labelled by the softmax of its "
@@ -141,12 +150,21 @@ class ClassificationConfig(SupervisedConfig):
                 )
             if self.eval_subset == "val":
                 raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
+        if self.val_every:
+            self._validate_val_every()
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
         for probe in ("eval_nil", "eval_prototypes"):
             if getattr(self, probe) and self.network != "conv4":
                 raise ConfigError(f"{probe}: the probe reads Conv-4's features; set "
                                   f"network=conv4 or {probe}=false")  # fmt: skip
+
+    def _validate_val_every(self) -> None:
+        if self.val_every % self.log_every:
+            raise ConfigError(
+                f"val_every ({self.val_every}) must be a multiple of log_every "
+                f"({self.log_every}): the validation is logged with a window's means"
+            )
 
     def _validate_meta_dataset(self) -> None:
         for key in ("sources", "eval_sources"):
@@ -163,6 +181,14 @@ class ClassificationConfig(SupervisedConfig):
                 f"meta_batch_size={self.meta_batch_size}: episodes=meta_dataset trains on one "
                 "episode per meta-iteration (episodes differ in size); set meta_batch_size=1"
             )
+
+    @property
+    def validates(self) -> bool:
+        """Whether training validates every ``val_every`` iterations: set, and the episodes have
+        validation classes to come from."""
+        no_val = self.episodes == "meta_dataset" or self.dataset in ("mnist", "fashion-mnist",
+                                                                     "cifar10")  # fmt: skip
+        return self.val_every > 0 and not no_val
 
     @property
     def training_sources(self) -> list[str]:

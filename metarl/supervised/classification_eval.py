@@ -134,9 +134,8 @@ def evaluate(
                       "query accuracy", title)  # fmt: skip
     metrics = read_metrics(run_dir)
     if metrics:
-        learning_curve(
-            metrics, ["meta/accuracy"], plots / "learning_curve.png", "accuracy (training batches)"
-        )
+        learning_curve(metrics, ["meta/accuracy", "val/accuracy"], plots / "learning_curve.png",
+                       "accuracy")  # fmt: skip
     return report
 
 

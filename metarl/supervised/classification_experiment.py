@@ -14,12 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl.algorithms import Problem, make_algorithm
+from metarl.algorithms import MetaAlgorithm, Problem, make_algorithm
 from metarl.core import TaskBatch
+from metarl.reports import Curve
 from metarl.seeding import seeded
+from metarl.supervised.adaptation import adaptation_curve
 from metarl.supervised.classification_config import ClassificationConfig
 from metarl.supervised.conv4 import Conv4
-from metarl.supervised.data.episodes import ClassImages, sample_episodes
+from metarl.supervised.data.episodes import ClassImages, fixed_episodes, sample_episodes
 from metarl.supervised.data.meta_dataset import EpisodeSpec, sample_meta_dataset_episode
 from metarl.supervised.models import bn_mlp
 from metarl.supervised.tasks import (
@@ -28,7 +30,7 @@ from metarl.supervised.tasks import (
     variable_way_accuracy_per_task,
     variable_way_cross_entropy_per_task,
 )
-from metarl.supervised.trainer import check_meta_batch_memory, meta_train
+from metarl.supervised.trainer import Validation, check_meta_batch_memory, meta_train
 
 
 def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
@@ -155,6 +157,34 @@ def problem(config: ClassificationConfig) -> Problem:
     return Problem(cross_entropy_per_task, accuracy_per_task, "accuracy", query_inputs)
 
 
+def validation(config: ClassificationConfig) -> Validation:
+    """The score :func:`train` logs every ``val_every`` iterations: the protocol of ``metarl
+    evaluate`` (``eval_steps`` steps, ``eval_lr``) on ``val_tasks`` fixed episodes of the
+    validation classes, drawn once from ``eval_seed``. It shows where accuracy on unseen
+    classes stops improving without touching the test classes.
+
+    The returned function maps ``(model, algorithm)`` to ``val/accuracy`` (after the last step),
+    ``val/accuracy_ci95`` (its 95% interval's half-width) and ``val/accuracy_before`` (0 steps).
+    """
+    episodes = fixed_episodes(
+        load_split(config, "val"), config.val_tasks, config.n_way, config.k_shot,
+        config.test_k_query, config.eval_seed,
+    )  # fmt: skip
+    scored = problem(config)
+
+    def validate(model: nn.Module, algorithm: MetaAlgorithm) -> dict[str, float]:
+        device = next(model.parameters()).device
+        values = adaptation_curve(
+            algorithm, model, episodes.to(device), scored, config.eval_steps, config.eval_lr,
+            chunk_size=config.eval_chunk,
+        )  # fmt: skip
+        curve = Curve.from_samples("meta_learned", "validation", values.cpu(), "ci95")
+        return {"val/accuracy": curve.mean[-1], "val/accuracy_ci95": curve.error[-1],
+                "val/accuracy_before": curve.mean[0]}  # fmt: skip
+
+    return validate
+
+
 def train(
     config: ClassificationConfig,
     run_dir: Path,
@@ -179,6 +209,8 @@ def train(
 
     model = build_model(config)
     algorithm = make_algorithm(config, model)
+    validate = validation(config) if config.validates else None
     return meta_train(
-        config, model, algorithm, problem(config), sample_batch, run_dir, resume_state, progress
-    )
+        config, model, algorithm, problem(config), sample_batch, run_dir, resume_state, progress,
+        validate,
+    )  # fmt: skip

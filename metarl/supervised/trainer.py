@@ -26,6 +26,9 @@ from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state
 from metarl.supervised.meta_gradient import MetaGradient
 
+Validation = Callable[[nn.Module, MetaAlgorithm], dict[str, float]]
+"""Scores the current model on held-out tasks: ``(model, algorithm) -> {metric: value}``."""
+
 
 class NonFiniteLossError(FloatingPointError):
     """The meta-loss or the meta-parameters became NaN or infinite; the last checkpoint is left
@@ -41,6 +44,7 @@ def meta_train(
     run_dir: Path,
     resume_state: dict[str, Any] | None = None,
     progress: bool = True,
+    validate: Validation | None = None,
 ) -> nn.Module:
     """Meta-train ``model`` with ``algorithm`` for ``config.iterations`` iterations.
 
@@ -56,6 +60,8 @@ def meta_train(
         resume_state: a checkpoint to continue exactly where it stopped: model, algorithm,
             optimiser and task generator are restored.
         progress: show a progress bar.
+        validate: scores the current model on held-out tasks (metric name -> value); called
+            every ``config.val_every`` iterations, its values logged with that window's means.
 
     Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
     metrics (``meta/query_loss``, ...), ``perf/iterations_per_second``, every ``align_every``
@@ -181,6 +187,8 @@ def meta_train(
                     # at θ after this update, on this iteration's tasks
                     alignment = task_alignment(model, problem, batch)
                     means.update(alignment_metrics(alignment))
+                if main and validate is not None and done % config.val_every == 0:
+                    means.update(validate(model, algorithm))  # at θ after this update
                 if world is not None:  # seconds per iteration in the sums, waiting included
                     means["time/communication"] = (world.communication_seconds - communicated) / n
                     communicated = world.communication_seconds
