@@ -11,6 +11,8 @@ from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.models import BN_MLP_HIDDEN
 
 DATASETS = ("omniglot", "mnist", "fashion-mnist", "cifar10", "image_folder")
+TEN_CLASS = ("mnist", "fashion-mnist", "cifar10")
+"""Datasets split by label into meta-training and meta-test classes, with no validation classes."""
 BN_POLICIES = ("transductive", "support_statistics")
 EPISODES = ("fixed", "meta_dataset")
 NETWORKS = ("conv4", "mlp")
@@ -138,7 +140,7 @@ class ClassificationConfig(SupervisedConfig):
         super().validate()
         if self.episodes == "meta_dataset":
             self._validate_meta_dataset()
-        elif self.dataset in ("mnist", "fashion-mnist", "cifar10"):
+        elif self.dataset in TEN_CLASS:
             train = set(self.train_classes)
             if len(train) != len(self.train_classes):
                 raise ConfigError(f"train_classes: repeated labels in {self.train_classes}")
@@ -150,21 +152,17 @@ class ClassificationConfig(SupervisedConfig):
                 )
             if self.eval_subset == "val":
                 raise ConfigError(f"eval_subset: {self.dataset} has no validation classes")
-        if self.val_every:
-            self._validate_val_every()
+        if self.val_every % self.log_every:
+            raise ConfigError(
+                f"val_every ({self.val_every}) must be a multiple of log_every "
+                f"({self.log_every}): the validation is logged with a window's means"
+            )
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
         for probe in ("eval_nil", "eval_prototypes"):
             if getattr(self, probe) and self.network != "conv4":
                 raise ConfigError(f"{probe}: the probe reads Conv-4's features; set "
                                   f"network=conv4 or {probe}=false")  # fmt: skip
-
-    def _validate_val_every(self) -> None:
-        if self.val_every % self.log_every:
-            raise ConfigError(
-                f"val_every ({self.val_every}) must be a multiple of log_every "
-                f"({self.log_every}): the validation is logged with a window's means"
-            )
 
     def _validate_meta_dataset(self) -> None:
         for key in ("sources", "eval_sources"):
@@ -173,7 +171,7 @@ class ClassificationConfig(SupervisedConfig):
                 raise ConfigError(f"{key}: {unknown} not among {list(DATASETS)}")
         if "image_folder" in self.training_sources + self.evaluated_sources and not self.data_dir:
             raise ConfigError("data_dir: an image_folder source needs the folder")
-        no_val = [n for n in self.evaluated_sources if n in ("mnist", "fashion-mnist", "cifar10")]
+        no_val = [n for n in self.evaluated_sources if n in TEN_CLASS]
         if self.eval_subset == "val" and no_val:
             raise ConfigError(f"eval_subset: {no_val} have no validation classes")
         if self.meta_batch_size != 1:
@@ -186,8 +184,7 @@ class ClassificationConfig(SupervisedConfig):
     def validates(self) -> bool:
         """Whether training validates every ``val_every`` iterations: set, and the episodes have
         validation classes to come from."""
-        no_val = self.episodes == "meta_dataset" or self.dataset in ("mnist", "fashion-mnist",
-                                                                     "cifar10")  # fmt: skip
+        no_val = self.episodes == "meta_dataset" or self.dataset in TEN_CLASS
         return self.val_every > 0 and not no_val
 
     @property
