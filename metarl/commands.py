@@ -39,7 +39,7 @@ def _training_summary(run_dir: Path, config: Any) -> str:
     state = load_checkpoint(run_dir)
     seconds = float(state.get("elapsed", 0.0))
     last = read_metrics(run_dir)[-1] if read_metrics(run_dir) else {}
-    prefixes = ("meta/", "returns/", "train/", "test/")
+    prefixes = ("meta/", "returns/", "train/", "test/", "val/")
     shown = [k for k in last if k.startswith(prefixes) and isinstance(last[k], float)]
     values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
     unit = "epochs" if hasattr(config, "epochs") else "iterations"

@@ -72,7 +72,7 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     assert read_report(run).curves == report.curves
 
 
-def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_path):
+def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_path, capsys):
     """`val/accuracy` at an iteration equals `metarl evaluate` of that checkpoint on the same
     validation episodes, and validating leaves the training itself unchanged."""
     _need("omniglot")
@@ -81,6 +81,8 @@ def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_
         runs[name] = tmp_path / name
         assert main(["train", "omniglot-5w1s", "--out", str(runs[name]), "--no-progress",
                      "--set", *TINY, *extra]) == 0  # fmt: skip
+    summaries = [line for line in capsys.readouterr().out.splitlines() if "last log:" in line]
+    assert ["val/accuracy" in line for line in summaries] == [True, False]
     logged = read_metrics(runs["validated"])
     assert [m["iteration"] for m in logged] == [2, 4]
     assert all(0.0 <= m["val/accuracy"] <= 1.0 and m["val/accuracy_ci95"] > 0 for m in logged)

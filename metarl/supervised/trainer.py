@@ -193,7 +193,10 @@ def meta_train(
                     means["time/communication"] = (world.communication_seconds - communicated) / n
                     communicated = world.communication_seconds
                 log.write(done, means)
-                bar.set_postfix(loss=f"{means['meta/query_loss']:.4f}")
+                shown = {"loss": f"{means['meta/query_loss']:.4f}"}
+                if "val/accuracy" in means:
+                    shown["val_acc"] = f"{means['val/accuracy']:.4f}"
+                bar.set_postfix(shown)
                 window, window_start, window_size = {}, time.perf_counter(), 0
             if main and (done % config.checkpoint_every == 0 or last):
                 checkpoint(done)
