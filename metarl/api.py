@@ -131,6 +131,8 @@ def train(
                     print(f"run directory: {run_dir}")
             experiment_ = get_experiment(config.experiment)
             experiment_.train(config, run_dir, state, progress=progress and main)
+            if world is not None:  # the evaluation is rank 0's alone: the others may leave
+                close_world(finished=True)
             report = _evaluate(config, run_dir, progress) if evaluate and main else None
     finally:
         if world is not None:

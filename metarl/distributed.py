@@ -14,6 +14,7 @@ more; more processes than tasks is refused.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -116,10 +117,24 @@ def init_world(device: str = "cpu") -> World | None:
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def close_world() -> None:
-    """Leave the process group (at the end of a distributed command)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def close_world(finished: bool = False) -> None:
+    """Leave the process group (at the end of a distributed command).
+
+    ``finished``: every process reached the end of its work. They then wait for each other
+    first, so that none tears down its connections while a peer still uses them (a process that
+    left early could be aborted in gloo's teardown), and the group's C++ objects are freed while
+    the interpreter is fully alive, not during its finalisation. After an error no process waits:
+    a peer stuck in a sum would never reach the barrier.
+    """
+    if not dist.is_initialized():
+        return
+    if finished:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is gone: nothing left to wait for
+            pass
+    dist.destroy_process_group()
+    gc.collect()
 
 
 @dataclass(frozen=True)

@@ -243,3 +243,36 @@ def test_a_dead_process_stops_the_run_and_the_checkpoint_survives(tmp_path: Path
     assert launcher.returncode != 0
     assert "rank      : 1" in output  # torchrun's summary names the process that died
     assert 1 <= load_checkpoint(run)["iteration"] < 1000
+
+
+_CLOSING = """
+import sys, time
+from pathlib import Path
+from metarl.distributed import close_world, init_world
+world = init_world()
+world.sum_float(1.0)
+if world.is_main:
+    time.sleep(2.0)  # rank 0 still saving its checkpoint
+arrived = time.time()
+close_world(finished=sys.argv[2] == "finished")
+Path(sys.argv[1], f"{world.rank}").write_text(f"{arrived} {time.time()}")
+"""
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_finished_process_leaves_only_with_its_peers(tmp_path: Path, finished: bool) -> None:
+    script = tmp_path / "closing.py"
+    script.write_text(_CLOSING)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        str(script), str(tmp_path), "finished" if finished else "error",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (main_arrived, _), (_, other_left) = (
+        [float(t) for t in (tmp_path / rank).read_text().split()] for rank in "01"
+    )
+    # after finishing, rank 1 waits for rank 0; after an error nobody waits for a peer
+    assert (other_left >= main_arrived) == finished
