@@ -123,3 +123,31 @@ def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path:
         random_init = small.curve("random_init")
         assert random_init is not None
         assert value > random_init.at(small.headline.step)[0] + error, (value, random_init.mean)
+
+
+@pytest.mark.parametrize("entry", [p for p in ENTRIES if not _is_meta_rl(p)], ids=lambda p: p.name)
+def test_a_model_continues_training_from_its_committed_state(entry: Path, tmp_path: Path):
+    """`metarl train --resume` continues a zoo model on another machine: one more iteration
+    starts from the committed optimiser state. A fresh Adam's first step would move every
+    weight with a gradient by its learning rate (m̂/√v̂ = g/|g|); the committed moments move
+    them by amounts that differ from weight to weight."""
+    import shutil
+
+    from metarl.benchmarks.runner import missing_dataset
+
+    if (missing := missing_dataset(_benchmark(entry).experiment)) is not None:
+        pytest.skip(missing)
+    copy = tmp_path / entry.name
+    shutil.copytree(entry, copy)
+    before = metarl.load_run(copy, which="last")
+    theta = {n: p.detach().clone() for n, p in before.model.named_parameters()}
+    metarl.train(before.config.experiment, {"iterations": before.iteration + 1}, resume=copy,
+                 progress=False)  # fmt: skip
+    after = metarl.load_run(copy, which="last")
+    assert after.iteration == before.iteration + 1
+    step = torch.cat([(p.detach() - theta[n]).flatten() for n, p in after.model.named_parameters()])
+    assert torch.isfinite(step).all() and step.abs().max() > 0
+    moved = step[step != 0].abs()  # weights of dead ReLU units get no gradient
+    lr = before.config.meta_lr
+    at_lr = ((moved - lr).abs() < 0.01 * lr).float().mean().item()
+    assert at_lr < 0.5, f"{at_lr:.0%} of the weights moved by exactly the learning rate"
