@@ -39,6 +39,20 @@ def _stated_iterations() -> dict[str, int]:
     return {name: int(n.replace(",", "")) for name, n in rows}
 
 
+def _copy_with_data(entry: Path, tmp_path: Path) -> Path:
+    """A copy of ``entry`` to work on (evaluating and training write into the run), or a skip
+    when the machine lacks its dataset."""
+    import shutil
+
+    from metarl.benchmarks.runner import missing_dataset
+
+    if (missing := missing_dataset(_benchmark(entry).experiment)) is not None:
+        pytest.skip(missing)
+    copy = tmp_path / entry.name
+    shutil.copytree(entry, copy)
+    return copy
+
+
 def test_the_zoo_lists_exactly_its_models():
     assert ENTRIES, "zoo/ holds no model"
     assert set(_stated_iterations()) == {p.name for p in ENTRIES}
@@ -103,17 +117,11 @@ def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path:
     """`metarl evaluate` on the protocol's test tasks (the same fixed seed; fewer steps, or
     fewer classification episodes) gives the committed headline number within the two error
     bars; a meta-RL policy also beats the random initialisation after its adaptation step."""
-    import shutil
-
-    from metarl.benchmarks.runner import missing_dataset
     from metarl.reports import read_report
 
-    if (missing := missing_dataset(_benchmark(entry).experiment)) is not None:
-        pytest.skip(missing)
+    copy = _copy_with_data(entry, tmp_path)  # without the baselines: MAML and the random init
     committed = read_report(entry)
     assert committed is not None, f"{entry} has no eval.json"
-    copy = tmp_path / entry.name  # without the baselines: only MAML and the random init
-    shutil.copytree(entry, copy)
     kind = "meta-rl" if _is_meta_rl(entry) else "supervised"
     small = metarl.evaluate(copy, SMALL_EVALUATION[kind], progress=False)
     _, value, error = small.headline_values()
@@ -131,14 +139,7 @@ def test_a_model_continues_training_from_its_committed_state(entry: Path, tmp_pa
     starts from the committed optimiser state. A fresh Adam's first step would move every
     weight with a gradient by its learning rate (m̂/√v̂ = g/|g|); the committed moments move
     them by amounts that differ from weight to weight."""
-    import shutil
-
-    from metarl.benchmarks.runner import missing_dataset
-
-    if (missing := missing_dataset(_benchmark(entry).experiment)) is not None:
-        pytest.skip(missing)
-    copy = tmp_path / entry.name
-    shutil.copytree(entry, copy)
+    copy = _copy_with_data(entry, tmp_path)
     before = metarl.load_run(copy, which="last")
     theta = {n: p.detach().clone() for n, p in before.model.named_parameters()}
     metarl.train(before.config.experiment, {"iterations": before.iteration + 1}, resume=copy,
