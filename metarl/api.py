@@ -21,6 +21,7 @@ and :meth:`~metarl.rl.policy.GaussianMLPPolicy.act` acts with it.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,6 +79,7 @@ def train(
     resume: str | Path | None = None,
     evaluate: bool = False,
     progress: bool = True,
+    time_limit: float | None = None,
 ) -> Training:
     """Train an experiment (``metarl train``), or continue a stopped run exactly.
 
@@ -93,11 +95,17 @@ def train(
             another number of processes than the run started with.
         evaluate: run the paper's evaluation afterwards (``metarl evaluate``).
         progress: progress bars.
+        time_limit: minutes of this session: training stops at the first end of a
+            ``log_every`` window after them and checkpoints there; ``resume`` continues it
+            exactly. None: train to ``iterations``.
 
     Raises:
         ConfigError: a bad config (before anything is written).
         RunError: the run directory is in use, holds another run, or cannot be read.
     """
+    if time_limit is not None and not time_limit >= 0:
+        raise ConfigError(f"time limit: {time_limit} minutes; give a number ≥ 0")
+    stop_at = None if time_limit is None else time.time() + 60.0 * time_limit
     if resume is not None:
         run_dir = Path(resume)
         state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
@@ -112,6 +120,8 @@ def train(
         if not hasattr(config, "meta_batch_size"):
             raise ConfigError(f"{config.experiment} (ordinary training) runs on one process")
         world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
+        if time_limit is not None:  # each process's clock would stop it at another iteration
+            raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
     try:
         lock = run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext()
         with lock:
@@ -130,7 +140,7 @@ def train(
                 if progress:
                     print(f"run directory: {run_dir}")
             experiment_ = get_experiment(config.experiment)
-            experiment_.train(config, run_dir, state, progress=progress and main)
+            experiment_.train(config, run_dir, state, progress=progress and main, stop_at=stop_at)
             if world is not None:  # the evaluation is rank 0's alone: the others may leave
                 close_world(finished=True)
             report = _evaluate(config, run_dir, progress) if evaluate and main else None

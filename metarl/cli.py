@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     _add_overrides(train, "override config values (YAML syntax), e.g. --set iterations=500")
     train.add_argument("--evaluate", action="store_true", help="run `metarl evaluate` afterwards")
+    train.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop after this long, at the end of a log window, with a checkpoint (--resume "
+        "continues exactly)",
+    )  # fmt: skip
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=commands.train_command)
 
@@ -196,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--time-limit", type=float, metavar="MINUTES",
-        help="stop training after this long (checkpoints kept; the next call resumes)",
+        help="stop training after this long, with a checkpoint (the next call resumes)",
     )  # fmt: skip
     bench.add_argument(
         "--report-only", action="store_true", help="rewrite the report from existing runs"

@@ -17,12 +17,15 @@ def train_command(args: argparse.Namespace) -> int:
 
     result = train(
         args.experiment, args.set, out=args.out, resume=args.resume, evaluate=args.evaluate,
-        progress=not args.no_progress,
+        progress=not args.no_progress, time_limit=args.time_limit,
     )  # fmt: skip
     run_dir, config = result.run_dir, result.config
     if not result.main:  # another process of a distributed run: rank 0 reports
         return 0
     print(_training_summary(run_dir, config))
+    if args.time_limit is not None and _unfinished(run_dir, config):
+        print(f"the time limit ended this session; continue: metarl train {args.experiment} "
+              f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
         print(results_table(result.report))
         print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
@@ -48,6 +51,13 @@ def _training_summary(run_dir: Path, config: Any) -> str:
         speed = f", {state['iteration'] / seconds:.3g} it/s"
     return (f"trained {state['iteration']:,} of {config.iterations:,} {unit} in "
             f"{_duration(seconds)}{speed}; last log: {values or '-'}")  # fmt: skip
+
+
+def _unfinished(run_dir: Path, config: Any) -> bool:
+    from metarl.run import load_checkpoint
+
+    budget = getattr(config, "epochs", None) or config.iterations
+    return int(load_checkpoint(run_dir)["iteration"]) < budget
 
 
 def _duration(seconds: float) -> str:

@@ -28,7 +28,8 @@ class Experiment:
     Attributes:
         config_cls: the family's config dataclass.
         build_model: config -> the untrained model (its initial weights drawn from ``seed``).
-        train: ``(config, run_dir, resume_state, progress) -> trained model``.
+        train: ``(config, run_dir, resume_state, progress, stop_at) -> trained model``;
+            ``stop_at`` (a ``time.time()`` or None) ends the session early, checkpointed.
         evaluate: ``(config, run_dir, retrain_baselines, progress) -> EvalReport``; writes
             ``eval.json`` and the plots into the run directory.
         preflight: ``config -> None``; raises if the run cannot start (missing data, a

@@ -66,6 +66,13 @@ def iteration_bar(config: Any, start: int, progress: bool = True) -> Any:
     )
 
 
+def deadline_passed(stop_at: float | None) -> bool:
+    """Whether a training session's wall-clock deadline (a ``time.time()``; None: none) has
+    passed. Trainers look at it where a window of ``log_every`` iterations ends and stop there
+    with a checkpoint, so a resume logs the same windows as an uninterrupted run."""
+    return stop_at is not None and time.time() >= stop_at
+
+
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
     """``root/<experiment>-<time>``, the directory of a new run unless ``--out`` names one."""
     return Path(root) / f"{experiment}-{_timestamp()}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from metarl.benchmarks import collect, runner, suite
 from metarl.benchmarks import report as report_mod
@@ -265,6 +266,23 @@ def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypat
     assert second.status == "in progress" and second.iterations > first.iterations, second
     # The quick suite counts an unfinished benchmark as a problem: it must run to the end.
     assert collect.problems([second], {}, complete=True)
+
+
+def test_at_the_time_limit_training_stops_itself_with_a_checkpoint(tmp_path):
+    """The trainer is told the limit: it stops where a log window ends and checkpoints there,
+    between periodic checkpoints, so no training is lost and no signal is needed."""
+    long = QualityBenchmark(
+        "sinusoid", "sinusoid",
+        {"iterations": 10**6, "log_every": 50, "checkpoint_every": 10**5,
+         "baseline_iterations": 20, "eval_tasks": 10, "eval_shots": [10], "eval_steps": 1},
+    )  # fmt: skip
+    run_dir = tmp_path / "quick" / "sinusoid"
+    runner.run_quality(long, "quick", run_dir, time.time() + 1.0, progress=False)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert 0 < state["iteration"] < 10**5 and state["iteration"] % 50 == 0
+    assert runner.read_info(run_dir)["train_exit"] == 0
+    result = collect.collect_quality(long, run_dir, "quick")
+    assert result.status == "in progress" and result.iterations == state["iteration"]
 
 
 def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeypatch):

@@ -110,6 +110,24 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert deterministic(straight) == deterministic(split)
 
 
+def test_a_time_limit_stops_between_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
+    """A past deadline stops training at the next window's end (log_every 1: after one
+    iteration, before the periodic checkpoint at 2), with a checkpoint there."""
+    from metarl.api import train as train_experiment
+
+    overrides = [*SMALL, "meta_batch_size=4", "episodes_per_task=4", "checkpoint_every=2",
+                 "iterations=3"]  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_experiment("navigation", overrides, out=straight, progress=False)
+    train_experiment("navigation", overrides, out=split, progress=False, time_limit=0)
+    assert load_checkpoint(split)["iteration"] == 1
+    train_experiment("navigation", resume=split, progress=False)
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    assert a["iteration"] == b["iteration"] == 3
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
 def test_the_checkpoint_counts_cpu_seconds_across_resumes(tmp_path: Path) -> None:
     """``cpu_elapsed`` is the training process's CPU time, summed over resumes: positive, at
     most what this process spent meanwhile; a run resumed from a checkpoint that did not

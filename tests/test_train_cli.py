@@ -64,6 +64,30 @@ def test_resume_continues_exactly(tmp_path):
     assert [m["iteration"] for m in read_metrics(tmp_path / "part")] == [10, 20, 30, 40]
 
 
+def test_a_time_limit_ends_the_session_at_a_window_with_a_checkpoint_and_resumes_exactly(
+    tmp_path, capsys
+):
+    """`--time-limit 0` stops at the first log window's end (10), before the first periodic
+    checkpoint (20), and checkpoints there: a resume to 40 equals an uninterrupted run."""
+    _train(tmp_path / "full")
+    part = tmp_path / "part"
+    assert _train(part, "--time-limit", "0") == 0
+    assert "continue: metarl train sinusoid --resume" in capsys.readouterr().out
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["iteration"] == 10
+    assert main(["train", "sinusoid", "--resume", str(part), "--no-progress"]) == 0
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    done = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert done["iteration"] == 40
+    for name in full["model"]:
+        assert torch.equal(full["model"][name], done["model"][name]), name
+    logged = [read_metrics(run) for run in (tmp_path / "full", part)]
+    assert [m["iteration"] for m in logged[1]] == [10, 20, 30, 40]
+    for a, b in zip(*logged, strict=True):
+        assert a["meta/query_loss"] == b["meta/query_loss"]
+    assert main(["train", "sinusoid", "--resume", str(part), "--time-limit", "-1"]) == 2
+    assert "time limit: -1.0 minutes" in capsys.readouterr().err
+
+
 def test_evaluate_writes_eval_json_and_plots(tmp_path, capsys):
     run = tmp_path / "run"
     _train(run, "iterations=300", "checkpoint_every=100")

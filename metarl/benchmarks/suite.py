@@ -6,8 +6,9 @@ Two suites share one list of benchmarks (:mod:`metarl.benchmarks.registry`):
   for CI that asserts finite numbers and that adaptation improves on the pre-update value;
 * ``paper`` — the full protocols (the experiments' YAML configs unchanged). They take hours, so
   the runs live in ``<runs_dir>/paper/<name>`` and every invocation resumes where the last one
-  stopped (an interruption or ``--time-limit`` keeps the last checkpoint; the report then shows
-  the run as in progress with the numbers of its latest checkpoint).
+  stopped (``--time-limit`` ends training where a log window ends, with a checkpoint there; an
+  interruption keeps the last periodic checkpoint; the report then shows the run as in progress
+  with the numbers of its latest checkpoint).
 
 This module only orchestrates: :mod:`~metarl.benchmarks.runner` runs the commands,
 :mod:`~metarl.benchmarks.collect` reads the results and judges them,

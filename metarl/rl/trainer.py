@@ -26,7 +26,14 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import CHECKPOINT, MetricsLog, NullLog, atomic_torch_save, iteration_bar
+from metarl.run import (
+    CHECKPOINT,
+    MetricsLog,
+    NullLog,
+    atomic_torch_save,
+    deadline_passed,
+    iteration_bar,
+)
 from metarl.runtime import set_num_threads
 
 META_UPDATES = {"maml_trpo": maml_trpo.meta_update}
@@ -67,12 +74,14 @@ def train(
     run_dir: Path,
     resume_state: dict[str, Any] | None = None,
     progress: bool = True,
+    stop_at: float | None = None,
 ) -> GaussianMLPPolicy:
     """Meta-train a policy with MAML-TRPO for ``config.iterations`` iterations into ``run_dir``.
 
     With ``resume_state`` (a checkpoint of this experiment) the run continues exactly where it
     stopped: policy, task generator and action-noise generator are restored, so the result
-    equals an uninterrupted run.
+    equals an uninterrupted run. With ``stop_at`` (a ``time.time()``) this session ends, with a
+    checkpoint, at the first end of a ``log_every`` window after it.
 
     Every iteration adds its values to ``metrics.jsonl`` (window means over ``log_every``):
     ``returns/pre_adaptation`` and ``returns/post_adaptation`` (mean undiscounted episode return
@@ -191,8 +200,10 @@ def train(
                 window[key] = window.get(key, 0.0) + value
             done = iteration + 1
             elapsed = elapsed_before + (updated - started)
-            if done % config.log_every == 0 or done == config.iterations:
-                n = config.log_every if done % config.log_every == 0 else done % config.log_every
+            window_ends = done % config.log_every == 0
+            session_over = window_ends and deadline_passed(stop_at)
+            if window_ends or done == config.iterations:
+                n = config.log_every if window_ends else done % config.log_every
                 means = {key: value / n for key, value in window.items()}
                 means["time/elapsed"] = elapsed
                 means["sampling/env_steps"] = float(env_steps)
@@ -202,8 +213,11 @@ def train(
                     after=f"{means['returns/post_adaptation']:.1f}",
                 )
                 window = {}
-            if main and (done % config.checkpoint_every == 0 or done == config.iterations):
+            last = done == config.iterations or session_over
+            if main and (done % config.checkpoint_every == 0 or last):
                 checkpoint(done, elapsed, cpu_before + cpu_updated - cpu_started)
+            if session_over:
+                break
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
         # the same tasks and noise and gives the same numbers as an uninterrupted run.

@@ -190,8 +190,10 @@ def train(
     run_dir: Path,
     resume_state: dict[str, Any] | None,
     progress: bool = True,
+    stop_at: float | None = None,
 ) -> nn.Module:
-    """Meta-train the network on the config's meta-training classes into ``run_dir``."""
+    """Meta-train the network on the config's meta-training classes into ``run_dir`` (until
+    ``stop_at``, a ``time.time()``, if given: :func:`~metarl.supervised.trainer.meta_train`)."""
     if config.episodes == "meta_dataset":
         sources = source_splits(config, "train", config.training_sources)
         spec, (channels, side) = episode_spec(config), image_shape(config)
@@ -212,5 +214,5 @@ def train(
     validate = validation(config) if config.validates else None
     return meta_train(
         config, model, algorithm, problem(config), sample_batch, run_dir, resume_state, progress,
-        validate,
+        validate, stop_at,
     )  # fmt: skip

@@ -55,8 +55,10 @@ def train(
     run_dir: Path,
     resume_state: dict[str, Any] | None,
     progress: bool = True,
+    stop_at: float | None = None,
 ) -> nn.Module:
-    """Meta-train the sinusoid regressor with the config's algorithm into ``run_dir``."""
+    """Meta-train the sinusoid regressor with the config's algorithm into ``run_dir`` (until
+    ``stop_at``, a ``time.time()``, if given: :func:`~metarl.supervised.trainer.meta_train`)."""
     tasks = task_distribution(config)
 
     def sample_batch(gen: torch.Generator) -> TaskBatch:
@@ -65,8 +67,9 @@ def train(
     model = build_model(config)
     algorithm = make_algorithm(config, model)
     return meta_train(
-        config, model, algorithm, PROBLEM, sample_batch, run_dir, resume_state, progress
-    )
+        config, model, algorithm, PROBLEM, sample_batch, run_dir, resume_state, progress,
+        stop_at=stop_at,
+    )  # fmt: skip
 
 
 def train_regressor(

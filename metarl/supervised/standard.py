@@ -20,7 +20,13 @@ from torch import Tensor, nn
 from metarl.config import to_dict
 from metarl.core import all_finite
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
-from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, load_checkpoint
+from metarl.run import (
+    CHECKPOINT,
+    MetricsLog,
+    atomic_torch_save,
+    deadline_passed,
+    load_checkpoint,
+)
 from metarl.runtime import set_num_threads
 from metarl.seeding import seeded
 from metarl.supervised.config import StandardConfig
@@ -109,9 +115,12 @@ def train(
     run_dir: Path,
     resume_state: dict[str, Any] | None = None,
     progress: bool = True,
+    stop_at: float | None = None,
 ) -> nn.Module:
     """Train for ``config.epochs`` epochs; a checkpoint at the end of every
-    ``checkpoint_every``-th epoch (a resume continues from there exactly).
+    ``checkpoint_every``-th epoch (a resume continues from there exactly). With ``stop_at`` (a
+    ``time.time()``) training also stops, with a checkpoint, at the first logged epoch's end
+    after it.
 
     Every epoch adds ``train/loss`` (cross-entropy, mean over the epoch's batches),
     ``train/accuracy`` and ``test/accuracy`` (after the epoch) to ``metrics.jsonl``.
@@ -158,11 +167,13 @@ def train(
             done = epoch + 1
             test = accuracy(model, test_images.to(config.device), test_labels.to(config.device))
             bar.set_postfix(test_accuracy=f"{test:.4f}")
-            if done % config.log_every == 0 or done == config.epochs:
+            session_over = done % config.log_every == 0 and deadline_passed(stop_at)
+            last = done == config.epochs or session_over
+            if done % config.log_every == 0 or last:
                 log.write(done, {"train/loss": loss_sum / len(images),
                                  "train/accuracy": correct / len(images),
                                  "test/accuracy": test})  # fmt: skip
-            if done % config.checkpoint_every == 0 or done == config.epochs:
+            if done % config.checkpoint_every == 0 or last:
                 moments = [t for st in optimizer.state.values() for t in st.values()
                            if t.is_floating_point()]  # fmt: skip
                 if not (all_finite(list(model.parameters())) and all_finite(moments)):
@@ -181,6 +192,8 @@ def train(
                     "elapsed": elapsed_before + time.perf_counter() - started,
                 }
                 atomic_torch_save(state, run_dir / CHECKPOINT)
+            if session_over:
+                break
     finally:
         bar.close()
         log.close()

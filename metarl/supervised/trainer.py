@@ -21,7 +21,15 @@ from metarl.algorithms.alignment import alignment_metrics, task_alignment
 from metarl.config import ConfigError, to_dict
 from metarl.core import InnerStepSize, TaskBatch, all_finite
 from metarl.distributed import init_world
-from metarl.run import CHECKPOINT, MetricsLog, NullLog, adam, atomic_torch_save, iteration_bar
+from metarl.run import (
+    CHECKPOINT,
+    MetricsLog,
+    NullLog,
+    adam,
+    atomic_torch_save,
+    deadline_passed,
+    iteration_bar,
+)
 from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state
 from metarl.supervised.meta_gradient import MetaGradient
@@ -45,6 +53,7 @@ def meta_train(
     resume_state: dict[str, Any] | None = None,
     progress: bool = True,
     validate: Validation | None = None,
+    stop_at: float | None = None,
 ) -> nn.Module:
     """Meta-train ``model`` with ``algorithm`` for ``config.iterations`` iterations.
 
@@ -62,6 +71,8 @@ def meta_train(
         progress: show a progress bar.
         validate: scores the current model on held-out tasks (metric name -> value); called
             every ``config.val_every`` iterations, its values logged with that window's means.
+        stop_at: a wall-clock deadline (``time.time()``) for this session: training stops at
+            the first end of a ``log_every`` window after it, with a checkpoint there.
 
     Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
     metrics (``meta/query_loss``, ...), ``perf/iterations_per_second``, every ``align_every``
@@ -178,8 +189,11 @@ def meta_train(
             done = iteration + 1
             spent = budget_spent + clock() - budget_started
             out_of_time = 0 < config.time_budget <= spent  # an equal-budget comparison's end
-            last = done == config.iterations or out_of_time
-            if done % config.log_every == 0 or last:
+            window_ends = done % config.log_every == 0
+            # a session's deadline ends it where a window ends: the next session logs the rest
+            session_over = window_ends and deadline_passed(stop_at)
+            last = done == config.iterations or out_of_time or session_over
+            if window_ends or last:
                 n = window_size
                 means = {k: float(v) / n for k, v in window.items()}
                 means["perf/iterations_per_second"] = n / (time.perf_counter() - window_start)
@@ -200,7 +214,7 @@ def meta_train(
                 window, window_start, window_size = {}, time.perf_counter(), 0
             if main and (done % config.checkpoint_every == 0 or last):
                 checkpoint(done)
-            if out_of_time:
+            if out_of_time or session_over:
                 break
     finally:
         # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
