@@ -285,6 +285,17 @@ def test_at_the_time_limit_training_stops_itself_with_a_checkpoint(tmp_path):
     assert result.status == "in progress" and result.iterations == state["iteration"]
 
 
+def test_the_validation_note_gives_the_last_and_a_better_earlier_value():
+    metrics = [{"iteration": 1000, "val/accuracy": 0.992}, {"iteration": 1500},
+               {"iteration": 2000, "val/accuracy": 0.998}, {"iteration": 3000,
+               "val/accuracy": 0.9972}, {"iteration": 4000, "val/accuracy": 0.9999}]  # fmt: skip
+    assert collect.validation_note(metrics, 3000) == (
+        "validation 99.72% at 3,000 (best 99.80% at 2,000)"
+    )  # a later log than the checkpoint is not the run's
+    assert collect.validation_note(metrics, 2000) == "validation 99.80% at 2,000"
+    assert collect.validation_note([{"iteration": 10, "meta/loss": 1.0}], 10) == ""
+
+
 def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("METARL_DATA", str(tmp_path / "no-data-here"))
     (bench,) = [b for b in QUALITY if b.name == "omniglot-5w1s"]
