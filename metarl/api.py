@@ -93,7 +93,8 @@ def train(
         out: the run directory (default ``runs/<experiment>-<time>``).
         resume: a run directory to continue instead (``out`` is then unused); also with
             another number of processes than the run started with.
-        evaluate: run the paper's evaluation afterwards (``metarl evaluate``).
+        evaluate: run the paper's evaluation afterwards (``metarl evaluate``), unless the time
+            limit ended the session before the budget.
         progress: progress bars.
         time_limit: minutes of this session: training stops at the first end of a
             ``log_every`` window after them and checkpoints there; ``resume`` continues it
@@ -143,11 +144,28 @@ def train(
             experiment_.train(config, run_dir, state, progress=progress and main, stop_at=stop_at)
             if world is not None:  # the evaluation is rank 0's alone: the others may leave
                 close_world(finished=True)
-            report = _evaluate(config, run_dir, progress) if evaluate and main else None
+            # a session that the time limit ended is not the trained model `evaluate` asked for
+            cut_short = stop_at is not None and stopped_early(run_dir, config)
+            report = (
+                _evaluate(config, run_dir, progress)
+                if evaluate and main and not cut_short
+                else None
+            )
     finally:
         if world is not None:
             close_world()
     return Training(run_dir, config, report, main)
+
+
+def stopped_early(run_dir: Path, config: Any) -> bool:
+    """Whether the run's checkpoint is short of its budget: of iterations, and of the time
+    budget, if it has one, on the budget's clock."""
+    state = load_checkpoint(run_dir)
+    if state["iteration"] >= config.iterations:
+        return False
+    budget = getattr(config, "time_budget", 0.0)
+    clock = "cpu_elapsed" if getattr(config, "budget_clock", "wall") == "cpu" else "elapsed"
+    return not (budget and state.get(clock, 0.0) >= budget)
 
 
 def _declare_finished(run_dir: Path, state: dict[str, Any], config: Any) -> None:

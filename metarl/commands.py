@@ -12,7 +12,7 @@ from typing import Any
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from metarl.api import train
+    from metarl.api import stopped_early, train
     from metarl.reports import results_table
 
     result = train(
@@ -23,7 +23,7 @@ def train_command(args: argparse.Namespace) -> int:
     if not result.main:  # another process of a distributed run: rank 0 reports
         return 0
     print(_training_summary(run_dir, config))
-    if args.time_limit is not None and _unfinished(run_dir, config):
+    if args.time_limit is not None and stopped_early(run_dir, config):
         print(f"the time limit ended this session; continue: metarl train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
@@ -51,13 +51,6 @@ def _training_summary(run_dir: Path, config: Any) -> str:
         speed = f", {state['iteration'] / seconds:.3g} it/s"
     return (f"trained {state['iteration']:,} of {config.iterations:,} {unit} in "
             f"{_duration(seconds)}{speed}; last log: {values or '-'}")  # fmt: skip
-
-
-def _unfinished(run_dir: Path, config: Any) -> bool:
-    from metarl.run import load_checkpoint
-
-    budget = getattr(config, "epochs", None) or config.iterations
-    return int(load_checkpoint(run_dir)["iteration"]) < budget
 
 
 def _duration(seconds: float) -> str:

@@ -246,8 +246,9 @@ def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamesp
 
 
 def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypatch):
-    """At the deadline `metarl train` gets SIGINT (its last checkpoint stays), the run is
-    evaluated where it stopped and reported in progress; the next call resumes it."""
+    """The fallback: a trainer still running long after the deadline gets SIGINT (its last
+    checkpoint stays), the run is evaluated where it stopped and reported in progress; the
+    next call resumes it."""
     long = QualityBenchmark(
         "sinusoid", "sinusoid",
         {"iterations": 10**6, "log_every": 50, "checkpoint_every": 50, "baseline_iterations": 20,
@@ -268,7 +269,7 @@ def test_time_limit_stops_training_and_the_next_call_resumes(tmp_path, monkeypat
     assert collect.problems([second], {}, complete=True)
 
 
-def test_at_the_time_limit_training_stops_itself_with_a_checkpoint(tmp_path):
+def test_at_the_time_limit_training_stops_itself_with_a_checkpoint(tmp_path, monkeypatch):
     """The trainer is told the limit: it stops where a log window ends and checkpoints there,
     between periodic checkpoints, so no training is lost and no signal is needed."""
     long = QualityBenchmark(
@@ -277,9 +278,13 @@ def test_at_the_time_limit_training_stops_itself_with_a_checkpoint(tmp_path):
          "baseline_iterations": 20, "eval_tasks": 10, "eval_shots": [10], "eval_steps": 1},
     )  # fmt: skip
     run_dir = tmp_path / "quick" / "sinusoid"
-    runner.run_quality(long, "quick", run_dir, time.time() + 1.0, progress=False)
+    # The suite's clock stands just before the deadline: the child is told 0 minutes are left.
+    clock = SimpleNamespace(time=lambda: 1e9, sleep=time.sleep, strftime=time.strftime,
+                            localtime=time.localtime)  # fmt: skip
+    monkeypatch.setattr(runner, "time", clock)
+    runner.run_quality(long, "quick", run_dir, 1e9 + 0.001, progress=False)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert 0 < state["iteration"] < 10**5 and state["iteration"] % 50 == 0
+    assert state["iteration"] == 50  # the first window's end
     assert runner.read_info(run_dir)["train_exit"] == 0
     result = collect.collect_quality(long, run_dir, "quick")
     assert result.status == "in progress" and result.iterations == state["iteration"]
@@ -294,6 +299,8 @@ def test_the_validation_note_gives_the_last_and_a_better_earlier_value():
     )  # a later log than the checkpoint is not the run's
     assert collect.validation_note(metrics, 2000) == "validation 99.80% at 2,000"
     assert collect.validation_note([{"iteration": 10, "meta/loss": 1.0}], 10) == ""
+    assert collect.validation_note([*metrics[:1], {"iteration": 2000, "val/accuracy": "nan"}],
+                                   2000) == "validation 99.20% at 1,000"  # fmt: skip
 
 
 def test_a_benchmark_without_its_dataset_is_skipped_not_failed(tmp_path, monkeypatch):

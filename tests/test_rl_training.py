@@ -126,6 +126,13 @@ def test_a_time_limit_stops_between_checkpoints_and_resumes_exactly(tmp_path: Pa
     assert a["iteration"] == b["iteration"] == 3
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    assert a["env_steps"] == b["env_steps"]
+    assert (a["best"]["iteration"], a["best"]["return"]) == (b["best"]["iteration"],
+                                                             b["best"]["return"])  # fmt: skip
+    returns = [
+        [m["returns/post_adaptation"] for m in read_metrics(run)] for run in (straight, split)
+    ]
+    assert len(returns[1]) == 3 and returns[0] == returns[1]
 
 
 def test_the_checkpoint_counts_cpu_seconds_across_resumes(tmp_path: Path) -> None:

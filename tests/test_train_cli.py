@@ -84,6 +84,9 @@ def test_a_time_limit_ends_the_session_at_a_window_with_a_checkpoint_and_resumes
     assert [m["iteration"] for m in logged[1]] == [10, 20, 30, 40]
     for a, b in zip(*logged, strict=True):
         assert a["meta/query_loss"] == b["meta/query_loss"]
+    # An evaluation asked of a session the limit cuts short waits for the trained model.
+    assert _train(tmp_path / "short", "--time-limit", "0", "--evaluate") == 0
+    assert not (tmp_path / "short" / "eval.json").exists()
     assert main(["train", "sinusoid", "--resume", str(part), "--time-limit", "-1"]) == 2
     assert "time limit: -1.0 minutes" in capsys.readouterr().err
 

@@ -88,8 +88,9 @@ def validation_note(metrics: list[dict[str, Any]], up_to: int) -> str:
     """Where a run's validation accuracy stands at iteration ``up_to``: the last value and, if
     an earlier one was higher, the best: "validation 99.72% at 6,000 (best 99.80% at 5,000)".
     Empty for a run that does not validate. It is what tells a plateau from a rising curve."""
-    points = [(m["iteration"], m["val/accuracy"]) for m in metrics
-              if "val/accuracy" in m and m["iteration"] <= up_to]  # fmt: skip
+    points = [(m["iteration"], m["val/accuracy"]) for m in metrics  # a NaN is logged as text
+              if isinstance(m.get("val/accuracy"), float) and math.isfinite(m["val/accuracy"])
+              and m["iteration"] <= up_to]  # fmt: skip
     if not points:
         return ""
     (last_at, last), (best_at, best) = points[-1], max(points, key=lambda p: p[1])
