@@ -21,11 +21,11 @@ _PUBLIC = {
     "EvalReport": "metarl.reports",
     "read_report": "metarl.reports",
     "load_config": "metarl.experiments",
-    "LoadedRun": "metarl.api",
-    "PolicyAdaptation": "metarl.api",
+    "LoadedRun": "metarl.trained",
+    "PolicyAdaptation": "metarl.trained",
     "Training": "metarl.api",
     "evaluate": "metarl.api",
-    "load_run": "metarl.api",
+    "load_run": "metarl.trained",
     "train": "metarl.api",
 }
 __all__ = [
@@ -34,11 +34,12 @@ __all__ = [
 ]  # fmt: skip
 
 if TYPE_CHECKING:
-    from metarl.api import LoadedRun, PolicyAdaptation, Training, evaluate, load_run, train
+    from metarl.api import Training, evaluate, train
     from metarl.config import ConfigError
     from metarl.experiments import load_config
     from metarl.reports import EvalReport, read_report
     from metarl.run import RunError
+    from metarl.trained import LoadedRun, PolicyAdaptation, load_run
 
 
 def __getattr__(name: str) -> Any:

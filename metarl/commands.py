@@ -134,13 +134,13 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def check_step_command(args: argparse.Namespace) -> int:
-    from metarl.api import load_run
     from metarl.config import ConfigError
     from metarl.experiments import load_config
     from metarl.rl.config import RLConfig
     from metarl.rl.diagnostics import check_natural_step, format_step_profile
     from metarl.rl.policy import build_policy
     from metarl.runtime import set_num_threads
+    from metarl.trained import load_run
 
     if Path(args.target).is_dir():
         if args.set:

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
      "metarl.references", "metarl.plots", "metarl.envs", "metarl.configs", "metarl.distributed"),
     ("metarl.algorithms",),
     ("metarl.rl", "metarl.supervised"),
-    ("metarl.experiments", "metarl.api", "metarl.analysis"),
+    ("metarl.experiments", "metarl.api", "metarl.trained", "metarl.analysis"),
     ("metarl.benchmarks",),
     ("metarl.cli", "metarl.commands", "metarl.__main__"),
 ]  # fmt: skip

@@ -26,7 +26,8 @@ MODULES = _modules_with_examples()
 
 
 def test_the_public_api_and_the_core_have_examples():
-    assert {"metarl.api", "metarl.core.adapt", "metarl.core.functional"} <= set(MODULES)
+    expected = {"metarl.api", "metarl.trained", "metarl.core.adapt", "metarl.core.functional"}
+    assert expected <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

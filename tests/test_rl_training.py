@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.api import load_run
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
@@ -18,6 +17,7 @@ from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.trainer import train
 from metarl.run import CHECKPOINT, atomic_torch_save, load_checkpoint, read_metrics
+from metarl.trained import load_run
 
 # Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
 SMALL = [

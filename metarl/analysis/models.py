@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metarl.api import LoadedRun, load_run
 from metarl.config import ConfigError
+from metarl.trained import LoadedRun, load_run
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
 """The datasets ``metarl analyze`` reads runs of."""

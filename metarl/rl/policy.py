@@ -182,7 +182,7 @@ class GaussianMLPPolicy(nn.Module):
             obs: ``(obs_dim,)`` or a batch ``(..., obs_dim)``, a tensor or a numpy array.
             deterministic: return the mean action (else sample one).
             params: adapted parameters (no task dimension, as
-                :meth:`metarl.api.LoadedRun.adapt_policy` returns); None: the policy's own.
+                :meth:`metarl.trained.LoadedRun.adapt_policy` returns); None: the policy's own.
             generator: the sampling noise's source.
 
         Returns:

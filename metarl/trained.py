@@ -1,0 +1,191 @@
+"""A trained run from Python: its model and config, adapted to a new task, its predictions.
+
+:func:`load_run` reads a run directory (``metarl train``'s, or a ``zoo/`` entry) into a
+:class:`LoadedRun`; supervised runs adapt with :meth:`LoadedRun.adapt` and predict with
+:meth:`LoadedRun.predict`, meta-RL runs adapt by sampling with :meth:`LoadedRun.adapt_policy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from metarl.config import ConfigError
+from metarl.core import Params, TaskBatch
+from metarl.experiments import stored_config
+from metarl.run import load_checkpoint
+
+
+class PolicyAdaptation(NamedTuple):
+    """A meta-RL policy adapted to one task by sampling.
+
+    Attributes:
+        params: the policy's parameters after 0, 1, ..., steps gradient steps (no task
+            dimension; pass one to ``policy.act(obs, params=...)``).
+        returns: the mean undiscounted return of the episodes sampled with each.
+    """
+
+    params: list[Params]
+    returns: list[float]
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to use from Python.
+
+    Attributes:
+        model: the trained network (CPU, eval mode): for meta-RL a
+            :class:`~metarl.rl.policy.GaussianMLPPolicy`.
+        config: the run's validated config.
+        iteration: the model's meta-iteration.
+        run_dir: the run directory.
+        which: ``best`` (the best model of training, the meta-RL protocol's) or ``last``.
+        algorithm: supervised runs: how the model adapts at test time (with its meta-learned
+            step sizes); None for meta-RL.
+        checkpoint: the checkpoint, as stored (tensors and plain types).
+    """
+
+    model: nn.Module
+    config: Any
+    iteration: int
+    run_dir: Path
+    which: Literal["best", "last"]
+    algorithm: Any
+    checkpoint: dict[str, Any]
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int | None = None,
+        step_size: float | list[float] | None = None,
+    ) -> Params:
+        """Supervised: adapt to one task's support set, as ``metarl evaluate`` does.
+
+        Args:
+            support_x: the task's inputs ``(K, *input_shape)``.
+            support_y: their targets ``(K, *target_shape)`` (labels ``0..N−1`` for a classifier).
+            steps: gradient steps (default the config's ``eval_steps``).
+            step_size: the step size (default the algorithm's own: meta-learned or
+                ``inner_lr``).
+
+        Returns:
+            The adapted parameters (no task dimension), for :meth:`predict`.
+        """
+        if self.algorithm is None:
+            raise ConfigError("adapt() adapts a supervised run; for meta-RL use adapt_policy()")
+        problem = _problem(self.config)
+        one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
+        steps = self.config.eval_steps if steps is None else steps
+        *_, params = self.algorithm.adapt_steps(self.model, one, problem, steps, step_size)
+        return {name: p[0] for name, p in params.items()}
+
+    def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
+        """The model's output on ``x`` (a batch of inputs), at ``params`` (default θ)."""
+        from metarl.core import single_forward
+
+        with torch.no_grad():
+            return self.model(x) if params is None else single_forward(self.model, params, x)
+
+    def adapt_policy(
+        self,
+        task: dict[str, Any],
+        steps: int | None = None,
+        episodes: int | None = None,
+        seed: int = 0,
+    ) -> PolicyAdaptation:
+        """Meta-RL: adapt the policy to ``task`` by sampling episodes and taking REINFORCE
+        steps, as ``metarl evaluate`` does (step sizes ``inner_lr``, then ``inner_lr/2``).
+
+        Args:
+            task: a task of the run's environment, e.g. ``{"velocity": 1.5}`` or
+                ``{"goal": [0.3, -0.2]}`` (``env.sample_tasks`` draws some).
+            steps: gradient steps (default the config's ``eval_steps``).
+            episodes: episodes per step (default ``eval_episodes_per_task``).
+            seed: the seed of the environment's resets and of the action noise.
+        """
+        from metarl.rl.evaluate import adaptation_curve
+        from metarl.rl.task_envs import make_batched_env
+
+        if self.algorithm is not None:
+            raise ConfigError("adapt_policy() adapts a meta-RL run; for supervised use adapt()")
+        changes = {}
+        if steps is not None:
+            changes["eval_steps"] = steps
+        if episodes is not None:
+            changes["eval_episodes_per_task"] = episodes
+        config = replace(self.config, **changes)
+        env = make_batched_env(config.env, config.eval_episodes_per_task, config.horizon)
+        env.seed(seed)
+        try:
+            curve = adaptation_curve(
+                self.model, env, [task], config, torch.Generator().manual_seed(seed)
+            )
+        except ValueError as e:  # a malformed task
+            raise ConfigError(f"task {task!r}: {e}") from None
+        params = [{name: p[0] for name, p in stage.items()} for stage in curve.params]
+        return PolicyAdaptation(params, [float(r) for r in curve.returns[:, 0]])
+
+
+def _problem(config: Any) -> Any:
+    """How a supervised run's predictions are scored (its family's ``Problem``)."""
+    from metarl.supervised.classification_config import ClassificationConfig
+
+    if isinstance(config, ClassificationConfig):
+        from metarl.supervised.classification_experiment import problem
+
+        return problem(config)
+    from metarl.supervised.sinusoid_experiment import PROBLEM
+
+    return PROBLEM
+
+
+def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) -> LoadedRun:
+    """A trained run's model and config, on the CPU in eval mode.
+
+    Args:
+        run_dir: the run directory.
+        which: ``best`` (the best model of training, kept by meta-RL runs) or ``last``; by
+            default the one ``metarl evaluate`` tests (meta-RL: the config's ``eval_model``,
+            the best; supervised: the last).
+
+    Example::
+
+        >>> import metarl, torch
+        >>> _ = metarl.train("sinusoid", {"iterations": 20}, out="runs/s20", progress=False)
+        >>> run = metarl.load_run("runs/s20")
+        >>> run.which, run.iteration, type(run.model).__name__
+        ('last', 20, 'MLP')
+        >>> run.model(torch.linspace(-5, 5, 100).unsqueeze(-1)).shape   # θ's predictions
+        torch.Size([100, 1])
+
+    Raises:
+        RunError: no run there, or an unreadable one.
+        ConfigError: ``which="best"`` for a run that keeps no best model.
+    """
+    state = load_checkpoint(run_dir)
+    experiment, config = stored_config(state)
+    if hasattr(config, "eval_model"):  # meta-RL
+        from metarl.rl.evaluate import choose_model
+
+        wanted = which or config.eval_model
+        if wanted == "best" and state.get("best") is None:
+            raise ConfigError(f"{run_dir} keeps no best model (it was trained before one was)")
+        model, chosen = choose_model(replace(config, eval_model=wanted), state)
+        return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, None,
+                         state)  # fmt: skip
+    if which == "best":
+        raise ConfigError(f"{run_dir}: supervised runs keep their last model only")
+    if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
+        model = experiment.build_model(config)
+        model.load_state_dict(state["model"])
+        return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
+                         state)  # fmt: skip
+    from metarl.supervised.checkpoint import restore
+
+    model, algorithm = restore(config, state, experiment.build_model(config))
+    return LoadedRun(model, config, state["iteration"], Path(run_dir), "last", algorithm, state)
