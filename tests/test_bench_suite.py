@@ -318,7 +318,9 @@ def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch)
     rows; benchmarks never reported show up as "not run", not as missing rows."""
     benches = tuple(QualityBenchmark(name, "sinusoid", {}) for name in ("first", "second"))
     monkeypatch.setattr(suite, "QUALITY", benches)
-    monkeypatch.setattr(suite, "SPEED", {"speed-fake": lambda s, workdir: ({"x": 1.0}, "| x |")})
+    monkeypatch.setattr(
+        suite, "SPEED", {"speed-fake": lambda s, workdir, deadline: ({"x": 1.0}, "| x |")}
+    )
     runs, out = tmp_path / "runs", tmp_path / "report"
     assert suite.run_suite("paper", ["speed-fake"], runs, out, progress=False) == 0
     latest = json.loads((out / "benchmarks.json").read_text())["paper"]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -326,11 +327,16 @@ def test_a_log_after_a_resume_averages_the_iterations_since_the_resume(tmp_path)
     assert math.isclose(resumed["meta/query_loss"], sum(one_by_one) / 63, rel_tol=1e-5)
 
 
-def _fake_children(monkeypatch) -> tuple[dict[str, int], list[list[str]]]:
+def _fake_children(
+    monkeypatch, clock: list[float] | None = None
+) -> tuple[dict[str, int], list[list[str]]]:
     """Replace the bench's child processes by a recorder: every command line (read by the CLI's
-    parser, as a child would) and, per run folder, the iterations it was last trained to."""
+    parser, as a child would) and, per run folder, the iterations it was last trained to (a
+    checkpoint file marks the folder trained). With ``clock`` (seconds, one per iteration), a
+    training told ``--time-limit`` stops where the limit ends, as the trainer does."""
     from metarl.benchmarks import runner
     from metarl.cli import build_parser
+    from metarl.run import CHECKPOINT
 
     trained: dict[str, int] = {}
     calls: list[list[str]] = []
@@ -338,14 +344,24 @@ def _fake_children(monkeypatch) -> tuple[dict[str, int], list[list[str]]]:
 
     class Child:
         exit_code = 0
+        stopped = False
 
     def run_child(args, *more, **options):
         calls.append(args)
-        parser.parse_args(args)
+        parsed = parser.parse_args(args)
         if args[0] == "train":
             folder = args[args.index("--resume" if "--resume" in args else "--out") + 1]
             sets = args[args.index("--set") + 1 :]
-            trained[folder] = int(next(s for s in sets if s.startswith("iterations="))[11:])
+            wanted = int(next(s for s in sets if s.startswith("iterations="))[11:])
+            start = trained.get(folder, 0)
+            if clock is not None:
+                limit = parsed.time_limit
+                steps = wanted - start if limit is None else min(wanted - start, round(60 * limit))
+                clock[0] += steps
+                wanted = start + steps
+            trained[folder] = wanted
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / CHECKPOINT).write_bytes(b"")
         return Child()
 
     monkeypatch.setattr(runner, "run_child", run_child)
@@ -375,7 +391,7 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     monkeypatch.setattr(reports, "read_report",
                         lambda d: Report(trained[str(d)], slopes[Path(d).name]))  # fmt: skip
     monkeypatch.setattr(run, "load_checkpoint",
-                        lambda d: {"elapsed": 2.0 * trained[str(d)],
+                        lambda d: {"elapsed": 2.0 * trained[str(d)], "iteration": trained[str(d)],
                                    "cpu_elapsed": 3.0 * trained[str(d)]})  # fmt: skip
     options = {"fast": ["fisher_subsample=5"], "slow": []}
     result = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options)
@@ -397,6 +413,56 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_target(
     again = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
                                       resume=True)  # fmt: skip
     assert calls == [] and again["rows"]["fast"]["reached"] == fast["reached"]
+
+
+def test_time_to_quality_stops_at_the_deadline_and_the_next_call_continues_the_chunk(
+    tmp_path, monkeypatch
+):
+    """A deadline 25 s into training (one second per iteration) stops the first row within its
+    third chunk of 10, with that chunk neither evaluated nor counted, and starts no other row.
+    The next call resumes that run to 30 iterations and reaches the target where an
+    uninterrupted call does: 40 iterations, 80 training seconds."""
+    from types import SimpleNamespace
+
+    from metarl import reports, run
+    from metarl.benchmarks.speed import time_to_quality as ttq
+    from metarl.reports import Curve
+
+    clock = [0.0]
+    trained, calls = _fake_children(monkeypatch, clock)
+    monkeypatch.setattr(ttq, "time", SimpleNamespace(time=lambda: clock[0], strftime=time.strftime))
+
+    class Report:
+        def __init__(self, iterations):
+            self.value = -30.0 + 0.5 * iterations
+
+        def curve(self, method):
+            return Curve(method, "MAML", [0, 1, 2], [-40.0, self.value, self.value + 5])
+
+    monkeypatch.setattr(reports, "read_report", lambda d: Report(trained[str(d)]))
+    monkeypatch.setattr(run, "load_checkpoint",
+                        lambda d: {"elapsed": 2.0 * trained[str(d)], "iteration": trained[str(d)],
+                                   "cpu_elapsed": 3.0 * trained[str(d)]})  # fmt: skip
+    options = {"fast": ["fisher_subsample=5"], "slow": []}
+    first = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
+                                      deadline=25.0)  # fmt: skip
+    fast, slow = first["rows"]["fast"], first["rows"]["slow"]
+    assert trained == {str(tmp_path / "fast"): 25}
+    assert [p["iterations"] for p in fast["points"]] == [10, 20] and fast["reached"] is None
+    assert fast["in_progress"] and slow["in_progress"] and slow["points"] == []
+    evaluated = [c for c in calls if c[0] == "evaluate"]
+    assert len(evaluated) == 2  # after 10 and 20 iterations, not at the stop
+    table = ttq.format_time_to_quality(first)
+    assert "| fast | in progress (20 iterations) |" in table
+    assert "| slow | not started |" in table
+    calls.clear()
+    again = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
+                                      resume=True)  # fmt: skip
+    assert calls[0][:6] == ["train", "navigation", "--resume", str(tmp_path / "fast"), "--set",
+                            "iterations=30"]  # fmt: skip
+    reached = again["rows"]["fast"]["reached"]
+    assert reached["iterations"] == 40 and reached["seconds"] == 80.0
+    assert "in_progress" not in again["rows"]["fast"]
 
 
 def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch):
@@ -516,3 +582,18 @@ def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_ba
     (arguments,) = bound
     assert arguments["experiment"] == "navigation"
     assert arguments["target"] == "navigation-2-steps"
+
+
+def test_the_suite_gives_its_time_limit_to_the_benchmarks_that_train_for_hours(
+    tmp_path, monkeypatch
+):
+    """``metarl bench --time-limit`` reaches a time-to-quality entry as its deadline, so the
+    entry stops training there instead of running on for hours."""
+    from metarl.benchmarks.suite import _run_speed
+
+    bound = _record_time_to_quality_calls(monkeypatch)
+    deadline = time.time() + 600.0
+    attempted, interrupted = _run_speed({"time-to-navigation"}, "paper", deadline, tmp_path)
+    (arguments,) = bound
+    assert arguments["deadline"] == deadline and not interrupted
+    assert "result" in attempted["time-to-navigation"]

@@ -49,7 +49,7 @@ def _run_speed(
             continue
         print(f"\n=== {name}", flush=True)
         try:
-            result, table = fn(suite, root / name)
+            result, table = fn(suite, root / name, deadline)
             attempted[name] = {"result": result, "table": table}
             print(table)
         except KeyboardInterrupt:

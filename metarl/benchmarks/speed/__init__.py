@@ -1,8 +1,10 @@
 """Speed benchmarks: each measures variants side by side in one process (ratios, not seconds).
 
 :data:`SPEED` maps a benchmark name (``metarl bench --only NAME``) to a function of the suite
-(``quick`` or ``paper``, which sets the size) and a folder it may write to, returning a JSON-able
-result and a Markdown table.
+(``quick`` or ``paper``, which sets the size), a folder it may write to and the time limit's
+deadline (a ``time.time()``, or None), returning a JSON-able result and a Markdown table. Only
+the entries that train for hours (``time-to-*``, the remedies) stop at the deadline, resumably;
+the others measure for minutes and finish what they started.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+Result = tuple[dict[str, Any], str]
+"""A speed benchmark's JSON-able result and its Markdown table."""
+SpeedBenchmark = Callable[[str, Path, float | None], Result]
+"""``(suite, workdir, deadline) -> Result``."""
+
 
 class BenchmarkUnavailable(Exception):
     """A benchmark that cannot run on this machine (e.g. its dataset is not here)."""
 
 
-def _speed_core(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _speed_core(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.speed.core import bench_sinusoid, format_sinusoid
 
     result = bench_sinusoid(30 if suite == "quick" else 200)
     return result, format_sinusoid(result)
 
 
-def _speed_omniglot(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _speed_omniglot(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.runner import missing_dataset
     from metarl.benchmarks.speed.omniglot import bench_omniglot, format_omniglot
 
@@ -37,28 +44,28 @@ def _speed_omniglot(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
     return result, format_omniglot(result)
 
 
-def _speed_simulator(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _speed_simulator(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.speed.simulator import bench_locomotion, format_locomotion
 
     result = bench_locomotion(steps=10 if suite == "quick" else 50)
     return result, format_locomotion(result)
 
 
-def _speed_meta_iteration(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _speed_meta_iteration(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.speed.meta_iteration import bench_meta_iteration, format_meta_iteration
 
     result = bench_meta_iteration(2 if suite == "quick" else 5)
     return result, format_meta_iteration(result)
 
 
-def _speed_distributed(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _speed_distributed(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.speed.distributed import bench_distributed, format_distributed
 
     result = bench_distributed(quick=suite == "quick")
     return result, format_distributed(result)
 
 
-def _memory_family(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _memory_family(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     from metarl.benchmarks.speed.family_memory import bench_family_memory, format_family_memory
 
     if suite == "quick":
@@ -87,15 +94,15 @@ def _family(
     return result, format_family_budget(result)
 
 
-def _family_sinusoid(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _family_sinusoid(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     quick = (2.0, {"eval_tasks": 20, "baseline_iterations": 50}, (1.0,))
     return _family("sinusoid", workdir, (120.0,), quick if suite == "quick" else ())
 
 
-def _family_omniglot(experiment: str) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
+def _family_omniglot(experiment: str) -> SpeedBenchmark:
     """The family on an Omniglot experiment, 20 minutes of training per algorithm."""
 
-    def run(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    def run(suite: str, workdir: Path, deadline: float | None = None) -> Result:
         from metarl.benchmarks.runner import missing_dataset
 
         missing = missing_dataset(experiment)
@@ -118,7 +125,7 @@ training alphabets and MNIST's digits 0-4; tested on Omniglot's test alphabets, 
 5-9 and Fashion-MNIST's labels 5-9 (a dataset never seen in training)."""
 
 
-def _family_meta_dataset(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+def _family_meta_dataset(suite: str, workdir: Path, deadline: float | None = None) -> Result:
     """The family on Meta-Dataset episodes, 20 minutes of training per algorithm; 200 test
     episodes per point (a Meta-Dataset episode has up to 50 ways and 500 support images)."""
     from metarl.benchmarks.runner import missing_dataset
@@ -134,13 +141,13 @@ def _family_meta_dataset(suite: str, workdir: Path) -> tuple[dict[str, Any], str
 
 def _time_to(
     experiment: str, every: int, remedies: bool = False, target: str | None = None
-) -> Callable[[str, Path], tuple[dict[str, Any], str]]:
+) -> SpeedBenchmark:
     """Time from a fresh start to the paper's number on ``experiment`` (``target``: another
     entry of ``TARGETS`` than the experiment's own), evaluated every ``every`` iterations (the
     paper suite: up to the protocol's 500 iterations), with the paper's and the fastest
     documented options, or with each of ``REMEDIES``."""
 
-    def run(suite: str, workdir: Path) -> tuple[dict[str, Any], str]:
+    def run(suite: str, workdir: Path, deadline: float | None = None) -> Result:
         from metarl.benchmarks.speed.time_to_quality import (
             REMEDIES,
             bench_time_to_quality,
@@ -163,13 +170,14 @@ def _time_to(
             )  # fmt: skip
         else:
             result = bench_time_to_quality(experiment, workdir, every, 500, None, evaluation,
-                                           options, resume=True, target=target)  # fmt: skip
+                                           options, resume=True, target=target,
+                                           deadline=deadline)  # fmt: skip
         return result, format_time_to_quality(result)
 
     return run
 
 
-SPEED: dict[str, Callable[[str, Path], tuple[dict[str, Any], str]]] = {
+SPEED: dict[str, SpeedBenchmark] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,
     "speed-simulator": _speed_simulator,
