@@ -582,6 +582,13 @@ def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_ba
     (arguments,) = bound
     assert arguments["experiment"] == "navigation"
     assert arguments["target"] == "navigation-2-steps"
+    rows = arguments["options"]
+    assert list(rows) == ["fastest documented", "fastest documented, last model", "paper defaults"]
+    from metarl.experiments import load_config
+
+    chosen = {name: load_config("navigation", sets).eval_model for name, sets in rows.items()}
+    assert chosen == {"fastest documented": "best", "fastest documented, last model": "last",
+                      "paper defaults": "best"}  # fmt: skip
 
 
 def test_the_suite_gives_its_time_limit_to_the_benchmarks_that_train_for_hours(

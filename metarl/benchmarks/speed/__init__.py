@@ -140,16 +140,16 @@ def _family_meta_dataset(suite: str, workdir: Path, deadline: float | None = Non
 
 
 def _time_to(
-    experiment: str, every: int, remedies: bool = False, target: str | None = None
+    experiment: str, every: int, rows: str = "options", target: str | None = None
 ) -> SpeedBenchmark:
     """Time from a fresh start to the paper's number on ``experiment`` (``target``: another
     entry of ``TARGETS`` than the experiment's own), evaluated every ``every`` iterations (the
-    paper suite: up to the protocol's 500 iterations), with the paper's and the fastest
-    documented options, or with each of ``REMEDIES``."""
+    paper suite: up to the protocol's 500 iterations), with each row of ``ROWS[rows]``
+    (``options``: the paper's and the fastest documented options; ``two-step``; ``remedies``)."""
 
     def run(suite: str, workdir: Path, deadline: float | None = None) -> Result:
         from metarl.benchmarks.speed.time_to_quality import (
-            REMEDIES,
+            ROWS,
             bench_time_to_quality,
             format_time_to_quality,
         )
@@ -161,7 +161,7 @@ def _time_to(
                 f"{experiment} trains it)"
             )
         evaluation = [f"baselines_dir={baselines}"]
-        options = REMEDIES if remedies else None
+        options = ROWS[rows]
         if suite == "quick":  # the mechanism on a tiny run
             result = bench_time_to_quality(
                 experiment, workdir, 1, 1, ["meta_batch_size=2", "episodes_per_task=5"],
@@ -189,7 +189,9 @@ SPEED: dict[str, SpeedBenchmark] = {
     "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
     "family-meta-dataset": _family_meta_dataset,
     "time-to-navigation": _time_to("navigation", 5),
-    "time-to-navigation-2-steps": _time_to("navigation", 5, target="navigation-2-steps"),
+    "time-to-navigation-2-steps": _time_to(
+        "navigation", 5, "two-step", target="navigation-2-steps"
+    ),
     "time-to-halfcheetah-vel": _time_to("halfcheetah-vel", 10),
-    "halfcheetah-dir-remedies": _time_to("halfcheetah-dir", 50, remedies=True),
+    "halfcheetah-dir-remedies": _time_to("halfcheetah-dir", 50, "remedies"),
 }
