@@ -31,6 +31,16 @@ WINDOW_SECONDS = 900.0
 BENCH_INFO = "bench.json"
 
 
+def time_limit_args(deadline: float | None, now: float) -> tuple[list[str], float | None]:
+    """A training child's ``--time-limit`` for the time left from ``now`` until ``deadline``
+    (both ``time.time()`` values; none without a deadline), and when to interrupt it if it has
+    not stopped by itself (``WINDOW_SECONDS`` later)."""
+    if deadline is None:
+        return [], None
+    minutes = max(deadline - now, 0.0) / 60.0
+    return ["--time-limit", f"{minutes:.3f}"], deadline + WINDOW_SECONDS
+
+
 class ChildResult(NamedTuple):
     """How a child ``metarl`` process ended: exit code, peak resident memory (MiB), and whether
     the deadline stopped it."""
@@ -142,10 +152,10 @@ def run_quality(
         if overrides := bench.overrides(suite):
             args += ["--set", *(f"{k}={v}" for k, v in overrides.items())]
     if args is not None and running():
-        if deadline is not None:
-            args += ["--time-limit", f"{max(deadline - time.time(), 0.0) / 60.0:.3f}"]
+        limit, interrupt_at = time_limit_args(deadline, time.time())
+        args += limit
         print(f"\n=== {bench.name}: metarl {' '.join(args)}", flush=True)
-        child = run_child(args, None if deadline is None else deadline + WINDOW_SECONDS)
+        child = run_child(args, interrupt_at)
         info["train_peak_mib"] = max(child.peak_mib, info.get("train_peak_mib", 0.0))
         info["train_exit"] = 0 if child.stopped else child.exit_code  # a time limit: no failure
         save()

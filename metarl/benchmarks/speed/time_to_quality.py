@@ -159,7 +159,7 @@ def bench_time_to_quality(
         less), ``model`` the tested model (``[choice, iteration]``). A point whose best model is
         the one the previous point tested takes its numbers instead of evaluating it again.
     """
-    from metarl.benchmarks.runner import WINDOW_SECONDS, run_child
+    from metarl.benchmarks.runner import run_child, time_limit_args
     from metarl.reports import read_report
     from metarl.run import CHECKPOINT, load_checkpoint
 
@@ -199,11 +199,8 @@ def bench_time_to_quality(
             else:
                 args = ["train", experiment, "--out", str(run_dir), "--set", *settings,
                         f"iterations={iterations}", "tensorboard=false"]  # fmt: skip
-            stop = None
-            if deadline is not None:
-                args += ["--time-limit", f"{max(deadline - time.time(), 0.0) / 60.0:.3f}"]
-                stop = deadline + WINDOW_SECONDS
-            child = run_child([*args, "--no-progress"], stop)
+            limit, interrupt_at = time_limit_args(deadline, time.time())
+            child = run_child([*args, *limit, "--no-progress"], interrupt_at)
             if child.exit_code != 0 and not child.stopped:
                 row["error"] = "training failed"
                 break
