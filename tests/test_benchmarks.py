@@ -604,3 +604,15 @@ def test_the_suite_gives_its_time_limit_to_the_benchmarks_that_train_for_hours(
     (arguments,) = bound
     assert arguments["deadline"] == deadline and not interrupted
     assert "result" in attempted["time-to-navigation"]
+
+
+def test_a_locomotion_time_to_quality_row_without_its_oracle_says_where_to_get_one(tmp_path):
+    from metarl.benchmarks.speed import SPEED, BenchmarkUnavailable
+
+    with pytest.raises(BenchmarkUnavailable) as refused:
+        SPEED["time-to-halfcheetah-vel"]("paper", tmp_path / "paper" / "time-to-halfcheetah-vel")
+    message = str(refused.value)
+    assert str(tmp_path / "paper" / "baselines" / "halfcheetah-vel") in message
+    assert "cp -r zoo/baselines/halfcheetah-vel" in message and "\n" not in message
+    zoo = Path(__file__).resolve().parents[1] / "zoo"
+    assert (zoo / "baselines" / "halfcheetah-vel" / "oracle.pt").exists()  # what the line offers

@@ -157,8 +157,9 @@ def _time_to(
         baselines = workdir.parent / "baselines" / experiment  # the suite's shared baselines
         if experiment != "navigation" and not (baselines / "oracle.pt").exists():
             raise BenchmarkUnavailable(
-                f"needs the oracle baseline in {baselines} (metarl bench --suite {suite} --only "
-                f"{experiment} trains it)"
+                f"needs the oracle baseline in {baselines}: `metarl bench --suite {suite} --only "
+                f"{experiment}` trains it, or copy a checkout's committed ones there "
+                f"(cp -r zoo/baselines/{experiment} {baselines.parent}/)"
             )
         evaluation = [f"baselines_dir={baselines}"]
         options = ROWS[rows]
