@@ -583,12 +583,14 @@ def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_ba
     assert arguments["experiment"] == "navigation"
     assert arguments["target"] == "navigation-2-steps"
     rows = arguments["options"]
-    assert list(rows) == ["fastest documented", "fastest documented, last model", "paper defaults"]
+    assert list(rows) == ["fastest documented", "fastest documented, last model",
+                          "paper defaults, last model", "paper defaults"]  # fmt: skip
     from metarl.experiments import load_config
 
     chosen = {name: load_config("navigation", sets).eval_model for name, sets in rows.items()}
     assert chosen == {"fastest documented": "best", "fastest documented, last model": "last",
-                      "paper defaults": "best"}  # fmt: skip
+                      "paper defaults, last model": "last", "paper defaults": "best"}  # fmt: skip
+    assert rows["paper defaults, last model"] == [*rows["paper defaults"], "eval_model=last"]
 
 
 def test_the_suite_gives_its_time_limit_to_the_benchmarks_that_train_for_hours(
