@@ -452,6 +452,7 @@ def test_time_to_quality_stops_at_the_deadline_and_the_next_call_continues_the_c
     assert fast["in_progress"] and slow["in_progress"] and slow["points"] == []
     evaluated = [c for c in calls if c[0] == "evaluate"]
     assert len(evaluated) == 2  # after 10 and 20 iterations, not at the stop
+    assert all("eval_reuse_baselines=true" in c for c in evaluated)  # baselines scored once
     table = ttq.format_time_to_quality(first)
     assert "| fast | in progress (20 iterations) |" in table
     assert "| slow | not started |" in table

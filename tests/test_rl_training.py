@@ -12,7 +12,7 @@ from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
 from metarl.reports import read_report, results_table
-from metarl.rl.evaluate import adaptation_curve
+from metarl.rl.evaluate import adaptation_curve, baseline_fingerprint
 from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.trainer import train
@@ -243,6 +243,39 @@ def test_a_baseline_adapts_with_its_own_step_sizes_when_given(tmp_path: Path) ->
     assert own["random_init"] == everyone["random_init"] != default["random_init"]
     assert own["protocol"]["step_sizes_by_method"]["random_init"] == [0.3, 0.05]
     assert "step_sizes_by_method" not in default["protocol"]
+
+
+def test_reused_baseline_scores_equal_a_full_evaluation_and_expire(tmp_path: Path) -> None:
+    """``eval_reuse_baselines`` takes the baselines' curves from the earlier eval.json: after
+    more training the report equals a full evaluation of the same checkpoint; a changed
+    scoring setting or baseline file measures them again."""
+    assert main(["train", "navigation", "--out", str(tmp_path), "--set", *SMALL, "iterations=1",
+                 "--no-progress"]) == 0  # fmt: skip
+    reuse = ["eval_trajectory_goals=0", "eval_reuse_baselines=true"]
+
+    def evaluate(*sets: str):
+        assert main(["evaluate", str(tmp_path), "--no-progress", "--set", *sets]) == 0
+        report = read_report(tmp_path)
+        return report, [(c.method, c.mean, c.error) for c in report.curves]
+
+    first, _ = evaluate(*reuse)
+    assert first.details["baselines_reused"] is False  # nothing stored to take them from
+    assert main(["train", "navigation", "--resume", str(tmp_path), "--set", "iterations=2",
+                 "--no-progress"]) == 0  # fmt: skip
+    reused, reused_curves = evaluate(*reuse)
+    full, full_curves = evaluate("eval_trajectory_goals=0")
+    assert reused.details["baselines_reused"] is True and not full.details["baselines_reused"]
+    assert reused_curves == full_curves
+    assert [c.method for c in reused.curves] == ["meta_learned", "random_init", "oracle_analytic"]
+    assert reused.model == full.model and reused.gap_closed() == full.gap_closed()
+
+    other_seed, _ = evaluate(*reuse, "eval_seed=7")  # other test tasks: measured again
+    assert other_seed.details["baselines_reused"] is False
+    config, baselines = _small("iterations=2"), tmp_path.parent / "baselines" / "navigation"
+    assert baseline_fingerprint(config, baselines) == full.details["baseline_fingerprint"]
+    baselines.mkdir(parents=True)
+    (baselines / "oracle.pt").write_bytes(b"another oracle")  # a new file: measured again
+    assert baseline_fingerprint(config, baselines) != full.details["baseline_fingerprint"]
 
 
 @pytest.mark.parametrize(

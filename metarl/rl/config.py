@@ -141,6 +141,13 @@ class RLConfig(MetaLearningConfig):
         high=100.0,
     )
 
+    eval_reuse_baselines: bool = option(
+        False,
+        "score only the meta-learned policy and take the baselines' curves (random init, "
+        "pretrained, oracles) from the run's eval.json when they were measured with the same "
+        "settings, baseline files and torch: for repeated evaluations of one run",
+    )
+
     def validate(self) -> None:
         super().validate()
         for key in ("eval_lr_pretrained", "eval_lr_random_init"):

@@ -33,6 +33,8 @@ stored, else against the analytic one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,7 +51,16 @@ from metarl.core.functional import Params
 from metarl.envs import BatchedTaskEnv
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.references import paper_result
-from metarl.reports import Curve, EvalReport, Headline, MissingBaseline, ModelChoice, write_report
+from metarl.reports import (
+    Curve,
+    EvalReport,
+    Headline,
+    MissingBaseline,
+    ModelChoice,
+    ReportError,
+    read_report,
+    write_report,
+)  # fmt: skip
 from metarl.rl.config import RLConfig
 from metarl.rl.maml import sampled_adaptation
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
@@ -62,6 +73,43 @@ from metarl.runtime import set_num_threads
 GAP_ORACLES = ("oracle_ppo", "oracle_analytic")
 """The oracles gap closure is measured against, in order of preference (never the mean-action
 row, which pays no exploration noise)."""
+
+
+TRAINING_ONLY = frozenset({
+    "iterations", "meta_batch_size", "episodes_per_task", "inner_steps", "meta_gradient",
+    "fd_epsilon", "max_kl", "cg_iterations", "cg_damping", "fisher_product", "fisher_subsample",
+    "line_search_ratio", "line_search_steps", "line_search_rule", "log_every",
+    "checkpoint_every", "tensorboard", "eval_model", "eval_trajectory_goals", "baselines_dir",
+    "eval_reuse_baselines",
+})  # fmt: skip
+"""Config keys that change how the meta-learned policy is trained or which one is tested, but
+not how the protocol scores a baseline. Every other key counts in
+:func:`baseline_fingerprint`, so a key added later invalidates stored baseline curves until it
+is listed here."""
+
+
+def baseline_fingerprint(config: RLConfig, baselines: Path) -> str:
+    """A digest of everything the baselines' curves depend on: the config without its
+    :data:`TRAINING_ONLY` keys, the bytes of the stored baseline files, and torch's version."""
+    digest = hashlib.sha256()
+    scoring = {k: v for k, v in to_dict(config).items() if k not in TRAINING_ONLY}
+    digest.update(json.dumps(scoring, sort_keys=True).encode())
+    for kind in KINDS:
+        path = baselines / f"{kind}.pt"
+        digest.update(kind.encode() + (path.read_bytes() if path.is_file() else b"none"))
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()
+
+
+def stored_baseline_scores(run_dir: Path, fingerprint: str) -> EvalReport | None:
+    """The run's ``eval.json`` if its baselines were scored under ``fingerprint``, else None."""
+    try:
+        report = read_report(run_dir)
+    except ReportError:
+        return None
+    if report is None or report.details.get("baseline_fingerprint") != fingerprint:
+        return None
+    return report
 
 
 def navigation_oracle(env: BatchedTaskEnv, tasks: list[dict[str, Any]]) -> ActFn:
@@ -148,6 +196,8 @@ def evaluate(
     ``retrain_baselines`` is accepted for the CLI's uniform call: the baselines here need no
     training (the random policy is rebuilt from the seed, the oracles are analytic or stored by
     ``metarl baseline``). ``progress`` shows a bar over the batches of episodes sampled.
+    With ``config.eval_reuse_baselines`` the baselines' curves come from the run's earlier
+    ``eval.json`` when its :func:`baseline_fingerprint` matches: only MAML is scored again.
     """
     del retrain_baselines
     started = time.time()
@@ -159,9 +209,15 @@ def evaluate(
     curves: list[Curve] = []
 
     baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
+    fingerprint = baseline_fingerprint(config, baselines)
+    earlier = stored_baseline_scores(run_dir, fingerprint) if config.eval_reuse_baselines else None
     stored = {kind: load_baseline(baselines / f"{kind}.pt", config) for kind in KINDS}
-    adapting = 2 + (stored["pretrained"] is not None)  # MAML, random init, pretrained
-    rollouts = 2 * (stored["oracle"] is not None) + (config.env in ORACLES)  # the oracles
+    if earlier is not None:
+        print("baselines: the scores in eval.json (same settings, files and torch)", flush=True)
+        adapting, rollouts = 1, 0  # MAML only
+    else:
+        adapting = 2 + (stored["pretrained"] is not None)  # MAML, random init, pretrained
+        rollouts = 2 * (stored["oracle"] is not None) + (config.env in ORACLES)  # the oracles
     bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
                unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
 
@@ -184,8 +240,16 @@ def evaluate(
         curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0]))
 
     maml = adapted("meta_learned", "MAML", model)
-    adapted("random_init", "random init", build_policy(config))
-    trained, missing = {}, []
+    trained: dict[str, dict[str, Any]] = {}
+    missing: list[MissingBaseline] = []
+    if earlier is not None:  # the same numbers a new measurement would give, without its cost
+        curves += [c for c in earlier.curves if c.method != "meta_learned"]
+        trained, missing = earlier.baselines, earlier.missing
+        step_sizes.update({c.method: config.step_sizes_of(c.method) for c in curves
+                           if c.method in ("random_init", "pretrained")})  # fmt: skip
+        stored = {}
+    else:
+        adapted("random_init", "random init", build_policy(config))
     for kind, baseline in stored.items():
         if baseline is None:
             how = f"`metarl baseline {kind} {config.experiment}`"
@@ -201,7 +265,7 @@ def evaluate(
                         oracle_actions(baseline.policy, task_features, noise))  # fmt: skip
             not_adapted("oracle_ppo_mean_action", "oracle (PPO, mean action)",
                         oracle_actions(baseline.policy, task_features))  # fmt: skip
-    if config.env in ORACLES:
+    if config.env in ORACLES and earlier is None:
         not_adapted("oracle_analytic", "oracle", ORACLES[config.env](env, tasks))
 
     bar.close()
@@ -234,6 +298,7 @@ def evaluate(
         gap_oracle=next((o for o in GAP_ORACLES if any(c.method == o for c in curves)), None),
         baselines=trained,
         missing=missing,
+        details={"baseline_fingerprint": fingerprint, "baselines_reused": earlier is not None},
     )
     write_report(report, run_dir)
     plots = run_dir / "plots"
