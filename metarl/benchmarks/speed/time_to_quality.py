@@ -99,21 +99,21 @@ TWO_STEP_OPTIONS: dict[str, list[str]] = {
 }
 """``time-to-navigation-2-steps``'s rows."""
 REMEDIES: dict[str, list[str]] = {
-    # The rows train in this order, the untried remedies first. The quadratic KL model
-    # underestimates ReLU's real KL, so the line search always shrinks the step: keep δ but let
-    # the KL measured at a rejected step, not the quadratic model, say how far to shrink it.
-    "measured-KL line search": ["line_search_rule=measured_kl"],
-    # The same diagnosis, the other way round: a larger trust region, with the line search's
-    # real-KL check as the guard.
-    "max_kl = 0.03": ["max_kl=0.03"],
+    # The rows train in this order, the unmeasured remedies first (docs/experiments/meta-rl.md
+    # has the measured ones' numbers).
     # One inner step of α = 0.1 moves the untrained tanh policy by a mean KL of 0.039 against
     # ReLU's 1.10 (docs/experiments/meta-rl.md); KL grows as α², so α ≈ 0.1·√28 ≈ 0.5 matches.
     "tanh, KL-matched α = 0.5": ["activation=tanh", "inner_lr=0.5"],
     "fisher_subsample = 5": ["fisher_subsample=5"],
+    # The quadratic KL model underestimates ReLU's real KL, so the line search always shrinks
+    # the step: a larger trust region, with the line search's real-KL check as the guard.
+    "max_kl = 0.03": ["max_kl=0.03"],
+    # The same diagnosis, the other way round: keep δ but let the KL measured at a rejected
+    # step, not the quadratic model, say how far to shrink it.
+    "measured-KL line search": ["line_search_rule=measured_kl"],
     # The paper's released HalfCheetah-dir model (maml_rl's test_maml_cheetah_direc.py,
     # "original ICML file") came from a run with TRPO's step size δ = 0.02, tested at
-    # iteration 100. A first 500-iteration run of this row closed 42% of the gap
-    # (docs/experiments/meta-rl.md); this one checks that number.
+    # iteration 100.
     "max_kl = 0.02 (the paper's released run)": ["max_kl=0.02"],
     # The control runs last: zoo/halfcheetah-dir already holds the paper defaults' model of a
     # 500-iteration run from the same seed.
