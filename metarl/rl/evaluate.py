@@ -60,12 +60,18 @@ from metarl.reports import (
     ReportError,
     read_report,
     write_report,
-)  # fmt: skip
+)
 from metarl.rl.config import RLConfig
 from metarl.rl.maml import sampled_adaptation
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
 from metarl.rl.sampler import ActFn, rollout
-from metarl.rl.sb3_baselines import KINDS, default_dir, load_baseline, oracle_actions
+from metarl.rl.sb3_baselines import (
+    KINDS,
+    StoredBaseline,
+    default_dir,
+    load_baseline,
+    oracle_actions,
+)
 from metarl.rl.task_envs import make_batched_env
 from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
@@ -211,13 +217,15 @@ def evaluate(
     baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
     fingerprint = baseline_fingerprint(config, baselines)
     earlier = stored_baseline_scores(run_dir, fingerprint) if config.eval_reuse_baselines else None
-    stored = {kind: load_baseline(baselines / f"{kind}.pt", config) for kind in KINDS}
-    if earlier is not None:
+    stored: dict[str, StoredBaseline | None] = {}
+    if earlier is not None:  # nothing to load: only MAML is scored
         print("baselines: the scores in eval.json (same settings, files and torch)", flush=True)
-        adapting, rollouts = 1, 0  # MAML only
     else:
-        adapting = 2 + (stored["pretrained"] is not None)  # MAML, random init, pretrained
-        rollouts = 2 * (stored["oracle"] is not None) + (config.env in ORACLES)  # the oracles
+        stored = {kind: load_baseline(baselines / f"{kind}.pt", config) for kind in KINDS}
+    analytic = config.env in ORACLES and earlier is None
+    # MAML, random init and pretrained adapt; the oracles only roll out
+    adapting = 1 + (earlier is None) + (stored.get("pretrained") is not None)
+    rollouts = 2 * (stored.get("oracle") is not None) + analytic
     bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
                unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
 
@@ -247,7 +255,6 @@ def evaluate(
         trained, missing = earlier.baselines, earlier.missing
         step_sizes.update({c.method: config.step_sizes_of(c.method) for c in curves
                            if c.method in ("random_init", "pretrained")})  # fmt: skip
-        stored = {}
     else:
         adapted("random_init", "random init", build_policy(config))
     for kind, baseline in stored.items():
@@ -265,7 +272,7 @@ def evaluate(
                         oracle_actions(baseline.policy, task_features, noise))  # fmt: skip
             not_adapted("oracle_ppo_mean_action", "oracle (PPO, mean action)",
                         oracle_actions(baseline.policy, task_features))  # fmt: skip
-    if config.env in ORACLES and earlier is None:
+    if analytic:
         not_adapted("oracle_analytic", "oracle", ORACLES[config.env](env, tasks))
 
     bar.close()
