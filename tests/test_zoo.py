@@ -152,3 +152,37 @@ def test_a_model_continues_training_from_its_committed_state(entry: Path, tmp_pa
     lr = before.config.meta_lr
     at_lr = ((moved - lr).abs() < 0.01 * lr).float().mean().item()
     assert at_lr < 0.5, f"{at_lr:.0%} of the weights moved by exactly the learning rate"
+
+
+TIME_TO_QUALITY = sorted(p.parent for p in (ZOO / "time-to-quality").glob("*/time_to_quality.json"))
+
+
+@pytest.mark.parametrize("bench", TIME_TO_QUALITY, ids=lambda p: p.name)
+def test_the_committed_time_to_quality_rows_are_ones_the_benchmark_resumes(bench: Path):
+    """A committed time-to-quality benchmark continues where it stopped: copied to
+    ``runs/bench/paper/<name>``, `metarl bench --only <name>` keeps a stored row only when its
+    settings are the row's today (otherwise it trains that row from scratch), and continues it
+    from the row's checkpoint, which must hold at least the iterations of its last evaluation."""
+    import json
+
+    from metarl.benchmarks.speed import TIME_TO
+    from metarl.benchmarks.speed.time_to_quality import ROWS
+    from metarl.run import load_checkpoint
+
+    assert bench.name in TIME_TO, (
+        f"zoo/time-to-quality/{bench.name} is no time-to-quality benchmark"
+    )
+    spec = TIME_TO[bench.name]
+    stored = json.loads((bench / "time_to_quality.json").read_text())
+    assert (stored["experiment"], stored["every"]) == (spec.experiment, spec.every)
+    rows = ROWS[spec.rows]
+    assert stored["rows"], "no row"
+    for name, row in stored["rows"].items():
+        assert row["settings"] == rows.get(name), f"row {name!r} is not today's"
+        run = bench / name.replace(" ", "-")
+        if not row["points"] and not run.exists():  # a row not started yet
+            continue
+        state = load_checkpoint(run, spec.experiment)  # refuses another experiment's run
+        assert state["iteration"] >= (row["points"][-1]["iterations"] if row["points"] else 1)
+        assert not (run / ".lock").exists()
+    assert f"`time-to-quality/{bench.name}`" in (ZOO / "README.md").read_text()
