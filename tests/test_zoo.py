@@ -14,6 +14,7 @@ import torch
 
 import metarl
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
+from metarl.benchmarks.speed.time_to_quality import PROGRESS
 from metarl.experiments import get_experiment
 from metarl.rl.config import RLConfig
 
@@ -154,7 +155,8 @@ def test_a_model_continues_training_from_its_committed_state(entry: Path, tmp_pa
     assert at_lr < 0.5, f"{at_lr:.0%} of the weights moved by exactly the learning rate"
 
 
-TIME_TO_QUALITY = sorted(p.parent for p in (ZOO / "time-to-quality").glob("*/time_to_quality.json"))
+TIME_TO_QUALITY = sorted(p.parent for p in (ZOO / "time-to-quality").glob(f"*/{PROGRESS}"))
+"""The committed time-to-quality benchmarks."""
 
 
 @pytest.mark.parametrize("bench", TIME_TO_QUALITY, ids=lambda p: p.name)
@@ -166,20 +168,20 @@ def test_the_committed_time_to_quality_rows_are_ones_the_benchmark_resumes(bench
     import json
 
     from metarl.benchmarks.speed import TIME_TO
-    from metarl.benchmarks.speed.time_to_quality import ROWS
+    from metarl.benchmarks.speed.time_to_quality import ROWS, row_dir
     from metarl.run import load_checkpoint
 
     assert bench.name in TIME_TO, (
         f"zoo/time-to-quality/{bench.name} is no time-to-quality benchmark"
     )
     spec = TIME_TO[bench.name]
-    stored = json.loads((bench / "time_to_quality.json").read_text())
+    stored = json.loads((bench / PROGRESS).read_text())
     assert (stored["experiment"], stored["every"]) == (spec.experiment, spec.every)
     rows = ROWS[spec.rows]
     assert stored["rows"], "no row"
     for name, row in stored["rows"].items():
         assert row["settings"] == rows.get(name), f"row {name!r} is not today's"
-        run = bench / name.replace(" ", "-")
+        run = row_dir(bench, name)
         if not row["points"] and not run.exists():  # a row not started yet
             continue
         state = load_checkpoint(run, spec.experiment)  # refuses another experiment's run

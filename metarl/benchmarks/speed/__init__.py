@@ -158,13 +158,13 @@ TIME_TO: dict[str, TimeTo] = {
 """The benchmarks that train for hours to a paper number (their runs resume across calls)."""
 
 
-def _time_to(
-    experiment: str, every: int, rows: str = "options", target: str | None = None
-) -> SpeedBenchmark:
-    """Time from a fresh start to the paper's number on ``experiment`` (``target``: another
-    entry of ``TARGETS`` than the experiment's own), evaluated every ``every`` iterations (the
-    paper suite: up to the protocol's 500 iterations), with each row of ``ROWS[rows]``
-    (``options``: the paper's and the fastest documented options; ``two-step``; ``remedies``)."""
+def _time_to(spec: TimeTo) -> SpeedBenchmark:
+    """Time from a fresh start to the paper's number on ``spec.experiment`` (``spec.target``:
+    another entry of ``TARGETS`` than the experiment's own), evaluated every ``spec.every``
+    iterations (the paper suite: up to the protocol's 500 iterations), with each row of
+    ``ROWS[spec.rows]`` (``options``: the paper's and the fastest documented options;
+    ``two-step``; ``remedies``)."""
+    experiment, every, rows, target = spec
 
     def run(suite: str, workdir: Path, deadline: float | None = None) -> Result:
         from metarl.benchmarks.speed.time_to_quality import (
@@ -208,5 +208,5 @@ SPEED: dict[str, SpeedBenchmark] = {
     "family-omniglot": _family_omniglot("omniglot-5w1s"),
     "family-omniglot-20w1s": _family_omniglot("omniglot-20w1s"),
     "family-meta-dataset": _family_meta_dataset,
-    **{name: _time_to(*spec) for name, spec in TIME_TO.items()},
+    **{name: _time_to(spec) for name, spec in TIME_TO.items()},
 }

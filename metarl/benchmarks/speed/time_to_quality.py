@@ -126,6 +126,12 @@ ROWS: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 """The tables of rows a time-to-quality benchmark can train, by name."""
 PROGRESS = "time_to_quality.json"
+"""The file in a benchmark's folder that holds every row's settings and evaluations."""
+
+
+def row_dir(workdir: Path, name: str) -> Path:
+    """The run directory of the row called ``name``."""
+    return workdir / name.replace(" ", "-")
 
 
 def bench_time_to_quality(
@@ -184,7 +190,7 @@ def bench_time_to_quality(
 
     for name, sets in options.items():
         settings = [*(training or []), *sets]
-        run_dir = workdir / name.replace(" ", "-")
+        run_dir = row_dir(workdir, name)
         row = stored.get("rows", {}).get(name)
         if row is None or row["settings"] != settings or stored.get("every") != every:
             shutil.rmtree(run_dir, ignore_errors=True)
