@@ -364,3 +364,28 @@ def test_a_named_variant_trains_with_its_settings_and_its_own_paper_number(tmp_p
     assert suite.run_suite("quick", None, tmp_path / "runs", tmp_path / "out", progress=False) == 0
     config = (tmp_path / "runs" / "quick" / "sinusoid-first-order" / "config.yaml").read_text()
     assert "meta_gradient: first_order" in config
+
+
+def test_a_report_only_rewrite_shows_the_rows_a_time_to_quality_run_holds(tmp_path):
+    """`--report-only` (and a call stopped by Ctrl-C) reports an hours-long time-to-quality
+    benchmark from its progress file, not from an older report's copy of it."""
+    from metarl.benchmarks.speed import TIME_TO
+    from metarl.benchmarks.speed.time_to_quality import PROGRESS, ROWS
+
+    spec = TIME_TO["halfcheetah-dir-remedies"]
+    first, *others = ROWS[spec.rows]
+    points = [{"iterations": i, "score": i / 1000, "seconds": 9.0 * i, "cpu_seconds": 9.0 * i,
+               "return_2": None, "model": ["best", i]} for i in range(50, 550, 50)]  # fmt: skip
+    rows = {first: {"settings": ROWS[spec.rows][first], "points": points, "reached": None}}
+    workdir = tmp_path / "runs" / "paper" / "halfcheetah-dir-remedies"
+    workdir.mkdir(parents=True)
+    (workdir / PROGRESS).write_text(json.dumps({
+        "experiment": spec.experiment, "target": "the target", "threshold": 0.64,
+        "every": spec.every, "max_iterations": 500, "machine": {}, "rows": rows,
+    }))  # fmt: skip
+    out = tmp_path / "report"
+    assert suite.run_suite("paper", ["halfcheetah-dir-remedies"], tmp_path / "runs", out,
+                           report_only=True, progress=False) == 0  # fmt: skip
+    text = (out / "BENCHMARKS.md").read_text()
+    assert f"| {first} | not within 500 iterations | – | – | – | 0.5 (500) |" in text
+    assert all(f"| {name} | not started |" in text for name in others)

@@ -466,6 +466,42 @@ def test_time_to_quality_stops_at_the_deadline_and_the_next_call_continues_the_c
     assert "in_progress" not in again["rows"]["fast"]
 
 
+def _point(iterations: int, score: float) -> dict:
+    return {"iterations": iterations, "score": score, "seconds": 2.0 * iterations,
+            "cpu_seconds": 3.0 * iterations, "return_2": None,
+            "model": ["best", iterations]}  # fmt: skip
+
+
+def test_a_stored_time_to_quality_table_says_which_rows_the_next_call_continues(tmp_path):
+    """Read back without training, a row that reached the target keeps its time, one whose
+    budget ran out says so, one the next call continues is "in progress", and rows the file
+    lacks or holds with other settings are "not started"; another interval is no table."""
+    from metarl.benchmarks.speed import time_to_quality as ttq
+
+    stored = {
+        "experiment": "navigation", "target": "t", "threshold": 0.5, "every": 10,
+        "max_iterations": 60, "machine": {},
+        "rows": {
+            "reached": {"settings": [], "points": [_point(10, 0.2), _point(20, 0.6)],
+                        "reached": _point(20, 0.6)},
+            "exhausted": {"settings": ["a=1"], "reached": None,
+                          "points": [_point(i, 0.1) for i in range(10, 70, 10)]},
+            "stopped": {"settings": ["b=1"], "points": [_point(10, 0.3)], "reached": None},
+            "changed": {"settings": ["c=1"], "points": [_point(10, 0.4)], "reached": None},
+        },
+    }  # fmt: skip
+    (tmp_path / ttq.PROGRESS).write_text(json.dumps(stored))
+    options = {"reached": [], "exhausted": ["a=1"], "stopped": ["b=1"], "changed": ["c=2"],
+               "absent": ["d=1"]}  # fmt: skip
+    table = ttq.format_time_to_quality(ttq.read_time_to_quality(tmp_path, 10, options))
+    assert "| reached | **40 s** | 60 s | 20 | 0.6 | 0.6 (20) |" in table
+    assert "| exhausted | not within 60 iterations |" in table
+    assert "| stopped | in progress (10 iterations) | – | – | – | 0.3 (10) |" in table
+    assert "| changed | not started |" in table and "| absent | not started |" in table
+    assert ttq.read_time_to_quality(tmp_path, 5, options) is None
+    assert ttq.read_time_to_quality(tmp_path / "elsewhere", 10, options) is None
+
+
 def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch):
     """Evaluated every 10 iterations, a run whose kept best model is that of iteration 7 at 10
     and 20 and of iteration 28 at 30 and 40 is evaluated at 10 and 30 only; the points between

@@ -197,6 +197,20 @@ def _time_to(spec: TimeTo) -> SpeedBenchmark:
     return run
 
 
+def stored_time_to(name: str, workdir: Path) -> Result | None:
+    """The table of ``TIME_TO[name]`` from the rows its paper-suite runs in ``workdir`` hold (None
+    if it never ran there), without training."""
+    from metarl.benchmarks.speed.time_to_quality import (
+        ROWS,
+        format_time_to_quality,
+        read_time_to_quality,
+    )
+
+    spec = TIME_TO[name]
+    result = read_time_to_quality(workdir, spec.every, ROWS[spec.rows])
+    return None if result is None else (result, format_time_to_quality(result))
+
+
 SPEED: dict[str, SpeedBenchmark] = {
     "speed-core": _speed_core,
     "speed-omniglot": _speed_omniglot,

@@ -248,6 +248,34 @@ def bench_time_to_quality(
     return result
 
 
+def read_time_to_quality(
+    workdir: Path, every: int, options: dict[str, list[str]]
+) -> dict[str, Any] | None:
+    """The result of :func:`bench_time_to_quality` as its progress file in ``workdir`` holds it,
+    without training: what ``metarl bench --report-only`` and an interrupted call report.
+
+    A row the next call would continue (not reached, within the budget, no error) says "in
+    progress"; a row the file lacks, or holds with other settings, "not started". None when no
+    earlier call of the same interval left a file.
+    """
+    progress = workdir / PROGRESS
+    if not progress.exists():
+        return None
+    stored = json.loads(progress.read_text())
+    if stored.get("every") != every:
+        return None  # the next call starts every row again
+    rows = {}
+    for name, sets in options.items():
+        row = stored["rows"].get(name)
+        if row is None or row["settings"] != sets:
+            row = {"settings": sets, "points": [], "reached": None}
+        trained = row["points"][-1]["iterations"] if row["points"] else 0
+        finished = trained + every > stored["max_iterations"]
+        row["in_progress"] = not (row["reached"] or row.get("error") or finished)
+        rows[name] = row
+    return {**stored, "rows": rows}
+
+
 def format_time_to_quality(result: dict[str, Any]) -> str:
     """The rows as a Markdown table."""
     lines = [
