@@ -134,6 +134,17 @@ def row_dir(workdir: Path, name: str) -> Path:
     return workdir / name.replace(" ", "-")
 
 
+def _resumed_row(
+    stored: dict[str, Any], name: str, settings: list[str], every: int
+) -> dict[str, Any] | None:
+    """Row ``name`` of an earlier call's progress, if the next call continues it: same settings,
+    same evaluation interval. None when the row starts again from scratch."""
+    row = stored.get("rows", {}).get(name)
+    if row is None or row["settings"] != settings or stored.get("every") != every:
+        return None
+    return row
+
+
 def bench_time_to_quality(
     experiment: str,
     workdir: Path,
@@ -191,8 +202,8 @@ def bench_time_to_quality(
     for name, sets in options.items():
         settings = [*(training or []), *sets]
         run_dir = row_dir(workdir, name)
-        row = stored.get("rows", {}).get(name)
-        if row is None or row["settings"] != settings or stored.get("every") != every:
+        row = _resumed_row(stored, name, settings, every)
+        if row is None:
             shutil.rmtree(run_dir, ignore_errors=True)
             row = {"settings": settings, "points": [], "reached": None}
         row.pop("error", None)  # a failure of an earlier call is tried again
@@ -266,8 +277,8 @@ def read_time_to_quality(
         return None  # the next call starts every row again
     rows = {}
     for name, sets in options.items():
-        row = stored["rows"].get(name)
-        if row is None or row["settings"] != sets:
+        row = _resumed_row(stored, name, sets, every)
+        if row is None:
             row = {"settings": sets, "points": [], "reached": None}
         trained = row["points"][-1]["iterations"] if row["points"] else 0
         finished = trained + every > stored["max_iterations"]
