@@ -23,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -182,7 +183,23 @@ def load_tensors(path: Path, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem means the same to the user
-        raise RunError(f"cannot read {path} as a {what} of tensors: {_first_line(e)}") from None
+        raise RunError(f"cannot read {path} as a {what} of tensors: {_unreadable(e)}") from None
+
+
+def _unreadable(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: torch's own message
+    suggests ``weights_only=False``, which would run whatever code the file holds."""
+    text = str(error)
+    name = re.search(r"GLOBAL (\S+)", text)  # torch names a refused class or function so
+    if name or "Unsupported global" in text:
+        found = f" ({name.group(1)})" if name else ""
+        return (f"it holds Python objects{found} besides tensors, and metarl does not unpickle "
+                "objects: loading them could run code from the file")  # fmt: skip
+    if "Weights only load failed" in text or isinstance(error, EOFError):
+        return "not a PyTorch file of tensors (empty, another format, or a plain pickle)"
+    if "zip archive" in text or "central directory" in text:
+        return "a truncated or corrupt PyTorch file"
+    return _first_line(error)
 
 
 CHECKPOINT_KEYS = {"config": dict, "iteration": int, "model": dict}

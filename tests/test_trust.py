@@ -88,6 +88,33 @@ def test_crafted_baseline_files_run_no_code(tmp_path, capsys):
     assert not marker.exists()
 
 
+def _unreadable_files(folder: Path) -> dict[str, Path]:
+    """One file of each way a checkpoint can fail to load, by the reason it should be given."""
+    good = folder / "good.pt"
+    torch.save({"w": torch.zeros(1000)}, good)
+    files = {
+        f"objects ({os.system.__module__}.system)": folder / "objects.pt",
+        "empty, another format": folder / "text.pt",
+        "truncated or corrupt": folder / "truncated.pt",
+    }
+    _plant(files[f"objects ({os.system.__module__}.system)"], folder / "pwned")
+    files["empty, another format"].write_text("not a checkpoint\n")
+    files["truncated or corrupt"].write_bytes(good.read_bytes()[:2000])
+    return files
+
+
+def test_an_unreadable_checkpoint_says_why_and_never_suggests_unsafe_loading(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for reason, file in _unreadable_files(tmp_path).items():
+        os.replace(file, run / "checkpoint.pt")
+        assert main(["evaluate", str(run), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert _one_line(err) and reason in err, (reason, err)
+        assert "weights_only" not in err, err
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_a_checkpoint_of_the_wrong_structure_is_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
