@@ -565,30 +565,38 @@ def _record_time_to_quality_calls(monkeypatch) -> list[dict]:
 
 
 @pytest.mark.parametrize("suite", ["quick", "paper"])
-def test_the_remedies_entry_trains_each_remedy_against_the_papers_gap(suite, tmp_path, monkeypatch):
-    """``halfcheetah-dir-remedies``: every remedy from the same experiment, each row its own
-    options, judged by the share of the gap the paper's data closes (64%)."""
+@pytest.mark.parametrize(
+    ("name", "experiment", "rows", "paper_gap"),
+    [("halfcheetah-dir-remedies", "halfcheetah-dir", "REMEDIES", 0.645),
+     ("ant-dir-remedies", "ant-dir", "ANT_REMEDIES", 0.950)],
+)  # fmt: skip
+def test_a_remedies_entry_trains_each_remedy_against_the_papers_gap(
+    suite, name, experiment, rows, paper_gap, tmp_path, monkeypatch
+):
+    """``halfcheetah-dir-remedies`` and ``ant-dir-remedies``: every remedy from the same
+    experiment, each row its own options, judged by the share of the gap the paper's data
+    closes ((293.2 − 21.8) / (442.7 − 21.8) and (499.1 − 9.2) / (524.8 − 9.2))."""
     from metarl.benchmarks.speed import SPEED, time_to_quality
     from metarl.references import PAPER
 
     bound = _record_time_to_quality_calls(monkeypatch)
-    workdir = tmp_path / suite / "halfcheetah-dir-remedies"
-    oracle = tmp_path / suite / "baselines" / "halfcheetah-dir" / "oracle.pt"
+    workdir = tmp_path / suite / name
+    oracle = tmp_path / suite / "baselines" / experiment / "oracle.pt"
     oracle.parent.mkdir(parents=True)
     oracle.write_bytes(b"")
-    SPEED["halfcheetah-dir-remedies"](suite, workdir)
+    SPEED[name](suite, workdir)
     (arguments,) = bound
-    assert arguments["experiment"] == "halfcheetah-dir"
-    assert arguments["options"] == time_to_quality.REMEDIES
+    assert arguments["experiment"] == experiment
+    assert arguments["options"] == getattr(time_to_quality, rows)
     assert arguments["options"]["paper defaults (ReLU)"] == []
     assert arguments.get("resume", False) == (suite == "paper")
-    target = time_to_quality.TARGETS["halfcheetah-dir"]
-    assert target.threshold == pytest.approx(PAPER["halfcheetah-dir"].gap_closed)
-    assert target.threshold == pytest.approx(0.645, abs=1e-3)
+    target = time_to_quality.TARGETS[experiment]
+    assert target.threshold == pytest.approx(PAPER[experiment].gap_closed)
+    assert target.threshold == pytest.approx(paper_gap, abs=1e-3)
     from metarl.experiments import load_config
 
-    for sets in time_to_quality.REMEDIES.values():  # each row's settings are a valid config
-        load_config("halfcheetah-dir", sets)
+    for sets in arguments["options"].values():  # each row's settings are a valid config
+        load_config(experiment, sets)
 
 
 def test_the_two_step_navigation_target_is_the_papers_number_within_our_error_bar(

@@ -154,6 +154,7 @@ TIME_TO: dict[str, TimeTo] = {
     "time-to-navigation-2-steps": TimeTo("navigation", 5, "two-step", "navigation-2-steps"),
     "time-to-halfcheetah-vel": TimeTo("halfcheetah-vel", 10),
     "halfcheetah-dir-remedies": TimeTo("halfcheetah-dir", 50, "remedies"),
+    "ant-dir-remedies": TimeTo("ant-dir", 50, "ant-remedies"),
 }
 """The benchmarks that train for hours to a paper number (their runs resume across calls)."""
 
@@ -163,7 +164,7 @@ def _time_to(spec: TimeTo) -> SpeedBenchmark:
     another entry of ``TARGETS`` than the experiment's own), evaluated every ``spec.every``
     iterations (the paper suite: up to the protocol's 500 iterations), with each row of
     ``ROWS[spec.rows]`` (``options``: the paper's and the fastest documented options;
-    ``two-step``; ``remedies``)."""
+    ``two-step``; ``remedies``; ``ant-remedies``)."""
     experiment, every, rows, target = spec
 
     def run(suite: str, workdir: Path, deadline: float | None = None) -> Result:
