@@ -19,6 +19,9 @@ from gymnasium.envs.registration import register
 
 LOCOMOTION = ("HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal")
 """The MuJoCo task families (their classes are ``<name>Env`` in :mod:`metarl.envs.locomotion`)."""
+RLLAB_SUFFIX = "Rllab"
+"""``<family>Rllab`` (e.g. ``AntDirRllab``) is the family stepped with the paper's rllab physics:
+one physics step per action (``physics="rllab"``, :data:`metarl.envs.locomotion.PHYSICS`)."""
 
 _EXPORTS = {
     "FAMILIES": "locomotion",
@@ -36,7 +39,7 @@ _EXPORTS = {
     "BatchedTaskEnv": "task_env",
     "TaskEnv": "task_env",
 }
-__all__ = [*_EXPORTS, "LOCOMOTION"]
+__all__ = [*_EXPORTS, "LOCOMOTION", "RLLAB_SUFFIX"]
 
 
 def __getattr__(name: str) -> Any:
@@ -50,3 +53,8 @@ def __getattr__(name: str) -> Any:
 register(id="metarl/Navigation2D-v0", entry_point="metarl.envs.navigation:Navigation2DEnv")
 for _name in LOCOMOTION:
     register(id=f"metarl/{_name}-v0", entry_point=f"metarl.envs.locomotion:{_name}Env")
+    register(
+        id=f"metarl/{_name}{RLLAB_SUFFIX}-v0",
+        entry_point=f"metarl.envs.locomotion:{_name}Env",
+        kwargs={"physics": "rllab"},
+    )

@@ -1,7 +1,8 @@
 """MuJoCo locomotion task families (Finn et al. 2017, Sec. 5.3; the PyTorch reference's rewards).
 
 Robots are gymnasium's v5 HalfCheetah and Ant (their models, reset noise, observations and
-``dt = 0.05`` = timestep 0.01 x frame skip 5); only the reward and the task change:
+``dt = 0.05`` = timestep 0.01 x frame skip 5; ``physics="rllab"`` steps them as the paper's
+rllab models instead, see :data:`PHYSICS`); only the reward and the task change:
 
 ================  =====================  ==================================================
 family            task                   reward per step
@@ -56,6 +57,17 @@ from .task_env import TaskEnv, check_actions
 DEFAULT_HORIZON = 100
 """Steps per episode (the PyTorch reference and ProMP; the paper used 200, with dt 0.01 for
 HalfCheetah and 0.02 for Ant)."""
+
+PHYSICS: tuple[str, ...] = ("gymnasium", "rllab")
+"""How the robot's physics advances per action.
+
+``gymnasium``: the v5 models' own, five physics steps of 0.01 s (``dt = 0.05``).
+``rllab``: the paper's, one physics step per action of :data:`RLLAB_TIMESTEP` (rllab's models
+set ``frame_skip = 1``); the same model otherwise, so one second of motion takes 2.5x (Ant) or
+5x (HalfCheetah) the decisions. The paper's episodes were 200 such steps (``horizon=200``).
+"""
+RLLAB_TIMESTEP: dict[str, float] = {"half_cheetah": 0.01, "ant": 0.02}
+"""rllab's physics step per robot (its ``half_cheetah.xml`` and ``ant.xml``), in seconds."""
 
 
 # --- task distributions ----------------------------------------------------------------------
@@ -242,24 +254,52 @@ class _LocomotionTaskEnv(TaskEnv):
     """
 
     family: LocomotionFamily
+    robot_class: type  # gymnasium's robot environment, the second base class
 
-    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
-        """Gymnasium's model loading (with its offscreen buffer sizes), by :func:`load_model`."""
-        model = load_model(self.fullpath)  # type: ignore[attr-defined]
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # type: ignore[attr-defined]
-        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)  # type: ignore[attr-defined]
-        return model, mujoco.MjData(model)
-
-    def _init_task(self, horizon: int, task: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        horizon: int = DEFAULT_HORIZON,
+        task: dict[str, Any] | None = None,
+        physics: str = "gymnasium",
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            horizon: steps per episode (truncated after them).
+            task: a task to pin (else one is drawn at every reset).
+            physics: one of :data:`PHYSICS`.
+            **kwargs: the gymnasium robot's own arguments.
+        """
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if physics not in PHYSICS:
+            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}; got {physics!r}")
         self.horizon = horizon
+        self.physics = physics
+        self._timestep = RLLAB_TIMESTEP[self.family.robot] if physics == "rllab" else None
+        if self._timestep is not None:
+            kwargs["frame_skip"] = 1
+        if self.family.robot == "ant":
+            kwargs.setdefault(
+                "exclude_current_positions_from_observation", not self.family.observes_position
+            )
+        self.robot_class.__init__(self, **kwargs)
         self._task: dict[str, Any] | None = None
         self._task_array: np.ndarray | None = None
         self._pinned = False
         self._elapsed = 0
         if task is not None:
             self.set_task(task)
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """Gymnasium's model loading (with its offscreen buffer sizes), by :func:`load_model`;
+        with rllab's physics, the model's time step becomes rllab's."""
+        model = load_model(self.fullpath)  # type: ignore[attr-defined]
+        if self._timestep is not None:
+            model.opt.timestep = self._timestep
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # type: ignore[attr-defined]
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)  # type: ignore[attr-defined]
+        return model, mujoco.MjData(model)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return self.family.sample_tasks(n, rng)
@@ -321,47 +361,35 @@ class HalfCheetahVelEnv(_LocomotionTaskEnv, HalfCheetahEnv):
     """HalfCheetah running at a target velocity v* ~ U[0, 2]."""
 
     family = FAMILIES["HalfCheetahVel"]
-
-    def __init__(self, horizon: int = DEFAULT_HORIZON, task: dict | None = None, **kwargs: Any):
-        HalfCheetahEnv.__init__(self, **kwargs)
-        self._init_task(horizon, task)
+    robot_class = HalfCheetahEnv
 
 
 class HalfCheetahDirEnv(_LocomotionTaskEnv, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
     family = FAMILIES["HalfCheetahDir"]
-
-    def __init__(self, horizon: int = DEFAULT_HORIZON, task: dict | None = None, **kwargs: Any):
-        HalfCheetahEnv.__init__(self, **kwargs)
-        self._init_task(horizon, task)
+    robot_class = HalfCheetahEnv
 
 
-class _AntTaskEnv(_LocomotionTaskEnv, AntEnv):
-    def __init__(self, horizon: int = DEFAULT_HORIZON, task: dict | None = None, **kwargs: Any):
-        kwargs.setdefault(
-            "exclude_current_positions_from_observation", not self.family.observes_position
-        )
-        AntEnv.__init__(self, **kwargs)
-        self._init_task(horizon, task)
-
-
-class AntVelEnv(_AntTaskEnv):
+class AntVelEnv(_LocomotionTaskEnv, AntEnv):
     """Ant running at a target velocity v* ~ U[0, 3]."""
 
     family = FAMILIES["AntVel"]
+    robot_class = AntEnv
 
 
-class AntDirEnv(_AntTaskEnv):
+class AntDirEnv(_LocomotionTaskEnv, AntEnv):
     """Ant running forward (d = +1) or backward (d = −1) along x."""
 
     family = FAMILIES["AntDir"]
+    robot_class = AntEnv
 
 
-class AntGoalEnv(_AntTaskEnv):
+class AntGoalEnv(_LocomotionTaskEnv, AntEnv):
     """Ant walking to a goal position g ~ U[−3, 3]²."""
 
     family = FAMILIES["AntGoal"]
+    robot_class = AntEnv
 
 
 SINGLE_ENVS: dict[str, type[_LocomotionTaskEnv]] = {

@@ -137,7 +137,12 @@ def check_step_command(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
     from metarl.experiments import load_config
     from metarl.rl.config import RLConfig
-    from metarl.rl.diagnostics import check_natural_step, format_step_profile
+    from metarl.rl.diagnostics import (
+        check_gradient_agreement,
+        check_natural_step,
+        format_gradient_agreement,
+        format_step_profile,
+    )
     from metarl.rl.policy import build_policy
     from metarl.runtime import set_num_threads
     from metarl.trained import load_run
@@ -167,6 +172,8 @@ def check_step_command(args: argparse.Namespace) -> int:
           f"{episodes} episodes, fisher_product {config.fisher_product}, "
           f"max_kl {config.max_kl}")  # fmt: skip
     print(format_step_profile(points))
+    agreement = check_gradient_agreement(policy, config, tasks, episodes, args.seed)
+    print(format_gradient_agreement(agreement))
     return 0
 
 

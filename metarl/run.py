@@ -188,7 +188,7 @@ def load_tensors(path: Path, what: str = "file") -> Any:
 
 def _unreadable(error: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in our words: torch's own message
-    suggests ``weights_only=False``, which would run whatever code the file holds."""
+    suggests lifting the weights-only restriction, which would run whatever code the file holds."""
     text = str(error)
     name = re.search(r"GLOBAL (\S+)", text)  # torch names a refused class or function so
     if name or "Unsupported global" in text:

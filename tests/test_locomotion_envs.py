@@ -34,15 +34,19 @@ def test_registered_and_passes_check_env(name):
     env.close()
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_batched_equals_single_env_step_by_step(name):
+RLLAB_CASES = [("AntDir", "rllab"), ("HalfCheetahVel", "rllab")]
+
+
+@pytest.mark.parametrize("name, physics", [(n, "gymnasium") for n in FAMILY_NAMES] + RLLAB_CASES)
+def test_batched_equals_single_env_step_by_step(name, physics):
     n, horizon = 3, 25
-    batch = E.BatchedLocomotion(name, n, horizon=horizon, threads=2)
+    batch = E.BatchedLocomotion(name, n, horizon=horizon, threads=2, physics=physics)
     rng = np.random.default_rng(1)
     tasks = batch.sample_tasks(n, rng)
     batch.set_tasks(tasks)
     obs_b = batch.reset(seeds=[5, 6, 7])
-    singles = [gym.make(f"metarl/{name}-v0", horizon=horizon).unwrapped for _ in range(n)]
+    env_id = f"metarl/{name}{E.RLLAB_SUFFIX if physics == 'rllab' else ''}-v0"
+    singles = [gym.make(env_id, horizon=horizon).unwrapped for _ in range(n)]
     obs_s = [e.reset(seed=5 + i, options={"task": tasks[i]})[0] for i, e in enumerate(singles)]
     np.testing.assert_allclose(obs_b, np.array(obs_s), atol=1e-6)
     done = [False] * n
@@ -102,6 +106,47 @@ def test_rewards_match_formulas_on_gymnasium_quantities(name, expected):
         assert terminated == gym_terminated
         if terminated:
             break
+
+
+@pytest.mark.parametrize(
+    "robot, gym_id, family",
+    [("ant", "Ant-v5", "AntDir"), ("half_cheetah", "HalfCheetah-v5", "HalfCheetahDir")],
+)
+def test_rllab_physics_is_gymnasiums_robot_at_rllabs_time_step(tmp_path, robot, gym_id, family):
+    """``<family>Rllab`` moves exactly as gymnasium's own robot loaded from its XML with rllab's
+    time step and stepped once per action; only the time step differs from the default."""
+    from pathlib import Path
+
+    import gymnasium.envs.mujoco as gym_mujoco
+
+    from metarl.envs.locomotion import RLLAB_TIMESTEP
+
+    xml = (Path(gym_mujoco.__file__).parent / "assets" / f"{robot}.xml").read_text()
+    assert 'timestep="0.01"' in xml
+    path = tmp_path / f"{robot}.xml"
+    path.write_text(xml.replace('timestep="0.01"', f'timestep="{RLLAB_TIMESTEP[robot]}"'))
+    theirs = gym.make(gym_id, xml_file=str(path), frame_skip=1).unwrapped
+    ours = gym.make(f"metarl/{family}{E.RLLAB_SUFFIX}-v0", task={"direction": 1.0}).unwrapped
+    default = gym.make(f"metarl/{family}-v0").unwrapped
+    assert ours.dt == RLLAB_TIMESTEP[robot] != default.dt == 0.05
+    assert ours.observation_space.shape == default.observation_space.shape
+    obs_theirs, _ = theirs.reset(seed=2)
+    obs_ours, _ = ours.reset(seed=2)
+    np.testing.assert_array_equal(obs_ours, obs_theirs)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = rng.uniform(-1, 1, ours.action_space.shape)
+        obs_theirs, _, term_theirs, _, info = theirs.step(a)
+        obs_ours, reward, term_ours, _, _ = ours.step(a)
+        np.testing.assert_allclose(obs_ours, obs_theirs, atol=1e-12)
+        assert term_ours == term_theirs
+        cost = 0.05 if robot == "half_cheetah" else 0.005
+        extra = 0.0 if robot == "half_cheetah" else info["reward_contact"] + 0.05
+        assert reward == pytest.approx(info["x_velocity"] - cost * np.sum(a**2) + extra, abs=1e-9)
+        if term_ours:
+            break
+    with pytest.raises(ValueError, match="physics must be one of gymnasium, rllab"):
+        E.BatchedLocomotion(family, 1, physics="mujoco")
 
 
 def test_ant_contact_forces_are_real():
@@ -168,7 +213,7 @@ def test_import_metarl_registers_every_environment_without_loading_mujoco():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "6" and "velocity" in out.stdout
+    assert out.stdout.split()[0] == "11" and "velocity" in out.stdout
     assert "settotalmass" not in out.stderr  # MuJoCo's deprecation warning is gone too
     assert set(E.LOCOMOTION) == set(E.FAMILIES) == set(E.SINGLE_ENVS)
 

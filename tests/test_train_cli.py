@@ -261,6 +261,8 @@ def test_check_step_measures_the_trpo_models(tmp_path, capsys):
     assert len(rows) == 1
     fraction, model_kl, kl, ratio, *_ = (float(cell) for cell in rows[0])
     assert 0.9 < ratio < 1.1 and ratio == pytest.approx(kl / model_kl, rel=0.02)  # smooth
+    agreement = [line for line in out.splitlines() if line.startswith("inner gradient")]
+    assert len(agreement) == 1 and "two independent batches of 4 episodes per task" in out
     assert main(["check-step", "sinusoid"]) == 2
     assert "check-step measures the meta-RL TRPO step" in capsys.readouterr().err
     _train(tmp_path / "run")

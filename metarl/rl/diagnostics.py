@@ -8,6 +8,10 @@ where one of its units switches, autograd's Hessian (ReLU'' = 0) does not see th
 their sum over thousands of samples with signed advantages moves θ' by far more than ``F``
 predicts at small steps. :func:`profile_natural_step` measures both models against the values
 actually reached, at fractions of the step (``metarl check-step``; README, "Activation").
+
+The inner step ``θ' = θ − α∇L_support(θ)`` only adapts if ``∇L_support`` carries the task: if
+two independent batches of the same task's episodes give orthogonal gradients, the step is
+noise, whatever TRPO does with it. :func:`check_gradient_agreement` measures that cosine.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from metarl.core import get_params
 from metarl.core.functional import Params
 from metarl.rl.config import RLConfig
 from metarl.rl.episodes import Episodes
-from metarl.rl.maml import objective_values
+from metarl.rl.maml import inner_loss, objective_values, sampled_adaptation
 from metarl.rl.maml_trpo import natural_step, sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.task_envs import make_batched_env
@@ -125,3 +129,71 @@ def format_step_profile(points: Sequence[StepPoint]) -> str:
         lines.append(f"| {p.fraction:g} | {p.model_kl:.2e} | {p.kl:.2e} | {p.kl / p.model_kl:.2f} "
                      f"| {p.model_loss_change:.2e} | {p.loss_change:.2e} |")  # fmt: skip
     return "\n".join(lines)
+
+
+class GradientAgreement(NamedTuple):
+    """Cosines between inner-loop gradients ``∇L_support(θ)`` of two independent batches.
+
+    Attributes:
+        same_task: ``(n_tasks,)``, task i's gradient on batch A against its gradient on batch
+            B: about 0 when the inner step is noise, 1 when the batch pins it down.
+        other_tasks: the mean cosine of task i's gradient on A against task j's on B, i ≠ j
+            (NaN for one task). What tasks share, e.g. "stay alive"; ``same_task`` above it is
+            what one step can learn about a task.
+        episodes: episodes per task in each batch.
+    """
+
+    same_task: np.ndarray
+    other_tasks: float
+    episodes: int
+
+
+def task_gradients(policy: GaussianMLPPolicy, theta: Params, episodes: Episodes) -> torch.Tensor:
+    """``(n_tasks, n_params)``: each task's inner-loss gradient ``∇L_support(θ)`` at θ, flat
+    (the direction of its first inner step; ``episodes`` with advantages)."""
+    n = episodes.n_tasks
+    params = {k: v.detach().expand(n, *v.shape).clone().requires_grad_(True)
+              for k, v in theta.items()}  # fmt: skip
+    losses = inner_loss(policy, episodes)(params)
+    grads = torch.autograd.grad(losses.sum(), list(params.values()))
+    return torch.cat([g.reshape(n, -1) for g in grads], dim=1)
+
+
+def check_gradient_agreement(
+    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int | None = None,
+    n_episodes: int | None = None, seed: int = 0,
+) -> GradientAgreement:  # fmt: skip
+    """:class:`GradientAgreement` of ``policy`` on ``n_tasks`` freshly drawn tasks, each sampled
+    twice with ``n_episodes`` episodes (by default the config's ``meta_batch_size`` and
+    ``episodes_per_task``; advantages as in training; seeded by ``seed``).
+
+    Raises:
+        ValueError: ``n_tasks`` or ``n_episodes`` below 1.
+    """
+    n_tasks = config.meta_batch_size if n_tasks is None else n_tasks
+    n_episodes = config.episodes_per_task if n_episodes is None else n_episodes
+    if n_tasks < 1 or n_episodes < 1:
+        raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
+    env = make_batched_env(config.env, 2 * n_tasks * n_episodes, config.horizon)
+    tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
+    env.seed([seed, 1])
+    theta = get_params(policy)
+    # The task list twice: tasks i and n_tasks + i are the same task, sampled independently.
+    (episodes,), _ = sampled_adaptation(
+        env, tasks + tasks, n_episodes, policy, theta, 0, config.inner_lr, config,
+        torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    g = torch.nn.functional.normalize(task_gradients(policy, theta, episodes), dim=1)
+    cosines = (g[:n_tasks] @ g[n_tasks:].T).double()
+    same = cosines.diagonal()
+    other = (cosines.sum() - same.sum()) / (n_tasks * (n_tasks - 1)) if n_tasks > 1 else np.nan
+    return GradientAgreement(same.numpy(), float(other), n_episodes)
+
+
+def format_gradient_agreement(agreement: GradientAgreement) -> str:
+    """One line: the same-task cosines' mean ± standard error, and the other tasks' mean."""
+    same = agreement.same_task
+    error = same.std(ddof=1) / np.sqrt(len(same)) if len(same) > 1 else float("nan")
+    return (f"inner gradient, two independent batches of {agreement.episodes} episodes per task: "
+            f"cosine {same.mean():.3f} ± {error:.3f} within a task, {agreement.other_tasks:.3f} "
+            "between tasks (0: the inner step is noise)")  # fmt: skip

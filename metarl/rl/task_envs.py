@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from metarl.envs import LOCOMOTION, BatchedTaskEnv
+from metarl.envs import LOCOMOTION, RLLAB_SUFFIX, BatchedTaskEnv
 
 
 def _navigation(num_envs: int, horizon: int) -> BatchedTaskEnv:
@@ -17,11 +17,11 @@ def _navigation(num_envs: int, horizon: int) -> BatchedTaskEnv:
     return BatchedNavigation2D(num_envs, horizon=horizon)
 
 
-def _locomotion(family: str) -> Callable[[int, int], BatchedTaskEnv]:
+def _locomotion(family: str, physics: str = "gymnasium") -> Callable[[int, int], BatchedTaskEnv]:
     def make(num_envs: int, horizon: int) -> BatchedTaskEnv:
         from metarl.envs import BatchedLocomotion  # loads MuJoCo: only when asked for
 
-        return BatchedLocomotion(family, num_envs, horizon=horizon)
+        return BatchedLocomotion(family, num_envs, horizon=horizon, physics=physics)
 
     return make
 
@@ -29,6 +29,8 @@ def _locomotion(family: str) -> Callable[[int, int], BatchedTaskEnv]:
 _BATCHED: dict[str, Callable[[int, int], BatchedTaskEnv]] = {
     "navigation2d": _navigation,
     **{family: _locomotion(family) for family in LOCOMOTION},
+    # The paper's physics: one rllab time step per action (combine with horizon=200).
+    **{family + RLLAB_SUFFIX: _locomotion(family, "rllab") for family in LOCOMOTION},
 }
 ENVIRONMENTS: tuple[str, ...] = tuple(_BATCHED)
 """The environments that come with metarl."""
