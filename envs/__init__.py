@@ -19,9 +19,10 @@ from gymnasium.envs.registration import register
 
 LOCOMOTION = ("HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal")
 """The MuJoCo task families (their classes are ``<name>Env`` in :mod:`metarl.envs.locomotion`)."""
-RLLAB_SUFFIX = "Rllab"
-"""``<family>Rllab`` (e.g. ``AntDirRllab``) is the family stepped with the paper's rllab physics:
-one physics step per action (``physics="rllab"``, :data:`metarl.envs.locomotion.PHYSICS`)."""
+RLLAB_SUFFIX = "RllabDt"
+"""``<family>RllabDt`` (e.g. ``AntDirRllabDt``) is the family stepped with the paper's rllab time
+step, one physics step per action (``physics="rllab_dt"``; :data:`metarl.envs.locomotion.PHYSICS`).
+"""
 
 _EXPORTS = {
     "FAMILIES": "locomotion",
@@ -56,5 +57,5 @@ for _name in LOCOMOTION:
     register(
         id=f"metarl/{_name}{RLLAB_SUFFIX}-v0",
         entry_point=f"metarl.envs.locomotion:{_name}Env",
-        kwargs={"physics": "rllab"},
+        kwargs={"physics": "rllab_dt"},
     )

@@ -1,8 +1,8 @@
 """MuJoCo locomotion task families (Finn et al. 2017, Sec. 5.3; the PyTorch reference's rewards).
 
 Robots are gymnasium's v5 HalfCheetah and Ant (their models, reset noise, observations and
-``dt = 0.05`` = timestep 0.01 x frame skip 5; ``physics="rllab"`` steps them as the paper's
-rllab models instead, see :data:`PHYSICS`); only the reward and the task change:
+``dt = 0.05`` = timestep 0.01 x frame skip 5; ``physics="rllab_dt"`` steps them with the
+paper's rllab time step instead, see :data:`PHYSICS`); only the reward and the task change:
 
 ================  =====================  ==================================================
 family            task                   reward per step
@@ -47,6 +47,7 @@ try:
     import mujoco
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.utils import EzPickle
 except ImportError:
     from metarl.runtime import missing_extra
 
@@ -58,14 +59,18 @@ DEFAULT_HORIZON = 100
 """Steps per episode (the PyTorch reference and ProMP; the paper used 200, with dt 0.01 for
 HalfCheetah and 0.02 for Ant)."""
 
-PHYSICS: tuple[str, ...] = ("gymnasium", "rllab")
+PHYSICS: tuple[str, ...] = ("gymnasium", "rllab_dt")
 """How the robot's physics advances per action.
 
 ``gymnasium``: the v5 models' own, five physics steps of 0.01 s (``dt = 0.05``).
-``rllab``: the paper's, one physics step per action of :data:`RLLAB_TIMESTEP` (rllab's models
-set ``frame_skip = 1``); the same model otherwise, so one second of motion takes 2.5x (Ant) or
-5x (HalfCheetah) the decisions. The paper's episodes were 200 such steps (``horizon=200``).
+``rllab_dt``: the paper's time stepping, one physics step per action of :data:`RLLAB_TIMESTEP`
+(rllab's models set ``frame_skip = 1``), so one second of motion takes 2.5x (Ant) or 5x
+(HalfCheetah) the decisions; the paper's episodes were 200 such steps (``horizon=200``). Only
+the time stepping is rllab's: the model (contacts, actuators, start height, reset noise) stays
+gymnasium's.
 """
+ROBOTS: dict[str, type] = {"half_cheetah": HalfCheetahEnv, "ant": AntEnv}
+"""gymnasium's robot environment of each ``LocomotionFamily.robot``."""
 RLLAB_TIMESTEP: dict[str, float] = {"half_cheetah": 0.01, "ant": 0.02}
 """rllab's physics step per robot (its ``half_cheetah.xml`` and ``ant.xml``), in seconds."""
 
@@ -254,7 +259,6 @@ class _LocomotionTaskEnv(TaskEnv):
     """
 
     family: LocomotionFamily
-    robot_class: type  # gymnasium's robot environment, the second base class
 
     def __init__(
         self,
@@ -263,12 +267,14 @@ class _LocomotionTaskEnv(TaskEnv):
         physics: str = "gymnasium",
         **kwargs: Any,
     ) -> None:
-        """
+        """The family's robot with the task interface.
+
         Args:
             horizon: steps per episode (truncated after them).
             task: a task to pin (else one is drawn at every reset).
             physics: one of :data:`PHYSICS`.
-            **kwargs: the gymnasium robot's own arguments.
+            **kwargs: the gymnasium robot's own arguments (``frame_skip`` only with the
+                ``gymnasium`` physics).
         """
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -276,14 +282,19 @@ class _LocomotionTaskEnv(TaskEnv):
             raise ValueError(f"physics must be one of {', '.join(PHYSICS)}; got {physics!r}")
         self.horizon = horizon
         self.physics = physics
-        self._timestep = RLLAB_TIMESTEP[self.family.robot] if physics == "rllab" else None
+        self._timestep = RLLAB_TIMESTEP[self.family.robot] if physics == "rllab_dt" else None
         if self._timestep is not None:
+            if kwargs.get("frame_skip", 1) != 1:
+                raise ValueError(f"physics {physics!r} steps once per action; drop frame_skip")
             kwargs["frame_skip"] = 1
         if self.family.robot == "ant":
             kwargs.setdefault(
                 "exclude_current_positions_from_observation", not self.family.observes_position
             )
-        self.robot_class.__init__(self, **kwargs)
+        robot = ROBOTS[self.family.robot]
+        robot.__init__(self, **kwargs)
+        # gymnasium's robots record their own arguments for pickling; ours rebuild from these.
+        EzPickle.__init__(self, horizon=horizon, task=task, physics=physics, **kwargs)
         self._task: dict[str, Any] | None = None
         self._task_array: np.ndarray | None = None
         self._pinned = False
@@ -293,7 +304,7 @@ class _LocomotionTaskEnv(TaskEnv):
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         """Gymnasium's model loading (with its offscreen buffer sizes), by :func:`load_model`;
-        with rllab's physics, the model's time step becomes rllab's."""
+        with ``rllab_dt`` physics, the model's time step becomes rllab's."""
         model = load_model(self.fullpath)  # type: ignore[attr-defined]
         if self._timestep is not None:
             model.opt.timestep = self._timestep
@@ -361,35 +372,30 @@ class HalfCheetahVelEnv(_LocomotionTaskEnv, HalfCheetahEnv):
     """HalfCheetah running at a target velocity v* ~ U[0, 2]."""
 
     family = FAMILIES["HalfCheetahVel"]
-    robot_class = HalfCheetahEnv
 
 
 class HalfCheetahDirEnv(_LocomotionTaskEnv, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
     family = FAMILIES["HalfCheetahDir"]
-    robot_class = HalfCheetahEnv
 
 
 class AntVelEnv(_LocomotionTaskEnv, AntEnv):
     """Ant running at a target velocity v* ~ U[0, 3]."""
 
     family = FAMILIES["AntVel"]
-    robot_class = AntEnv
 
 
 class AntDirEnv(_LocomotionTaskEnv, AntEnv):
     """Ant running forward (d = +1) or backward (d = −1) along x."""
 
     family = FAMILIES["AntDir"]
-    robot_class = AntEnv
 
 
 class AntGoalEnv(_LocomotionTaskEnv, AntEnv):
     """Ant walking to a goal position g ~ U[−3, 3]²."""
 
     family = FAMILIES["AntGoal"]
-    robot_class = AntEnv
 
 
 SINGLE_ENVS: dict[str, type[_LocomotionTaskEnv]] = {

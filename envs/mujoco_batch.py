@@ -42,7 +42,7 @@ class BatchedLocomotion(BatchedTaskEnv):
         threads: worker threads for the physics (default: this process's share of the CPUs,
             at most 8; the CPUs divided by ``LOCAL_WORLD_SIZE`` under ``torchrun``).
         seed: seed of the reset noise (see :meth:`reset` for per-environment seeds).
-        physics: ``gymnasium`` or ``rllab`` (:data:`metarl.envs.locomotion.PHYSICS`).
+        physics: ``gymnasium`` or ``rllab_dt`` (:data:`metarl.envs.locomotion.PHYSICS`).
 
     Finished environments (Ant fell over, or the horizon) are frozen and return reward 0, as
     :class:`~metarl.envs.task_env.BatchedTaskEnv` specifies.
@@ -62,7 +62,6 @@ class BatchedLocomotion(BatchedTaskEnv):
         self.family = FAMILIES[family]
         # The gymnasium robot gives the exact model, initial state, dt and reset noise.
         reference = SINGLE_ENVS[family](horizon=horizon, physics=physics)
-        self.physics = physics
         self.model = reference.model
         self.init_qpos = reference.init_qpos.copy()
         self.init_qvel = reference.init_qvel.copy()

@@ -3,7 +3,9 @@ against the single environments, step by step."""
 
 from __future__ import annotations
 
+import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +36,7 @@ def test_registered_and_passes_check_env(name):
     env.close()
 
 
-RLLAB_CASES = [("AntDir", "rllab"), ("HalfCheetahVel", "rllab")]
+RLLAB_CASES = [("AntDir", "rllab_dt"), ("HalfCheetahVel", "rllab_dt")]
 
 
 @pytest.mark.parametrize("name, physics", [(n, "gymnasium") for n in FAMILY_NAMES] + RLLAB_CASES)
@@ -45,7 +47,7 @@ def test_batched_equals_single_env_step_by_step(name, physics):
     tasks = batch.sample_tasks(n, rng)
     batch.set_tasks(tasks)
     obs_b = batch.reset(seeds=[5, 6, 7])
-    env_id = f"metarl/{name}{E.RLLAB_SUFFIX if physics == 'rllab' else ''}-v0"
+    env_id = f"metarl/{name}{E.RLLAB_SUFFIX if physics == 'rllab_dt' else ''}-v0"
     singles = [gym.make(env_id, horizon=horizon).unwrapped for _ in range(n)]
     obs_s = [e.reset(seed=5 + i, options={"task": tasks[i]})[0] for i, e in enumerate(singles)]
     np.testing.assert_allclose(obs_b, np.array(obs_s), atol=1e-6)
@@ -112,11 +114,10 @@ def test_rewards_match_formulas_on_gymnasium_quantities(name, expected):
     "robot, gym_id, family",
     [("ant", "Ant-v5", "AntDir"), ("half_cheetah", "HalfCheetah-v5", "HalfCheetahDir")],
 )
-def test_rllab_physics_is_gymnasiums_robot_at_rllabs_time_step(tmp_path, robot, gym_id, family):
-    """``<family>Rllab`` moves exactly as gymnasium's own robot loaded from its XML with rllab's
-    time step and stepped once per action; only the time step differs from the default."""
-    from pathlib import Path
-
+def test_rllab_dt_is_gymnasiums_robot_at_rllabs_time_step(tmp_path, robot, gym_id, family):
+    """``<family>RllabDt`` moves exactly as gymnasium's own robot loaded from its XML with
+    rllab's time step (Ant 0.02 s; HalfCheetah's is gymnasium's 0.01 s already) and stepped once
+    per action; it pickles with its physics, and refuses a frame skip."""
     import gymnasium.envs.mujoco as gym_mujoco
 
     from metarl.envs.locomotion import RLLAB_TIMESTEP
@@ -145,8 +146,12 @@ def test_rllab_physics_is_gymnasiums_robot_at_rllabs_time_step(tmp_path, robot, 
         assert reward == pytest.approx(info["x_velocity"] - cost * np.sum(a**2) + extra, abs=1e-9)
         if term_ours:
             break
-    with pytest.raises(ValueError, match="physics must be one of gymnasium, rllab"):
+    copy = pickle.loads(pickle.dumps(ours))
+    assert (copy.physics, copy.dt, copy.horizon, copy.task) == ("rllab_dt", ours.dt, 100, ours.task)
+    with pytest.raises(ValueError, match="physics must be one of gymnasium, rllab_dt"):
         E.BatchedLocomotion(family, 1, physics="mujoco")
+    with pytest.raises(ValueError, match="steps once per action; drop frame_skip"):
+        gym.make(f"metarl/{family}{E.RLLAB_SUFFIX}-v0", frame_skip=5)
 
 
 def test_ant_contact_forces_are_real():

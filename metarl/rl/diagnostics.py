@@ -9,9 +9,12 @@ their sum over thousands of samples with signed advantages moves θ' by far more
 predicts at small steps. :func:`profile_natural_step` measures both models against the values
 actually reached, at fractions of the step (``metarl check-step``; README, "Activation").
 
-The inner step ``θ' = θ − α∇L_support(θ)`` only adapts if ``∇L_support`` carries the task: if
-two independent batches of the same task's episodes give orthogonal gradients, the step is
-noise, whatever TRPO does with it. :func:`check_gradient_agreement` measures that cosine.
+The inner step ``θ' = θ − α∇L_support(θ)`` adapts to the extent that ``∇L_support`` of one
+batch carries the task rather than the batch's own noise. :func:`check_gradient_agreement`
+measures the cosine between two independent batches' gradients of the same task (and of
+different tasks): near 0, one batch's step is dominated by noise. It weighs every parameter
+alike, including directions that barely change the return, so it orders policies of one
+task family rather than predicting their returns.
 """
 
 from __future__ import annotations
@@ -105,10 +108,7 @@ def check_natural_step(
     Raises:
         ValueError: ``n_tasks`` or ``n_episodes`` below 1.
     """
-    n_tasks = config.meta_batch_size if n_tasks is None else n_tasks
-    n_episodes = config.episodes_per_task if n_episodes is None else n_episodes
-    if n_tasks < 1 or n_episodes < 1:
-        raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
+    n_tasks, n_episodes = _batch_size(config, n_tasks, n_episodes)
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
     noise = torch.Generator().manual_seed(seed)
     tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
@@ -116,6 +116,15 @@ def check_natural_step(
     theta = get_params(policy)
     support, query = sample_meta_batch(env, tasks, n_episodes, policy, theta, config, noise)
     return profile_natural_step(policy, theta, support, query, config)
+
+
+def _batch_size(config: RLConfig, n_tasks: int | None, n_episodes: int | None) -> tuple[int, int]:
+    """Tasks and episodes per task of a check: the given ones, else one meta-iteration's."""
+    n_tasks = config.meta_batch_size if n_tasks is None else n_tasks
+    n_episodes = config.episodes_per_task if n_episodes is None else n_episodes
+    if n_tasks < 1 or n_episodes < 1:
+        raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
+    return n_tasks, n_episodes
 
 
 def format_step_profile(points: Sequence[StepPoint]) -> str:
@@ -136,10 +145,10 @@ class GradientAgreement(NamedTuple):
 
     Attributes:
         same_task: ``(n_tasks,)``, task i's gradient on batch A against its gradient on batch
-            B: about 0 when the inner step is noise, 1 when the batch pins it down.
-        other_tasks: the mean cosine of task i's gradient on A against task j's on B, i ≠ j
-            (NaN for one task). What tasks share, e.g. "stay alive"; ``same_task`` above it is
-            what one step can learn about a task.
+            B: about 0 when one batch's step is noise, 1 when the batch pins it down.
+        other_tasks: the mean cosine of task i's gradient on A against task j's on B over the
+            pairs whose tasks differ (NaN if none do): what different tasks share (positive)
+            or set apart (negative, e.g. opposite directions).
         episodes: episodes per task in each batch.
     """
 
@@ -148,9 +157,31 @@ class GradientAgreement(NamedTuple):
     episodes: int
 
 
+def gradient_cosines(
+    batch_a: torch.Tensor, batch_b: torch.Tensor, same: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Cosines of task i's gradient on batch A with task i's and with other tasks' on batch B.
+
+    Args:
+        batch_a, batch_b: ``(n_tasks, n_params)``, row i from task i's episodes of each batch.
+        same: ``(n_tasks, n_tasks)`` bool, whether tasks i and j are the same task (the
+            diagonal is).
+
+    Returns:
+        ``cos(a_i, b_i)`` for every i, ``(n_tasks,)``; and the mean of ``cos(a_i, b_j)`` over
+        the pairs with ``same[i, j]`` false (NaN if there are none).
+    """
+    a = torch.nn.functional.normalize(batch_a, dim=1)
+    b = torch.nn.functional.normalize(batch_b, dim=1)
+    cosines = (a @ b.T).numpy()
+    other = cosines[~same]
+    return cosines.diagonal().copy(), float(other.mean()) if other.size else float("nan")
+
+
 def task_gradients(policy: GaussianMLPPolicy, theta: Params, episodes: Episodes) -> torch.Tensor:
-    """``(n_tasks, n_params)``: each task's inner-loss gradient ``∇L_support(θ)`` at θ, flat
-    (the direction of its first inner step; ``episodes`` with advantages)."""
+    """``(n_tasks, n_params)``: each task's inner-loss gradient ``∇L_support(θ)`` at θ, flat in
+    the order of ``theta`` (the direction of its first inner step; ``episodes`` with
+    advantages)."""
     n = episodes.n_tasks
     params = {k: v.detach().expand(n, *v.shape).clone().requires_grad_(True)
               for k, v in theta.items()}  # fmt: skip
@@ -170,24 +201,21 @@ def check_gradient_agreement(
     Raises:
         ValueError: ``n_tasks`` or ``n_episodes`` below 1.
     """
-    n_tasks = config.meta_batch_size if n_tasks is None else n_tasks
-    n_episodes = config.episodes_per_task if n_episodes is None else n_episodes
-    if n_tasks < 1 or n_episodes < 1:
-        raise ValueError(f"tasks and episodes must be at least 1, got {n_tasks} and {n_episodes}")
+    n_tasks, n_episodes = _batch_size(config, n_tasks, n_episodes)
     env = make_batched_env(config.env, 2 * n_tasks * n_episodes, config.horizon)
     tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
-    env.seed([seed, 1])
+    env.seed([seed, 1])  # other resets than check_natural_step's meta-batch of the same seed
     theta = get_params(policy)
     # The task list twice: tasks i and n_tasks + i are the same task, sampled independently.
     (episodes,), _ = sampled_adaptation(
         env, tasks + tasks, n_episodes, policy, theta, 0, config.inner_lr, config,
         torch.Generator().manual_seed(seed),
     )  # fmt: skip
-    g = torch.nn.functional.normalize(task_gradients(policy, theta, episodes), dim=1)
-    cosines = (g[:n_tasks] @ g[n_tasks:].T).double()
-    same = cosines.diagonal()
-    other = (cosines.sum() - same.sum()) / (n_tasks * (n_tasks - 1)) if n_tasks > 1 else np.nan
-    return GradientAgreement(same.numpy(), float(other), n_episodes)
+    gradients = task_gradients(policy, theta, episodes)
+    values = env.task_array(tasks)
+    same = (values[:, None, :] == values[None, :, :]).all(axis=-1)
+    same_task, other_tasks = gradient_cosines(gradients[:n_tasks], gradients[n_tasks:], same)
+    return GradientAgreement(same_task, other_tasks, n_episodes)
 
 
 def format_gradient_agreement(agreement: GradientAgreement) -> str:
@@ -196,4 +224,4 @@ def format_gradient_agreement(agreement: GradientAgreement) -> str:
     error = same.std(ddof=1) / np.sqrt(len(same)) if len(same) > 1 else float("nan")
     return (f"inner gradient, two independent batches of {agreement.episodes} episodes per task: "
             f"cosine {same.mean():.3f} ± {error:.3f} within a task, {agreement.other_tasks:.3f} "
-            "between tasks (0: the inner step is noise)")  # fmt: skip
+            "between different tasks (near 0: one batch's step is mostly noise)")  # fmt: skip

@@ -29,8 +29,8 @@ def _locomotion(family: str, physics: str = "gymnasium") -> Callable[[int, int],
 _BATCHED: dict[str, Callable[[int, int], BatchedTaskEnv]] = {
     "navigation2d": _navigation,
     **{family: _locomotion(family) for family in LOCOMOTION},
-    # The paper's physics: one rllab time step per action (combine with horizon=200).
-    **{family + RLLAB_SUFFIX: _locomotion(family, "rllab") for family in LOCOMOTION},
+    # The paper's time stepping: one rllab time step per action (combine with horizon=200).
+    **{family + RLLAB_SUFFIX: _locomotion(family, "rllab_dt") for family in LOCOMOTION},
 }
 ENVIRONMENTS: tuple[str, ...] = tuple(_BATCHED)
 """The environments that come with metarl."""
