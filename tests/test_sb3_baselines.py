@@ -20,7 +20,14 @@ from metarl.cli import main
 from metarl.experiments import load_config
 from metarl.reports import read_report
 from metarl.rl.policy import GaussianMLPPolicy
-from metarl.rl.sb3_baselines import OBS_CLIP, load_baseline, oracle_actions, sb3_to_policy
+from metarl.rl.sb3_baselines import (
+    MATCHED_KEYS,
+    OBS_CLIP,
+    baseline_command,
+    load_baseline,
+    oracle_actions,
+    sb3_to_policy,
+)
 from metarl.rl.sb3_env import TaskVecEnv
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.task_stream import TaskVectorEnv
@@ -263,3 +270,28 @@ def test_baselines_are_also_sb3_models_and_an_interrupted_one_continues(
     sb3 = PPO.load(tmp_path / "oracle.zip", device="cpu")
     assert sb3.num_timesteps == stored.info["timesteps"]
     assert list((tmp_path / "oracle-tensorboard").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    "overrides, expected_sets",
+    [
+        ([], ""),
+        (
+            ["env=AntDirRllabDt", "horizon=200", "max_kl=0.02"],
+            " --set env=AntDirRllabDt horizon=200",
+        ),
+        (
+            ["hidden_sizes=[64, 64]", "activation=tanh"],
+            " --set hidden_sizes=[64,64] activation=tanh",
+        ),
+    ],
+)
+def test_the_missing_baseline_hint_trains_one_that_fits(tmp_path, overrides, expected_sets):
+    """The command evaluate suggests, read back as `metarl baseline` reads it, has every key a
+    stored baseline must share with the run (and only those are spelled out)."""
+    config = load_config("ant-dir", overrides)
+    command = baseline_command(config, "oracle", tmp_path / "b")
+    assert command == f"metarl baseline oracle ant-dir{expected_sets} --out {tmp_path / 'b'}"
+    sets = command.split(" --set ")[1].split(" --out ")[0].split() if expected_sets else []
+    rebuilt = load_config("ant-dir", sets)
+    assert all(getattr(rebuilt, k) == getattr(config, k) for k in MATCHED_KEYS)

@@ -68,6 +68,7 @@ from metarl.rl.sampler import ActFn, rollout
 from metarl.rl.sb3_baselines import (
     KINDS,
     StoredBaseline,
+    baseline_command,
     default_dir,
     load_baseline,
     oracle_actions,
@@ -259,7 +260,7 @@ def evaluate(
         adapted("random_init", "random init", build_policy(config))
     for kind, baseline in stored.items():
         if baseline is None:
-            how = f"`metarl baseline {kind} {config.experiment}`"
+            how = f"`{baseline_command(config, kind, baselines)}`"
             missing.append(MissingBaseline(kind, f"none for this network in {baselines} ({how})"))
             continue
         trained[kind] = baseline.info

@@ -257,6 +257,32 @@ def sb3_to_policy(model: Any, normalizer: Any, config: RLConfig) -> GaussianMLPP
     return policy
 
 
+MATCHED_KEYS: tuple[str, ...] = ("env", "horizon", "hidden_sizes", "activation")
+"""The config keys a stored baseline must share with a run (:func:`load_baseline`)."""
+
+
+def baseline_command(config: RLConfig, kind: str, out: Path) -> str:
+    """The ``metarl baseline`` command that trains a ``kind`` baseline fitting ``config`` into
+    ``out``: the experiment, and ``--set`` for each matched key the run changed from it."""
+    from metarl.experiments import load_config
+
+    try:
+        default = load_config(config.experiment)
+    except ConfigError:  # an experiment of the user's own YAML file: spell every key out
+        default = None
+    changed = [f"{key}={_yaml(getattr(config, key))}" for key in MATCHED_KEYS
+               if default is None or getattr(config, key) != getattr(default, key)]  # fmt: skip
+    sets = f" --set {' '.join(changed)}" if changed else ""
+    return f"metarl baseline {kind} {config.experiment}{sets} --out {out}"
+
+
+def _yaml(value: object) -> str:
+    """A value as ``--set`` reads it back (YAML): lists without spaces."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
 def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
     """The baseline stored at ``path`` if it exists and fits ``config`` (else ``None``).
 
