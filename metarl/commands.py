@@ -139,8 +139,10 @@ def check_step_command(args: argparse.Namespace) -> int:
     from metarl.rl.config import RLConfig
     from metarl.rl.diagnostics import (
         check_gradient_agreement,
+        check_meta_gradient_agreement,
         check_natural_step,
         format_gradient_agreement,
+        format_meta_gradient_agreement,
         format_step_profile,
     )
     from metarl.rl.policy import build_policy
@@ -174,6 +176,8 @@ def check_step_command(args: argparse.Namespace) -> int:
     print(format_step_profile(points))
     agreement = check_gradient_agreement(policy, config, tasks, episodes, args.seed)
     print(format_gradient_agreement(agreement))
+    meta = check_meta_gradient_agreement(policy, config, tasks, episodes, args.seed)
+    print(format_meta_gradient_agreement(meta))
     return 0
 
 

@@ -13,6 +13,7 @@ from metarl.core.conjugate_gradient import conjugate_gradient
 from metarl.rl.config import RLConfig
 from metarl.rl.diagnostics import (
     check_gradient_agreement,
+    check_meta_gradient_agreement,
     gradient_cosines,
     profile_natural_step,
     task_gradients,
@@ -331,3 +332,17 @@ def test_gradient_cosines_pair_each_task_with_itself_and_average_only_different_
     # the pairs left: (0, 1) 0, (1, 0) 0, (1, 2) 1/√2, (2, 1) 1/√2
     assert between == pytest.approx((2 / math.sqrt(2)) / 4)
     assert math.isnan(gradient_cosines(a, b, np.ones((3, 3), dtype=bool))[1])
+
+
+def test_meta_gradient_agreement_rises_with_the_meta_batch() -> None:
+    """Two meta-batches of 20 navigation tasks x 20 episodes give nearly the same meta-gradient;
+    two of 2 x 2 do not (seeded), and the same seed gives the same batches."""
+    config = RLConfig(hidden_sizes=[16, 16])
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=[16, 16])
+    few = check_meta_gradient_agreement(policy, config, n_tasks=2, n_episodes=2, seed=3)
+    many = check_meta_gradient_agreement(policy, config, n_tasks=20, n_episodes=20, seed=3)
+    assert (many.tasks, many.episodes) == (20, 20)
+    assert many.gradient > 0.9 > few.gradient + 0.5
+    assert many.natural_step > few.natural_step
+    assert check_meta_gradient_agreement(policy, config, 2, 2, seed=3) == few

@@ -263,6 +263,7 @@ def test_check_step_measures_the_trpo_models(tmp_path, capsys):
     assert 0.9 < ratio < 1.1 and ratio == pytest.approx(kl / model_kl, rel=0.02)  # smooth
     agreement = [line for line in out.splitlines() if line.startswith("inner gradient")]
     assert len(agreement) == 1 and "two independent batches of 4 episodes per task" in out
+    assert "meta-gradient, two independent meta-batches of 3 tasks x 4 episodes: cosine" in out
     assert main(["check-step", "sinusoid"]) == 2
     assert "check-step measures the meta-RL TRPO step" in capsys.readouterr().err
     _train(tmp_path / "run")

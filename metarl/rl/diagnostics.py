@@ -12,7 +12,9 @@ actually reached, at fractions of the step (``metarl check-step``; README, "Acti
 The inner step ``θ' = θ − α∇L_support(θ)`` adapts to the extent that ``∇L_support`` of one
 batch carries the task rather than the batch's own noise. :func:`check_gradient_agreement`
 measures the cosine between two independent batches' gradients of the same task (and of
-different tasks): near 0, one batch's step is dominated by noise. It weighs every parameter
+different tasks): near 0, one batch's step is dominated by noise.
+:func:`check_meta_gradient_agreement` asks the same of the meta-update: the cosine between two
+independent meta-batches' meta-gradients and natural steps. It weighs every parameter
 alike, including directions that barely change the return, so it orders policies of one
 task family rather than predicting their returns.
 """
@@ -108,14 +110,22 @@ def check_natural_step(
     Raises:
         ValueError: ``n_tasks`` or ``n_episodes`` below 1.
     """
+    support, query = _meta_batch(policy, config, n_tasks, n_episodes, seed)
+    return profile_natural_step(policy, get_params(policy), support, query, config)
+
+
+def _meta_batch(
+    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int | None, n_episodes: int | None,
+    seed: int,
+) -> tuple[list[Episodes], Episodes]:  # fmt: skip
+    """One meta-iteration's support and query episodes with θ, tasks and noise from ``seed``."""
     n_tasks, n_episodes = _batch_size(config, n_tasks, n_episodes)
     env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
     noise = torch.Generator().manual_seed(seed)
     tasks = env.sample_tasks(n_tasks, np.random.default_rng(seed))
     env.seed([seed, 0])
     theta = get_params(policy)
-    support, query = sample_meta_batch(env, tasks, n_episodes, policy, theta, config, noise)
-    return profile_natural_step(policy, theta, support, query, config)
+    return sample_meta_batch(env, tasks, n_episodes, policy, theta, config, noise)
 
 
 def _batch_size(config: RLConfig, n_tasks: int | None, n_episodes: int | None) -> tuple[int, int]:
@@ -225,3 +235,54 @@ def format_gradient_agreement(agreement: GradientAgreement) -> str:
     return (f"inner gradient, two independent batches of {agreement.episodes} episodes per task: "
             f"cosine {same.mean():.3f} ± {error:.3f} within a task, {agreement.other_tasks:.3f} "
             "between different tasks (near 0: one batch's step is mostly noise)")  # fmt: skip
+
+
+class MetaGradientAgreement(NamedTuple):
+    """Cosines between two independent meta-batches' meta-updates (one pair of batches).
+
+    Attributes:
+        gradient: ``cos(g_A, g_B)`` of the meta-gradients ``g = ∇_θ`` of the post-adaptation
+            surrogate loss: near 0 when one meta-batch's gradient is mostly noise.
+        natural_step: ``cos(s_A, s_B)`` of TRPO's steps ``s ∝ F⁻¹g`` (lower than the
+            gradients': the inverse Fisher amplifies the noise in flat directions). NaN if a
+            step is not finite.
+        tasks: tasks per meta-batch.
+        episodes: episodes per task.
+    """
+
+    gradient: float
+    natural_step: float
+    tasks: int
+    episodes: int
+
+
+def check_meta_gradient_agreement(
+    policy: GaussianMLPPolicy, config: RLConfig, n_tasks: int | None = None,
+    n_episodes: int | None = None, seed: int = 0,
+) -> MetaGradientAgreement:  # fmt: skip
+    """:class:`MetaGradientAgreement` of two meta-batches sampled like training iterations
+    (seeds ``seed`` and ``seed + 1``; sizes as :func:`check_natural_step`'s)."""
+    n_tasks, n_episodes = _batch_size(config, n_tasks, n_episodes)
+    theta = get_params(policy)
+    steps = []
+    for batch_seed in (seed, seed + 1):
+        support, query = _meta_batch(policy, config, n_tasks, n_episodes, batch_seed)
+        steps.append(natural_step(policy, theta, support, query, config))
+    a, b = steps
+    return MetaGradientAgreement(_cosine(a.grad, b.grad), _cosine(a.full_step, b.full_step),
+                                 n_tasks, n_episodes)  # fmt: skip
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(a, b) of two flat vectors; NaN unless both are finite and non-zero."""
+    value = float(a @ b / (a.norm() * b.norm()))
+    return value if np.isfinite(value) else float("nan")
+
+
+def format_meta_gradient_agreement(agreement: MetaGradientAgreement) -> str:
+    """One line with both cosines."""
+    return (
+        f"meta-gradient, two independent meta-batches of {agreement.tasks} tasks x "
+        f"{agreement.episodes} episodes: cosine {agreement.gradient:.3f} (natural step "
+        f"{agreement.natural_step:.3f}; near 0: one meta-batch's update is mostly noise)"
+    )
