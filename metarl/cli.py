@@ -112,12 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-step",
         help="meta-RL: KL and loss along one TRPO step against the quadratic model, and "
-        "whether the inner step carries the task",
+        "whether the inner step and the meta-update carry signal or noise",
         description="Samples one meta-batch and compares, at fractions f of the trainer's "
         "natural step s, the KL reached with ½f²sᵀFs and the surrogate-loss change with "
         '−f gᵀs (docs/experiments/meta-rl.md, "Activation and the TRPO step"). Then samples '
-        "every task twice and gives the cosine between the two batches' inner-loop gradients "
-        '(docs/experiments/meta-rl.md, "Does the inner step carry the task?").',
+        "every task twice and gives the cosine between the two batches' inner-loop gradients, "
+        "and samples two meta-batches and gives the cosine between their meta-gradients "
+        '(docs/experiments/meta-rl.md, "Does the inner step carry the task, and does the '
+        'meta-update carry anything?").',
     )
     check.add_argument("target", help="a run directory, or an experiment name (untrained)")
     check.add_argument(
