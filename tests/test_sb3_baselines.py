@@ -273,25 +273,17 @@ def test_baselines_are_also_sb3_models_and_an_interrupted_one_continues(
 
 
 @pytest.mark.parametrize(
-    "overrides, expected_sets",
-    [
-        ([], ""),
-        (
-            ["env=AntDirRllabDt", "horizon=200", "max_kl=0.02"],
-            " --set env=AntDirRllabDt horizon=200",
-        ),
-        (
-            ["hidden_sizes=[64, 64]", "activation=tanh"],
-            " --set hidden_sizes=[64,64] activation=tanh",
-        ),
-    ],
-)
-def test_the_missing_baseline_hint_trains_one_that_fits(tmp_path, overrides, expected_sets):
+    "overrides",
+    [[], ["env=AntDirRllabDt", "horizon=200", "max_kl=0.02"],
+     ["hidden_sizes=[64, 64]", "activation=tanh"]],
+)  # fmt: skip
+def test_the_missing_baseline_hint_trains_one_that_fits(tmp_path, overrides):
     """The command evaluate suggests, read back as `metarl baseline` reads it, has every key a
-    stored baseline must share with the run (and only those are spelled out)."""
+    stored baseline must share with the run."""
     config = load_config("ant-dir", overrides)
     command = baseline_command(config, "oracle", tmp_path / "b")
-    assert command == f"metarl baseline oracle ant-dir{expected_sets} --out {tmp_path / 'b'}"
-    sets = command.split(" --set ")[1].split(" --out ")[0].split() if expected_sets else []
+    assert command.startswith("metarl baseline oracle ant-dir --set ")
+    assert command.endswith(f" --out {tmp_path / 'b'}")
+    sets = command.split(" --set ")[1].split(" --out ")[0].split()
     rebuilt = load_config("ant-dir", sets)
     assert all(getattr(rebuilt, k) == getattr(config, k) for k in MATCHED_KEYS)

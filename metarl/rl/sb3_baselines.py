@@ -263,17 +263,10 @@ MATCHED_KEYS: tuple[str, ...] = ("env", "horizon", "hidden_sizes", "activation")
 
 def baseline_command(config: RLConfig, kind: str, out: Path) -> str:
     """The ``metarl baseline`` command that trains a ``kind`` baseline fitting ``config`` into
-    ``out``: the experiment, and ``--set`` for each matched key the run changed from it."""
-    from metarl.experiments import load_config
-
-    try:
-        default = load_config(config.experiment)
-    except ConfigError:  # an experiment of the user's own YAML file: spell every key out
-        default = None
-    changed = [f"{key}={_yaml(getattr(config, key))}" for key in MATCHED_KEYS
-               if default is None or getattr(config, key) != getattr(default, key)]  # fmt: skip
-    sets = f" --set {' '.join(changed)}" if changed else ""
-    return f"metarl baseline {kind} {config.experiment}{sets} --out {out}"
+    ``out``: the experiment, with every key a baseline must share spelled out (a run may have
+    changed any of them from its experiment's file)."""
+    sets = " ".join(f"{key}={_yaml(getattr(config, key))}" for key in MATCHED_KEYS)
+    return f"metarl baseline {kind} {config.experiment} --set {sets} --out {out}"
 
 
 def _yaml(value: object) -> str:
