@@ -35,10 +35,8 @@ shared by the single gymnasium environments here and by the batched simulator
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +51,7 @@ except ImportError:
 
     raise missing_extra("MuJoCo", "rl", "the HalfCheetah and Ant tasks") from None
 
+from .mujoco_model import load_model
 from .task_env import TaskEnv, check_actions
 
 DEFAULT_HORIZON = 100
@@ -221,34 +220,6 @@ def ant_is_healthy(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: state finite and torso height in [0.2, 1.0] (gymnasium's Ant rule)."""
     finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
     return finite & (qpos[:, 2] >= 0.2) & (qpos[:, 2] <= 1.0)
-
-
-_TOTAL_MASS = re.compile(r'\s+settotalmass="([^"]+)"')
-
-
-def load_model(path: str) -> mujoco.MjModel:
-    """The robot's ``MjModel``, without MuJoCo's deprecation warning for ``settotalmass``.
-
-    Gymnasium's HalfCheetah asks the compiler to rescale its masses (``settotalmass="14"``),
-    which MuJoCo ≥ 3.3 warns about on every load (to stderr and ``MUJOCO_LOG.TXT`` in the
-    working directory). The attribute is removed and the same rescaling applied by the calls the
-    warning recommends, ``mj_setTotalmass`` then ``mj_setConst``: the compiled model is
-    identical (masses, inertias and inverse weights, checked).
-    """
-    xml = Path(path).read_text()
-    match = _TOTAL_MASS.search(xml)
-    if match is None:
-        return mujoco.MjModel.from_xml_path(path)
-    spec_dir = str(Path(path).parent)  # relative includes and meshes resolve from there
-    model = mujoco.MjModel.from_xml_string(xml.replace(match.group(0), ""), _assets(spec_dir))
-    mujoco.mj_setTotalmass(model, float(match.group(1)))
-    mujoco.mj_setConst(model, mujoco.MjData(model))
-    return model
-
-
-def _assets(folder: str) -> dict[str, bytes]:
-    """Files beside a model XML that it may reference (meshes, textures, includes)."""
-    return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
 
 
 class _LocomotionTaskEnv(TaskEnv):
