@@ -158,6 +158,12 @@ class CommonConfig:
         100, "iterations per metrics.jsonl line (values are window means)", low=1
     )
     checkpoint_every: int = option(1000, "iterations between checkpoints", low=1)
+    checkpoint_minutes: float = option(
+        10.0,
+        "also checkpoint where a log window ends this many wall-clock minutes after the last "
+        "checkpoint, so a killed session loses little (0: only every checkpoint_every)",
+        low=0,
+    )
     tensorboard: bool = option(True, "also write TensorBoard event files")
 
     def validate(self) -> None:

@@ -74,6 +74,29 @@ def deadline_passed(stop_at: float | None) -> bool:
     return stop_at is not None and time.time() >= stop_at
 
 
+class CheckpointSchedule:
+    """When a trainer saves its checkpoint: every ``every`` iterations, and also where a
+    ``log_every`` window ends once ``minutes`` of wall time have passed since the last save
+    (0: never by time). Slow iterations (20-way Omniglot: ~20 s here; 1,000 of them between
+    periodic checkpoints) would otherwise put hours of training at the mercy of a killed
+    session. Saving only where a window ends keeps a resume's windows those of an uninterrupted
+    run, so the numbers stay the same whenever the saves happen."""
+
+    def __init__(self, every: int, minutes: float, clock: Any = time.monotonic) -> None:
+        self.every, self.seconds, self.clock = every, 60.0 * minutes, clock
+        self.last_saved = clock()
+
+    def due(self, done: int, window_ends: bool) -> bool:
+        """Whether to save after ``done`` iterations (``window_ends``: a log window ends there)."""
+        if done % self.every == 0:
+            return True
+        return window_ends and self.seconds > 0 and self.clock() - self.last_saved >= self.seconds
+
+    def saved(self) -> None:
+        """Note that a checkpoint was just written."""
+        self.last_saved = self.clock()
+
+
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
     """``root/<experiment>-<time>``, the directory of a new run unless ``--out`` names one."""
     return Path(root) / f"{experiment}-{_timestamp()}"

@@ -1,6 +1,8 @@
 """Test-session setup."""
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 # MuJoCo chooses its OpenGL backend when it is first imported: render offscreen (tests/test_view).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -17,3 +19,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def record_saves(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
+    """``record_saves(trainer)`` (a trainer module): the list, filled as training runs, of the
+    iterations at which it writes its checkpoint; the checkpoints are still written."""
+
+    def record(trainer: Any) -> list[int]:
+        seen: list[int] = []
+        save = trainer.atomic_torch_save
+
+        def recording(state: dict[str, Any], path: Any) -> None:
+            seen.append(state["iteration"])
+            save(state, path)
+
+        monkeypatch.setattr(trainer, "atomic_torch_save", recording)
+        return seen
+
+    return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,24 @@ def test_a_time_limit_stops_between_checkpoints_and_resumes_exactly(tmp_path: Pa
         [m["returns/post_adaptation"] for m in read_metrics(run)] for run in (straight, split)
     ]
     assert len(returns[1]) == 3 and returns[0] == returns[1]
+
+
+def test_checkpoint_minutes_saves_between_the_periodic_checkpoints(
+    tmp_path: Path, record_saves: Callable[[object], list[int]]
+) -> None:
+    """With ``checkpoint_minutes`` near 0 every window's end (log_every 1) is saved, besides the
+    periodic checkpoint at 2; with 0 only that one and the last."""
+    import metarl.rl.trainer as trainer
+    from metarl.api import train as train_experiment
+
+    seen = record_saves(trainer)
+    overrides = [*SMALL, "meta_batch_size=2", "episodes_per_task=2", "checkpoint_every=2",
+                 "iterations=3"]  # fmt: skip
+    for minutes, saved in ((0, [2, 3]), (1e-9, [1, 2, 3])):
+        seen.clear()
+        train_experiment("navigation", [*overrides, f"checkpoint_minutes={minutes}"],
+                         out=tmp_path / str(minutes), progress=False)  # fmt: skip
+        assert seen == saved
 
 
 def test_the_checkpoint_counts_cpu_seconds_across_resumes(tmp_path: Path) -> None:

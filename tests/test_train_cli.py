@@ -91,6 +91,36 @@ def test_a_time_limit_ends_the_session_at_a_window_with_a_checkpoint_and_resumes
     assert "time limit: -1.0 minutes" in capsys.readouterr().err
 
 
+def test_a_checkpoint_is_due_by_iterations_or_by_time_at_a_window_end():
+    """Every ``every`` iterations always; by time only where a window ends, and only once
+    ``minutes`` have passed since the last save; 0 minutes never saves by time."""
+    from metarl.run import CheckpointSchedule
+
+    now = [0.0]
+    schedule = CheckpointSchedule(every=1000, minutes=10, clock=lambda: now[0])
+    assert schedule.due(1000, window_ends=False) and not schedule.due(100, window_ends=True)
+    now[0] = 601.0
+    assert schedule.due(100, window_ends=True) and not schedule.due(101, window_ends=False)
+    schedule.saved()
+    assert not schedule.due(200, window_ends=True)
+    now[0] = 1202.0
+    assert schedule.due(200, window_ends=True)
+    assert not CheckpointSchedule(1000, 0, clock=lambda: now[0]).due(100, window_ends=True)
+
+
+@pytest.mark.parametrize("minutes, saved", [(0, [20, 40]), (1e-9, [10, 20, 30, 40])])
+def test_a_long_wait_since_the_last_checkpoint_saves_at_the_next_window(
+    tmp_path, record_saves, minutes, saved
+):
+    """``checkpoint_minutes`` adds saves where windows end (10, 30) to the periodic ones (20,
+    40); the run trains the same numbers either way."""
+    import metarl.supervised.trainer as trainer
+
+    seen = record_saves(trainer)
+    assert _train(tmp_path / "run", f"checkpoint_minutes={minutes}") == 0
+    assert seen == saved
+
+
 def test_evaluate_writes_eval_json_and_plots(tmp_path, capsys):
     run = tmp_path / "run"
     _train(run, "iterations=300", "checkpoint_every=100")

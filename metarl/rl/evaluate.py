@@ -86,8 +86,8 @@ TRAINING_ONLY = frozenset({
     "iterations", "meta_batch_size", "episodes_per_task", "inner_steps", "meta_gradient",
     "fd_epsilon", "max_kl", "cg_iterations", "cg_damping", "fisher_product", "fisher_subsample",
     "line_search_ratio", "line_search_steps", "line_search_rule", "log_every",
-    "checkpoint_every", "tensorboard", "eval_model", "eval_trajectory_goals", "baselines_dir",
-    "eval_reuse_baselines",
+    "checkpoint_every", "checkpoint_minutes", "tensorboard", "eval_model",
+    "eval_trajectory_goals", "baselines_dir", "eval_reuse_baselines",
 })  # fmt: skip
 """Config keys that change how the meta-learned policy is trained or which one is tested, but
 not how the protocol scores a baseline. Every other key counts in

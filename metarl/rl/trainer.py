@@ -28,6 +28,7 @@ from metarl.rl.policy import GaussianMLPPolicy, build_policy
 from metarl.rl.task_envs import make_batched_env
 from metarl.run import (
     CHECKPOINT,
+    CheckpointSchedule,
     MetricsLog,
     NullLog,
     atomic_torch_save,
@@ -155,6 +156,7 @@ def train(
     log = MetricsLog(run_dir, config.tensorboard, resumed) if main else NullLog()
     window: dict[str, float] = {}
     bar = iteration_bar(config, start, progress and main)
+    saves = CheckpointSchedule(config.checkpoint_every, config.checkpoint_minutes)
     started, cpu_started = time.perf_counter(), time.process_time()
     communicated = 0.0
     try:
@@ -214,8 +216,9 @@ def train(
                 )
                 window = {}
             last = done == config.iterations or session_over
-            if main and (done % config.checkpoint_every == 0 or last):
+            if main and (saves.due(done, window_ends) or last):
                 checkpoint(done, elapsed, cpu_before + cpu_updated - cpu_started)
+                saves.saved()
             if session_over:
                 break
     finally:

@@ -23,6 +23,7 @@ from metarl.core import InnerStepSize, TaskBatch, all_finite
 from metarl.distributed import init_world
 from metarl.run import (
     CHECKPOINT,
+    CheckpointSchedule,
     MetricsLog,
     NullLog,
     adam,
@@ -60,7 +61,7 @@ def meta_train(
     Args:
         config: reads ``seed, device, num_threads, iterations, meta_lr, meta_optimizer,
             meta_lr_schedule, meta_lr_min, step_size_lr, chunk_tasks, chunk_workers, log_every,
-            checkpoint_every, tensorboard, align_every``.
+            checkpoint_every, checkpoint_minutes, tensorboard, align_every``.
         model: the network to meta-learn.
         algorithm: the meta-learning algorithm (its own parameters are meta-learned too).
         problem: how predictions are scored.
@@ -159,6 +160,7 @@ def meta_train(
         and config.meta_batch_size >= 2
     )
     bar = iteration_bar(config, start, progress and main)
+    saves = CheckpointSchedule(config.checkpoint_every, config.checkpoint_minutes)
     try:
         for iteration in bar:
             if 0 < config.time_budget <= budget_spent:
@@ -212,8 +214,9 @@ def meta_train(
                     shown["val_acc"] = f"{means['val/accuracy']:.4f}"
                 bar.set_postfix(shown)
                 window, window_start, window_size = {}, time.perf_counter(), 0
-            if main and (done % config.checkpoint_every == 0 or last):
+            if main and (saves.due(done, window_ends) or last):
                 checkpoint(done)
+                saves.saved()
             if out_of_time or session_over:
                 break
     finally:
