@@ -48,8 +48,9 @@ from metarl.run import (
     run_lock,
 )
 
-RESUME_OVERRIDES = ("iterations", "num_threads", "time_budget")
-"""Config keys a resumed run may change: the budget and how the run uses the CPU."""
+RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget")
+"""Config keys a resumed run may change: the budget, how the run uses the CPU and how often it
+saves (none of them changes the numbers it trains)."""
 EVALUATION_KEYS = (
     "num_threads", "baselines_dir", "baseline_iterations", "baseline_lr", "pretrained_finetune_lrs",
 )  # fmt: skip
@@ -84,7 +85,8 @@ def train(
     Args:
         experiment: an experiment name (``metarl list``) or a YAML file.
         overrides: config overrides, ``{"iterations": 500}`` or ``["iterations=500"]``; with
-            ``resume`` only ``iterations``, ``num_threads`` and ``time_budget`` may change.
+            ``resume`` only ``iterations``, ``num_threads``, ``checkpoint_minutes`` and
+            ``time_budget`` may change.
         out: the run directory (default ``runs/<experiment>-<time>``).
         resume: a run directory to continue instead (``out`` is then unused); also with
             another number of processes than the run started with.

@@ -172,11 +172,13 @@ def test_resume_refuses_another_experiment_and_config_changes(tmp_path, capsys):
     _train(tmp_path / "ok")
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set", "k_shot=5"]) == 2
     assert (
-        "only `iterations`, `num_threads` and `time_budget` may change" in capsys.readouterr().err
+        "only `iterations`, `num_threads`, `checkpoint_minutes` and `time_budget` may change"
+        in (capsys.readouterr().err)
     )
-    # The thread count is how the run uses the machine, not part of the experiment.
+    # The thread count and how often it saves are how the run uses the machine, not part of
+    # the experiment.
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set",
-                 "iterations=40", "num_threads=1"]) == 0  # fmt: skip
+                 "iterations=40", "num_threads=1", "checkpoint_minutes=0"]) == 0  # fmt: skip
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set",
                  "iterations=6"]) == 2  # fmt: skip
     assert "already ran 40 iterations, and a run cannot be shortened" in capsys.readouterr().err
