@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,9 @@ class CheckpointSchedule:
     session. Saving only where a window ends keeps a resume's windows those of an uninterrupted
     run, so the numbers stay the same whenever the saves happen."""
 
-    def __init__(self, every: int, minutes: float, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, every: int, minutes: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.every, self.seconds, self.clock = every, 60.0 * minutes, clock
         self.last_saved = clock()
 

@@ -25,7 +25,7 @@ from metarl.experiments import load_config
 STOPPED_CODES = (0, 130, -signal.SIGINT)  # how a child ends after SIGINT, cleanly
 GRACE_SECONDS = 120.0  # after SIGINT, before SIGTERM and then SIGKILL
 # A trainer told the time limit stops itself where its log window ends, with a checkpoint there
-# (nothing trained since the last periodic checkpoint is lost); SIGINT only if it has not
+# (nothing trained since the last checkpoint is lost); SIGINT only if it has not
 # stopped this long after the limit (a 20-way Omniglot window of 100 iterations: ~4 min here).
 WINDOW_SECONDS = 900.0
 BENCH_INFO = "bench.json"

@@ -7,7 +7,7 @@ Two suites share one list of benchmarks (:mod:`metarl.benchmarks.registry`):
 * ``paper`` — the full protocols (the experiments' YAML configs unchanged). They take hours, so
   the runs live in ``<runs_dir>/paper/<name>`` and every invocation resumes where the last one
   stopped (``--time-limit`` ends training where a log window ends, with a checkpoint there; an
-  interruption keeps the last periodic checkpoint; the report then shows the run as in progress
+  interruption keeps the last checkpoint; the report then shows the run as in progress
   with the numbers of its latest checkpoint).
 
 This module only orchestrates: :mod:`~metarl.benchmarks.runner` runs the commands,

@@ -222,7 +222,7 @@ def train(
             if session_over:
                 break
     finally:
-        # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
+        # An interruption keeps the last checkpoint as it is: a resume from it replays
         # the same tasks and noise and gives the same numbers as an uninterrupted run.
         bar.close()
         log.close()

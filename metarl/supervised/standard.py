@@ -22,6 +22,7 @@ from metarl.core import all_finite
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import (
     CHECKPOINT,
+    CheckpointSchedule,
     MetricsLog,
     atomic_torch_save,
     deadline_passed,
@@ -118,7 +119,8 @@ def train(
     stop_at: float | None = None,
 ) -> nn.Module:
     """Train for ``config.epochs`` epochs; a checkpoint at the end of every
-    ``checkpoint_every``-th epoch (a resume continues from there exactly). With ``stop_at`` (a
+    ``checkpoint_every``-th epoch, and of the first logged epoch ``checkpoint_minutes`` after
+    the last checkpoint (a resume continues from there exactly). With ``stop_at`` (a
     ``time.time()``) training also stops, with a checkpoint, at the first logged epoch's end
     after it.
 
@@ -148,6 +150,7 @@ def train(
     bar = tqdm(total=config.epochs * steps, initial=start * steps, disable=not progress,
                unit="batch", dynamic_ncols=True)  # fmt: skip
     started = time.perf_counter()
+    saves = CheckpointSchedule(config.checkpoint_every, config.checkpoint_minutes)
     try:
         for epoch in range(start, config.epochs):
             model.train()
@@ -167,13 +170,14 @@ def train(
             done = epoch + 1
             test = accuracy(model, test_images.to(config.device), test_labels.to(config.device))
             bar.set_postfix(test_accuracy=f"{test:.4f}")
-            session_over = done % config.log_every == 0 and deadline_passed(stop_at)
+            window_ends = done % config.log_every == 0
+            session_over = window_ends and deadline_passed(stop_at)
             last = done == config.epochs or session_over
-            if done % config.log_every == 0 or last:
+            if window_ends or last:
                 log.write(done, {"train/loss": loss_sum / len(images),
                                  "train/accuracy": correct / len(images),
                                  "test/accuracy": test})  # fmt: skip
-            if done % config.checkpoint_every == 0 or last:
+            if saves.due(done, window_ends) or last:
                 moments = [t for st in optimizer.state.values() for t in st.values()
                            if t.is_floating_point()]  # fmt: skip
                 if not (all_finite(list(model.parameters())) and all_finite(moments)):
@@ -192,6 +196,7 @@ def train(
                     "elapsed": elapsed_before + time.perf_counter() - started,
                 }
                 atomic_torch_save(state, run_dir / CHECKPOINT)
+                saves.saved()
             if session_over:
                 break
     finally:

@@ -220,7 +220,7 @@ def meta_train(
             if out_of_time or session_over:
                 break
     finally:
-        # An interruption keeps the last periodic checkpoint as it is: a resume from it replays
+        # An interruption keeps the last checkpoint as it is: a resume from it replays
         # the same tasks and gives the same numbers as an uninterrupted run.
         bar.close()
         log.close()

@@ -46,7 +46,8 @@ def _time_run(
         child = run_child(
             ["train", experiment, "--out", str(out), "--no-progress", "--set",
              f"iterations={iterations}", f"log_every={log_every}", f"checkpoint_every={iterations}",
-             f"num_threads={variant.threads}", "tensorboard=false", *one_pass],
+             "checkpoint_minutes=0", f"num_threads={variant.threads}", "tensorboard=false",
+             *one_pass],
             processes=variant.processes,
         )  # fmt: skip
         if child.exit_code != 0:

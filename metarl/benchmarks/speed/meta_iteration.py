@@ -18,7 +18,8 @@ def bench_meta_iteration(iterations: int = 5) -> dict[str, Any]:
         out = Path(tmp) / "run"
         child = run_child(
             ["train", "halfcheetah-vel", "--out", str(out), "--no-progress",
-             "--set", f"iterations={iterations}", f"checkpoint_every={iterations}"],
+             "--set", f"iterations={iterations}", f"checkpoint_every={iterations}",
+             "checkpoint_minutes=0"],
         )  # fmt: skip
         if child.exit_code != 0:
             raise RuntimeError(f"metarl train halfcheetah-vel exited with {child.exit_code}")
