@@ -475,7 +475,9 @@ def _point(iterations: int, score: float) -> dict:
 def test_a_stored_time_to_quality_table_says_which_rows_the_next_call_continues(tmp_path):
     """Read back without training, a row that reached the target keeps its time, one whose
     budget ran out says so, one the next call continues is "in progress", and rows the file
-    lacks or holds with other settings are "not started"; another interval is no table."""
+    lacks or holds with other settings are "not started" (even with a run directory, which the
+    next call starts afresh), and one with a checkpoint but no evaluation is "in progress, not
+    yet evaluated"; another interval is no table."""
     from metarl.benchmarks.speed import time_to_quality as ttq
 
     stored = {
@@ -488,16 +490,23 @@ def test_a_stored_time_to_quality_table_says_which_rows_the_next_call_continues(
                           "points": [_point(i, 0.1) for i in range(10, 70, 10)]},
             "stopped": {"settings": ["b=1"], "points": [_point(10, 0.3)], "reached": None},
             "changed": {"settings": ["c=1"], "points": [_point(10, 0.4)], "reached": None},
+            "unevaluated": {"settings": ["e=1"], "points": [], "reached": None},
+            "unstarted": {"settings": ["f=1"], "points": [], "reached": None},
         },
     }  # fmt: skip
     (tmp_path / ttq.PROGRESS).write_text(json.dumps(stored))
+    for name in ("unevaluated", "changed"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(b"")
     options = {"reached": [], "exhausted": ["a=1"], "stopped": ["b=1"], "changed": ["c=2"],
-               "absent": ["d=1"]}  # fmt: skip
+               "absent": ["d=1"], "unevaluated": ["e=1"], "unstarted": ["f=1"]}  # fmt: skip
     table = ttq.format_time_to_quality(ttq.read_time_to_quality(tmp_path, 10, options))
     assert "| reached | **40 s** | 60 s | 20 | 0.6 | 0.6 (20) |" in table
     assert "| exhausted | not within 60 iterations |" in table
     assert "| stopped | in progress (10 iterations) | – | – | – | 0.3 (10) |" in table
     assert "| changed | not started |" in table and "| absent | not started |" in table
+    assert "| unevaluated | in progress, not yet evaluated |" in table
+    assert "| unstarted | not started |" in table
     assert ttq.read_time_to_quality(tmp_path, 5, options) is None
     assert ttq.read_time_to_quality(tmp_path / "elsewhere", 10, options) is None
 

@@ -224,6 +224,7 @@ def bench_time_to_quality(
             row = {"settings": settings, "points": [], "reached": None}
         row.pop("error", None)  # a failure of an earlier call is tried again
         row.pop("in_progress", None)
+        row.pop("started", None)
         result["rows"][name] = row
         while row["reached"] is None:
             iterations = (len(row["points"]) + 1) * every
@@ -231,6 +232,7 @@ def bench_time_to_quality(
                 break
             if out_of_time():
                 row["in_progress"] = True
+                row["started"] = (run_dir / CHECKPOINT).exists()
                 break
             if (run_dir / CHECKPOINT).exists():
                 args = ["train", experiment, "--resume", str(run_dir), "--set",
@@ -245,7 +247,7 @@ def bench_time_to_quality(
                 break
             state = load_checkpoint(run_dir)
             if state["iteration"] < iterations:  # the time limit stopped it within the chunk
-                row["in_progress"] = True
+                row["in_progress"], row["started"] = True, True
                 break
             model = tested_model(state)
             last = row["points"][-1] if row["points"] else {}
@@ -282,9 +284,12 @@ def read_time_to_quality(
     without training: what ``metarl bench --report-only`` and an interrupted call report.
 
     A row the next call would continue (not reached, within the budget, no error) says "in
-    progress"; a row the file lacks, or holds with other settings, "not started". None when no
-    earlier call of the same interval left a file.
+    progress" (not yet evaluated, if its run has a checkpoint but no evaluation); a row the file
+    lacks, or holds with other settings, "not started". None when no earlier call of the same
+    interval left a file.
     """
+    from metarl.run import CHECKPOINT
+
     progress = workdir / PROGRESS
     if not progress.exists():
         return None
@@ -296,6 +301,8 @@ def read_time_to_quality(
         row = _resumed_row(stored, name, sets, every)
         if row is None:
             row = {"settings": sets, "points": [], "reached": None}
+        else:
+            row["started"] = (row_dir(workdir, name) / CHECKPOINT).exists()
         trained = row["points"][-1]["iterations"] if row["points"] else 0
         finished = trained + every > stored["max_iterations"]
         row["in_progress"] = not (row["reached"] or row.get("error") or finished)
@@ -325,7 +332,10 @@ def format_time_to_quality(result: dict[str, Any]) -> str:
             if row.get("error"):
                 why = row["error"]
             elif row.get("in_progress"):  # a time limit stopped it; the next call continues
-                why = f"in progress ({trained} iterations)" if trained else "not started"
+                if trained:
+                    why = f"in progress ({trained} iterations)"
+                else:  # a run stopped before its first evaluation is still a run under way
+                    why = "in progress, not yet evaluated" if row.get("started") else "not started"
             else:
                 why = f"not within {trained} iterations"
             lines.append(f"| {name} | {why} | – | – | – | {best_cell} | – |")
