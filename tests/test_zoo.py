@@ -19,14 +19,29 @@ from metarl.experiments import get_experiment
 from metarl.rl.config import RLConfig
 
 ZOO = Path(__file__).parents[1] / "zoo"
-ENTRIES = sorted(p.parent for p in ZOO.glob("*/checkpoint.pt"))
+BEYOND_PROTOCOL = "beyond-protocol"
+"""Rows continued past their protocol, named ``<row>-<iterations>`` (e.g. ``ant-dir-800``)."""
+ENTRIES = sorted(
+    p.parent for pattern in ("*/checkpoint.pt", f"{BEYOND_PROTOCOL}/*/checkpoint.pt")
+    for p in ZOO.glob(pattern)
+)  # fmt: skip
+
+
+def _name(entry: Path) -> str:
+    """How zoo/README.md names an entry: its path below zoo/."""
+    return entry.relative_to(ZOO).as_posix()
 
 
 def _benchmark(entry: Path) -> QualityBenchmark:
-    """The BENCHMARKS.md row an entry stands behind (its folder's name)."""
+    """The BENCHMARKS.md row an entry stands behind: its folder's name, without the iteration
+    budget a continued row adds."""
+    row = entry.name
+    if entry.parent.name == BEYOND_PROTOCOL:
+        row, _, budget = row.rpartition("-")
+        assert budget.isdigit(), f"zoo/{_name(entry)} is not named <row>-<iterations>"
     by_name = {b.name: b for b in QUALITY}
-    assert entry.name in by_name, f"zoo/{entry.name} is no benchmark of `metarl bench`"
-    return by_name[entry.name]
+    assert row in by_name, f"zoo/{_name(entry)} is no benchmark of `metarl bench`"
+    return by_name[row]
 
 
 def _is_meta_rl(entry: Path) -> bool:
@@ -36,7 +51,7 @@ def _is_meta_rl(entry: Path) -> bool:
 
 def _stated_iterations() -> dict[str, int]:
     """``| name | iterations | ...`` rows of zoo/README.md."""
-    rows = re.findall(r"^\| `([\w-]+)` \| ([\d,]+) ", (ZOO / "README.md").read_text(), re.M)
+    rows = re.findall(r"^\| `([\w/-]+)` \| ([\d,]+) ", (ZOO / "README.md").read_text(), re.M)
     return {name: int(n.replace(",", "")) for name, n in rows}
 
 
@@ -56,16 +71,16 @@ def _copy_with_data(entry: Path, tmp_path: Path) -> Path:
 
 def test_the_zoo_lists_exactly_its_models():
     assert ENTRIES, "zoo/ holds no model"
-    assert set(_stated_iterations()) == {p.name for p in ENTRIES}
+    assert set(_stated_iterations()) == {_name(p) for p in ENTRIES}
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("entry", ENTRIES, ids=_name)
 def test_each_model_loads_and_is_what_the_readme_says(entry: Path):
     run = metarl.load_run(entry, which="last")
     benchmark = _benchmark(entry)  # its experiment, with the variant's settings
     assert run.config.experiment == benchmark.experiment
     assert all(getattr(run.config, key) == value for key, value in benchmark.settings.items())
-    assert run.iteration == _stated_iterations()[entry.name]
+    assert run.iteration == _stated_iterations()[_name(entry)]
     assert not (entry / ".lock").exists()
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
 
@@ -93,7 +108,7 @@ def test_the_sinusoid_model_fits_a_new_sine_in_one_step():
 @pytest.mark.parametrize(
     "entry",
     [p for p in ENTRIES if _is_meta_rl(p)],
-    ids=lambda p: p.name,
+    ids=_name,
 )
 def test_each_policy_acts(entry: Path):
     run = metarl.load_run(entry)
@@ -113,7 +128,7 @@ SMALL_EVALUATION = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("entry", ENTRIES, ids=_name)
 def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path: Path):
     """`metarl evaluate` on the protocol's test tasks (the same fixed seed; fewer steps, or
     fewer classification episodes) gives the committed headline number within the two error
@@ -134,7 +149,7 @@ def test_a_small_evaluation_agrees_with_the_committed_one(entry: Path, tmp_path:
         assert value > random_init.at(small.headline.step)[0] + error, (value, random_init.mean)
 
 
-@pytest.mark.parametrize("entry", [p for p in ENTRIES if not _is_meta_rl(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("entry", [p for p in ENTRIES if not _is_meta_rl(p)], ids=_name)
 def test_a_model_continues_training_from_its_committed_state(entry: Path, tmp_path: Path):
     """`metarl train --resume` continues a zoo model on another machine: one more iteration
     starts from the committed optimiser state. A fresh Adam's first step would move every
