@@ -444,6 +444,17 @@ def test_time_to_quality_stops_at_the_deadline_and_the_next_call_continues_the_c
                         lambda d: {"elapsed": 2.0 * trained[str(d)], "iteration": trained[str(d)],
                                    "cpu_elapsed": 3.0 * trained[str(d)]})  # fmt: skip
     options = {"fast": ["fisher_subsample=5"], "slow": []}
+    # Stopped within its first chunk, a row has a run but no evaluation yet.
+    early = ttq.bench_time_to_quality("navigation", tmp_path / "early", 10, 60, options=options,
+                                      deadline=5.0)  # fmt: skip
+    table = ttq.format_time_to_quality(early)
+    assert "| fast | in progress, not yet evaluated |" in table
+    assert "| slow | not started |" in table
+    assert table == ttq.format_time_to_quality(
+        ttq.read_time_to_quality(tmp_path / "early", 10, options)
+    )  # what `--report-only` reads back says the same
+    trained.clear()
+    clock[0], calls[:] = 0.0, []
     first = ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options,
                                       deadline=25.0)  # fmt: skip
     fast, slow = first["rows"]["fast"], first["rows"]["slow"]
@@ -509,6 +520,39 @@ def test_a_stored_time_to_quality_table_says_which_rows_the_next_call_continues(
     assert "| unstarted | not started |" in table
     assert ttq.read_time_to_quality(tmp_path, 5, options) is None
     assert ttq.read_time_to_quality(tmp_path / "elsewhere", 10, options) is None
+
+
+def test_an_interrupted_time_to_quality_call_leaves_every_row_resumable(tmp_path, monkeypatch):
+    """Interrupted (Ctrl-C) while a row whose settings changed trains its first chunk, a call
+    leaves a progress file with that row's new settings, so the next call continues the new run
+    (it would delete it as an old-settings run otherwise), and the rows it had not reached yet
+    as they were."""
+    from metarl.benchmarks import runner
+    from metarl.benchmarks.speed import time_to_quality as ttq
+
+    stored = {
+        "experiment": "navigation", "target": "t", "threshold": 0.5, "every": 10,
+        "max_iterations": 60, "machine": {},
+        "rows": {"changed": {"settings": ["c=1"], "points": [_point(10, 0.4)], "reached": None},
+                 "later": {"settings": ["d=1"], "points": [_point(10, 0.3)], "reached": None}},
+    }  # fmt: skip
+    (tmp_path / ttq.PROGRESS).write_text(json.dumps(stored))
+    (tmp_path / "later").mkdir()
+    (tmp_path / "later" / "checkpoint.pt").write_bytes(b"")
+    _fake_children(monkeypatch)
+    child = runner.run_child
+
+    def interrupted(args, *more, **options):
+        child(args, *more, **options)  # the training wrote its checkpoint, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_child", interrupted)
+    options = {"changed": ["c=2"], "later": ["d=1"]}
+    with pytest.raises(KeyboardInterrupt):
+        ttq.bench_time_to_quality("navigation", tmp_path, 10, 60, options=options, resume=True)
+    table = ttq.format_time_to_quality(ttq.read_time_to_quality(tmp_path, 10, options))
+    assert "| changed | in progress, not yet evaluated |" in table
+    assert "| later | in progress (10 iterations) | – | – | – | 0.3 (10) |" in table
 
 
 def test_time_to_quality_evaluates_a_kept_best_model_once(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ new sine from 10 points in one step, every policy acts finitely, every classifie
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -32,13 +33,19 @@ def _name(entry: Path) -> str:
     return entry.relative_to(ZOO).as_posix()
 
 
+def _row_and_budget(entry: Path) -> tuple[str, int | None]:
+    """The BENCHMARKS.md row an entry stands behind (its folder's name), and for a continued
+    row the iteration budget its name adds (None for the rows themselves)."""
+    if entry.parent.name != BEYOND_PROTOCOL:
+        return entry.name, None
+    row, _, budget = entry.name.rpartition("-")
+    assert budget.isdigit(), f"zoo/{_name(entry)} is not named <row>-<iterations>"
+    return row, int(budget)
+
+
 def _benchmark(entry: Path) -> QualityBenchmark:
-    """The BENCHMARKS.md row an entry stands behind: its folder's name, without the iteration
-    budget a continued row adds."""
-    row = entry.name
-    if entry.parent.name == BEYOND_PROTOCOL:
-        row, _, budget = row.rpartition("-")
-        assert budget.isdigit(), f"zoo/{_name(entry)} is not named <row>-<iterations>"
+    """The BENCHMARKS.md row an entry stands behind."""
+    row, _ = _row_and_budget(entry)
     by_name = {b.name: b for b in QUALITY}
     assert row in by_name, f"zoo/{_name(entry)} is no benchmark of `metarl bench`"
     return by_name[row]
@@ -51,8 +58,20 @@ def _is_meta_rl(entry: Path) -> bool:
 
 def _stated_iterations() -> dict[str, int]:
     """``| name | iterations | ...`` rows of zoo/README.md."""
-    rows = re.findall(r"^\| `([\w/-]+)` \| ([\d,]+) ", (ZOO / "README.md").read_text(), re.M)
+    rows = re.findall(
+        rf"^\| `((?:{BEYOND_PROTOCOL}/)?[\w-]+)` \| ([\d,]+) ",
+        (ZOO / "README.md").read_text(),
+        re.M,
+    )
     return {name: int(n.replace(",", "")) for name, n in rows}
+
+
+def _config_without_iterations(entry: Path) -> dict:
+    """An entry's config as a run resolves it (keys added since take their defaults), but for
+    its iteration budget."""
+    config = dataclasses.asdict(metarl.load_run(entry, which="last").config)
+    config.pop("iterations")
+    return config
 
 
 def _copy_with_data(entry: Path, tmp_path: Path) -> Path:
@@ -81,6 +100,14 @@ def test_each_model_loads_and_is_what_the_readme_says(entry: Path):
     assert run.config.experiment == benchmark.experiment
     assert all(getattr(run.config, key) == value for key, value in benchmark.settings.items())
     assert run.iteration == _stated_iterations()[_name(entry)]
+    row, budget = _row_and_budget(entry)
+    if budget is not None:  # the row's own run, continued to the budget its name gives
+        assert run.config.iterations == budget
+        assert _config_without_iterations(entry) == _config_without_iterations(ZOO / row)
+        continued = (entry / "metrics.jsonl").read_text().splitlines()
+        assert (
+            continued[: len(own := (ZOO / row / "metrics.jsonl").read_text().splitlines())] == own
+        )
     assert not (entry / ".lock").exists()
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
 

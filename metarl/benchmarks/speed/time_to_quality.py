@@ -211,6 +211,12 @@ def bench_time_to_quality(
                               "max_iterations": max_iterations, "machine": machine_info(),
                               "rows": {}}  # fmt: skip
     workdir.mkdir(parents=True, exist_ok=True)
+    not_reached_yet = stored.get("rows", {}) if stored.get("every") == every else {}
+
+    def save_progress() -> None:
+        # Rows this call has not reached keep their stored state, so that a call interrupted
+        # anywhere (Ctrl-C, a killed session) leaves a file the next one resumes every row from.
+        progress.write_text(json.dumps({**result, "rows": {**not_reached_yet, **result["rows"]}}))
 
     def out_of_time() -> bool:
         return deadline is not None and time.time() >= deadline
@@ -226,6 +232,7 @@ def bench_time_to_quality(
         row.pop("in_progress", None)
         row.pop("started", None)
         result["rows"][name] = row
+        save_progress()  # before training: a row started afresh must not read as its old self
         while row["reached"] is None:
             iterations = (len(row["points"]) + 1) * every
             if iterations > max_iterations:
@@ -271,7 +278,7 @@ def bench_time_to_quality(
             row["points"].append(point)
             if score is not None and score >= goal.threshold:
                 row["reached"] = point
-            progress.write_text(json.dumps(result))
+            save_progress()
     result["date"] = time.strftime("%Y-%m-%d %H:%M")
     progress.write_text(json.dumps(result))
     return result
