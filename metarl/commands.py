@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metarl.reports import EvalReport
 
 
 def train_command(args: argparse.Namespace) -> int:
     from metarl.api import stopped_early, train
-    from metarl.reports import results_table
 
     result = train(
         args.experiment, args.set, out=args.out, resume=args.resume, evaluate=args.evaluate,
@@ -27,8 +29,7 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"the time limit ended this session; continue: metarl train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
-        print(results_table(result.report))
-        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+        _print_results(result.report, run_dir)
     else:
         print(f"next: metarl evaluate {run_dir}" + (
             f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
@@ -61,12 +62,20 @@ def _duration(seconds: float) -> str:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from metarl.api import evaluate
-    from metarl.reports import results_table
 
     report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
-    print(results_table(report))
-    print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'plots'}/")
+    _print_results(report, args.run_dir)
     return 0
+
+
+def _print_results(report: EvalReport, run_dir: Path) -> None:
+    """The evaluation's table, for meta-RL the gap it closes, and where the report went."""
+    from metarl.reports import gap_line, results_table
+
+    print(results_table(report))
+    if line := gap_line(report):
+        print(line)
+    print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
 
 
 def baseline_command(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from metarl.benchmarks import collect, runner, suite
 from metarl.benchmarks import report as report_mod
-from metarl.benchmarks.collect import QualityResult, Score
+from metarl.benchmarks.collect import QualityResult, Score, gap_verdict
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.staleness import needs_evaluation
 from metarl.cli import main
@@ -230,6 +230,28 @@ def test_gap_closed_between_random_init_and_oracle():
     assert report.gap_closed() is None  # the evaluator names the yardstick
     report.gap_oracle = "oracle_ppo"
     assert report.gap_closed() == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+
+
+def test_the_gap_error_matches_sampling_the_three_means():
+    """The propagated error bar of the gap share against the spread of the share computed from
+    means drawn with the stated errors (independent, small enough for first order to hold)."""
+    report = _rl_eval(-90.0, -80.0)
+    report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [2, 3.0]))
+    report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [4.0]))
+    report.gap_oracle = "oracle_ppo"
+    maml_error = report.curve("meta_learned").at(1)[1]
+    gen = torch.Generator().manual_seed(0)
+    m, r, o = (mean + error * torch.randn(400_000, generator=gen, dtype=torch.float64)
+               for mean, error in ((-80.0, maml_error), (-265.0, 3.0), (-15.0, 4.0)))  # fmt: skip
+    assert report.gap_closed_error() == pytest.approx(((m - r) / (o - r)).std().item(), rel=0.02)
+    paper = PaperResult("", gap_closed=0.88)
+    assert gap_verdict(report, paper) == (
+        f"closes 74 ± {100 * report.gap_closed_error():.0f}% of the random-init → oracle gap "
+        "(paper: 88%)"
+    )
+    report.curve("oracle_ppo").error.clear()  # a yardstick without an error bar: the share alone
+    assert report.gap_closed_error() is None
+    assert gap_verdict(report, paper).startswith("closes 74% of the random-init")
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:

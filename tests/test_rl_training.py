@@ -222,11 +222,15 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
     ]
 
 
-def test_evaluate_writes_the_report_and_plots(tmp_path: Path) -> None:
+def test_evaluate_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
     config = _small("iterations=1")
     assert main(["train", "navigation", "--out", str(tmp_path), "--set", *SMALL, "iterations=1",
                  "--evaluate", "--no-progress"]) == 0  # fmt: skip
     report = read_report(tmp_path)
+    closed = (report.curve("meta_learned").mean[1] - report.curve("random_init").mean[1]) / (
+        report.curve("oracle_analytic").mean[0] - report.curve("random_init").mean[1]
+    )
+    assert f"after 1 step MAML closes {100 * closed:.0f} ± " in capsys.readouterr().out
     assert [c.method for c in report.curves] == ["meta_learned", "random_init", "oracle_analytic"]
     for curve in report.curves[:2]:
         assert curve.steps == [0, 1, 2]

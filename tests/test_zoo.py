@@ -16,6 +16,7 @@ import torch
 import metarl
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.speed.time_to_quality import PROGRESS
+from metarl.config import CommonConfig
 from metarl.experiments import get_experiment
 from metarl.rl.config import RLConfig
 
@@ -66,12 +67,12 @@ def _stated_iterations() -> dict[str, int]:
     return {name: int(n.replace(",", "")) for name, n in rows}
 
 
-def _config_without_iterations(entry: Path) -> dict:
-    """An entry's config as a run resolves it (keys added since take their defaults), but for
-    its iteration budget."""
-    config = dataclasses.asdict(metarl.load_run(entry, which="last").config)
-    config.pop("iterations")
-    return config
+def _without_iterations(config: CommonConfig) -> dict:
+    """A run's resolved config (keys added since take their defaults), but for its iteration
+    budget."""
+    settings = dataclasses.asdict(config)
+    settings.pop("iterations")
+    return settings
 
 
 def _copy_with_data(entry: Path, tmp_path: Path) -> Path:
@@ -103,7 +104,8 @@ def test_each_model_loads_and_is_what_the_readme_says(entry: Path):
     row, budget = _row_and_budget(entry)
     if budget is not None:  # the row's own run, continued to the budget its name gives
         assert run.config.iterations == budget
-        assert _config_without_iterations(entry) == _config_without_iterations(ZOO / row)
+        own_row = metarl.load_run(ZOO / row, which="last")
+        assert _without_iterations(run.config) == _without_iterations(own_row.config)
         continued = (entry / "metrics.jsonl").read_text().splitlines()
         assert (
             continued[: len(own := (ZOO / row / "metrics.jsonl").read_text().splitlines())] == own

@@ -160,7 +160,9 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
         "",
         "*vs paper*: **met** when metarl's number is at least the paper's within the two error "
         "bars (sinusoid and Omniglot: 95% confidence intervals; meta-RL: standard errors over "
-        "test tasks).",
+        "test tasks). A meta-RL row's share of the random-init → oracle gap carries the three "
+        "means' standard errors propagated to first order as if independent (the methods meet "
+        "the same test tasks, so their errors are in fact correlated).",
         "",
     ]
     if run.get("problems"):
