@@ -209,13 +209,21 @@ class EvalReport:
         value, err = curve.at(h.step)
         return curve.at(0)[0], value, err or 0.0
 
-    def gap_closed(self) -> float | None:
-        """The share of the gap from the random-init policy to the oracle that MAML closes at the
-        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
+    def gap_curves(self) -> tuple[Curve, Curve, Curve] | None:
+        """``(MAML, random init, oracle)``: the curves the gap is measured by, or None when the
+        report lacks one or names no oracle (``gap_oracle``)."""
         oracle = None if self.gap_oracle is None else self.curve(self.gap_oracle)
         maml, random = self.curve("meta_learned"), self.curve("random_init")
         if oracle is None or maml is None or random is None:
             return None
+        return maml, random, oracle
+
+    def gap_closed(self) -> float | None:
+        """The share of the gap from the random-init policy to the oracle that MAML closes at the
+        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
+        if (curves := self.gap_curves()) is None:
+            return None
+        maml, random, oracle = curves
         step = self.headline.step
         gap = oracle.at(0)[0] - random.at(step)[0]
         if not gap > 0:
@@ -230,11 +238,10 @@ class EvalReport:
         The three methods meet the same test tasks, so their errors are in fact correlated (a
         task that is hard for one is usually hard for all); this ignores that, which can err
         either way. None without a gap or without all three error bars."""
-        closed = self.gap_closed()
-        if closed is None:
+        closed, curves = self.gap_closed(), self.gap_curves()
+        if closed is None or curves is None:
             return None
-        oracle = self.curve(self.gap_oracle)
-        maml, random = self.curve("meta_learned"), self.curve("random_init")
+        maml, random, oracle = curves
         step = self.headline.step
         (o, s_o), (r, s_r), s_m = oracle.at(0), random.at(step), maml.at(step)[1]
         if s_o is None or s_m is None or s_r is None:
@@ -248,26 +255,29 @@ class EvalReport:
 
 def gap_share(report: EvalReport) -> str:
     """The share of the random-init → oracle gap closed at the headline step with its error bar,
-    ``"58 ± 13%"`` (``"58%"`` without one); empty without a gap to measure."""
+    ``"58 ± 13%"`` (``"91 ± 0.6%"`` for a bar under a point, ``"58%"`` without one); empty
+    without a gap to measure."""
     closed = report.gap_closed()
     if closed is None:
         return ""
     error = report.gap_closed_error()
-    return f"{closed:.0%}" if error is None else f"{100 * closed:.0f} ± {100 * error:.0f}%"
+    if error is None:
+        return f"{closed:.0%}"
+    return f"{100 * closed:.0f} ± {100 * error:.{1 if error < 0.01 else 0}f}%"
 
 
 def gap_line(report: EvalReport) -> str:
     """One line under a meta-RL results table: ``"after 1 step MAML closes 58 ± 13% of the
-    random-init → oracle (PPO) gap (its standard errors propagated as if independent)"``; empty
-    without a gap."""
-    share = gap_share(report)
-    if not share:
+    random-init → oracle (PPO) gap (± from the three means' standard errors, taken as
+    independent)"``; empty without a gap."""
+    share, curves = gap_share(report), report.gap_curves()
+    if not share or curves is None:
         return ""
-    step = report.headline.step
-    oracle = report.curve(report.gap_oracle)  # gap_share found it
+    step, oracle = report.headline.step, curves[2]
     bars = "standard errors" if report.error_bar == "stderr" else "95% intervals"
-    return (f"after {step} step{'' if step == 1 else 's'} MAML closes {share} of the random-init"
-            f" → {oracle.label} gap (its {bars} propagated as if independent)")  # fmt: skip
+    steps = f"{step} step{'' if step == 1 else 's'}"
+    return (f"after {steps} MAML closes {share} of the random-init → {oracle.label} gap "
+            f"(± from the three means' {bars}, taken as independent)")  # fmt: skip
 
 
 def write_report(report: EvalReport, run_dir: Path) -> Path:

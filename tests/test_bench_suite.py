@@ -26,6 +26,7 @@ from metarl.reports import (
     MissingBaseline,
     ModelChoice,
     ReportError,
+    gap_share,
     read_report,
     write_report,
 )
@@ -234,16 +235,17 @@ def test_gap_closed_between_random_init_and_oracle():
 
 def test_the_gap_error_matches_sampling_the_three_means():
     """The propagated error bar of the gap share against the spread of the share computed from
-    means drawn with the stated errors (independent, small enough for first order to hold)."""
-    report = _rl_eval(-90.0, -80.0)
-    report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [2, 3.0]))
+    means drawn with the stated errors (independent; comparable in size, so that dropping any
+    one term shows; small enough for first order to hold)."""
+    maml = Curve("meta_learned", "MAML", [0, 1], [-90.0, -80.0], [1.0, 3.0])
+    report = _report([maml], Headline("return after 1 step", "meta_learned", 1))
+    report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [9, 3.5]))
     report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [4.0]))
     report.gap_oracle = "oracle_ppo"
-    maml_error = report.curve("meta_learned").at(1)[1]
     gen = torch.Generator().manual_seed(0)
-    m, r, o = (mean + error * torch.randn(400_000, generator=gen, dtype=torch.float64)
-               for mean, error in ((-80.0, maml_error), (-265.0, 3.0), (-15.0, 4.0)))  # fmt: skip
-    assert report.gap_closed_error() == pytest.approx(((m - r) / (o - r)).std().item(), rel=0.02)
+    m, r, o = (mean + error * torch.randn(800_000, generator=gen, dtype=torch.float64)
+               for mean, error in ((-80.0, 3.0), (-265.0, 3.5), (-15.0, 4.0)))  # fmt: skip
+    assert report.gap_closed_error() == pytest.approx(((m - r) / (o - r)).std().item(), rel=0.005)
     paper = PaperResult("", gap_closed=0.88)
     assert gap_verdict(report, paper) == (
         f"closes 74 ± {100 * report.gap_closed_error():.0f}% of the random-init → oracle gap "
@@ -252,6 +254,15 @@ def test_the_gap_error_matches_sampling_the_three_means():
     report.curve("oracle_ppo").error.clear()  # a yardstick without an error bar: the share alone
     assert report.gap_closed_error() is None
     assert gap_verdict(report, paper).startswith("closes 74% of the random-init")
+
+
+def test_a_gap_error_under_one_point_keeps_a_decimal():
+    report = _rl_eval(-90.0, -80.0)  # MAML's error 0.5 after one step
+    report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [1, 1.0]))
+    report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [1.0]))
+    report.gap_oracle = "oracle_ppo"
+    assert report.gap_closed_error() < 0.01
+    assert gap_share(report) == f"74 ± {100 * report.gap_closed_error():.1f}%"
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:

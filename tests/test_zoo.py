@@ -8,6 +8,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def _stated_iterations() -> dict[str, int]:
     return {name: int(n.replace(",", "")) for name, n in rows}
 
 
-def _without_iterations(config: CommonConfig) -> dict:
+def _without_iterations(config: CommonConfig) -> dict[str, Any]:
     """A run's resolved config (keys added since take their defaults), but for its iteration
     budget."""
     settings = dataclasses.asdict(config)
