@@ -50,6 +50,9 @@ class Curve:
         grew: for a loss, the number of test tasks whose loss after each step is more than
             :data:`GROWTH` times its loss before adaptation, or not finite (adaptation that
             diverged); empty when not counted.
+        per_task: each test task's score after each step ``(S, n_tasks)``, kept where methods
+            are compared task by task (meta-RL's 40 tasks: :meth:`EvalReport.gap_closed_error`);
+            empty otherwise.
     """
 
     method: str
@@ -60,6 +63,7 @@ class Curve:
     setting: str = ""
     median: list[float] = field(default_factory=list)
     grew: list[int] = field(default_factory=list)
+    per_task: list[list[float]] = field(default_factory=list)
 
     def at(self, step: int) -> tuple[float, float | None]:
         """``(mean, error)`` after ``step`` steps; a method without adaptation gives its one
@@ -71,6 +75,13 @@ class Curve:
             raise KeyError(f"{self.label}: no value after {step} steps")
         return self.mean[i], (self.error[i] if self.error else None)
 
+    def tasks_at(self, step: int) -> list[float] | None:
+        """Each test task's score after ``step`` steps (as :meth:`at`), or None if not kept."""
+        if not self.per_task:
+            return None
+        step = self.steps[0] if len(self.steps) == 1 else step
+        return self.per_task[self.steps.index(step)] if step in self.steps else None
+
     @classmethod
     def from_samples(
         cls,
@@ -81,10 +92,11 @@ class Curve:
         steps: list[int] | None = None,
         setting: str = "",
         count_growth: bool = False,
+        keep_per_task: bool = False,
     ) -> Curve:
         """Mean, error bar and median over tasks of ``values (S, n_tasks)`` (row s after
         step s); with ``count_growth`` (a loss), also how many tasks' loss grew past
-        :data:`GROWTH` times its value before adaptation.
+        :data:`GROWTH` times its value before adaptation; with ``keep_per_task``, the values.
 
         ``ci95`` is the half-width of the normal 95% confidence interval of the mean,
         ``1.96 · std / √n``; ``stderr`` the standard error ``std / √n`` (std with ddof 1).
@@ -102,8 +114,9 @@ class Curve:
         # A task whose loss overflowed to NaN counts as +inf: the median stays the median.
         ranked = torch.where(torch.isnan(values), torch.inf, values)
         median = torch.quantile(ranked, 0.5, dim=-1).tolist()
+        per_task = values.tolist() if keep_per_task else []
         return cls(method, label, steps, mean.tolist(), (scale * std / n**0.5).tolist(), setting,
-                   median, grew)  # fmt: skip
+                   median, grew, per_task)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -218,39 +231,63 @@ class EvalReport:
             return None
         return maml, random, oracle
 
-    def gap_closed(self) -> float | None:
-        """The share of the gap from the random-init policy to the oracle that MAML closes at the
-        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
+    def _gap_terms(self) -> tuple[tuple[float, float | None], ...] | None:
+        """``(M, σ_M), (R, σ_R), (O, σ_O)``: MAML and random init at the headline step, the
+        oracle (which does not adapt) at step 0; None without a positive gap ``O − R``."""
         if (curves := self.gap_curves()) is None:
             return None
         maml, random, oracle = curves
         step = self.headline.step
-        gap = oracle.at(0)[0] - random.at(step)[0]
-        if not gap > 0:
+        terms = maml.at(step), random.at(step), oracle.at(0)
+        return terms if terms[2][0] - terms[1][0] > 0 else None
+
+    def gap_closed(self) -> float | None:
+        """The share of the gap from the random-init policy to the oracle that MAML closes at the
+        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
+        if (terms := self._gap_terms()) is None:
             return None
-        return (maml.at(step)[0] - random.at(step)[0]) / gap
+        (m, _), (r, _), (o, _) = terms
+        return (m - r) / (o - r)
 
     def gap_closed_error(self) -> float | None:
-        """The error bar of :meth:`gap_closed` in the report's ``error_bar`` units, propagated
-        to first order from the three means' error bars as if they were independent.
+        """The error bar of :meth:`gap_closed` in the report's ``error_bar`` units, to first
+        order (the delta method); None without a gap or without the error bars it needs.
 
-        With ``g = (M − R) / (O − R)``: ``σ_g = √(σ_M² + g² σ_O² + (1 − g)² σ_R²) / (O − R)``.
-        The three methods meet the same test tasks, so their errors are in fact correlated (a
-        task that is hard for one is usually hard for all); this ignores that, which can err
-        either way. None without a gap or without all three error bars."""
-        closed, curves = self.gap_closed(), self.gap_curves()
-        if closed is None or curves is None:
+        With ``g = (M − R) / (O − R)`` and the three methods' scores ``m_i, r_i, o_i`` on the same
+        ``n`` test tasks, ``g − ĝ ≈ mean_i(e_i) / (O − R)`` with
+        ``e_i = (m_i − r_i) − g (o_i − r_i)``, so ``σ_g = std(e) / (√n (O − R))``. Pairing the
+        tasks matters: a task that is hard for one method is usually hard for all, and that
+        shared part cancels. A report without per-task scores (older ones, or baselines reused
+        from one) falls back to the three means' error bars taken as independent,
+        ``σ_g = √(σ_M² + g² σ_O² + (1 − g)² σ_R²) / (O − R)``, which can err either way."""
+        error = self._gap_error()
+        return None if error is None else error[0]
+
+    def _gap_error(self) -> tuple[float, bool] | None:
+        """:meth:`gap_closed_error` and whether it paired the tasks."""
+        if (terms := self._gap_terms()) is None or (curves := self.gap_curves()) is None:
             return None
+        (m, s_m), (r, s_r), (o, s_o) = terms
+        g, step = (m - r) / (o - r), self.headline.step
         maml, random, oracle = curves
-        step = self.headline.step
-        (o, s_o), (r, s_r), s_m = oracle.at(0), random.at(step), maml.at(step)[1]
-        if s_o is None or s_m is None or s_r is None:
+        scores = maml.tasks_at(step), random.tasks_at(step), oracle.tasks_at(0)
+        if all(scores) and len({len(x) for x in scores if x}) == 1 and len(scores[0] or []) > 1:
+            m_i, r_i, o_i = (torch.tensor(x, dtype=torch.float64) for x in scores)
+            e = (m_i - r_i) - g * (o_i - r_i)
+            scale = 1.96 if self.error_bar == "ci95" else 1.0
+            return scale * e.std().item() / (len(e) ** 0.5 * (o - r)), True
+        if s_m is None or s_r is None or s_o is None:
             return None
-        variance = s_m**2 + closed**2 * s_o**2 + (1.0 - closed) ** 2 * s_r**2
-        return math.sqrt(variance) / (o - r)
+        error = math.sqrt(s_m**2 + g**2 * s_o**2 + (1.0 - g) ** 2 * s_r**2) / (o - r)
+        return (error, False) if math.isfinite(error) else None  # one task: no error bar
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # per_task is absent unless kept, so that such a report stays readable by older metarl
+        for curve in data["curves"] + data["references"]:
+            if not curve["per_task"]:
+                del curve["per_task"]
+        return data
 
 
 def gap_share(report: EvalReport) -> str:
@@ -267,17 +304,21 @@ def gap_share(report: EvalReport) -> str:
 
 
 def gap_line(report: EvalReport) -> str:
-    """One line under a meta-RL results table: ``"after 1 step MAML closes 58 ± 13% of the
-    random-init → oracle (PPO) gap (± from the three means' standard errors, taken as
-    independent)"``; empty without a gap."""
+    """One line under a meta-RL results table: ``"after 1 step MAML closes 58 ± 6% of the
+    random-init → oracle (PPO) gap (± standard error, paired over the test tasks)"``, or
+    ``(± from the three means' standard errors, taken as independent)`` for a report without
+    per-task scores (:meth:`EvalReport.gap_closed_error`); empty without a gap."""
     share, curves = gap_share(report), report.gap_curves()
     if not share or curves is None:
         return ""
-    step, oracle = report.headline.step, curves[2]
+    (maml, _, oracle), step = curves, report.headline.step
     bars = "standard errors" if report.error_bar == "stderr" else "95% intervals"
+    error = report._gap_error()
+    basis = (f"± {bars[:-1]}, paired over the test tasks" if error and error[1]
+             else f"± from the three means' {bars}, taken as independent")  # fmt: skip
     steps = f"{step} step{'' if step == 1 else 's'}"
-    return (f"after {steps} MAML closes {share} of the random-init → {oracle.label} gap "
-            f"(± from the three means' {bars}, taken as independent)")  # fmt: skip
+    return (f"after {steps} {maml.label} closes {share} of the random-init → {oracle.label} gap "
+            f"({basis})")  # fmt: skip
 
 
 def write_report(report: EvalReport, run_dir: Path) -> Path:

@@ -3,6 +3,7 @@ with its dated history and README block, and one real (tiny) suite run end to en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,6 +27,7 @@ from metarl.reports import (
     MissingBaseline,
     ModelChoice,
     ReportError,
+    gap_line,
     gap_share,
     read_report,
     write_report,
@@ -221,6 +223,12 @@ def test_an_old_report_is_refused_with_the_command_that_renews_it(tmp_path):
     assert needs_evaluation(tmp_path, {"iteration": 3, "config": {}}, tmp_path)
     write_report(_rl_eval(-40, -12), tmp_path)  # a current one round-trips
     assert read_report(tmp_path) == _rl_eval(-40, -12)
+    assert "per_task" not in (tmp_path / "eval.json").read_text()  # only where kept
+    kept = _rl_eval(-40, -12)
+    per_task = [[-41.0, -39.0], [-13.0, -11.0], [-12.0, -10.0]]
+    kept.curves[0] = dataclasses.replace(kept.curves[0], per_task=per_task)
+    write_report(kept, tmp_path)
+    assert read_report(tmp_path) == kept
 
 
 def test_gap_closed_between_random_init_and_oracle():
@@ -235,8 +243,8 @@ def test_gap_closed_between_random_init_and_oracle():
 
 def test_the_gap_error_matches_sampling_the_three_means():
     """The propagated error bar of the gap share against the spread of the share computed from
-    means drawn with the stated errors (independent; comparable in size, so that dropping any
-    one term shows; small enough for first order to hold)."""
+    means drawn with the stated errors (independent; small enough for first order to hold). The
+    smallest term, random init's, still moves the bar by about 2%, four times the tolerance."""
     maml = Curve("meta_learned", "MAML", [0, 1], [-90.0, -80.0], [1.0, 3.0])
     report = _report([maml], Headline("return after 1 step", "meta_learned", 1))
     report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [9, 3.5]))
@@ -256,6 +264,34 @@ def test_the_gap_error_matches_sampling_the_three_means():
     assert gap_verdict(report, paper).startswith("closes 74% of the random-init")
 
 
+def test_the_paired_gap_error_matches_resampling_the_tasks():
+    """With per-task scores the error bar pairs the methods on each task: it must match the
+    spread of the share over bootstrap resamples of the tasks, and here, where most of a task's
+    score is the task's own difficulty shared by all methods, be far below the bar that takes
+    the three means as independent."""
+    gen = torch.Generator().manual_seed(1)
+    n = 400
+    difficulty = 30.0 * torch.randn(n, generator=gen, dtype=torch.float64)
+    m, r, o = (level + difficulty + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+               for level, noise in ((-80.0, 6.0), (-265.0, 8.0), (-15.0, 5.0)))  # fmt: skip
+    curves = [Curve.from_samples(method, method, torch.stack([x, x]), "stderr", [0, 1],
+                                 keep_per_task=True)
+              for method, x in (("meta_learned", m), ("random_init", r))]  # fmt: skip
+    curves.append(Curve.from_samples("oracle_ppo", "oracle (PPO)", o[None], "stderr", [0],
+                                     keep_per_task=True))  # fmt: skip
+    report = _report(curves, Headline("return after 1 step", "meta_learned", 1))
+    report.gap_oracle = "oracle_ppo"
+    picks = torch.randint(0, n, (4000, n), generator=gen)
+    shares = (m[picks].mean(1) - r[picks].mean(1)) / (o[picks].mean(1) - r[picks].mean(1))
+    paired = report.gap_closed_error()
+    assert paired == pytest.approx(shares.std().item(), rel=0.05)
+    assert "paired over the test tasks" in gap_line(report)
+    for curve in report.curves:  # the same report without its per-task scores
+        curve.per_task.clear()
+    assert report.gap_closed_error() > 4 * paired
+    assert "taken as independent" in gap_line(report)
+
+
 def test_a_gap_error_under_one_point_keeps_a_decimal():
     report = _rl_eval(-90.0, -80.0)  # MAML's error 0.5 after one step
     report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [1, 1.0]))
@@ -263,6 +299,10 @@ def test_a_gap_error_under_one_point_keeps_a_decimal():
     report.gap_oracle = "oracle_ppo"
     assert report.gap_closed_error() < 0.01
     assert gap_share(report) == f"74 ± {100 * report.gap_closed_error():.1f}%"
+    report.error_bar = "ci95"  # the line names the bars it propagated
+    assert gap_line(report).endswith(
+        "(± from the three means' 95% intervals, taken as independent)"
+    )
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:

@@ -230,7 +230,10 @@ def test_evaluate_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
     closed = (report.curve("meta_learned").mean[1] - report.curve("random_init").mean[1]) / (
         report.curve("oracle_analytic").mean[0] - report.curve("random_init").mean[1]
     )
-    assert f"after 1 step MAML closes {100 * closed:.0f} ± " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"after 1 step MAML closes {100 * closed:.0f} ± " in printed
+    assert "paired over the test tasks" in printed  # every curve kept its per-task returns
+    assert all(len(c.tasks_at(0) or []) == config.eval_tasks for c in report.curves)
     assert [c.method for c in report.curves] == ["meta_learned", "random_init", "oracle_analytic"]
     for curve in report.curves[:2]:
         assert curve.steps == [0, 1, 2]

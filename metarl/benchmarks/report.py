@@ -160,9 +160,10 @@ def _suite_section(run: dict[str, Any], all_runs: list[dict[str, Any]]) -> list[
         "",
         "*vs paper*: **met** when metarl's number is at least the paper's within the two error "
         "bars (sinusoid and Omniglot: 95% confidence intervals; meta-RL: standard errors over "
-        "test tasks). A meta-RL row's share of the random-init → oracle gap carries the three "
-        "means' standard errors propagated to first order as if independent (the methods meet "
-        "the same test tasks, so their errors are in fact correlated).",
+        "test tasks). A meta-RL row's share of the random-init → oracle gap carries its standard "
+        "error to first order: paired over the test tasks when the evaluation kept per-task "
+        "returns, else the three means' standard errors taken as independent (the methods "
+        "meet the same test tasks, so their errors are in fact correlated).",
         "",
     ]
     if run.get("problems"):

@@ -28,7 +28,8 @@ Methods:
 
 The report is an :class:`~metarl.reports.EvalReport` (``eval.json``); its error bars are
 standard errors over test tasks, and gap closure is measured against the PPO oracle when it is
-stored, else against the analytic one.
+stored, else against the analytic one. Every curve keeps its per-task returns, so that the gap's
+error bar can pair the methods task by task.
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ def evaluate(
         bar.set_postfix_str(label)
         sizes = step_sizes[method] = config.step_sizes_of(method)
         curve = adaptation_curve(policy, env, tasks, config, generator, bar.update, sizes)
-        curves.append(Curve.from_samples(method, label, curve.returns, "stderr"))
+        curves.append(Curve.from_samples(method, label, curve.returns, "stderr",
+                                         keep_per_task=True))  # fmt: skip
         return curve
 
     def not_adapted(method: str, label: str, act: ActFn) -> None:
@@ -246,7 +248,8 @@ def evaluate(
         bar.set_postfix_str(label)
         returns = rollout(env, tasks, config.eval_episodes_per_task, act).task_returns()
         bar.update()
-        curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0]))
+        curves.append(Curve.from_samples(method, label, returns.unsqueeze(0), "stderr", [0],
+                                         keep_per_task=True))  # fmt: skip
 
     maml = adapted("meta_learned", "MAML", model)
     trained: dict[str, dict[str, Any]] = {}
