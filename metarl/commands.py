@@ -70,11 +70,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def _print_results(report: EvalReport, run_dir: Path) -> None:
     """The evaluation's table, for meta-RL the gap it closes, and where the report went."""
-    from metarl.reports import gap_line, results_table
+    from metarl.gap import gap_share
+    from metarl.reports import results_table
 
     print(results_table(report))
-    if line := gap_line(report):
-        print(line)
+    if share := gap_share(report):
+        print(share.line())
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
 
 

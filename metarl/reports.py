@@ -51,7 +51,7 @@ class Curve:
             :data:`GROWTH` times its loss before adaptation, or not finite (adaptation that
             diverged); empty when not counted.
         per_task: each test task's score after each step ``(S, n_tasks)``, kept where methods
-            are compared task by task (meta-RL's 40 tasks: :meth:`EvalReport.gap_closed_error`);
+            are compared task by task (meta-RL's 40 tasks: :func:`metarl.gap.gap_share`);
             empty otherwise.
     """
 
@@ -65,22 +65,24 @@ class Curve:
     grew: list[int] = field(default_factory=list)
     per_task: list[list[float]] = field(default_factory=list)
 
+    def _index(self, step: int) -> int | None:
+        """Where ``step`` is in :attr:`steps`; a method without adaptation (one step) answers
+        every step."""
+        if len(self.steps) == 1:
+            return 0
+        return self.steps.index(step) if step in self.steps else None
+
     def at(self, step: int) -> tuple[float, float | None]:
         """``(mean, error)`` after ``step`` steps; a method without adaptation gives its one
         value at every step. Raises KeyError if the step was not measured."""
-        if len(self.steps) == 1:
-            step = self.steps[0]
-        i = self.steps.index(step) if step in self.steps else None
-        if i is None:
+        if (i := self._index(step)) is None:
             raise KeyError(f"{self.label}: no value after {step} steps")
         return self.mean[i], (self.error[i] if self.error else None)
 
     def tasks_at(self, step: int) -> list[float] | None:
         """Each test task's score after ``step`` steps (as :meth:`at`), or None if not kept."""
-        if not self.per_task:
-            return None
-        step = self.steps[0] if len(self.steps) == 1 else step
-        return self.per_task[self.steps.index(step)] if step in self.steps else None
+        i = self._index(step)
+        return None if i is None or not self.per_task else self.per_task[i]
 
     @classmethod
     def from_samples(
@@ -222,65 +224,6 @@ class EvalReport:
         value, err = curve.at(h.step)
         return curve.at(0)[0], value, err or 0.0
 
-    def gap_curves(self) -> tuple[Curve, Curve, Curve] | None:
-        """``(MAML, random init, oracle)``: the curves the gap is measured by, or None when the
-        report lacks one or names no oracle (``gap_oracle``)."""
-        oracle = None if self.gap_oracle is None else self.curve(self.gap_oracle)
-        maml, random = self.curve("meta_learned"), self.curve("random_init")
-        if oracle is None or maml is None or random is None:
-            return None
-        return maml, random, oracle
-
-    def _gap_terms(self) -> tuple[tuple[float, float | None], ...] | None:
-        """``(M, σ_M), (R, σ_R), (O, σ_O)``: MAML and random init at the headline step, the
-        oracle (which does not adapt) at step 0; None without a positive gap ``O − R``."""
-        if (curves := self.gap_curves()) is None:
-            return None
-        maml, random, oracle = curves
-        step = self.headline.step
-        terms = maml.at(step), random.at(step), oracle.at(0)
-        return terms if terms[2][0] - terms[1][0] > 0 else None
-
-    def gap_closed(self) -> float | None:
-        """The share of the gap from the random-init policy to the oracle that MAML closes at the
-        headline step, ``(MAML − random) / (oracle − random)``; None without both references."""
-        if (terms := self._gap_terms()) is None:
-            return None
-        (m, _), (r, _), (o, _) = terms
-        return (m - r) / (o - r)
-
-    def gap_closed_error(self) -> float | None:
-        """The error bar of :meth:`gap_closed` in the report's ``error_bar`` units, to first
-        order (the delta method); None without a gap or without the error bars it needs.
-
-        With ``g = (M − R) / (O − R)`` and the three methods' scores ``m_i, r_i, o_i`` on the same
-        ``n`` test tasks, ``g − ĝ ≈ mean_i(e_i) / (O − R)`` with
-        ``e_i = (m_i − r_i) − g (o_i − r_i)``, so ``σ_g = std(e) / (√n (O − R))``. Pairing the
-        tasks matters: a task that is hard for one method is usually hard for all, and that
-        shared part cancels. A report without per-task scores (older ones, or baselines reused
-        from one) falls back to the three means' error bars taken as independent,
-        ``σ_g = √(σ_M² + g² σ_O² + (1 − g)² σ_R²) / (O − R)``, which can err either way."""
-        error = self._gap_error()
-        return None if error is None else error[0]
-
-    def _gap_error(self) -> tuple[float, bool] | None:
-        """:meth:`gap_closed_error` and whether it paired the tasks."""
-        if (terms := self._gap_terms()) is None or (curves := self.gap_curves()) is None:
-            return None
-        (m, s_m), (r, s_r), (o, s_o) = terms
-        g, step = (m - r) / (o - r), self.headline.step
-        maml, random, oracle = curves
-        scores = maml.tasks_at(step), random.tasks_at(step), oracle.tasks_at(0)
-        if all(scores) and len({len(x) for x in scores if x}) == 1 and len(scores[0] or []) > 1:
-            m_i, r_i, o_i = (torch.tensor(x, dtype=torch.float64) for x in scores)
-            e = (m_i - r_i) - g * (o_i - r_i)
-            scale = 1.96 if self.error_bar == "ci95" else 1.0
-            return scale * e.std().item() / (len(e) ** 0.5 * (o - r)), True
-        if s_m is None or s_r is None or s_o is None:
-            return None
-        error = math.sqrt(s_m**2 + g**2 * s_o**2 + (1.0 - g) ** 2 * s_r**2) / (o - r)
-        return (error, False) if math.isfinite(error) else None  # one task: no error bar
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         # per_task is absent unless kept, so that such a report stays readable by older metarl
@@ -288,37 +231,6 @@ class EvalReport:
             if not curve["per_task"]:
                 del curve["per_task"]
         return data
-
-
-def gap_share(report: EvalReport) -> str:
-    """The share of the random-init → oracle gap closed at the headline step with its error bar,
-    ``"58 ± 13%"`` (``"91 ± 0.6%"`` for a bar under a point, ``"58%"`` without one); empty
-    without a gap to measure."""
-    closed = report.gap_closed()
-    if closed is None:
-        return ""
-    error = report.gap_closed_error()
-    if error is None:
-        return f"{closed:.0%}"
-    return f"{100 * closed:.0f} ± {100 * error:.{1 if error < 0.01 else 0}f}%"
-
-
-def gap_line(report: EvalReport) -> str:
-    """One line under a meta-RL results table: ``"after 1 step MAML closes 58 ± 6% of the
-    random-init → oracle (PPO) gap (± standard error, paired over the test tasks)"``, or
-    ``(± from the three means' standard errors, taken as independent)`` for a report without
-    per-task scores (:meth:`EvalReport.gap_closed_error`); empty without a gap."""
-    share, curves = gap_share(report), report.gap_curves()
-    if not share or curves is None:
-        return ""
-    (maml, _, oracle), step = curves, report.headline.step
-    bars = "standard errors" if report.error_bar == "stderr" else "95% intervals"
-    error = report._gap_error()
-    basis = (f"± {bars[:-1]}, paired over the test tasks" if error and error[1]
-             else f"± from the three means' {bars}, taken as independent")  # fmt: skip
-    steps = f"{step} step{'' if step == 1 else 's'}"
-    return (f"after {steps} {maml.label} closes {share} of the random-init → {oracle.label} gap "
-            f"({basis})")  # fmt: skip
 
 
 def write_report(report: EvalReport, run_dir: Path) -> Path:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("metarl.core",),
     ("metarl.config", "metarl.run", "metarl.runtime", "metarl.seeding", "metarl.reports",
-     "metarl.references", "metarl.plots", "metarl.envs", "metarl.configs", "metarl.distributed"),
+     "metarl.gap", "metarl.references", "metarl.plots", "metarl.envs", "metarl.configs",
+     "metarl.distributed"),
     ("metarl.algorithms",),
     ("metarl.rl", "metarl.supervised"),
     ("metarl.experiments", "metarl.api", "metarl.trained", "metarl.analysis"),

@@ -19,6 +19,7 @@ from metarl.benchmarks.collect import QualityResult, Score, gap_verdict
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.staleness import needs_evaluation
 from metarl.cli import main
+from metarl.gap import gap_closed, gap_share
 from metarl.references import PaperResult
 from metarl.reports import (
     Curve,
@@ -27,8 +28,6 @@ from metarl.reports import (
     MissingBaseline,
     ModelChoice,
     ReportError,
-    gap_line,
-    gap_share,
     read_report,
     write_report,
 )
@@ -233,12 +232,14 @@ def test_an_old_report_is_refused_with_the_command_that_renews_it(tmp_path):
 
 def test_gap_closed_between_random_init_and_oracle():
     report = _rl_eval(-90.0, -80.0)
-    assert report.gap_closed() is None  # no oracle: nothing to measure the gap by
+    assert gap_closed(report) is None  # no oracle: nothing to measure the gap by
     report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [1, 1]))
     report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [1.0]))
-    assert report.gap_closed() is None  # the evaluator names the yardstick
+    assert gap_closed(report) is None  # the evaluator names the yardstick
     report.gap_oracle = "oracle_ppo"
-    assert report.gap_closed() == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+    assert gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
+    report.curves[-1] = Curve("oracle_ppo", "oracle (PPO)", [0], [-270.0], [1.0])
+    assert gap_share(report) is None  # an oracle that does not beat random init: no gap
 
 
 def test_the_gap_error_matches_sampling_the_three_means():
@@ -253,14 +254,14 @@ def test_the_gap_error_matches_sampling_the_three_means():
     gen = torch.Generator().manual_seed(0)
     m, r, o = (mean + error * torch.randn(800_000, generator=gen, dtype=torch.float64)
                for mean, error in ((-80.0, 3.0), (-265.0, 3.5), (-15.0, 4.0)))  # fmt: skip
-    assert report.gap_closed_error() == pytest.approx(((m - r) / (o - r)).std().item(), rel=0.005)
+    assert gap_share(report).error == pytest.approx(((m - r) / (o - r)).std().item(), rel=0.005)
     paper = PaperResult("", gap_closed=0.88)
     assert gap_verdict(report, paper) == (
-        f"closes 74 ± {100 * report.gap_closed_error():.0f}% of the random-init → oracle gap "
+        f"closes 74 ± {100 * gap_share(report).error:.0f}% of the random-init → oracle gap "
         "(paper: 88%)"
     )
     report.curve("oracle_ppo").error.clear()  # a yardstick without an error bar: the share alone
-    assert report.gap_closed_error() is None
+    assert gap_share(report).error is None
     assert gap_verdict(report, paper).startswith("closes 74% of the random-init")
 
 
@@ -283,13 +284,16 @@ def test_the_paired_gap_error_matches_resampling_the_tasks():
     report.gap_oracle = "oracle_ppo"
     picks = torch.randint(0, n, (4000, n), generator=gen)
     shares = (m[picks].mean(1) - r[picks].mean(1)) / (o[picks].mean(1) - r[picks].mean(1))
-    paired = report.gap_closed_error()
+    paired = gap_share(report).error
     assert paired == pytest.approx(shares.std().item(), rel=0.05)
-    assert "paired over the test tasks" in gap_line(report)
+    assert "paired over the test tasks" in gap_share(report).line()
+    report.error_bar = "ci95"
+    assert gap_share(report).error == pytest.approx(1.96 * paired)
+    report.error_bar = "stderr"
     for curve in report.curves:  # the same report without its per-task scores
         curve.per_task.clear()
-    assert report.gap_closed_error() > 4 * paired
-    assert "taken as independent" in gap_line(report)
+    assert gap_share(report).error > 4 * paired
+    assert "taken as independent" in gap_share(report).line()
 
 
 def test_a_gap_error_under_one_point_keeps_a_decimal():
@@ -297,12 +301,11 @@ def test_a_gap_error_under_one_point_keeps_a_decimal():
     report.curves.append(Curve("random_init", "random init", [0, 1], [-290.0, -265.0], [1, 1.0]))
     report.curves.append(Curve("oracle_ppo", "oracle (PPO)", [0], [-15.0], [1.0]))
     report.gap_oracle = "oracle_ppo"
-    assert report.gap_closed_error() < 0.01
-    assert gap_share(report) == f"74 ± {100 * report.gap_closed_error():.1f}%"
+    assert gap_share(report).error < 0.01
+    assert str(gap_share(report)) == f"74 ± {100 * gap_share(report).error:.1f}%"
     report.error_bar = "ci95"  # the line names the bars it propagated
-    assert gap_line(report).endswith(
-        "(± from the three means' 95% intervals, taken as independent)"
-    )
+    line = gap_share(report).line()
+    assert line.endswith("(± from the three means' 95% intervals, taken as independent)")
 
 
 def _clock_past_deadline_after_next_checkpoint(checkpoint: Path) -> SimpleNamespace:

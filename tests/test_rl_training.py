@@ -12,6 +12,7 @@ import torch
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
+from metarl.gap import gap_closed
 from metarl.reports import read_report, results_table
 from metarl.rl.evaluate import adaptation_curve, baseline_fingerprint
 from metarl.rl.policy import build_policy
@@ -293,7 +294,7 @@ def test_reused_baseline_scores_equal_a_full_evaluation_and_expire(tmp_path: Pat
     assert reused.details["baselines_reused"] is True and not full.details["baselines_reused"]
     assert reused_curves == full_curves
     assert [c.method for c in reused.curves] == ["meta_learned", "random_init", "oracle_analytic"]
-    assert reused.model == full.model and reused.gap_closed() == full.gap_closed()
+    assert reused.model == full.model and gap_closed(reused) == gap_closed(full)
 
     other_seed, _ = evaluate(*reuse, "eval_seed=7")  # other test tasks: measured again
     assert other_seed.details["baselines_reused"] is False

@@ -15,8 +15,9 @@ from typing import Any
 
 from metarl.benchmarks.registry import QualityBenchmark
 from metarl.benchmarks.runner import read_info
+from metarl.gap import gap_share
 from metarl.references import PaperResult
-from metarl.reports import EvalReport, gap_share, read_report, results_table
+from metarl.reports import EvalReport, read_report, results_table
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,9 @@ def compare(score: Score, paper: PaperResult) -> str:
 
 def gap_verdict(report: EvalReport, paper: PaperResult) -> str:
     """Meta-RL: ``closes X ± E% of the random-init → oracle gap`` (with the paper's share if
-    known); E is :meth:`EvalReport.gap_closed_error`, in the report's error-bar units."""
+    known); E is :attr:`metarl.gap.GapShare.error`, in the report's error-bar units."""
     share = gap_share(report)
-    if not share:
+    if share is None:
         return ""
     text = f"closes {share} of the random-init → oracle gap"
     return text + (f" (paper: {paper.gap_closed:.0%})" if paper.gap_closed is not None else "")
