@@ -26,6 +26,8 @@ GROWTH = 10.0
 as diverged (:attr:`Curve.grew`)."""
 
 ErrorBar = Literal["ci95", "stderr"]
+ERROR_BAR_SCALE: dict[str, float] = {"ci95": 1.96, "stderr": 1.0}
+"""An error bar in standard errors: the normal 95% interval's half-width is 1.96 of them."""
 
 
 class ReportError(ValueError):
@@ -107,7 +109,7 @@ class Curve:
         n = values.shape[-1]
         mean = values.mean(dim=-1)
         std = values.std(dim=-1) if n > 1 else mean * 0.0
-        scale = 1.96 if error_bar == "ci95" else 1.0
+        scale = ERROR_BAR_SCALE[error_bar]
         steps = list(range(values.shape[0])) if steps is None else steps
         grew: list[int] = []
         if count_growth:

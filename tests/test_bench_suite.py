@@ -19,7 +19,7 @@ from metarl.benchmarks.collect import QualityResult, Score, gap_verdict
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.staleness import needs_evaluation
 from metarl.cli import main
-from metarl.gap import gap_closed, gap_share
+from metarl.gap import gap_closed, gap_share, paired_error
 from metarl.references import PaperResult
 from metarl.reports import (
     Curve,
@@ -240,6 +240,8 @@ def test_gap_closed_between_random_init_and_oracle():
     assert gap_closed(report) == pytest.approx((265.0 - 80.0) / (265.0 - 15.0))
     report.curves[-1] = Curve("oracle_ppo", "oracle (PPO)", [0], [-270.0], [1.0])
     assert gap_share(report) is None  # an oracle that does not beat random init: no gap
+    report.curves[-1] = Curve("oracle_ppo", "oracle (PPO)", [0], [math.nan], [1.0])
+    assert gap_share(report) is None  # nor one whose return is not a number
 
 
 def test_the_gap_error_matches_sampling_the_three_means():
@@ -294,6 +296,8 @@ def test_the_paired_gap_error_matches_resampling_the_tasks():
         curve.per_task.clear()
     assert gap_share(report).error > 4 * paired
     assert "taken as independent" in gap_share(report).line()
+    with pytest.raises(ValueError, match="two tasks"):  # one task has no spread to measure
+        paired_error(m[:1], r[:1], o[:1])
 
 
 def test_a_gap_error_under_one_point_keeps_a_decimal():
