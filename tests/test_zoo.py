@@ -19,6 +19,7 @@ from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.speed.time_to_quality import PROGRESS
 from metarl.config import CommonConfig
 from metarl.experiments import get_experiment
+from metarl.gap import gap_share
 from metarl.rl.config import RLConfig
 
 ZOO = Path(__file__).parents[1] / "zoo"
@@ -145,6 +146,21 @@ def test_each_policy_acts(entry: Path):
     obs = torch.zeros(3, run.model.obs_dim)
     action = run.model.act(obs, deterministic=True)
     assert action.shape == (3, run.model.action_dim) and np.isfinite(action).all()
+
+
+@pytest.mark.parametrize("entry", [p for p in ENTRIES if _is_meta_rl(p)], ids=_name)
+def test_each_policy_report_keeps_the_returns_its_gap_share_pairs(entry: Path):
+    """A committed meta-RL report keeps every method's return on each of the protocol's test
+    tasks, consistent with the means it tabulates, so that its gap share's error bar pairs the
+    methods task by task (the independent fallback can be three times wider)."""
+    report = metarl.read_report(entry)
+    n_tasks = report.protocol["test_tasks"]
+    for curve in report.curves:
+        per_task = torch.tensor(curve.per_task, dtype=torch.float64)
+        assert per_task.shape == (len(curve.steps), n_tasks), curve.method
+        assert per_task.mean(dim=1).tolist() == pytest.approx(curve.mean, rel=1e-12), curve.method
+    share = gap_share(report)
+    assert share is not None and share.paired
 
 
 SMALL_EVALUATION = {
