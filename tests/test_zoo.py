@@ -163,6 +163,26 @@ def test_each_policy_report_keeps_the_returns_its_gap_share_pairs(entry: Path):
     assert share is not None and share.paired
 
 
+def _stated_gap_shares() -> dict[str, str]:
+    """The ``58 ± 6%`` a ``| name | ...`` row of zoo/README.md writes before "of the random →
+    oracle gap"."""
+    rows = re.findall(
+        rf"^\| `((?:{BEYOND_PROTOCOL}/)?[\w-]+)` \|.*?\**([\d.]+ ± [\d.]+%)\**"
+        r" of the random → oracle gap",
+        (ZOO / "README.md").read_text(),
+        re.M,
+    )
+    return dict(rows)
+
+
+@pytest.mark.parametrize("entry", [p for p in ENTRIES if _is_meta_rl(p)], ids=_name)
+def test_the_readme_states_each_policy_gap_share_as_its_report_gives_it(entry: Path):
+    """The hand-written share in zoo/README.md is the one ``metarl evaluate`` prints."""
+    stated = _stated_gap_shares()
+    assert _name(entry) in stated, f"zoo/README.md states no gap share for {_name(entry)}"
+    assert stated[_name(entry)] == str(gap_share(metarl.read_report(entry)))
+
+
 SMALL_EVALUATION = {
     "supervised": {"eval_tasks": 40},
     # The committed test tasks and one of its three steps: 25-40 s here. The tasks and episodes

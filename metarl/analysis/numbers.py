@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from metarl.reports import ERROR_BAR_SCALE
+
 
 class Estimate(NamedTuple):
     """A mean over episodes and its 95% interval half-width ``1.96 σ / √n``."""
@@ -73,7 +75,8 @@ def nearest_centroid_accuracy(
         predicted = torch.cdist(queries, centroids).argmin(dim=1)
         scores.append(float((predicted == truth).float().mean()))
     values = torch.tensor(scores)
-    return Estimate(float(values.mean()), 1.96 * float(values.std()) / math.sqrt(len(values)))
+    half_width = ERROR_BAR_SCALE["ci95"] * float(values.std()) / math.sqrt(len(values))
+    return Estimate(float(values.mean()), half_width)
 
 
 def linear_probe_accuracy(

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from metarl.config import to_dict
 from metarl.core import all_finite
-from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
+from metarl.reports import ERROR_BAR_SCALE, Curve, EvalReport, Headline, ModelChoice, write_report
 from metarl.run import (
     CHECKPOINT,
     CheckpointSchedule,
@@ -217,7 +217,7 @@ def evaluate(
     images, labels = load_images(config, "test")
     p = accuracy(model, images, labels)
     curve = Curve("standard_training", "standard training", [0], [p],
-                  [1.96 * math.sqrt(p * (1 - p) / len(images))])  # fmt: skip
+                  [ERROR_BAR_SCALE["ci95"] * math.sqrt(p * (1 - p) / len(images))])  # fmt: skip
     references = []
     if (
         config.dataset == "mnist"
