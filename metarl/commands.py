@@ -74,6 +74,8 @@ def _print_results(report: EvalReport, run_dir: Path) -> None:
     from metarl.reports import results_table
 
     print(results_table(report))
+    if report.model.choice == "best" or report.model.note:
+        print(f"tested {report.model}")
     if (share := gap_share(report)) is not None:
         print(share.line())
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")

@@ -139,11 +139,13 @@ class ModelChoice:
     """Which trained model was evaluated.
 
     Attributes:
-        choice: ``best`` (the best of training, the paper's meta-RL protocol) or ``last``.
+        choice: ``best`` (meta-RL: the best of training, the paper's protocol; few-shot: the
+            best-validated, a deviation) or ``last``.
         iteration: that model's meta-iteration.
         checkpoint_iteration: the run's iteration when it was evaluated.
-        training_return: for ``best``, the training return it was chosen by.
+        training_return: meta-RL ``best``: the training return it was chosen by.
         note: why the choice differs from the one asked for, if it does.
+        validation_accuracy: few-shot ``best``: the validation accuracy it was chosen by.
     """
 
     choice: Literal["best", "last"]
@@ -151,6 +153,20 @@ class ModelChoice:
     checkpoint_iteration: int
     training_return: float | None = None
     note: str = ""
+    validation_accuracy: float | None = None
+
+    def __str__(self) -> str:
+        """``"the best model of training, from iteration 412"``, ``"the best-validated model,
+        from iteration 15000 (validation accuracy 93.85%)"`` or ``"the last model, iteration
+        500"``, with the note after a semicolon."""
+        if self.choice == "last":
+            text = f"the last model, iteration {self.iteration}"
+        elif self.validation_accuracy is None:
+            text = f"the best model of training, from iteration {self.iteration}"
+        else:
+            text = (f"the best-validated model, from iteration {self.iteration} (validation "
+                    f"accuracy {100 * self.validation_accuracy:.2f}%)")  # fmt: skip
+        return f"{text}; {self.note}" if self.note else text
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ class LoadedRun:
         config: the run's validated config.
         iteration: the model's meta-iteration.
         run_dir: the run directory.
-        which: ``best`` (the best model of training, the meta-RL protocol's) or ``last``.
+        which: ``best`` (meta-RL: the best model of training, the paper's protocol; few-shot:
+            the best-validated) or ``last``.
         algorithm: supervised runs: how the model adapts at test time (with its meta-learned
             step sizes); None for meta-RL.
         checkpoint: the checkpoint, as stored (tensors and plain types).
@@ -149,9 +150,9 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     Args:
         run_dir: the run directory.
-        which: ``best`` (the best model of training, kept by meta-RL runs) or ``last``; by
-            default the one ``metarl evaluate`` tests (meta-RL: the config's ``eval_model``,
-            the best; supervised: the last).
+        which: ``best`` (meta-RL: the best model of training; few-shot: the best-validated)
+            or ``last``; by default the one ``metarl evaluate`` tests (the config's
+            ``eval_model``: meta-RL the best, few-shot the last; others the last).
 
     Example::
 
@@ -165,27 +166,29 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     Raises:
         RunError: no run there, or an unreadable one.
-        ConfigError: ``which="best"`` for a run that keeps no best model.
+        ConfigError: ``which="best"`` for a run that keeps no best model (a supervised run
+            that did not validate, or any run trained before best models were kept).
     """
     state = load_checkpoint(run_dir)
     experiment, config = stored_config(state)
-    if hasattr(config, "eval_model"):  # meta-RL
+    wanted = which or getattr(config, "eval_model", "last")
+    if wanted == "best" and state.get("best") is None:
+        raise ConfigError(f"{run_dir} keeps no best model (it did not validate, or it was "
+                          "trained before best models were kept)")  # fmt: skip
+    if hasattr(config, "env"):  # meta-RL
         from metarl.rl.evaluate import choose_model
 
-        wanted = which or config.eval_model
-        if wanted == "best" and state.get("best") is None:
-            raise ConfigError(f"{run_dir} keeps no best model (it was trained before one was)")
         model, chosen = choose_model(replace(config, eval_model=wanted), state)
         return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, None,
                          state)  # fmt: skip
-    if which == "best":
-        raise ConfigError(f"{run_dir}: supervised runs keep their last model only")
     if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
         model = experiment.build_model(config)
         model.load_state_dict(state["model"])
         return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
                          state)  # fmt: skip
-    from metarl.supervised.checkpoint import restore
+    from metarl.supervised.checkpoint import restore, tested_state
 
-    model, algorithm = restore(config, state, experiment.build_model(config))
-    return LoadedRun(model, config, state["iteration"], Path(run_dir), "last", algorithm, state)
+    chosen_state, chosen = tested_state(state, wanted)
+    model, algorithm = restore(config, chosen_state, experiment.build_model(config))
+    return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, algorithm,
+                     state)  # fmt: skip

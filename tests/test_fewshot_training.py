@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import metarl
 from metarl.algorithms import ALGORITHMS
 from metarl.cli import main
 from metarl.config import ConfigError
@@ -96,6 +97,53 @@ def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_
     assert logged[-1]["val/accuracy"] == pytest.approx(curve.mean[-1], abs=1e-6)
     assert logged[-1]["val/accuracy_before"] == pytest.approx(curve.mean[0], abs=1e-6)
     assert logged[-1]["val/accuracy_ci95"] == pytest.approx(curve.error[-1], abs=1e-6)
+
+
+def test_the_best_validated_model_is_kept_across_a_resume_and_tested_on_request(tmp_path, capsys):
+    """The checkpoint keeps the model of the highest `val/accuracy` logged; `eval_model=best`
+    tests it (its evaluation on the validation episodes is the logged validation), and a
+    resumed run keeps the same one as an uninterrupted run."""
+    _need("omniglot")
+    validated = [*TINY, "val_every=2", "val_tasks=12"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(["train", "omniglot-5w1s", "--out", str(whole), "--no-progress",
+                 "--set", *validated, "iterations=8"]) == 0  # fmt: skip
+    assert main(["train", "omniglot-5w1s", "--out", str(resumed), "--no-progress",
+                 "--set", *validated, "iterations=4"]) == 0  # fmt: skip
+    assert main(["train", "omniglot-5w1s", "--resume", str(resumed), "--no-progress",
+                 "--set", "iterations=8"]) == 0  # fmt: skip
+    logged = read_metrics(whole)
+    assert [m["iteration"] for m in logged] == [2, 4, 6, 8]
+    top = max(logged, key=lambda m: m["val/accuracy"])  # the first of equals, as kept
+    best, other = load_checkpoint(whole)["best"], load_checkpoint(resumed)["best"]
+    assert (best["iteration"], best["val_accuracy"]) == (top["iteration"], top["val/accuracy"])
+    assert (other["iteration"], other["val_accuracy"]) == (best["iteration"], best["val_accuracy"])
+    assert all(torch.equal(best["model"][k], other["model"][k]) for k in best["model"])
+
+    capsys.readouterr()
+    assert main(["evaluate", str(whole), "--no-progress", "--set", "eval_model=best",
+                 "eval_subset=val", "eval_tasks=12"]) == 0  # fmt: skip
+    assert f"tested the best-validated model, from iteration {top['iteration']}" in (
+        capsys.readouterr().out
+    )
+    report = read_report(whole)
+    assert (report.model.choice, report.model.iteration) == ("best", top["iteration"])
+    assert report.model.checkpoint_iteration == 8
+    assert report.curves[0].mean[-1] == pytest.approx(top["val/accuracy"], abs=1e-6)
+    assert report.curves[0].mean[0] == pytest.approx(top["val/accuracy_before"], abs=1e-6)
+
+    assert metarl.load_run(whole).which == "last"  # the paper's protocol tests the last
+    loaded = metarl.load_run(whole, "best")
+    assert (loaded.which, loaded.iteration) == ("best", top["iteration"])
+    assert all(torch.equal(loaded.model.state_dict()[k], best["model"][k]) for k in best["model"])
+
+
+def test_a_best_model_needs_validations():
+    with pytest.raises(ConfigError, match="eval_model: best is chosen by validations"):
+        load_config("omniglot-5w1s", ["eval_model=best", "val_every=0"])
+    with pytest.raises(ConfigError, match="eval_model: best is chosen by validations"):
+        load_config("mnist-5w1s", ["eval_model=best", "val_every=1000"])
+    assert load_config("omniglot-20w1s", ["eval_model=best"]).eval_model == "best"
 
 
 def test_validation_settings():

@@ -145,8 +145,8 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
     result.status = "done" if result.iterations >= result.target_iterations else "in progress"
     result.evaluated_iteration = report.model.checkpoint_iteration
     notes = []
-    if report.model.choice == "best":  # the paper's choice for meta-RL (eval_model)
-        notes.append(f"the best model of training, from iteration {report.model.iteration}")
+    if report.model.choice == "best":  # the paper's for meta-RL, a deviation for few-shot
+        notes.append(str(report.model))
     if result.evaluated_iteration != result.iterations:
         notes.append(f"evaluated at iteration {result.evaluated_iteration}")
     notes.append(validation_note(read_metrics(run_dir), result.iterations))

@@ -125,6 +125,13 @@ class ClassificationConfig(SupervisedConfig):
         low=0,
     )
     val_tasks: int = option(100, "episodes of each validation during training", low=1)
+    eval_model: str = option(
+        "last",
+        "the trained model that `metarl evaluate` tests: last = the final iteration's (the "
+        "paper's protocol), best = the one with the highest val/accuracy among training's "
+        "validations (a deviation: the validation classes choose the model; needs val_every)",
+        choices=("last", "best"),
+    )
     eval_nil: bool = option(
         False,
         "also report NIL (Raghu et al. 2020): no head, each query labelled by the softmax of its "
@@ -156,6 +163,11 @@ class ClassificationConfig(SupervisedConfig):
             raise ConfigError(
                 f"val_every ({self.val_every}) must be a multiple of log_every "
                 f"({self.log_every}): the validation is logged with a window's means"
+            )
+        if self.eval_model == "best" and not self.validates:
+            raise ConfigError(
+                "eval_model: best is chosen by validations during training; set val_every "
+                "(datasets with validation classes only) or eval_model=last"
             )
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")

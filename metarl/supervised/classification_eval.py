@@ -29,11 +29,11 @@ from metarl.algorithms.heads import prototype_scores
 from metarl.config import to_dict
 from metarl.core import TaskBatch
 from metarl.plots import adaptation_curves, grouped_lines, learning_curve
-from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
+from metarl.reports import Curve, EvalReport, Headline, write_report
 from metarl.run import load_checkpoint, read_metrics
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve, step_size_used
-from metarl.supervised.checkpoint import restore
+from metarl.supervised.checkpoint import restore, tested_state
 from metarl.supervised.classification_config import ClassificationConfig
 from metarl.supervised.classification_experiment import (
     build_model,
@@ -62,7 +62,7 @@ def evaluate(
     del retrain_baselines
     started = time.time()
     set_num_threads(config.num_threads)
-    state = load_checkpoint(run_dir)
+    state, chosen = tested_state(load_checkpoint(run_dir), config.eval_model)
     model, algorithm = restore(config, state, build_model(config))
     label, last = LABELS[config.algorithm], config.eval_steps
     if config.episodes == "meta_dataset":
@@ -101,7 +101,7 @@ def evaluate(
         error_bar="ci95",
         curves=curves,
         headline=headline,
-        model=ModelChoice("last", state["iteration"], state["iteration"]),
+        model=chosen,
         protocol={
             "episodes": config.eval_tasks,
             "eval_seed": config.eval_seed,

@@ -38,6 +38,9 @@ from metarl.supervised.meta_gradient import MetaGradient
 Validation = Callable[[nn.Module, MetaAlgorithm], dict[str, float]]
 """Scores the current model on held-out tasks: ``(model, algorithm) -> {metric: value}``."""
 
+BEST_BY = "val/accuracy"
+"""The validation metric (higher is better) that chooses the best model a checkpoint keeps."""
+
 
 class NonFiniteLossError(FloatingPointError):
     """The meta-loss or the meta-parameters became NaN or infinite; the last checkpoint is left
@@ -75,6 +78,10 @@ def meta_train(
         stop_at: a wall-clock deadline (``time.time()``) for this session: training stops at
             the first end of a ``log_every`` window after it, with a checkpoint there.
 
+    With ``validate``, the checkpoint also keeps the best-validated model so far (for
+    ``eval_model: best``): ``best = {"iteration", "val_accuracy", "model", "algorithm"}``, the
+    state dicts at the iteration whose validation gave the highest :data:`BEST_BY`.
+
     Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
     metrics (``meta/query_loss``, ...), ``perf/iterations_per_second``, every ``align_every``
     iterations the gradient alignment of that iteration's tasks (``align/*``,
@@ -102,6 +109,7 @@ def meta_train(
     meta_gradient = MetaGradient(meta_params, config.chunk_tasks, config.chunk_workers, world)
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before, cpu_before = 0, 0.0, 0.0
+    best: dict[str, Any] | None = None
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         algorithm.load_state_dict(algorithm_state(resume_state))
@@ -110,6 +118,7 @@ def meta_train(
         start = resume_state["iteration"]
         elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
         cpu_before = resume_state.get("cpu_elapsed", math.nan)  # unknown if not counted
+        best = resume_state.get("best")  # None in checkpoints written before it was kept
     started, cpu_started = time.perf_counter(), time.process_time()
     # the clock time_budget counts, and what earlier sessions of this run spent on it
     clock, budget_spent = (
@@ -143,6 +152,7 @@ def meta_train(
             "task_generator": task_gen.get_state(),
             "elapsed": elapsed_before + time.perf_counter() - started,  # wall seconds of training
             "cpu_elapsed": cpu_before + time.process_time() - cpu_started,  # the process's CPU s
+            "best": best,
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
@@ -205,6 +215,9 @@ def meta_train(
                     means.update(alignment_metrics(alignment))
                 if main and validate is not None and done % config.val_every == 0:
                     means.update(validate(model, algorithm))  # at θ after this update
+                    if best is None or means[BEST_BY] > best["val_accuracy"]:
+                        best = {"iteration": done, "val_accuracy": means[BEST_BY],
+                                "model": cloned(model), "algorithm": cloned(algorithm)}  # fmt: skip
                 if world is not None:  # seconds per iteration in the sums, waiting included
                     means["time/communication"] = (world.communication_seconds - communicated) / n
                     communicated = world.communication_seconds
@@ -226,6 +239,11 @@ def meta_train(
         log.close()
         meta_gradient.close()
     return model
+
+
+def cloned(module: nn.Module) -> dict[str, Tensor]:
+    """A copy of ``module``'s state dict that later updates leave as it is."""
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
 def parameter_groups(
