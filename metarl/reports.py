@@ -169,6 +169,26 @@ class ModelChoice:
         return f"{text}; {self.note}" if self.note else text
 
 
+def select_model(state: dict[str, Any], eval_model: str) -> tuple[dict[str, Any], ModelChoice]:
+    """The part of a checkpoint ``state`` that holds the model ``eval_model`` names, and that
+    choice: ``state`` itself for ``last``; for ``best`` the best model the trainer kept,
+    ``state["best"]`` (its ``"model"``, and few-shot its ``"algorithm"``).
+
+    A checkpoint without a best model (written before one was kept, or few-shot without
+    validations) falls back to the last and says so; a few-shot best kept only from a resume
+    onwards (``"since"`` > 0) says that the validations before it were not considered.
+    """
+    iteration, best = state["iteration"], state.get("best")
+    if eval_model == "last" or best is None:
+        note = "no best model in the checkpoint" if eval_model == "best" else ""
+        return state, ModelChoice("last", iteration, iteration, note=note)
+    since = best.get("since", 0)
+    note = f"chosen among the validations from iteration {since} on" if since else ""
+    return best, ModelChoice(
+        "best", best["iteration"], iteration, best.get("return"), note, best.get("val_accuracy")
+    )
+
+
 @dataclass(frozen=True)
 class MissingBaseline:
     """A baseline the protocol compares with that was not available (and how to get it)."""

@@ -171,11 +171,15 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
     """
     state = load_checkpoint(run_dir)
     experiment, config = stored_config(state)
+    from metarl.rl.config import RLConfig
+
+    meta_rl = isinstance(config, RLConfig)
     wanted = which or getattr(config, "eval_model", "last")
     if wanted == "best" and state.get("best") is None:
-        raise ConfigError(f"{run_dir} keeps no best model (it did not validate, or it was "
-                          "trained before best models were kept)")  # fmt: skip
-    if hasattr(config, "env"):  # meta-RL
+        why = "" if meta_rl else "it did not validate yet, or "
+        raise ConfigError(f"{run_dir} keeps no best model ({why}it was trained before best "
+                          "models were kept)")  # fmt: skip
+    if meta_rl:
         from metarl.rl.evaluate import choose_model
 
         model, chosen = choose_model(replace(config, eval_model=wanted), state)

@@ -3,6 +3,8 @@ benchmark's meta-gradient agreement."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -136,6 +138,77 @@ def test_the_best_validated_model_is_kept_across_a_resume_and_tested_on_request(
     loaded = metarl.load_run(whole, "best")
     assert (loaded.which, loaded.iteration) == ("best", top["iteration"])
     assert all(torch.equal(loaded.model.state_dict()[k], best["model"][k]) for k in best["model"])
+
+
+def _scripted_validation(monkeypatch, scores: list[float], seen: list[dict[str, torch.Tensor]]):
+    """Training's validation replaced by one that returns ``scores`` in turn and records, as
+    an independent copy, the model and step sizes it was given each time."""
+    from metarl.supervised import classification_experiment
+
+    def validation(config):
+        def validate(model, algorithm):
+            seen.append({**{k: v.clone() for k, v in model.state_dict().items()},
+                         **{f"algorithm.{k}": v.clone()
+                            for k, v in algorithm.state_dict().items()}})  # fmt: skip
+            return {"val/accuracy": scores[len(seen) - 1]}
+
+        return validate
+
+    monkeypatch.setattr(classification_experiment, "validation", validation)
+
+
+def test_the_kept_best_model_is_the_one_its_validation_scored(tmp_path, monkeypatch):
+    """Validations score 0.5, NaN, 0.9, 0.7, 0.9, 0.8 at iterations 2-12: the checkpoint keeps
+    the model (and Meta-SGD's learned step sizes) as they were at 6, across a resume at 8, and
+    `eval_model=best` / `load_run(run, "best")` restore exactly those, not the last."""
+    _need("omniglot")
+    seen: list[dict[str, torch.Tensor]] = []
+    _scripted_validation(monkeypatch, [0.5, math.nan, 0.9, 0.7, 0.9, 0.8], seen)
+    run = tmp_path / "run"
+    settings = [*TINY, "val_every=2", "algorithm=meta_sgd", "meta_lr=0.01"]
+    assert main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress",
+                 "--set", *settings, "iterations=8"]) == 0  # fmt: skip
+    assert main(["train", "omniglot-5w1s", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=12"]) == 0  # fmt: skip
+    assert len(seen) == 6
+    state = load_checkpoint(run)
+    best = state["best"]
+    assert (best["iteration"], best["val_accuracy"], best["since"]) == (6, 0.9, 0)
+    at_six, last = seen[2], seen[5]
+    kept = {**best["model"], **{f"algorithm.{k}": v for k, v in best["algorithm"].items()}}
+    assert kept.keys() == at_six.keys() and any(k.startswith("algorithm.") for k in kept)
+    assert all(torch.equal(kept[k], at_six[k]) for k in kept)
+    assert not all(torch.equal(kept[k], last[k]) for k in kept)  # training moved on after 6
+
+    loaded = metarl.load_run(run, "best")
+    steps = loaded.algorithm.state_dict()
+    restored = {**loaded.model.state_dict(), **{f"algorithm.{k}": v for k, v in steps.items()}}
+    assert all(torch.equal(restored[k], at_six[k]) for k in at_six)
+    assert (loaded.which, loaded.iteration) == ("best", 6)
+    assert main(["evaluate", str(run), "--no-progress", "--set", "eval_model=best"]) == 0
+    chosen = read_report(run).model
+    assert (chosen.choice, chosen.iteration, chosen.checkpoint_iteration) == ("best", 6, 12)
+    assert chosen.validation_accuracy == 0.9 and chosen.note == ""
+
+
+def test_a_run_resumed_from_a_checkpoint_without_a_best_model_says_where_its_best_starts(
+    tmp_path, monkeypatch
+):
+    _need("omniglot")
+    seen: list[dict[str, torch.Tensor]] = []
+    _scripted_validation(monkeypatch, [0.9, 0.5, 0.6], seen)
+    run = tmp_path / "run"
+    assert main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress",
+                 "--set", *TINY, "val_every=2", "iterations=2"]) == 0  # fmt: skip
+    state = load_checkpoint(run)
+    del state["best"], state["best_since"]  # as written before best models were kept
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "omniglot-5w1s", "--resume", str(run), "--no-progress",
+                 "--set", "iterations=6"]) == 0  # fmt: skip
+    best = load_checkpoint(run)["best"]
+    assert (best["iteration"], best["since"]) == (6, 2)  # 0.9 at 2 was before the record
+    assert main(["evaluate", str(run), "--no-progress", "--set", "eval_model=best"]) == 0
+    assert read_report(run).model.note == "chosen among the validations from iteration 2 on"
 
 
 def test_a_best_model_needs_validations():

@@ -60,6 +60,7 @@ from metarl.reports import (
     ModelChoice,
     ReportError,
     read_report,
+    select_model,
     write_report,
 )
 from metarl.rl.config import RLConfig
@@ -184,16 +185,12 @@ def choose_model(config: RLConfig, state: dict[str, Any]) -> tuple[GaussianMLPPo
     """The policy the protocol tests (``config.eval_model``) from a run's checkpoint ``state``.
 
     ``best`` takes the best model the trainer kept; a checkpoint from before it was kept falls
-    back to the last model and says so.
+    back to the last model and says so (:func:`~metarl.reports.select_model`).
     """
-    iteration, best = state["iteration"], state.get("best")
     policy = build_policy(config)
-    if config.eval_model == "last" or best is None:
-        note = "no best model in the checkpoint" if config.eval_model == "best" else ""
-        policy.load_state_dict(state["model"])
-        return policy.eval(), ModelChoice("last", iteration, iteration, note=note)
-    policy.load_state_dict(best["model"])
-    return policy.eval(), ModelChoice("best", best["iteration"], iteration, best["return"])
+    source, chosen = select_model(state, config.eval_model)
+    policy.load_state_dict(source["model"])
+    return policy.eval(), chosen
 
 
 def evaluate(

@@ -4,18 +4,21 @@ A checkpoint is ``{"config", "iteration", "model", "algorithm", "optimizer",
 "task_generator", "elapsed", "cpu_elapsed", "best"}``: the network's and the algorithm's state
 dicts (the latter holds its meta-learned tensors, e.g. learnable step sizes), Adam's state, the
 task generator's, the wall and CPU seconds of training, and the best-validated model so far
-(``{"iteration", "val_accuracy", "model", "algorithm"}``; None without validations).
+(``{"iteration", "val_accuracy", "since", "model", "algorithm"}``: :func:`kept_best`; None
+before the first validation), with ``"best_since"``, the first iteration whose validations
+count (0, or the resume point of a checkpoint written before best models were kept).
 Checkpoints written before the algorithm layer kept MAML's step sizes under ``"step_size"``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, make_algorithm
-from metarl.reports import ModelChoice
+from metarl.reports import ModelChoice, select_model
 
 
 def algorithm_state(state: dict[str, Any]) -> dict[str, Tensor]:
@@ -39,17 +42,34 @@ def restore(
 def tested_state(
     state: dict[str, Any], eval_model: str = "last"
 ) -> tuple[dict[str, Any], ModelChoice]:
-    """The checkpoint ``state`` with the model that ``eval_model`` names (``last`` or ``best``)
-    in its ``model`` and ``algorithm``, and that choice.
+    """The checkpoint ``state`` with the model that ``eval_model`` names (``last`` or ``best``,
+    the best-validated) in its ``model`` and ``algorithm``, and that choice
+    (:func:`~metarl.reports.select_model`)."""
+    source, chosen = select_model(state, eval_model)
+    if source is state:
+        return state, chosen
+    return {**state, "model": source["model"], "algorithm": source["algorithm"]}, chosen
 
-    ``best`` takes the best-validated model the trainer kept; a checkpoint without one (no
-    validations, or written before they were kept) falls back to the last model and says so.
-    """
-    iteration, best = state["iteration"], state.get("best")
-    if eval_model == "last" or best is None:
-        note = "no best-validated model in the checkpoint" if eval_model == "best" else ""
-        return state, ModelChoice("last", iteration, iteration, note=note)
-    chosen = {**state, "model": best["model"], "algorithm": best["algorithm"]}
-    return chosen, ModelChoice(
-        "best", best["iteration"], iteration, validation_accuracy=best["val_accuracy"]
-    )
+
+def kept_best(
+    best: dict[str, Any] | None,
+    score: float,
+    iteration: int,
+    model: nn.Module,
+    algorithm: nn.Module,
+    since: int,
+) -> dict[str, Any] | None:
+    """The best-validated model after a validation that scored ``score`` (higher is better) at
+    ``iteration``: a copy of ``model``'s and ``algorithm``'s state if it beats ``best`` (a
+    NaN never does; the first of equal scores stays), else ``best``. ``since`` is the first
+    iteration whose validations were considered: 0, or where a run from a checkpoint that kept
+    no best model resumed."""
+    if not math.isfinite(score) or (best is not None and score <= best["val_accuracy"]):
+        return best
+    return {"iteration": iteration, "val_accuracy": score, "since": since,
+            "model": cloned(model), "algorithm": cloned(algorithm)}  # fmt: skip
+
+
+def cloned(module: nn.Module) -> dict[str, Tensor]:
+    """A copy of ``module``'s state dict that later updates leave as it is."""
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}

@@ -166,8 +166,8 @@ class ClassificationConfig(SupervisedConfig):
             )
         if self.eval_model == "best" and not self.validates:
             raise ConfigError(
-                "eval_model: best is chosen by validations during training; set val_every "
-                "(datasets with validation classes only) or eval_model=last"
+                "eval_model: best is chosen by validations during training, and this config "
+                "has none (val_every 0, or no validation classes); use eval_model=last"
             )
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")

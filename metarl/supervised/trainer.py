@@ -32,7 +32,7 @@ from metarl.run import (
     iteration_bar,
 )
 from metarl.runtime import set_num_threads
-from metarl.supervised.checkpoint import algorithm_state
+from metarl.supervised.checkpoint import algorithm_state, kept_best
 from metarl.supervised.meta_gradient import MetaGradient
 
 Validation = Callable[[nn.Module, MetaAlgorithm], dict[str, float]]
@@ -79,8 +79,8 @@ def meta_train(
             the first end of a ``log_every`` window after it, with a checkpoint there.
 
     With ``validate``, the checkpoint also keeps the best-validated model so far (for
-    ``eval_model: best``): ``best = {"iteration", "val_accuracy", "model", "algorithm"}``, the
-    state dicts at the iteration whose validation gave the highest :data:`BEST_BY`.
+    ``eval_model: best``): ``best``, the state dicts at the iteration whose validation gave the
+    highest :data:`BEST_BY` (:func:`~metarl.supervised.checkpoint.kept_best`).
 
     Every ``log_every`` iterations ``metrics.jsonl`` gets the window means of the algorithm's
     metrics (``meta/query_loss``, ...), ``perf/iterations_per_second``, every ``align_every``
@@ -110,6 +110,7 @@ def meta_train(
     task_gen = torch.Generator().manual_seed(config.seed)
     start, elapsed_before, cpu_before = 0, 0.0, 0.0
     best: dict[str, Any] | None = None
+    best_since = 0  # the first iteration whose validation may choose the best model
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         algorithm.load_state_dict(algorithm_state(resume_state))
@@ -118,7 +119,9 @@ def meta_train(
         start = resume_state["iteration"]
         elapsed_before = resume_state.get("elapsed", 0.0)  # older checkpoints lack it
         cpu_before = resume_state.get("cpu_elapsed", math.nan)  # unknown if not counted
-        best = resume_state.get("best")  # None in checkpoints written before it was kept
+        best = resume_state.get("best")
+        # a checkpoint from before best models were kept: earlier validations are unknown here
+        best_since = resume_state.get("best_since", 0 if "best" in resume_state else start)
     started, cpu_started = time.perf_counter(), time.process_time()
     # the clock time_budget counts, and what earlier sessions of this run spent on it
     clock, budget_spent = (
@@ -153,6 +156,7 @@ def meta_train(
             "elapsed": elapsed_before + time.perf_counter() - started,  # wall seconds of training
             "cpu_elapsed": cpu_before + time.process_time() - cpu_started,  # the process's CPU s
             "best": best,
+            "best_since": best_since,
         }
         atomic_torch_save(state, run_dir / CHECKPOINT)
 
@@ -215,9 +219,7 @@ def meta_train(
                     means.update(alignment_metrics(alignment))
                 if main and validate is not None and done % config.val_every == 0:
                     means.update(validate(model, algorithm))  # at θ after this update
-                    if best is None or means[BEST_BY] > best["val_accuracy"]:
-                        best = {"iteration": done, "val_accuracy": means[BEST_BY],
-                                "model": cloned(model), "algorithm": cloned(algorithm)}  # fmt: skip
+                    best = kept_best(best, means[BEST_BY], done, model, algorithm, best_since)
                 if world is not None:  # seconds per iteration in the sums, waiting included
                     means["time/communication"] = (world.communication_seconds - communicated) / n
                     communicated = world.communication_seconds
@@ -239,11 +241,6 @@ def meta_train(
         log.close()
         meta_gradient.close()
     return model
-
-
-def cloned(module: nn.Module) -> dict[str, Tensor]:
-    """A copy of ``module``'s state dict that later updates leave as it is."""
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
 def parameter_groups(
