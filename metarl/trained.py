@@ -145,6 +145,16 @@ def _problem(config: Any) -> Any:
     return PROBLEM
 
 
+def _why_no_best(config: Any, meta_rl: bool) -> str:
+    """Why a run's checkpoint holds no best model, as the end of a one-line error."""
+    old = "it was trained before best models were kept"
+    if meta_rl:
+        return old
+    if not getattr(config, "validates", False):  # sinusoid, standard-*, val_every 0, no classes
+        return "its training never validates, so there is no best-validated model; use last"
+    return f"it did not validate yet, or {old}"
+
+
 def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) -> LoadedRun:
     """A trained run's model and config, on the CPU in eval mode.
 
@@ -167,7 +177,8 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
     Raises:
         RunError: no run there, or an unreadable one.
         ConfigError: ``which="best"`` for a run that keeps no best model (a supervised run
-            that did not validate, or any run trained before best models were kept).
+            that never validates or did not validate yet, or any run trained before best
+            models were kept).
     """
     state = load_checkpoint(run_dir)
     experiment, config = stored_config(state)
@@ -176,9 +187,7 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
     meta_rl = isinstance(config, RLConfig)
     wanted = which or getattr(config, "eval_model", "last")
     if wanted == "best" and state.get("best") is None:
-        why = "" if meta_rl else "it did not validate yet, or "
-        raise ConfigError(f"{run_dir} keeps no best model ({why}it was trained before best "
-                          "models were kept)")  # fmt: skip
+        raise ConfigError(f"{run_dir} keeps no best model ({_why_no_best(config, meta_rl)})")
     if meta_rl:
         from metarl.rl.evaluate import choose_model
 

@@ -43,7 +43,7 @@ def test_train_evaluate_and_adapt_a_sinusoid_model_from_python(tmp_path):
     query = torch.tensor([[0.5], [1.5]])
     torch.testing.assert_close(run.predict(query, adapted), net(query).detach())
     assert not torch.allclose(run.predict(query), run.predict(query, adapted))
-    with pytest.raises(ConfigError, match="keeps no best model .it did not validate yet"):
+    with pytest.raises(ConfigError, match="keeps no best model .its training never validates"):
         metarl.load_run(result.run_dir, which="best")
     with pytest.raises(ConfigError, match="for supervised use adapt"):
         run.adapt_policy({"goal": [0.1, 0.1]})

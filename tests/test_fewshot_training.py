@@ -203,6 +203,8 @@ def test_a_run_resumed_from_a_checkpoint_without_a_best_model_says_where_its_bes
     state = load_checkpoint(run)
     del state["best"], state["best_since"]  # as written before best models were kept
     torch.save(state, run / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="no best model .it did not validate yet, or it was"):
+        metarl.load_run(run, "best")
     assert main(["train", "omniglot-5w1s", "--resume", str(run), "--no-progress",
                  "--set", "iterations=6"]) == 0  # fmt: skip
     best = load_checkpoint(run)["best"]
