@@ -162,7 +162,9 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
         run_dir: the run directory.
         which: ``best`` (meta-RL: the best model of training; few-shot: the best-validated)
             or ``last``; by default the one ``metarl evaluate`` tests (the config's
-            ``eval_model``: meta-RL the best, few-shot the last; others the last).
+            ``eval_model``: meta-RL the best, few-shot the last; others the last), which,
+            like ``metarl evaluate``, is the last model when the run kept no best one
+            (``run.which`` says which was loaded).
 
     Example::
 
@@ -176,9 +178,9 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     Raises:
         RunError: no run there, or an unreadable one.
-        ConfigError: ``which="best"`` for a run that keeps no best model (a supervised run
-            that never validates or did not validate yet, or any run trained before best
-            models were kept).
+        ConfigError: ``which="best"`` asked for explicitly, for a run that keeps no best
+            model (a supervised run that never validates or did not validate yet, or any run
+            trained before best models were kept).
     """
     state = load_checkpoint(run_dir)
     experiment, config = stored_config(state)
@@ -186,7 +188,7 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     meta_rl = isinstance(config, RLConfig)
     wanted = which or getattr(config, "eval_model", "last")
-    if wanted == "best" and state.get("best") is None:
+    if which == "best" and state.get("best") is None:  # the default falls back, as evaluate
         raise ConfigError(f"{run_dir} keeps no best model ({_why_no_best(config, meta_rl)})")
     if meta_rl:
         from metarl.rl.evaluate import choose_model

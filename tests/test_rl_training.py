@@ -221,6 +221,24 @@ def test_the_best_model_is_the_one_that_sampled_the_best_return(tmp_path: Path) 
     assert [(c.method, c.mean, c.error) for c in again.curves] == [
         (c.method, c.mean, c.error) for c in first.curves
     ]
+    # A checkpoint without a best model (written before one was kept): evaluate and load_run's
+    # default both fall back to the last model and say so; only an explicit "best" is refused.
+    atomic_torch_save(
+        {k: v for k, v in later.items() if k != "best"}, tmp_path / "five" / CHECKPOINT
+    )
+    assert main(["evaluate", str(tmp_path / "five"), "--no-progress"]) == 0
+    model = read_report(tmp_path / "five").model
+    assert (model.choice, model.iteration, model.note) == (
+        "last",
+        6,
+        "no best model in the checkpoint",
+    )
+    run = load_run(tmp_path / "five")
+    assert (run.which, run.iteration) == ("last", 6)
+    for name, tensor in run.model.state_dict().items():
+        assert torch.equal(tensor, later["model"][name]), name
+    with pytest.raises(ConfigError, match="keeps no best model .it was trained before best models"):
+        load_run(tmp_path / "five", which="best")
 
 
 def test_evaluate_writes_the_report_and_plots(tmp_path: Path, capsys) -> None:
