@@ -264,10 +264,13 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        # per_task is absent unless kept, so that such a report stays readable by older metarl
+        # optional fields are absent unless set, so that such a report stays readable by the
+        # older metarl that did not know them
         for curve in data["curves"] + data["references"]:
             if not curve["per_task"]:
                 del curve["per_task"]
+        if data["model"]["validation_accuracy"] is None:
+            del data["model"]["validation_accuracy"]
         return data
 
 
@@ -280,8 +283,23 @@ def write_report(report: EvalReport, run_dir: Path) -> Path:
     return path
 
 
+def _build(cls: type, fields: dict[str, Any], where: str) -> Any:
+    """``cls(**fields)``; a field ``cls`` does not have was added by a newer metarl within the
+    same schema, and is refused with a line that says so."""
+    if not isinstance(fields, dict):
+        raise TypeError(f"its {cls.__name__} is not an object")
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ReportError(
+            f"{where} was written by a newer metarl (its {cls.__name__} has "
+            f"{', '.join(unknown)}, unknown to this one): upgrade metarl to read it"
+        )
+    return cls(**fields)
+
+
 def report_from_dict(data: dict[str, Any], where: str = "eval.json") -> EvalReport:
-    """Parse a report's JSON; an older schema or a malformed file raises :class:`ReportError`."""
+    """Parse a report's JSON; an older schema, a field only a newer metarl knows, or a
+    malformed file raises :class:`ReportError`."""
     version = data.get("schema_version") if isinstance(data, dict) else None
     run = Path(where).parent
     if version != SCHEMA_VERSION:
@@ -292,12 +310,12 @@ def report_from_dict(data: dict[str, Any], where: str = "eval.json") -> EvalRepo
         )
     try:
         values = dict(data)
-        values["curves"] = [Curve(**c) for c in data["curves"]]
-        values["references"] = [Curve(**c) for c in data.get("references", [])]
-        values["headline"] = Headline(**data["headline"])
-        values["model"] = ModelChoice(**data["model"])
-        values["missing"] = [MissingBaseline(**m) for m in data.get("missing", [])]
-        return EvalReport(**values)
+        values["curves"] = [_build(Curve, c, where) for c in data["curves"]]
+        values["references"] = [_build(Curve, c, where) for c in data.get("references", [])]
+        values["headline"] = _build(Headline, data["headline"], where)
+        values["model"] = _build(ModelChoice, data["model"], where)
+        values["missing"] = [_build(MissingBaseline, m, where) for m in data.get("missing", [])]
+        return _build(EvalReport, values, where)
     except (KeyError, TypeError) as e:
         raise ReportError(f"{where} is not a metarl evaluation report ({e})") from None
 
@@ -306,7 +324,8 @@ def read_report(run_dir: str | Path) -> EvalReport | None:
     """The run's ``eval.json``, or None if it has none.
 
     Raises:
-        ReportError: the file is of an older schema (re-run ``metarl evaluate``) or malformed.
+        ReportError: the file is of an older schema (re-run ``metarl evaluate``), has a field
+            only a newer metarl knows (upgrade), or is malformed.
     """
     path = Path(run_dir) / EVAL_REPORT
     if not path.is_file():

@@ -230,6 +230,19 @@ def test_an_old_report_is_refused_with_the_command_that_renews_it(tmp_path):
     assert read_report(tmp_path) == kept
 
 
+def test_a_report_with_a_field_this_metarl_does_not_know_asks_for_an_upgrade(tmp_path):
+    write_report(_rl_eval(-40, -12), tmp_path)
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert "validation_accuracy" not in data["model"]  # absent unless set, for older readers
+    data["model"]["future_field"] = 1.0
+    (tmp_path / "eval.json").write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="newer metarl.*ModelChoice has future_field.*upgrade"):
+        read_report(tmp_path)
+    best = dataclasses.replace(_rl_eval(-40, -12), model=ModelChoice("best", 3, 5, None, "", 0.9))
+    write_report(best, tmp_path)
+    assert read_report(tmp_path) == best  # a validation accuracy, when set, round-trips
+
+
 def test_gap_closed_between_random_init_and_oracle():
     report = _rl_eval(-90.0, -80.0)
     assert gap_closed(report) is None  # no oracle: nothing to measure the gap by
