@@ -19,6 +19,7 @@ _PUBLIC = {
     "ConfigError": "metarl.config",
     "RunError": "metarl.run",
     "EvalReport": "metarl.reports",
+    "ReportError": "metarl.reports",
     "read_report": "metarl.reports",
     "load_config": "metarl.experiments",
     "LoadedRun": "metarl.trained",
@@ -29,7 +30,8 @@ _PUBLIC = {
     "train": "metarl.api",
 }
 __all__ = [
-    "ConfigError", "EvalReport", "LoadedRun", "PolicyAdaptation", "RunError", "Training",
+    "ConfigError", "EvalReport", "LoadedRun", "PolicyAdaptation", "ReportError", "RunError",
+    "Training",
     "__version__", "evaluate", "load_config", "load_run", "read_report", "train",
 ]  # fmt: skip
 
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from metarl.api import Training, evaluate, train
     from metarl.config import ConfigError
     from metarl.experiments import load_config
-    from metarl.reports import EvalReport, read_report
+    from metarl.reports import EvalReport, ReportError, read_report
     from metarl.run import RunError
     from metarl.trained import LoadedRun, PolicyAdaptation, load_run
 
@@ -46,3 +48,8 @@ def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'metarl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names load lazily, so list them for dir() and tab completion.
+    return sorted([*__all__, "envs"])

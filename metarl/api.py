@@ -31,6 +31,7 @@ from metarl.distributed import close_world, init_world
 from metarl.experiments import (
     Overrides,
     as_overrides,
+    experiment_name,
     get_experiment,
     load_config,
     preflight,
@@ -69,7 +70,7 @@ class Training(NamedTuple):
 
 
 def train(
-    experiment: str,
+    experiment: str | Path,
     overrides: Overrides = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
@@ -83,7 +84,8 @@ def train(
     the run directory (:mod:`metarl.distributed`).
 
     Args:
-        experiment: an experiment name (``metarl list``) or a YAML file.
+        experiment: an experiment name (``metarl list``) or a YAML file; with ``resume``, the
+            run's own (a check that the right run is continued).
         overrides: config overrides, ``{"iterations": 500}`` or ``["iterations=500"]``; with
             ``resume`` only ``iterations``, ``num_threads``, ``checkpoint_minutes`` and
             ``time_budget`` may change.
@@ -99,6 +101,8 @@ def train(
 
     Raises:
         ConfigError: a bad config (before anything is written).
+        DataError: the dataset is missing (a ``FileNotFoundError``, before anything is
+            written).
         RunError: the run directory is in use, holds another run, or cannot be read.
     """
     if time_limit is not None and not time_limit >= 0:
@@ -106,6 +110,7 @@ def train(
     stop_at = None if time_limit is None else time.time() + 60.0 * time_limit
     if resume is not None:
         run_dir = Path(resume)
+        experiment = experiment_name(experiment)
         state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
         config = resumed_config(state, overrides)
     else:
@@ -222,6 +227,10 @@ def evaluate(
         overrides: evaluation settings only (``eval_*``, ``num_threads``, baselines).
         retrain_baselines: train the baselines again even if stored ones match.
         progress: progress bars.
+
+    Raises:
+        ConfigError: an override of a key that changes the trained model, not its test.
+        RunError: no run there, an unreadable one, or one in use.
     """
     run_dir = Path(run_dir)
     experiment, config = stored_config(load_checkpoint(run_dir))

@@ -19,6 +19,7 @@ from metarl.reports import EvalReport
 
 Overrides = Sequence[str] | Mapping[str, Any] | None
 """Config overrides: ``["key=value", ...]`` (``--set``) or ``{key: value}``."""
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def get_experiment(name: str) -> Experiment:
     return _FAMILIES[family]()
 
 
-def load_config(name_or_path: str, overrides: Overrides = None) -> Any:
+def load_config(name_or_path: str | Path, overrides: Overrides = None) -> Any:
     """The validated config of an experiment name or a YAML path, with overrides.
 
     Args:
@@ -129,7 +130,7 @@ def load_config(name_or_path: str, overrides: Overrides = None) -> Any:
         ConfigError: an unknown experiment or key, or a value out of range (one line).
     """
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix not in YAML_SUFFIXES:
         if name_or_path not in experiment_names():
             raise ConfigError(
                 f"unknown experiment {name_or_path!r}; available: {', '.join(experiment_names())}"
@@ -140,6 +141,14 @@ def load_config(name_or_path: str, overrides: Overrides = None) -> Any:
     values.update(as_overrides(overrides))
     experiment = get_experiment(str(values["experiment"]))
     return from_dict(experiment.config_cls, values)
+
+
+def experiment_name(name_or_path: str | Path) -> str:
+    """The experiment that a name or a YAML file (its ``experiment`` key, else its stem) names."""
+    path = Path(name_or_path)
+    if path.suffix not in YAML_SUFFIXES:
+        return str(name_or_path)
+    return str(read_yaml(path).get("experiment", path.stem))
 
 
 def preflight(config: Any) -> None:
@@ -157,6 +166,10 @@ def as_overrides(overrides: Overrides) -> dict[str, Any]:
     """``--set``-style pairs or a mapping, as ``{key: value}``."""
     if overrides is None:
         return {}
+    if isinstance(overrides, str):  # a str is a sequence too: of one-letter "pairs"
+        raise ConfigError(
+            f"overrides {overrides!r}: give a mapping or a list of key=value, not a string"
+        )
     if isinstance(overrides, Mapping):
         return dict(overrides)
     return parse_overrides(list(overrides))

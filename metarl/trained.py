@@ -41,12 +41,12 @@ class LoadedRun:
         model: the trained network (CPU, eval mode): for meta-RL a
             :class:`~metarl.rl.policy.GaussianMLPPolicy`.
         config: the run's validated config.
-        iteration: the model's meta-iteration.
+        iteration: the model's meta-iteration (its epoch for ordinary training).
         run_dir: the run directory.
         which: ``best`` (meta-RL: the best model of training, the paper's protocol; few-shot:
             the best-validated) or ``last``.
-        algorithm: supervised runs: how the model adapts at test time (with its meta-learned
-            step sizes); None for meta-RL.
+        algorithm: meta-learned supervised runs: how the model adapts at test time (with its
+            meta-learned step sizes); None for meta-RL and for ordinary training.
         checkpoint: the checkpoint, as stored (tensors and plain types).
     """
 
@@ -76,17 +76,32 @@ class LoadedRun:
 
         Returns:
             The adapted parameters (no task dimension), for :meth:`predict`.
+
+        Raises:
+            ConfigError: a meta-RL or ordinary-training run, or ``steps < 0``.
         """
+        from metarl.algorithms.maml import last
+
         if self.algorithm is None:
-            raise ConfigError("adapt() adapts a supervised run; for meta-RL use adapt_policy()")
+            raise ConfigError(f"adapt() adapts a meta-learned supervised run; {self._instead()}")
+        steps = self.config.eval_steps if steps is None else steps
+        if steps < 0:
+            raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
         problem = _problem(self.config)
         one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
-        steps = self.config.eval_steps if steps is None else steps
-        *_, params = self.algorithm.adapt_steps(self.model, one, problem, steps, step_size)
+        params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
         return {name: p[0] for name, p in params.items()}
 
     def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
-        """The model's output on ``x`` (a batch of inputs), at ``params`` (default θ)."""
+        """The model's output at ``params`` (default θ), without gradients.
+
+        Args:
+            x: a batch of inputs ``(B, *input_shape)``.
+            params: parameters without a task dimension, as :meth:`adapt` returns them.
+
+        Returns:
+            ``(B, *output_shape)``: a classifier's logits, a regressor's predictions.
+        """
         from metarl.core import single_forward
 
         with torch.no_grad():
@@ -100,7 +115,8 @@ class LoadedRun:
         seed: int = 0,
     ) -> PolicyAdaptation:
         """Meta-RL: adapt the policy to ``task`` by sampling episodes and taking REINFORCE
-        steps, as ``metarl evaluate`` does (step sizes ``inner_lr``, then ``inner_lr/2``).
+        steps, as ``metarl evaluate`` does, with its step sizes (the config's ``eval_lr`` if
+        set, else ``inner_lr`` then ``inner_lr/2``; the last one repeats).
 
         Args:
             task: a task of the run's environment, e.g. ``{"velocity": 1.5}`` or
@@ -108,12 +124,22 @@ class LoadedRun:
             steps: gradient steps (default the config's ``eval_steps``).
             episodes: episodes per step (default ``eval_episodes_per_task``).
             seed: the seed of the environment's resets and of the action noise.
+
+        Returns:
+            The parameters and mean returns before adaptation and after each step
+            (``steps + 1`` of each).
+
+        Raises:
+            ConfigError: not a meta-RL run, or a task the environment cannot take.
         """
+        from metarl.rl.config import RLConfig
         from metarl.rl.evaluate import adaptation_curve
         from metarl.rl.task_envs import make_batched_env
 
-        if self.algorithm is not None:
-            raise ConfigError("adapt_policy() adapts a meta-RL run; for supervised use adapt()")
+        if not isinstance(self.config, RLConfig):
+            raise ConfigError(f"adapt_policy() adapts a meta-RL run; {self._instead()}")
+        if steps is not None and steps < 0:
+            raise ConfigError(f"adapt_policy(steps={steps}): give a number of steps ≥ 0")
         changes = {}
         if steps is not None:
             changes["eval_steps"] = steps
@@ -130,6 +156,16 @@ class LoadedRun:
             raise ConfigError(f"task {task!r}: {e}") from None
         params = [{name: p[0] for name, p in stage.items()} for stage in curve.params]
         return PolicyAdaptation(params, [float(r) for r in curve.returns[:, 0]])
+
+    def _instead(self) -> str:
+        """What this run offers instead, as the end of a one-line error."""
+        from metarl.rl.config import RLConfig
+
+        if isinstance(self.config, RLConfig):
+            return "this is a meta-RL run: use adapt_policy()"
+        if self.algorithm is None:
+            return "this is ordinary training, nothing adapts: use predict()"
+        return "this is a supervised run: use adapt()"
 
 
 def _problem(config: Any) -> Any:
@@ -178,10 +214,13 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
     Raises:
         RunError: no run there, or an unreadable one.
-        ConfigError: ``which="best"`` asked for explicitly, for a run that keeps no best
-            model (a supervised run that never validates or did not validate yet, or any run
-            trained before best models were kept).
+        ConfigError: ``which`` neither ``best`` nor ``last``; or ``which="best"`` asked for
+            explicitly, for a run that keeps no best model (a supervised run that never
+            validates or did not validate yet, or any run trained before best models were
+            kept).
     """
+    if which is not None and which not in ("best", "last"):
+        raise ConfigError(f"which={which!r}: give 'best' or 'last' (or None, what evaluate tests)")
     state = load_checkpoint(run_dir)
     experiment, config = stored_config(state)
     from metarl.rl.config import RLConfig

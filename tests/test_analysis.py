@@ -243,6 +243,18 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "![embeddings](embeddings.png)" in report and "| MAML vs standard |" in report
 
+    # From Python the standard run predicts, and says plainly that it does not adapt.
+    import metarl
+
+    loaded = metarl.load_run(standard)
+    assert loaded.algorithm is None and loaded.iteration == 1  # its epoch
+    images = torch.zeros(3, 1, 28, 28)
+    assert loaded.predict(images).shape == (3, loaded.config.n_classes)
+    for adapting in (lambda: loaded.adapt(images, torch.zeros(3, dtype=torch.long)),
+                     lambda: loaded.adapt_policy({"goal": [0.1, 0.1]})):  # fmt: skip
+        with pytest.raises(metarl.ConfigError, match="ordinary training, nothing adapts"):
+            adapting()
+
     # A run compared with itself: every layer's CKA is 1.
     again = tmp_path / "again"
     assert main(["analyze", str(standard), "--compare", str(standard), "--out", str(again),

@@ -45,8 +45,14 @@ def test_train_evaluate_and_adapt_a_sinusoid_model_from_python(tmp_path):
     assert not torch.allclose(run.predict(query), run.predict(query, adapted))
     with pytest.raises(ConfigError, match="keeps no best model .its training never validates"):
         metarl.load_run(result.run_dir, which="best")
-    with pytest.raises(ConfigError, match="for supervised use adapt"):
+    with pytest.raises(ConfigError, match="this is a supervised run: use adapt"):
         run.adapt_policy({"goal": [0.1, 0.1]})
+    with pytest.raises(ConfigError, match="adapt.steps=-1.: give a number of steps ≥ 0"):
+        run.adapt(x, y, steps=-1)
+    with pytest.raises(ConfigError, match="which='Best': give 'best' or 'last'"):
+        metarl.load_run(result.run_dir, which="Best")  # type: ignore[arg-type]
+    for name, p in run.model.named_parameters():  # zero steps: θ itself
+        torch.testing.assert_close(run.adapt(x, y, steps=0)[name], p.detach())
     # evaluate() from Python with an evaluation setting
     report = metarl.evaluate(result.run_dir, {"eval_steps": 1}, progress=False)
     assert report.curve("meta_learned", "K=10").steps == [0, 1]
@@ -79,6 +85,8 @@ def test_a_meta_policy_adapts_to_a_new_goal_and_acts(tmp_path):
         obs, *_ = env.step(policy.act(obs, params=adaptation.params[-1]))
     with pytest.raises(ConfigError, match="task .*needs"):
         run.adapt_policy({"velocity": 1.0})
+    with pytest.raises(ConfigError, match="this is a meta-RL run: use adapt_policy"):
+        run.adapt(torch.zeros(4, 2), torch.zeros(4, 2))
     assert metarl.load_run(result.run_dir, which="last").iteration == 2
 
 
@@ -93,3 +101,26 @@ def test_training_from_python_refuses_what_the_command_refuses(tmp_path):
     assert metarl.load_run(resumed.run_dir).iteration == 200
     with pytest.raises(ConfigError, match="a resumed run keeps its config"):
         metarl.train("sinusoid", {"meta_lr": 0.1}, resume=tmp_path / "y", progress=False)
+    with pytest.raises(ConfigError, match="give a mapping or a list of key=value, not a string"):
+        metarl.train("sinusoid", "iterations=300", resume=tmp_path / "y", progress=False)
+    # A run started from a YAML file resumes from that file's name too, and only its own run.
+    yaml_file = tmp_path / "mine.yaml"
+    yaml_file.write_text("experiment: sinusoid\niterations: 100\nlog_every: 50\n")
+    metarl.train(yaml_file, out=tmp_path / "z", progress=False)
+    resumed = metarl.train(yaml_file, {"iterations": 150}, resume=tmp_path / "z", progress=False)
+    assert metarl.load_run(resumed.run_dir).iteration == 150
+    with pytest.raises(metarl.RunError, match="is a run of 'sinusoid', not 'navigation'"):
+        metarl.train("navigation", resume=tmp_path / "z", progress=False)
+
+
+def test_the_package_lists_its_public_names_and_exports_its_errors(tmp_path):
+    assert set(metarl.__all__) <= set(dir(metarl))
+    assert "importlib" not in dir(metarl)
+    for name in metarl.__all__:
+        assert getattr(metarl, name) is not None, name
+    from metarl.reports import ReportError
+
+    assert metarl.ReportError is ReportError
+    (tmp_path / "eval.json").write_text("{")
+    with pytest.raises(metarl.ReportError, match="is not valid JSON"):
+        metarl.read_report(tmp_path)
