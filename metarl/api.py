@@ -36,6 +36,7 @@ from metarl.experiments import (
     load_config,
     preflight,
     stored_config,
+    stored_device_here,
 )
 from metarl.reports import EvalReport
 from metarl.run import (
@@ -49,11 +50,12 @@ from metarl.run import (
     run_lock,
 )
 
-RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget")
-"""Config keys a resumed run may change: the budget, how the run uses the CPU and how often it
-saves (none of them changes the numbers it trains)."""
+RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget", "device")
+"""Config keys a resumed run may change: the budget, how the run uses the machine and how often
+it saves (none of them changes what it trains; another device only rounds floats differently)."""
 EVALUATION_KEYS = (
-    "num_threads", "baselines_dir", "baseline_iterations", "baseline_lr", "pretrained_finetune_lrs",
+    "num_threads", "device", "baselines_dir", "baseline_iterations", "baseline_lr",
+    "pretrained_finetune_lrs",
 )  # fmt: skip
 """Config keys besides ``eval_*`` that an evaluation may change."""
 
@@ -204,7 +206,7 @@ def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:
                 f"`{RESUME_OVERRIDES[-1]}` may change"
             )
         values[key] = value
-    config = from_dict(cls, values)
+    config = from_dict(cls, stored_device_here(values))
     if state["iteration"] > config.iterations:
         raise ConfigError(
             f"--set iterations={config.iterations}: the run already ran {state['iteration']} "
@@ -233,11 +235,13 @@ def evaluate(
         RunError: no run there, an unreadable one, or one in use.
     """
     run_dir = Path(run_dir)
-    experiment, config = stored_config(load_checkpoint(run_dir))
+    overrides = as_overrides(overrides)
+    device = {"device": overrides["device"]} if "device" in overrides else None
+    experiment, config = stored_config(load_checkpoint(run_dir), device)
     values = to_dict(config)
     allowed = sorted(k for k in values if k.startswith("eval_") or k in EVALUATION_KEYS)
     renamed = getattr(experiment.config_cls, "RENAMED", {})
-    for key, value in as_overrides(overrides).items():
+    for key, value in overrides.items():
         if key in renamed:
             raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
         if key not in allowed:

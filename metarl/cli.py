@@ -1,4 +1,5 @@
-"""``metarl`` command line: train, evaluate, baseline, view, check-step, list, bench.
+"""``metarl`` command line: train, evaluate, baseline, view, check-step, analyze, list, config,
+data, bench.
 
 The process settings for speed (:func:`metarl.runtime.tune_process`) are made first thing in
 :func:`main`, before anything imports torch; everything else is imported when a command runs.
@@ -14,10 +15,21 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import metarl.commands as commands
 
 EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a hint where ``--set``'s greed is the likely cause of a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        takes_set = any(action.dest == "set" for action in self._actions)
+        if takes_set and "arguments are required" in message:
+            message += " (--set takes every word after it: put it last)"
+        super().error(message)
 
 
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
@@ -28,7 +40,7 @@ def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="metarl", description="Model-Agnostic Meta-Learning: train, evaluate, benchmark."
     )
     parser.add_argument(
@@ -44,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "torchrun --nproc-per-node N -m metarl train EXPERIMENT (docs/distributed.md).",
     )
     train.add_argument("experiment", help="experiment name (see `metarl list`) or a YAML file")
-    train.add_argument("--out", type=Path, help="run directory (default runs/<experiment>-<time>)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    where = train.add_mutually_exclusive_group()  # a resumed run stays in its own directory
+    where.add_argument("--out", type=Path, help="run directory (default runs/<experiment>-<time>)")
+    where.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     _add_overrides(train, "override config values (YAML syntax), e.g. --set iterations=500")
     train.add_argument("--evaluate", action="store_true", help="run `metarl evaluate` afterwards")
     train.add_argument(
@@ -56,15 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=commands.train_command)
 
-    evaluate = sub.add_parser("evaluate", help="the paper's test protocol on a trained run")
-    evaluate.add_argument("run_dir", type=Path)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="the paper's test protocol on a trained run",
+        description="Test a trained run as the paper does (the model evaluate picks, the "
+        "baselines, 0..eval_steps adaptation steps); writes eval.json and plots into the run.",
+    )
+    evaluate.add_argument("run_dir", type=Path, help="a run directory (or a zoo/ entry)")
     _add_overrides(evaluate, "override evaluation settings, e.g. --set eval_tasks=100")
     evaluate.add_argument(
         "--retrain-baselines",
         action="store_true",
         help="train the baselines again even if stored ones match",
     )
-    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=commands.evaluate_command)
 
     baseline = sub.add_parser(
@@ -95,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     viewer.add_argument(
         "--tasks", type=int, nargs="+", default=None, help="test task indices (default 0 1)"
     )
-    viewer.add_argument("--steps", type=int, default=None, help="gradient steps (default 3)")
+    viewer.add_argument(
+        "--steps", type=int, default=None, help="gradient steps (default the run's eval_steps)"
+    )
     viewer.add_argument("--out", type=Path, default=None, help="output directory (the run's)")
     viewer.add_argument("--gif", action="store_true", help="also write GIFs")
     viewer.add_argument("--width", type=int, default=320, help="pixels per stage panel")
-    viewer.add_argument("--height", type=int, default=240)
+    viewer.add_argument("--height", type=int, default=240, help="pixels per stage panel")
     viewer.add_argument(
         "--interactive", action="store_true", help="replay in MuJoCo's viewer (needs a display)"
     )
@@ -217,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 INTERRUPTED = {
-    "train": "the last checkpoint is intact; continue with `metarl train EXPERIMENT --resume RUN`",
+    "train": "the last checkpoint, if one was written, is intact; continue with `metarl train "
+    "EXPERIMENT --resume RUN_DIR` (the newest runs/EXPERIMENT-<time>)",
     "evaluate": "eval.json was not written (an earlier one is left as it was)",
     "baseline": "the partial model is kept; the same command continues from it",
     "view": "the videos written so far are kept; the one in progress is incomplete",
@@ -277,15 +298,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
-        print(f"\nmetarl: interrupted; {INTERRUPTED.get(args.command, 'nothing was saved')}",
-              file=sys.stderr)  # fmt: skip
+        print(f"\nmetarl: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the user; the traceback on request
         if debug:
             raise
-        print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `--debug` shows "
-              "where; please report it)", file=sys.stderr)  # fmt: skip
+        print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `metarl --debug "
+              f"{args.command} …` shows where; please report it)", file=sys.stderr)  # fmt: skip
         return 1
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interruption means for this command; for ``train``, with the command that
+    continues it when the run directory is known and holds a checkpoint."""
+    if args.command != "train":
+        return INTERRUPTED.get(args.command, "nothing was saved")
+    from metarl.run import CHECKPOINT
+
+    run_dir = args.resume or args.out
+    if run_dir is None:  # a new directory named at the start
+        return INTERRUPTED["train"].replace("EXPERIMENT", args.experiment)
+    if not (Path(run_dir) / CHECKPOINT).is_file():
+        return (f"{run_dir} holds no checkpoint yet; `metarl train {args.experiment} --out "
+                f"{run_dir}` starts it again")  # fmt: skip
+    return (f"the last checkpoint is intact; continue with `metarl train {args.experiment} "
+            f"--resume {run_dir}`")  # fmt: skip
 
 
 def _version() -> str:

@@ -113,8 +113,11 @@ def view_command(args: argparse.Namespace) -> int:
     from metarl.rl.view import view
     from metarl.run import load_checkpoint
 
+    for flag, pixels in (("--width", args.width), ("--height", args.height)):
+        if not 16 <= pixels <= 4096:
+            raise ConfigError(f"{flag} {pixels}: give 16 to 4096 pixels per stage panel")
     state = load_checkpoint(args.run_dir)
-    _, config = stored_config(state)
+    _, config = stored_config(state, {"device": "cpu"})  # the policy rolls out on the CPU
     if not isinstance(config, RLConfig):
         raise ConfigError(f"{args.run_dir}: `metarl view` shows meta-RL policies")
     if args.steps is not None:
@@ -133,11 +136,15 @@ def view_command(args: argparse.Namespace) -> int:
 
 def analyze_command(args: argparse.Namespace) -> int:
     from metarl.analysis.report import analyze
+    from metarl.config import ConfigError
 
-    if args.points < 10 or args.tasks < 2 or args.episodes < 1:
-        from metarl.config import ConfigError
-
-        raise ConfigError("--points needs at least 10 images, --tasks 2, --episodes 1")
+    # t-SNE's perplexity of 30 needs more points; a spread needs two tasks and two episodes.
+    for flag, value, least in (("--points", args.points, 40), ("--tasks", args.tasks, 2),
+                               ("--episodes", args.episodes, 2)):  # fmt: skip
+        if value < least:
+            raise ConfigError(f"{flag} {value}: give at least {least}")
+    if args.units is not None and min(args.units) < 0:
+        raise ConfigError(f"--units {min(args.units)}: unit indices start at 0")
     analyze(args.run, args.compare, args.out, points=args.points, units=args.units,
             tasks=args.tasks, episodes=args.episodes, seed=args.seed,
             progress=not args.no_progress)  # fmt: skip
@@ -147,7 +154,7 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 def check_step_command(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
-    from metarl.experiments import load_config
+    from metarl.experiments import YAML_SUFFIXES, load_config
     from metarl.rl.config import RLConfig
     from metarl.rl.diagnostics import (
         check_gradient_agreement,
@@ -161,7 +168,11 @@ def check_step_command(args: argparse.Namespace) -> int:
     from metarl.runtime import set_num_threads
     from metarl.trained import load_run
 
-    if Path(args.target).is_dir():
+    target = Path(args.target)
+    looks_like_a_path = target.exists() or "/" in args.target
+    if looks_like_a_path and not target.is_dir() and target.suffix not in YAML_SUFFIXES:
+        raise ConfigError(f"{args.target}: not a run directory, a YAML file or an experiment")
+    if target.is_dir():
         if args.set:
             raise ConfigError("--set applies to an experiment name, not to a trained run")
         run = load_run(args.target)
@@ -195,7 +206,7 @@ def check_step_command(args: argparse.Namespace) -> int:
 
 def list_command(args: argparse.Namespace) -> int:
     from metarl.config import CONFIG_DIR, describe
-    from metarl.experiments import experiment_names, load_config
+    from metarl.experiments import YAML_SUFFIXES, experiment_names, load_config
 
     if args.experiment is None:
         width = max(len(n) for n in experiment_names())
@@ -207,7 +218,10 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     config = load_config(args.experiment, args.set)
     rows = describe(config)
-    print(f"{args.experiment}: {_summary(CONFIG_DIR / f'{args.experiment}.yaml')}")
+    source = Path(args.experiment)
+    if source.suffix not in YAML_SUFFIXES:
+        source = CONFIG_DIR / f"{args.experiment}.yaml"
+    print(f"{args.experiment}: {_summary(source)}")
     widths = [max(len(str(getattr(r, k))) for r in rows) for k in ("name", "type", "value")]
     for r in rows:
         cells = [f"{str(getattr(r, k)):{w}s}" for k, w in zip(("name", "type", "value"), widths)]
@@ -216,11 +230,23 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def _summary(yaml_path: Path) -> str:
-    """The first comment line of an experiment's YAML (what it is and where it comes from)."""
-    for line in yaml_path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").rstrip()
-    return ""
+    """What an experiment is, from its YAML's opening comment: up to the first colon or the
+    end of the first sentence ("et al. 2017", "Sec. 5.1" and "App. A" do not end one)."""
+    import re
+
+    lines = yaml_path.read_text(errors="replace").splitlines()
+    comment = " ".join(line.lstrip("# ").rstrip() for line in _leading_comment(lines))
+    return re.split(r": |(?<!App)(?<!Sec)\.(?= [A-Z]|$)", comment, maxsplit=1)[0]
+
+
+def _leading_comment(lines: list[str]) -> list[str]:
+    """The leading comment block (the lines before the first one that is not a comment)."""
+    block = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        block.append(line)
+    return block
 
 
 def config_command(args: argparse.Namespace) -> int:
@@ -235,12 +261,16 @@ def config_command(args: argparse.Namespace) -> int:
 
 
 def data_command(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError
     from metarl.supervised.data.fetch import SOURCES, fetch, status
     from metarl.supervised.data.files import DataError, dataset_dir, resolve_data_dir
 
+    if args.name is not None and args.name not in SOURCES:
+        raise ConfigError(f"unknown dataset {args.name!r}; one of {', '.join(SOURCES)}")
     if args.action == "fetch":
         if args.name is None:
-            raise DataError(f"which dataset? one of {', '.join(SOURCES)}")
+            raise ConfigError(f"which dataset? `metarl data fetch NAME`, NAME one of "
+                              f"{', '.join(SOURCES)}")  # fmt: skip
         target = args.to if args.to is not None else resolve_data_dir(None)[0]
         paths = fetch(args.name, target, progress=not args.no_progress)
         print(f"{args.name}: {len(paths)} file(s) verified in {paths[0].parent}")

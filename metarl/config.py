@@ -371,6 +371,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML is UTF-8)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -14,7 +14,15 @@ from typing import Any
 
 from torch import nn
 
-from metarl.config import CONFIG_DIR, ConfigError, from_dict, parse_overrides, read_yaml, upgrade
+from metarl.config import (
+    CONFIG_DIR,
+    ConfigError,
+    check_device,
+    from_dict,
+    parse_overrides,
+    read_yaml,
+    upgrade,
+)
 from metarl.reports import EvalReport
 
 Overrides = Sequence[str] | Mapping[str, Any] | None
@@ -137,6 +145,11 @@ def load_config(name_or_path: str | Path, overrides: Overrides = None) -> Any:
             )
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     values = read_yaml(path)
+    if "experiment" not in values and path.stem.split("-")[0] not in _FAMILIES:
+        raise ConfigError(
+            f"{path}: say which experiment it configures (`experiment: sinusoid`, … as in "
+            "`metarl list`)"
+        )
     values.setdefault("experiment", path.stem)
     values.update(as_overrides(overrides))
     experiment = get_experiment(str(values["experiment"]))
@@ -175,9 +188,22 @@ def as_overrides(overrides: Overrides) -> dict[str, Any]:
     return parse_overrides(list(overrides))
 
 
-def stored_config(state: dict[str, Any]) -> tuple[Experiment, Any]:
-    """The experiment and validated config of a checkpoint (keys renamed since are upgraded)."""
+def stored_config(state: dict[str, Any], overrides: Overrides = None) -> tuple[Experiment, Any]:
+    """The experiment and validated config of a checkpoint (keys renamed since are upgraded),
+    with ``overrides`` (the caller decides which keys may change)."""
     experiment = get_experiment(state["config"]["experiment"])
-    return experiment, from_dict(
-        experiment.config_cls, upgrade(experiment.config_cls, state["config"])
-    )
+    values = upgrade(experiment.config_cls, state["config"])
+    values.update(as_overrides(overrides))
+    return experiment, from_dict(experiment.config_cls, stored_device_here(values))
+
+
+def stored_device_here(values: dict[str, Any]) -> dict[str, Any]:
+    """A stored config's values, refused in one line that says what to do if the run trained
+    on a device this machine lacks (a run moved from a GPU machine to a CPU one)."""
+    try:
+        check_device(str(values.get("device", "cpu")))
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} (the run trained there); add --set device=cpu to use it here"
+        ) from None
+    return values

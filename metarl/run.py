@@ -227,6 +227,24 @@ def _unreadable(error: BaseException) -> str:
     return _first_line(error)
 
 
+def load_weights(module: torch.nn.Module, weights: Any, source: str | Path) -> None:
+    """``module.load_state_dict(weights)``, or one line naming ``source`` (a stored file whose
+    weights do not fit the network its config builds: edited, or of another version).
+
+    Raises:
+        RunError: missing, unexpected or misshapen weights.
+    """
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        why = details[0] if details else _first_line(e)
+        raise RunError(
+            f"{source}: its weights do not fit the {type(module).__name__} its config builds "
+            f"({why[:200]})"
+        ) from None
+
+
 CHECKPOINT_KEYS = {"config": dict, "iteration": int, "model": dict}
 """What every checkpoint holds, whatever its family (plus the family's own state)."""
 
@@ -253,6 +271,15 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
     found = state["config"].get("experiment")
     if not isinstance(found, str):
         raise RunError(f"{path} is not a metarl checkpoint (its config names no experiment)")
+    if state["iteration"] < 0:
+        raise RunError(f"{path} is not a metarl checkpoint (iteration {state['iteration']})")
+    best = state.get("best")
+    if best is not None and not (
+        isinstance(best, dict)
+        and isinstance(best.get("iteration"), int)
+        and isinstance(best.get("model"), dict)
+    ):
+        raise RunError(f"{path} is not a metarl checkpoint (its best model is malformed)")
     if experiment is not None and found != experiment:
         raise RunError(f"{run_dir} is a run of {found!r}, not {experiment!r}")
     return state
@@ -261,7 +288,7 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
 def _parse_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The JSON lines of ``path``, and how many unreadable lines were skipped (a torn write)."""
     records, torn = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():  # a bad byte spoils one line
         if not line.strip():
             continue
         try:

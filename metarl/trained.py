@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from metarl.config import ConfigError
 from metarl.core import Params, TaskBatch
 from metarl.experiments import stored_config
-from metarl.run import load_checkpoint
+from metarl.run import CHECKPOINT, load_checkpoint, load_weights
 
 
 class PolicyAdaptation(NamedTuple):
@@ -40,7 +40,7 @@ class LoadedRun:
     Attributes:
         model: the trained network (CPU, eval mode): for meta-RL a
             :class:`~metarl.rl.policy.GaussianMLPPolicy`.
-        config: the run's validated config.
+        config: the run's validated config (its ``device`` is ``cpu``, where the model is).
         iteration: the model's meta-iteration (its epoch for ordinary training).
         run_dir: the run directory.
         which: ``best`` (meta-RL: the best model of training, the paper's protocol; few-shot:
@@ -222,7 +222,7 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
     if which is not None and which not in ("best", "last"):
         raise ConfigError(f"which={which!r}: give 'best' or 'last' (or None, what evaluate tests)")
     state = load_checkpoint(run_dir)
-    experiment, config = stored_config(state)
+    experiment, config = stored_config(state, {"device": "cpu"})  # where it is loaded
     from metarl.rl.config import RLConfig
 
     meta_rl = isinstance(config, RLConfig)
@@ -237,7 +237,7 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
                          state)  # fmt: skip
     if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
         model = experiment.build_model(config)
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], Path(run_dir) / CHECKPOINT)
         return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
                          state)  # fmt: skip
     from metarl.supervised.checkpoint import restore, tested_state

@@ -316,6 +316,14 @@ def test_analyze_refuses_a_run_it_cannot_read_in_one_line(tmp_path: Path, capsys
     assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) != 0
     error = capsys.readouterr().err.strip()
     assert error.startswith("metarl: error:") and "\n" not in error
+    analyze = ["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "a")]
+    for flags, message in (
+        (["--points", "10"], "--points 10: give at least 40"),
+        (["--episodes", "1"], "--episodes 1: give at least 2"),
+        (["--units", "3", "-1"], "--units -1: unit indices start at 0"),
+    ):
+        assert main([*analyze, *flags]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_silhouette_against_the_definition_by_hand():

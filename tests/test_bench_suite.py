@@ -19,6 +19,7 @@ from metarl.benchmarks.collect import QualityResult, Score, gap_verdict
 from metarl.benchmarks.registry import QUALITY, QualityBenchmark
 from metarl.benchmarks.staleness import needs_evaluation
 from metarl.cli import main
+from metarl.config import ConfigError
 from metarl.gap import gap_closed, gap_share, paired_error
 from metarl.references import PaperResult
 from metarl.reports import (
@@ -210,6 +211,9 @@ def test_an_evaluation_is_stale_when_training_went_on_or_it_tested_another_model
     write_report(_rl_eval(-40, -12, model=ModelChoice("last", 5, 5),
                           missing=[MissingBaseline("oracle", "none stored")]), run)  # fmt: skip
     assert not needs_evaluation(run, last_wanted, baselines)
+    from metarl.reports import results_table
+
+    assert "not evaluated: oracle (PPO): none stored" in results_table(read_report(run))
     baselines.mkdir()
     (baselines / "oracle.pt").write_bytes(b"")
     assert needs_evaluation(run, last_wanted, baselines)
@@ -420,6 +424,9 @@ def test_an_only_run_keeps_every_row_of_the_latest_report(tmp_path, monkeypatch)
     assert [(r["name"], r["status"]) for r in latest["quality"]] == [
         ("first", "not run"), ("second", "not run")
     ]  # fmt: skip
+    with pytest.raises(ConfigError, match="is not a directory of runs"):  # a mistyped path
+        suite.run_suite("paper", None, runs, out, report_only=True, progress=False)
+    runs.mkdir()
     # A --report-only rewrite marks its rows; the next --only run starts from it.
     assert suite.run_suite("paper", None, runs, out, report_only=True, progress=False) == 0
     rewritten = json.loads((out / "benchmarks.json").read_text())["paper"]
@@ -482,3 +489,28 @@ def test_a_report_only_rewrite_shows_the_rows_a_time_to_quality_run_holds(tmp_pa
     text = (out / "BENCHMARKS.md").read_text()
     assert f"| {first} | not within 500 iterations | – | – | – | 0.5 (500) |" in text
     assert all(f"| {name} | not started |" in text for name in others)
+
+
+def test_an_unreadable_earlier_report_or_a_bad_time_limit_is_refused_before_training(
+    tmp_path, monkeypatch
+):
+    """What would stop the report after hours of training is refused first, in one line."""
+    trained = []
+    monkeypatch.setattr(suite, "run_quality", lambda *args, **kwargs: trained.append(args))
+    name, runs, out = QUALITY[0].name, tmp_path / "runs", tmp_path / "report"
+    out.mkdir()
+    not_a_report = "benchmarks.json is not a metarl benchmark report"
+    for text, message in (("{broken", "benchmarks.json is not valid JSON"),
+                          ("[1, 2]", not_a_report), ('{"paper": 5}', not_a_report)):  # fmt: skip
+        (out / "benchmarks.json").write_text(text)
+        with pytest.raises(ReportError, match=message):
+            suite.run_suite("paper", [name], runs, out, progress=False)
+    (out / "benchmarks.json").unlink()
+    (out / report_mod.HISTORY).mkdir(parents=True)
+    (out / report_mod.HISTORY / "20260101-000000-paper.json").write_text('{"quick": 5}')
+    with pytest.raises(ReportError, match="000000-paper.json is not a metarl benchmark report"):
+        suite.run_suite("paper", [name], runs, out, progress=False)
+    for minutes in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="time limit: .* minutes; give a number ≥ 0"):
+            suite.run_suite("paper", [name], runs, tmp_path / "new", minutes, progress=False)
+    assert trained == []

@@ -175,8 +175,8 @@ def test_resume_refuses_another_experiment_and_config_changes(tmp_path, capsys):
     _train(tmp_path / "ok")
     assert main(["train", "sinusoid", "--resume", str(tmp_path / "ok"), "--set", "k_shot=5"]) == 2
     assert (
-        "only `iterations`, `num_threads`, `checkpoint_minutes` and `time_budget` may change"
-        in (capsys.readouterr().err)
+        "only `iterations`, `num_threads`, `checkpoint_minutes`, `time_budget` and `device` may "
+        "change" in (capsys.readouterr().err)
     )
     # The thread count and how often it saves are how the run uses the machine, not part of
     # the experiment.

@@ -245,7 +245,25 @@ def test_a_signal_stops_training_cleanly(tmp_path, signum, ignore_sigint):
         proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted; the last checkpoint is intact" in err and "Traceback" not in err
+    assert f"continue with `metarl train sinusoid --resume {run}`" in err
     assert load_checkpoint(run)["iteration"] % 100 == 0
+
+
+def test_an_interruption_says_how_to_continue_only_what_can_be_continued(tmp_path):
+    from argparse import Namespace
+
+    from metarl.cli import _interrupted
+
+    def said(**where: Path | None) -> str:
+        return _interrupted(Namespace(command="train", experiment="sinusoid", **where))
+
+    assert said(out=tmp_path, resume=None) == (
+        f"{tmp_path} holds no checkpoint yet; `metarl train sinusoid --out {tmp_path}` starts it "
+        "again"
+    )
+    assert "--resume RUN_DIR` (the newest runs/sinusoid-<time>)" in said(out=None, resume=None)
+    evaluating = _interrupted(Namespace(command="evaluate", run_dir=tmp_path))
+    assert evaluating == "eval.json was not written (an earlier one is left as it was)"
 
 
 def test_two_processes_never_share_a_run(tmp_path, capsys):
@@ -332,3 +350,85 @@ def test_standard_training_never_saves_a_non_finite_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert _one_line(err) and "not finite after epoch 1" in err
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_stored_files_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
+    """A checkpoint whose weights, best model or iteration do not fit, and text files that are
+    not text: one line naming the file, never the catch-all "unexpected" error."""
+    run = tmp_path / "run"
+    assert _train("sinusoid", run, SINUSOID) == 0
+    good = load_checkpoint(run)
+    cases = {
+        "its weights do not fit the MLP its config builds (size mismatch for 0.weight":
+            {**good, "model": {**good["model"], "0.weight": torch.zeros(3, 1)}},
+        "its weights do not fit the MLP its config builds (Missing key":
+            {**good, "model": {}},
+        "not a metarl checkpoint (its best model is malformed)": {**good, "best": "x"},
+        "not a metarl checkpoint (iteration -4)": {**good, "iteration": -4},
+    }  # fmt: skip
+    for message, state in cases.items():
+        atomic_torch_save(state, run / "checkpoint.pt")
+        resume = ["train", "sinusoid", "--resume", str(run), "--set", "iterations=30"]
+        for command in (["evaluate", str(run), "--no-progress"], [*resume, "--no-progress"]):
+            assert main(command) == 1, (message, command)
+            err = capsys.readouterr().err
+            assert _one_line(err) and message in err and "unexpected" not in err, err
+    atomic_torch_save(good, run / "checkpoint.pt")
+    with (run / "metrics.jsonl").open("ab") as f:  # a line with a byte that is not UTF-8
+        f.write(b'{"iteration": 20, "x": "\xff"}\n')
+    assert read_metrics(run)[-1]["iteration"] == 20
+    not_text = tmp_path / "binary.yaml"
+    not_text.write_bytes(b"\xff\xfe\x00")
+    assert main(["config", str(not_text)]) == 2
+    assert "binary.yaml: not a text file (YAML is UTF-8)" in capsys.readouterr().err
+
+
+def test_a_run_trained_on_a_gpu_is_used_here_with_device_cpu(tmp_path, capsys):
+    """A run carried from a GPU machine: refused in one line that says what to do, then
+    evaluated, resumed and loaded here with ``device=cpu`` (the CUDA device is faked in the
+    stored config, so this runs on any machine)."""
+    import metarl
+
+    run = tmp_path / "run"
+    assert _train("sinusoid", run, SINUSOID) == 0
+    state = load_checkpoint(run)
+    atomic_torch_save({**state, "config": {**state["config"], "device": "cuda:7"}},
+                      run / "checkpoint.pt")  # fmt: skip
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err) and "(the run trained there); add --set device=cpu to use it here" in err
+    assert main(["evaluate", str(run), "--no-progress", "--set", "device=cpu"]) == 0
+    assert metarl.load_run(run).config.device == "cpu"
+    assert main(["train", "sinusoid", "--resume", str(run), "--no-progress", "--set",
+                 "iterations=30", "device=cpu"]) == 0  # fmt: skip
+    assert load_checkpoint(run)["iteration"] == 30
+
+
+def test_command_line_mistakes_are_named_in_one_line(tmp_path, capsys):
+    experiment_free = tmp_path / "foo.yaml"
+    experiment_free.write_text("iterations: 3\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("# My sinusoid: fewer iterations.\nexperiment: sinusoid\niterations: 30\n")
+    assert main(["list", str(mine)]) == 0  # a YAML file, as `metarl list --help` says
+    listed = capsys.readouterr().out
+    assert listed.startswith(f"{mine}: My sinusoid\n") and "iterations" in listed
+    for command, message in (
+        (["config", str(experiment_free)], "foo.yaml: say which experiment it configures"),
+        (["check-step", str(tmp_path / "nope")], "not a run directory, a YAML file or an"),
+        (["check-step", str(mine)], "sinusoid: check-step measures the meta-RL TRPO step"),
+        (["data", "list", "nosuch"], "unknown dataset 'nosuch'; one of omniglot"),
+        (["data", "fetch"], "which dataset? `metarl data fetch NAME`"),
+        (["view", str(tmp_path), "--height", "0"], "--height 0: give 16 to 4096 pixels"),
+    ):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert _one_line(err) and message in err, (command, err)
+    with pytest.raises(SystemExit) as stopped:  # argparse: a usage error
+        main(["train", "sinusoid", "--out", str(tmp_path / "a"), "--resume", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --set took the experiment for a KEY=VALUE
+        main(["config", "--set", "iterations=5", "sinusoid"])
+    assert "(--set takes every word after it: put it last)" in capsys.readouterr().err

@@ -154,6 +154,8 @@ def analyze(
         rows, shown = [], {}
         for layer in ("norm3", "norm4"):
             acts = outputs[s.name][layer]
+            if units is not None and max(units) >= acts.shape[1]:
+                raise ConfigError(f"--units {max(units)}: {layer} has {acts.shape[1]} units")
             picked = units if units is not None else acts.var(dim=0).topk(4).indices.tolist()
             shown[layer] = picked
             for u in picked:

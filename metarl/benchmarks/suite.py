@@ -81,6 +81,11 @@ def run_suite(
         raise ConfigError(
             f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(benchmark_names())}"
         )
+    if time_limit_minutes is not None and not time_limit_minutes >= 0:
+        raise ConfigError(f"time limit: {time_limit_minutes} minutes; give a number ≥ 0")
+    if report_only and not runs_dir.is_dir():  # a mistyped path would report every row "not run"
+        raise ConfigError(f"--report-only: {runs_dir} is not a directory of runs (--runs-dir)")
+    latest_runs(report_dir)  # an unreadable earlier report is refused now, not after hours
     selected = set(only) if only else set(benchmark_names())
     started = time.time()
     deadline = None if time_limit_minutes is None else started + 60.0 * time_limit_minutes

@@ -76,7 +76,7 @@ from metarl.rl.sb3_baselines import (
     oracle_actions,
 )
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import load_checkpoint, read_metrics
+from metarl.run import load_checkpoint, load_weights, read_metrics
 from metarl.runtime import set_num_threads
 
 GAP_ORACLES = ("oracle_ppo", "oracle_analytic")
@@ -189,7 +189,7 @@ def choose_model(config: RLConfig, state: dict[str, Any]) -> tuple[GaussianMLPPo
     """
     policy = build_policy(config)
     source, chosen = select_model(state, config.eval_model)
-    policy.load_state_dict(source["model"])
+    load_weights(policy, source["model"], f"the checkpoint's {chosen.choice} model")
     return policy.eval(), chosen
 
 

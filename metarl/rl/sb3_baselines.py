@@ -33,7 +33,7 @@ from metarl.rl.policy import GaussianMLPPolicy
 from metarl.rl.sampler import ActFn, sample_gaussian
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.task_stream import ACTION_BOUND
-from metarl.run import RunError, atomic_torch_save, load_tensors
+from metarl.run import RunError, atomic_torch_save, load_tensors, load_weights
 from metarl.runtime import missing_extra, set_num_threads
 
 KINDS = ("pretrained", "oracle")
@@ -306,7 +306,7 @@ def load_baseline(path: Path, config: RLConfig) -> StoredBaseline | None:
         state["obs_dim"], probe.action_dim, tuple(state["hidden_sizes"]), state["activation"],
         config.init_std, config.min_std,
     )  # fmt: skip
-    policy.load_state_dict(state["model"])
+    load_weights(policy, state["model"], path)
     policy.eval()
     return StoredBaseline(kind, policy, state["info"])
 

@@ -34,6 +34,7 @@ from metarl.run import (
     atomic_torch_save,
     deadline_passed,
     iteration_bar,
+    load_weights,
 )
 from metarl.runtime import set_num_threads
 
@@ -122,7 +123,7 @@ def train(
     start, elapsed_before, cpu_before, env_steps = 0, 0.0, 0.0, 0
     best: dict[str, Any] | None = None
     if resume_state is not None:
-        policy.load_state_dict(resume_state["model"])
+        load_weights(policy, resume_state["model"], run_dir / CHECKPOINT)
         task_rng.bit_generator.state = resume_state["task_rng"]
         action_noise.set_state(resume_state["action_noise"])
         start = resume_state["iteration"]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from metarl.algorithms import MetaAlgorithm, make_algorithm
 from metarl.reports import ModelChoice, select_model
+from metarl.run import load_weights
 
 
 def algorithm_state(state: dict[str, Any]) -> dict[str, Tensor]:
@@ -33,9 +34,9 @@ def restore(
 ) -> tuple[nn.Module, MetaAlgorithm]:
     """``model`` and the config's algorithm with a checkpoint's meta-learned state, on the CPU in
     eval mode (the algorithm's learned step sizes are part of what meta-training produced)."""
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], "the checkpoint's model")
     algorithm = make_algorithm(config, model)
-    algorithm.load_state_dict(algorithm_state(state))
+    load_weights(algorithm, algorithm_state(state), "the checkpoint's meta-learned step sizes")
     return model.cpu().eval(), algorithm.cpu().eval()
 
 

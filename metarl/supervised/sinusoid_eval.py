@@ -25,7 +25,7 @@ from metarl.config import to_dict
 from metarl.core import InnerStepSize, TaskBatch, task_forward
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
-from metarl.run import atomic_torch_save, load_checkpoint, load_tensors, read_metrics
+from metarl.run import atomic_torch_save, load_checkpoint, load_tensors, load_weights, read_metrics
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve, step_size_used
 from metarl.supervised.checkpoint import restore
@@ -97,8 +97,8 @@ def baselines(
     if path.exists() and not retrain:
         state = load_tensors(path, "baselines file")
         if isinstance(state, dict) and state.get("key") == _baseline_key(config):
-            pretrained.load_state_dict(state["pretrained"])
-            oracle.load_state_dict(state["oracle"])
+            load_weights(pretrained, state["pretrained"], path)
+            load_weights(oracle, state["oracle"], path)
             return pretrained, oracle
     pretrained = train_regressor(config, oracle=False, progress=progress, desc="pretrained").cpu()
     oracle = train_regressor(config, oracle=True, progress=progress, desc="oracle").cpu()

@@ -27,6 +27,7 @@ from metarl.run import (
     atomic_torch_save,
     deadline_passed,
     load_checkpoint,
+    load_weights,
 )
 from metarl.runtime import set_num_threads
 from metarl.seeding import seeded
@@ -141,7 +142,7 @@ def train(
     order = torch.Generator().manual_seed(config.seed)
     start, elapsed_before = 0, 0.0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
+        load_weights(model, resume_state["model"], run_dir / CHECKPOINT)
         optimizer.load_state_dict(resume_state["optimizer"])
         order.set_state(resume_state["order"])
         start, elapsed_before = resume_state["iteration"], resume_state["elapsed"]
@@ -213,7 +214,7 @@ def evaluate(
     started = time.perf_counter()
     state = load_checkpoint(run_dir, experiment=config.experiment)
     model = build_model(config)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], Path(run_dir) / CHECKPOINT)
     images, labels = load_images(config, "test")
     p = accuracy(model, images, labels)
     curve = Curve("standard_training", "standard training", [0], [p],

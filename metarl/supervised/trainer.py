@@ -30,6 +30,7 @@ from metarl.run import (
     atomic_torch_save,
     deadline_passed,
     iteration_bar,
+    load_weights,
 )
 from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state, kept_best
@@ -112,8 +113,8 @@ def meta_train(
     best: dict[str, Any] | None = None
     best_since = 0  # the first iteration whose validation may choose the best model
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        algorithm.load_state_dict(algorithm_state(resume_state))
+        load_weights(model, resume_state["model"], run_dir / CHECKPOINT)
+        load_weights(algorithm, algorithm_state(resume_state), run_dir / CHECKPOINT)
         optimizer.load_state_dict(resume_state["optimizer"])
         task_gen.set_state(resume_state["task_generator"])
         start = resume_state["iteration"]
