@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,9 @@ def load_tensors(path: Path, what: str = "file") -> Any:
     if not path.is_file():
         raise RunError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a plain pickle's protocol: ours below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem means the same to the user
         raise RunError(f"cannot read {path} as a {what} of tensors: {_unreadable(e)}") from None
 
@@ -220,9 +223,10 @@ def _unreadable(error: BaseException) -> str:
         found = f" ({name.group(1)})" if name else ""
         return (f"it holds Python objects{found} besides tensors, and metarl does not unpickle "
                 "objects: loading them could run code from the file")  # fmt: skip
-    if "Weights only load failed" in text or isinstance(error, EOFError):
+    # A text file fails on its first byte as a pickle opcode (a KeyError of that byte's code).
+    if "Weights only load failed" in text or isinstance(error, EOFError | KeyError):
         return "not a PyTorch file of tensors (empty, another format, or a plain pickle)"
-    if "zip archive" in text or "central directory" in text:
+    if "zip archive" in text or "central directory" in text or isinstance(error, OSError):
         return "a truncated or corrupt PyTorch file"
     return _first_line(error)
 

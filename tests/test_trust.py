@@ -88,25 +88,34 @@ def test_crafted_baseline_files_run_no_code(tmp_path, capsys):
     assert not marker.exists()
 
 
-def _unreadable_files(folder: Path) -> dict[str, Path]:
-    """One file of each way a checkpoint can fail to load, by the reason it should be given."""
+def _unreadable_files(folder: Path) -> list[tuple[str, Path]]:
+    """Files of each way a checkpoint can fail to load, with the reason each should be given."""
+    import pickle
+
     good = folder / "good.pt"
     torch.save({"w": torch.zeros(1000)}, good)
-    files = {
-        f"objects ({os.system.__module__}.system)": folder / "objects.pt",
-        "empty, another format": folder / "text.pt",
-        "truncated or corrupt": folder / "truncated.pt",
-    }
-    _plant(files[f"objects ({os.system.__module__}.system)"], folder / "pwned")
-    files["empty, another format"].write_text("not a checkpoint\n")
-    files["truncated or corrupt"].write_bytes(good.read_bytes()[:2000])
+    objects, other, truncated = (
+        f"objects ({os.system.__module__}.system)",
+        "another format",
+        "truncated",
+    )
+    files = [(objects, folder / "objects.pt")]
+    _plant(files[0][1], folder / "pwned")
+    plain = pickle.dumps({"a": 1}, protocol=4)  # torch warns of its protocol: not shown
+    for name, data in (("text.pt", b"not a checkpoint\n"), ("hello.pt", b"hello\n"),
+                       ("empty.pt", b""), ("plain.pt", plain)):  # fmt: skip
+        (folder / name).write_bytes(data)
+        files.append((other, folder / name))
+    for size in (500, 2000):
+        (folder / f"cut{size}.pt").write_bytes(good.read_bytes()[:size])
+        files.append((truncated, folder / f"cut{size}.pt"))
     return files
 
 
 def test_an_unreadable_checkpoint_says_why_and_never_suggests_unsafe_loading(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    for reason, file in _unreadable_files(tmp_path).items():
+    for reason, file in _unreadable_files(tmp_path):
         os.replace(file, run / "checkpoint.pt")
         assert main(["evaluate", str(run), "--no-progress"]) == 1
         err = capsys.readouterr().err
