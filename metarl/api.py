@@ -20,6 +20,7 @@ sampling episodes, and :meth:`~metarl.rl.policy.GaussianMLPPolicy.act` acts with
 
 from __future__ import annotations
 
+import difflib
 import sys
 import time
 from contextlib import nullcontext
@@ -245,9 +246,11 @@ def evaluate(
         if key in renamed:
             raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
         if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"--set {key}: `metarl evaluate` tests the trained model as it was trained; "
-                f"it may change the evaluation's own keys: {', '.join(allowed)}"
+                f"--set {key}: {hint}`metarl evaluate` tests the trained model as it was "
+                f"trained; it may change the evaluation's own keys: {', '.join(allowed)}"
             )
         values[key] = value
     config = from_dict(experiment.config_cls, values)

@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Filters, 2-D embeddings, activating images, saliency, activation "
         "maximisation, probes on held-out classes, CKA, what adaptation changes and the "
         "alignment of per-task gradients, into DIR/report.md (docs/analysis.md). Runs: "
-        "(Fashion-)MNIST few-shot runs with network=mlp, and standard-* runs.",
+        "(Fashion-)MNIST few-shot runs with network=mlp, Omniglot Conv-4 runs, and standard-* "
+        "runs.",
     )
     analysis.add_argument("run", type=Path, help="a run directory")
     analysis.add_argument("--compare", type=Path, help="a second run on the same dataset")

@@ -371,6 +371,8 @@ def test_evaluate_may_change_only_the_evaluation(tmp_path, capsys):
     assert main(["evaluate", str(run), "--no-progress", "--set", "hidden_sizes=[20,20]"]) == 2
     err = capsys.readouterr().err
     assert "tests the trained model as it was trained" in err and "eval_steps" in err
+    assert main(["evaluate", str(run), "--no-progress", "--set", "eval_step=2"]) == 2
+    assert "--set eval_step: did you mean 'eval_steps'? " in capsys.readouterr().err
     assert main(["evaluate", str(run), "--no-progress", "--set", "eval_lr=0.02",
                  "eval_steps=2"]) == 0  # fmt: skip
     assert read_report(run).protocol["step_size"] == 0.02
