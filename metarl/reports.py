@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -294,7 +296,32 @@ def _build(cls: type, fields: dict[str, Any], where: str) -> Any:
             f"{where} was written by a newer metarl (its {cls.__name__} has "
             f"{', '.join(unknown)}, unknown to this one): upgrade metarl to read it"
         )
+    hints = typing.get_type_hints(cls)
+    for name, value in fields.items():
+        if not _fits(value, hints[name]):
+            raise TypeError(f"its {cls.__name__}'s {name} is {json.dumps(value)[:40]}")
     return cls(**fields)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type a report field declares (a report's own fields are
+    plain: numbers, strings, lists of them, objects; nested parts are built first)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:  # JSON writes a whole float as an integer
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return hint is Any or isinstance(value, hint)
 
 
 def report_from_dict(data: dict[str, Any], where: str = "eval.json") -> EvalReport:

@@ -514,3 +514,20 @@ def test_an_unreadable_earlier_report_or_a_bad_time_limit_is_refused_before_trai
         with pytest.raises(ConfigError, match="time limit: .* minutes; give a number ≥ 0"):
             suite.run_suite("paper", [name], runs, tmp_path / "new", minutes, progress=False)
     assert trained == []
+
+
+def test_a_report_with_a_field_of_the_wrong_type_is_malformed_not_a_crash(tmp_path):
+    write_report(_rl_eval(-40, -12), tmp_path)
+    good = json.loads((tmp_path / "eval.json").read_text())
+    for broken, message in (
+        ({"curves": [{**good["curves"][0], "mean": ["a", None]}]}, "Curve's mean is"),
+        ({"details": "x"}, 'EvalReport\'s details is "x"'),
+        ({"model": {**good["model"], "choice": "first"}}, "ModelChoice's choice is"),
+        ({"seconds": True}, "EvalReport's seconds is true"),
+    ):
+        (tmp_path / "eval.json").write_text(json.dumps({**good, **broken}))
+        with pytest.raises(ReportError, match=f"is not a metarl evaluation report .its {message}"):
+            read_report(tmp_path)
+    good["curves"][0]["mean"] = [-40, -12.5]  # whole numbers are floats in JSON
+    (tmp_path / "eval.json").write_text(json.dumps(good))
+    assert read_report(tmp_path).curves[0].mean == [-40, -12.5]
