@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "ConfigError": "metarl.config",
+    "DataError": "metarl.supervised.data.files",
     "RunError": "metarl.run",
     "EvalReport": "metarl.reports",
     "ReportError": "metarl.reports",
@@ -30,9 +31,9 @@ _PUBLIC = {
     "train": "metarl.api",
 }
 __all__ = [
-    "ConfigError", "EvalReport", "LoadedRun", "PolicyAdaptation", "ReportError", "RunError",
-    "Training",
-    "__version__", "evaluate", "load_config", "load_run", "read_report", "train",
+    "ConfigError", "DataError", "EvalReport", "LoadedRun", "PolicyAdaptation", "ReportError",
+    "RunError", "Training", "__version__", "evaluate", "load_config", "load_run", "read_report",
+    "train",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from metarl.experiments import load_config
     from metarl.reports import EvalReport, ReportError, read_report
     from metarl.run import RunError
+    from metarl.supervised.data.files import DataError
     from metarl.trained import LoadedRun, PolicyAdaptation, load_run
 
 

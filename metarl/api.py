@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import difflib
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from metarl.config import ConfigError, from_dict, to_dict, upgrade, write_yaml
+from metarl.config import ConfigError, from_dict, to_dict, write_yaml
 from metarl.distributed import close_world, init_world
 from metarl.experiments import (
     Overrides,
@@ -37,7 +36,6 @@ from metarl.experiments import (
     load_config,
     preflight,
     stored_config,
-    stored_device_here,
 )
 from metarl.reports import EvalReport
 from metarl.run import (
@@ -49,6 +47,7 @@ from metarl.run import (
     log_evaluation,
     prepare_new_run_dir,
     run_lock,
+    session_deadline,
 )
 
 RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget", "device")
@@ -90,11 +89,11 @@ def train(
         experiment: an experiment name (``metarl list``) or a YAML file; with ``resume``, the
             run's own (a check that the right run is continued).
         overrides: config overrides, ``{"iterations": 500}`` or ``["iterations=500"]``; with
-            ``resume`` only ``iterations``, ``num_threads``, ``checkpoint_minutes`` and
-            ``time_budget`` may change.
+            ``resume`` only :data:`RESUME_OVERRIDES` may change (``device``: a run trained on
+            a GPU continues on a machine without one).
         out: the run directory (default ``runs/<experiment>-<time>``).
-        resume: a run directory to continue instead (``out`` is then unused); also with
-            another number of processes than the run started with.
+        resume: a run directory to continue instead of ``out``; also with another number of
+            processes than the run started with.
         evaluate: run the paper's evaluation afterwards (``metarl evaluate``), unless the time
             limit ended the session before the budget.
         progress: progress bars.
@@ -108,9 +107,9 @@ def train(
             written).
         RunError: the run directory is in use, holds another run, or cannot be read.
     """
-    if time_limit is not None and not time_limit >= 0:
-        raise ConfigError(f"time limit: {time_limit} minutes; give a number ≥ 0")
-    stop_at = None if time_limit is None else time.time() + 60.0 * time_limit
+    stop_at = session_deadline(time_limit)
+    if resume is not None and out is not None:
+        raise ConfigError("give out or resume, not both: a resumed run stays in its directory")
     if resume is not None:
         run_dir = Path(resume)
         experiment = experiment_name(experiment)
@@ -197,17 +196,15 @@ def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:
     Raises:
         ConfigError: another key is overridden, or the run would be shortened.
     """
-    cls = get_experiment(state["config"]["experiment"]).config_cls
-    values = upgrade(cls, state["config"])
-    for key, value in as_overrides(overrides).items():
+    overrides = as_overrides(overrides)
+    for key in overrides:
         if key not in RESUME_OVERRIDES:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its config; only "
                 f"{', '.join(f'`{k}`' for k in RESUME_OVERRIDES[:-1])} and "
                 f"`{RESUME_OVERRIDES[-1]}` may change"
             )
-        values[key] = value
-    config = from_dict(cls, stored_device_here(values))
+    _, config = stored_config(state, overrides)
     if state["iteration"] > config.iterations:
         raise ConfigError(
             f"--set iterations={config.iterations}: the run already ran {state['iteration']} "
@@ -227,7 +224,8 @@ def evaluate(
 
     Args:
         run_dir: the run.
-        overrides: evaluation settings only (``eval_*``, ``num_threads``, baselines).
+        overrides: evaluation settings only (``eval_*``, ``num_threads``, ``device``,
+            baselines).
         retrain_baselines: train the baselines again even if stored ones match.
         progress: progress bars.
 

@@ -25,9 +25,14 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     """argparse, with a hint where ``--set``'s greed is the likely cause of a usage error."""
 
+    _words: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        takes_set = any(action.dest == "set" for action in self._actions)
-        if takes_set and "arguments are required" in message:
+        if "--set" in self._words and "arguments are required" in message:
             message += " (--set takes every word after it: put it last)"
         super().error(message)
 
@@ -118,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     viewer.add_argument("--out", type=Path, default=None, help="output directory (the run's)")
     viewer.add_argument("--gif", action="store_true", help="also write GIFs")
-    viewer.add_argument("--width", type=int, default=320, help="pixels per stage panel")
-    viewer.add_argument("--height", type=int, default=240, help="pixels per stage panel")
+    viewer.add_argument("--width", type=int, default=320, help="width of a stage's panel (pixels)")
+    viewer.add_argument("--height", type=int, default=240, help="its height (pixels)")
     viewer.add_argument(
         "--interactive", action="store_true", help="replay in MuJoCo's viewer (needs a display)"
     )
@@ -239,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 INTERRUPTED = {
     "train": "the last checkpoint, if one was written, is intact; continue with `metarl train "
-    "EXPERIMENT --resume RUN_DIR` (the newest runs/EXPERIMENT-<time>)",
+    "EXPERIMENT --resume RUN_DIR` (the newest runs/NAME-<time>)",
     "evaluate": "eval.json was not written (an earlier one is left as it was)",
     "baseline": "the partial model is kept; the same command continues from it",
     "view": "the videos written so far are kept; the one in progress is incomplete",
@@ -317,13 +322,17 @@ def _interrupted(args: argparse.Namespace) -> str:
     from metarl.run import CHECKPOINT
 
     run_dir = args.resume or args.out
+    settings = " (and the same --set)" if getattr(args, "set", None) else ""
     if run_dir is None:  # a new directory named at the start
-        return INTERRUPTED["train"].replace("EXPERIMENT", args.experiment)
+        from metarl.experiments import experiment_name
+
+        said = INTERRUPTED["train"].replace("EXPERIMENT", args.experiment)
+        return said.replace("NAME", experiment_name(args.experiment)) + settings
     if not (Path(run_dir) / CHECKPOINT).is_file():
         return (f"{run_dir} holds no checkpoint yet; `metarl train {args.experiment} --out "
-                f"{run_dir}` starts it again")  # fmt: skip
+                f"{run_dir}`{settings} starts it again")  # fmt: skip
     return (f"the last checkpoint is intact; continue with `metarl train {args.experiment} "
-            f"--resume {run_dir}`")  # fmt: skip
+            f"--resume {run_dir}`{settings}")  # fmt: skip
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ what its command needs when it runs, so that ``metarl --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +212,10 @@ def list_command(args: argparse.Namespace) -> int:
     if args.experiment is None:
         width = max(len(n) for n in experiment_names())
         for name in experiment_names():
-            print(f"{name:{width}s}  {_summary(CONFIG_DIR / f'{name}.yaml')}")
+            summary = _summary(CONFIG_DIR / f"{name}.yaml")
+            if len(summary) > 100:  # one line each; `metarl list NAME` shows it whole
+                summary = summary[:100].rsplit(" ", 1)[0] + " …"
+            print(f"{name:{width}s}  {summary}")
         print(
             "\n`metarl list EXPERIMENT` shows every config key with its value and allowed values."
         )
@@ -232,8 +236,6 @@ def list_command(args: argparse.Namespace) -> int:
 def _summary(yaml_path: Path) -> str:
     """What an experiment is, from its YAML's opening comment: up to the first colon or the
     end of the first sentence ("et al. 2017", "Sec. 5.1" and "App. A" do not end one)."""
-    import re
-
     lines = yaml_path.read_text(errors="replace").splitlines()
     comment = " ".join(line.lstrip("# ").rstrip() for line in _leading_comment(lines))
     return re.split(r": |(?<!App)(?<!Sec)\.(?= [A-Z]|$)", comment, maxsplit=1)[0]

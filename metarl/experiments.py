@@ -111,6 +111,11 @@ _FAMILIES: dict[str, Callable[[], Experiment]] = {
 }
 
 
+def _family(name: str) -> str:
+    """An experiment's family: its name up to the first ``-`` (``omniglot-5w1s``: omniglot)."""
+    return name.split("-")[0]
+
+
 def experiment_names() -> list[str]:
     """Names accepted by ``metarl train`` (one YAML file each in ``metarl/configs``)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -118,7 +123,7 @@ def experiment_names() -> list[str]:
 
 def get_experiment(name: str) -> Experiment:
     """The registry entry of ``name``, with a clear error for an unknown one."""
-    family = name.split("-")[0]
+    family = _family(name)
     if family not in _FAMILIES:
         raise ConfigError(
             f"unknown experiment {name!r}; available: {', '.join(experiment_names())}"
@@ -137,21 +142,21 @@ def load_config(name_or_path: str | Path, overrides: Overrides = None) -> Any:
     Raises:
         ConfigError: an unknown experiment or key, or a value out of range (one line).
     """
-    path = Path(name_or_path)
+    name, path = str(name_or_path), Path(name_or_path)
     if path.suffix not in YAML_SUFFIXES:
-        if name_or_path not in experiment_names():
+        if name not in experiment_names():
             raise ConfigError(
-                f"unknown experiment {name_or_path!r}; available: {', '.join(experiment_names())}"
+                f"unknown experiment {name!r}; available: {', '.join(experiment_names())}"
             )
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        path = CONFIG_DIR / f"{name}.yaml"
     values = read_yaml(path)
-    if "experiment" not in values and path.stem.split("-")[0] not in _FAMILIES:
+    values.update(as_overrides(overrides))
+    if "experiment" not in values and _family(path.stem) not in _FAMILIES:
         raise ConfigError(
             f"{path}: say which experiment it configures (`experiment: sinusoid`, … as in "
             "`metarl list`)"
         )
     values.setdefault("experiment", path.stem)
-    values.update(as_overrides(overrides))
     experiment = get_experiment(str(values["experiment"]))
     return from_dict(experiment.config_cls, values)
 
@@ -193,17 +198,20 @@ def stored_config(state: dict[str, Any], overrides: Overrides = None) -> tuple[E
     with ``overrides`` (the caller decides which keys may change)."""
     experiment = get_experiment(state["config"]["experiment"])
     values = upgrade(experiment.config_cls, state["config"])
-    values.update(as_overrides(overrides))
-    return experiment, from_dict(experiment.config_cls, stored_device_here(values))
+    overrides = as_overrides(overrides)
+    if "device" not in overrides:
+        _check_stored_device(values)
+    values.update(overrides)
+    return experiment, from_dict(experiment.config_cls, values)
 
 
-def stored_device_here(values: dict[str, Any]) -> dict[str, Any]:
-    """A stored config's values, refused in one line that says what to do if the run trained
-    on a device this machine lacks (a run moved from a GPU machine to a CPU one)."""
+def _check_stored_device(values: dict[str, Any]) -> None:
+    """Refuse, in one line that says what to do, a run that trained on a device this machine
+    lacks (a run moved from a GPU machine to a CPU one)."""
     try:
         check_device(str(values.get("device", "cpu")))
     except ConfigError as e:
         raise ConfigError(
-            f"{e} (the run trained there); add --set device=cpu to use it here"
+            f"{e} (the run trained there); use it here with --set device=cpu (Python: "
+            "{'device': 'cpu'})"
         ) from None
-    return values

@@ -359,7 +359,7 @@ def read_report(run_dir: str | Path) -> EvalReport | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"{path} is not valid JSON ({e}); re-run `metarl evaluate`") from None
     return report_from_dict(data, str(path))
 

@@ -68,6 +68,21 @@ def iteration_bar(config: Any, start: int, progress: bool = True) -> Any:
     )
 
 
+def session_deadline(minutes: float | None) -> float | None:
+    """The ``time.time()`` at which a session of ``minutes`` ends (None: no limit).
+
+    Raises:
+        ConfigError: a negative or NaN number of minutes.
+    """
+    if minutes is None:
+        return None
+    if not minutes >= 0:
+        from metarl.config import ConfigError
+
+        raise ConfigError(f"time limit: {minutes} minutes; give a number ≥ 0")
+    return time.time() + 60.0 * minutes
+
+
 def deadline_passed(stop_at: float | None) -> bool:
     """Whether a training session's wall-clock deadline (a ``time.time()``; None: none) has
     passed. Trainers look at it where a window of ``log_every`` iterations ends and stop there
@@ -226,7 +241,8 @@ def _unreadable(error: BaseException) -> str:
     # A text file fails on its first byte as a pickle opcode (a KeyError of that byte's code).
     if "Weights only load failed" in text or isinstance(error, EOFError | KeyError):
         return "not a PyTorch file of tensors (empty, another format, or a plain pickle)"
-    if "zip archive" in text or "central directory" in text or isinstance(error, OSError):
+    cut_off = isinstance(error, OSError) and error.errno == errno.EINVAL  # torch's read past end
+    if "zip archive" in text or "central directory" in text or cut_off:
         return "a truncated or corrupt PyTorch file"
     return _first_line(error)
 
@@ -292,7 +308,8 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
 def _parse_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The JSON lines of ``path``, and how many unreadable lines were skipped (a torn write)."""
     records, torn = [], 0
-    for line in path.read_text(errors="replace").splitlines():  # a bad byte spoils one line
+    # A byte that is not UTF-8 becomes U+FFFD: its line still parses, or is dropped as torn.
+    for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
         try:

@@ -4,6 +4,7 @@ tests, adapt to a new task (supervised and by sampling), act with a policy."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,13 @@ def test_training_from_python_refuses_what_the_command_refuses(tmp_path):
     assert metarl.load_run(resumed.run_dir).iteration == 150
     with pytest.raises(metarl.RunError, match="is a run of 'sinusoid', not 'navigation'"):
         metarl.train("navigation", resume=tmp_path / "z", progress=False)
+    with pytest.raises(ConfigError, match="give out or resume, not both"):
+        metarl.train("sinusoid", out=tmp_path / "w", resume=tmp_path / "z", progress=False)
+    # A YAML file without an experiment key, named by an override; a Path as the experiment.
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("iterations: 30\n")
+    assert metarl.load_config(bare, {"experiment": "sinusoid"}).iterations == 30
+    assert metarl.load_config(Path("sinusoid")).experiment == "sinusoid"
 
 
 def test_the_package_lists_its_public_names_and_exports_its_errors(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from metarl.cli import main
+from metarl.reports import ReportError, read_report
 from metarl.run import RunError, atomic_torch_save, load_checkpoint, read_metrics
 
 SINUSOID = ["iterations=20", "log_every=10", "checkpoint_every=10", "tensorboard=false",
@@ -383,6 +384,19 @@ def test_stored_files_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
             err = capsys.readouterr().err
             assert _one_line(err) and message in err and "unexpected" not in err, err
     atomic_torch_save(good, run / "checkpoint.pt")
+    # A damaged cache of the sinusoid baselines is trained again, with a notice.
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    cached = torch.load(run / "baselines.pt", weights_only=True)
+    atomic_torch_save({**cached, "pretrained": {}}, run / "baselines.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    assert "baselines.pt: its weights do not fit" in capsys.readouterr().err
+    (run / "eval.json").write_bytes(b'{"schema_version": "\xff"}')
+    with pytest.raises(ReportError, match="is not valid JSON"):
+        read_report(run)
+    from metarl.run import _unreadable
+
+    assert _unreadable(PermissionError(13, "Permission denied")) == "[Errno 13] Permission denied"
     with (run / "metrics.jsonl").open("ab") as f:  # a line with a byte that is not UTF-8
         f.write(b'{"iteration": 20, "x": "\xff"}\n')
     assert read_metrics(run)[-1]["iteration"] == 20
@@ -407,7 +421,10 @@ def test_a_run_trained_on_a_gpu_is_used_here_with_device_cpu(tmp_path, capsys):
         pytest.skip("this machine has a cuda:7")
     assert main(["evaluate", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert _one_line(err) and "(the run trained there); add --set device=cpu to use it here" in err
+    assert _one_line(err) and "(the run trained there); use it here with --set device=cpu" in err
+    assert main(["evaluate", str(run), "--no-progress", "--set", "device=cuda:7"]) == 2
+    err = capsys.readouterr().err  # the device asked for here: no advice about the checkpoint
+    assert "device: 'cuda:7' but" in err and "trained there" not in err
     assert main(["evaluate", str(run), "--no-progress", "--set", "device=cpu"]) == 0
     assert metarl.load_run(run).config.device == "cpu"
     assert main(["train", "sinusoid", "--resume", str(run), "--no-progress", "--set",
@@ -441,3 +458,6 @@ def test_command_line_mistakes_are_named_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # --set took the experiment for a KEY=VALUE
         main(["config", "--set", "iterations=5", "sinusoid"])
     assert "(--set takes every word after it: put it last)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no --set typed: no hint about it
+        main(["config"])
+    assert "required: experiment\n" in capsys.readouterr().err

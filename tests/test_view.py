@@ -58,3 +58,11 @@ def test_interactive_without_a_display_says_so(cheetah_run, capsys, monkeypatch)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["view", str(cheetah_run), "--interactive", "--no-progress"]) == 2
     assert "needs a display" in capsys.readouterr().err
+
+
+def test_a_panel_wider_than_mujocos_offscreen_buffer_renders(cheetah_run, tmp_path):
+    out = tmp_path / "wide"
+    code = main(["view", str(cheetah_run), "--tasks", "0", "--steps", "0", "--width", "700",
+                 "--height", "500", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0  # the model's own buffer is 640 x 480
+    assert iio.imread(out / "videos" / "task0.mp4").shape[1:] == (500 + 2 * 28, 700, 3)

@@ -29,6 +29,7 @@ from metarl.benchmarks.registry import QUALITY, SUITES
 from metarl.benchmarks.runner import run_quality
 from metarl.benchmarks.speed import SPEED, TIME_TO, BenchmarkUnavailable, stored_time_to
 from metarl.config import ConfigError
+from metarl.run import session_deadline
 
 
 def benchmark_names() -> list[str]:
@@ -81,14 +82,12 @@ def run_suite(
         raise ConfigError(
             f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(benchmark_names())}"
         )
-    if time_limit_minutes is not None and not time_limit_minutes >= 0:
-        raise ConfigError(f"time limit: {time_limit_minutes} minutes; give a number ≥ 0")
     if report_only and not runs_dir.is_dir():  # a mistyped path would report every row "not run"
         raise ConfigError(f"--report-only: {runs_dir} is not a directory of runs (--runs-dir)")
     latest_runs(report_dir)  # an unreadable earlier report is refused now, not after hours
     selected = set(only) if only else set(benchmark_names())
+    deadline = session_deadline(time_limit_minutes)
     started = time.time()
-    deadline = None if time_limit_minutes is None else started + 60.0 * time_limit_minutes
     root = runs_dir / suite
     interrupted = False
 

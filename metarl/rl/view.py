@@ -132,6 +132,9 @@ def render_mujoco(
     qpos, qvel, masks = record["qpos"][:, task], record["qvel"][:, task], record["masks"][:, task]
     stages = qpos.shape[1]
     data = mujoco.MjData(model)
+    # The offscreen buffer must hold one panel (the model's own is 640 x 480).
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
     try:
         renderer = mujoco.Renderer(model, height, width)
     except Exception as e:  # no OpenGL context: the backend was chosen when mujoco was imported

@@ -12,6 +12,7 @@ confidence intervals of the mean over test tasks.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ from metarl.config import to_dict
 from metarl.core import InnerStepSize, TaskBatch, task_forward
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.reports import Curve, EvalReport, Headline, ModelChoice, write_report
-from metarl.run import atomic_torch_save, load_checkpoint, load_tensors, load_weights, read_metrics
+from metarl.run import (
+    RunError,
+    atomic_torch_save,
+    load_checkpoint,
+    load_tensors,
+    load_weights,
+    read_metrics,
+)
 from metarl.runtime import set_num_threads
 from metarl.supervised.adaptation import adaptation_curve, step_size_used
 from metarl.supervised.checkpoint import restore
@@ -97,9 +105,12 @@ def baselines(
     if path.exists() and not retrain:
         state = load_tensors(path, "baselines file")
         if isinstance(state, dict) and state.get("key") == _baseline_key(config):
-            load_weights(pretrained, state["pretrained"], path)
-            load_weights(oracle, state["oracle"], path)
-            return pretrained, oracle
+            try:
+                load_weights(pretrained, state.get("pretrained"), path)
+                load_weights(oracle, state.get("oracle"), path)
+                return pretrained, oracle
+            except RunError as e:  # a damaged cache of models we can train again
+                print(f"metarl: {e}; training the baselines again", file=sys.stderr)
     pretrained = train_regressor(config, oracle=False, progress=progress, desc="pretrained").cpu()
     oracle = train_regressor(config, oracle=True, progress=progress, desc="oracle").cpu()
     state = {
