@@ -20,13 +20,14 @@ sampling episodes, and :meth:`~metarl.rl.policy.GaussianMLPPolicy.act` acts with
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from metarl.config import ConfigError, from_dict, to_dict, write_yaml
+from metarl.config import ConfigError, to_dict, write_yaml
 from metarl.distributed import close_world, init_world
 from metarl.experiments import (
     Overrides,
@@ -36,7 +37,9 @@ from metarl.experiments import (
     load_config,
     preflight,
     stored_config,
+    stored_experiment,
 )
+from metarl.loop import session_deadline
 from metarl.reports import EvalReport
 from metarl.run import (
     CHECKPOINT,
@@ -47,7 +50,6 @@ from metarl.run import (
     log_evaluation,
     prepare_new_run_dir,
     run_lock,
-    session_deadline,
 )
 
 RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget", "device")
@@ -114,7 +116,7 @@ def train(
         run_dir = Path(resume)
         experiment = experiment_name(experiment)
         state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
-        config = resumed_config(state, overrides)
+        config = resumed_config(state, overrides, run_dir / CHECKPOINT)
     else:
         config = load_config(experiment, overrides)
         preflight(config)  # data, memory: everything is checked before a directory exists
@@ -190,8 +192,11 @@ def _evaluate(config: Any, run_dir: Path, progress: bool, retrain: bool = False)
     return report
 
 
-def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:
-    """A checkpoint's config with the overrides a resumed run accepts.
+def resumed_config(
+    state: dict[str, Any], overrides: Overrides, source: str | Path = "the checkpoint"
+) -> Any:
+    """A checkpoint's config with the overrides a resumed run accepts (``source`` names the
+    checkpoint in errors).
 
     Raises:
         ConfigError: another key is overridden, or the run would be shortened.
@@ -204,7 +209,7 @@ def resumed_config(state: dict[str, Any], overrides: Overrides) -> Any:
                 f"{', '.join(f'`{k}`' for k in RESUME_OVERRIDES[:-1])} and "
                 f"`{RESUME_OVERRIDES[-1]}` may change"
             )
-    _, config = stored_config(state, overrides)
+    _, config = stored_config(state, overrides, source)
     if state["iteration"] > config.iterations:
         raise ConfigError(
             f"--set iterations={config.iterations}: the run already ran {state['iteration']} "
@@ -230,17 +235,18 @@ def evaluate(
         progress: progress bars.
 
     Raises:
-        ConfigError: an override of a key that changes the trained model, not its test.
+        ConfigError: an override of a key that changes the trained model, not its test; or
+            a stored config that is not valid here (named as the checkpoint's).
         RunError: no run there, an unreadable one, or one in use.
     """
     run_dir = Path(run_dir)
     overrides = as_overrides(overrides)
-    device = {"device": overrides["device"]} if "device" in overrides else None
-    experiment, config = stored_config(load_checkpoint(run_dir), device)
-    values = to_dict(config)
-    allowed = sorted(k for k in values if k.startswith("eval_") or k in EVALUATION_KEYS)
+    state = load_checkpoint(run_dir)
+    experiment = stored_experiment(state, run_dir / CHECKPOINT)
+    keys = [f.name for f in dataclasses.fields(experiment.config_cls)]
+    allowed = sorted(k for k in keys if k.startswith("eval_") or k in EVALUATION_KEYS)
     renamed = getattr(experiment.config_cls, "RENAMED", {})
-    for key, value in overrides.items():
+    for key in overrides:
         if key in renamed:
             raise ConfigError(f"config key {key!r} was renamed to {renamed[key]!r}")
         if key not in allowed:
@@ -250,7 +256,6 @@ def evaluate(
                 f"--set {key}: {hint}`metarl evaluate` tests the trained model as it was "
                 f"trained; it may change the evaluation's own keys: {', '.join(allowed)}"
             )
-        values[key] = value
-    config = from_dict(experiment.config_cls, values)
+    _, config = stored_config(state, overrides, run_dir / CHECKPOINT)
     with run_lock(run_dir, "metarl evaluate"):
         return _evaluate(config, run_dir, progress, retrain_baselines)

@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--interactive", action="store_true", help="replay in MuJoCo's viewer (needs a display)"
     )
     viewer.add_argument(
-        "--interactive-stage", type=int, default=1, help="stage to replay (0 = pre-update)"
+        "--interactive-stage",
+        type=int,
+        default=None,
+        help="stage to replay (0 = pre-update; default 1, or 0 with --steps 0)",
     )
     viewer.add_argument("--no-progress", action="store_true")
     viewer.set_defaults(func=commands.view_command)

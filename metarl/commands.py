@@ -72,7 +72,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def _print_results(report: EvalReport, run_dir: Path) -> None:
     """The evaluation's table, for meta-RL the gap it closes, and where the report went."""
     from metarl.gap import gap_share
-    from metarl.reports import results_table
+    from metarl.results_table import results_table
 
     print(results_table(report))
     if report.model.choice == "best" or report.model.note:
@@ -112,23 +112,34 @@ def view_command(args: argparse.Namespace) -> int:
     from metarl.rl.config import RLConfig
     from metarl.rl.evaluate import choose_model
     from metarl.rl.view import view
-    from metarl.run import load_checkpoint
+    from metarl.run import CHECKPOINT, load_checkpoint
 
     for flag, pixels in (("--width", args.width), ("--height", args.height)):
         if not 16 <= pixels <= 4096:
             raise ConfigError(f"{flag} {pixels}: give 16 to 4096 pixels per stage panel")
     state = load_checkpoint(args.run_dir)
-    _, config = stored_config(state, {"device": "cpu"})  # the policy rolls out on the CPU
+    # the policy rolls out on the CPU
+    _, config = stored_config(state, {"device": "cpu"}, Path(args.run_dir) / CHECKPOINT)
     if not isinstance(config, RLConfig):
         raise ConfigError(f"{args.run_dir}: `metarl view` shows meta-RL policies")
     if args.steps is not None:
         if args.steps < 0:
             raise ConfigError(f"--steps must be at least 0, got {args.steps}")
         config = dataclasses.replace(config, eval_steps=args.steps)
+    stage = args.interactive_stage
+    if stage is not None and not args.interactive:
+        raise ConfigError("--interactive-stage picks what --interactive replays: add --interactive")
+    if stage is not None and not 0 <= stage <= config.eval_steps:
+        raise ConfigError(
+            f"--interactive-stage {stage}: the stages are 0 (before adaptation) to "
+            f"{config.eval_steps} (after {config.eval_steps} steps)"
+        )
+    if stage is None:
+        stage = min(1, config.eval_steps)
     policy, _ = choose_model(config, state)  # the model `metarl evaluate` tests
     written = view(
         policy, config, args.out or args.run_dir, args.tasks, args.gif, args.width, args.height,
-        args.interactive_stage if args.interactive else None, progress=not args.no_progress,
+        stage if args.interactive else None, progress=not args.no_progress,
     )  # fmt: skip
     for path in written:
         print(f"wrote {path}")

@@ -193,16 +193,47 @@ def as_overrides(overrides: Overrides) -> dict[str, Any]:
     return parse_overrides(list(overrides))
 
 
-def stored_config(state: dict[str, Any], overrides: Overrides = None) -> tuple[Experiment, Any]:
+def stored_experiment(state: dict[str, Any], source: str | Path = "the checkpoint") -> Experiment:
+    """The registry entry of the experiment a checkpoint ``state`` names.
+
+    Raises:
+        ConfigError: an experiment this metarl does not know, named as ``source``'s.
+    """
+    try:
+        return get_experiment(state["config"]["experiment"])
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def stored_config(
+    state: dict[str, Any], overrides: Overrides = None, source: str | Path = "the checkpoint"
+) -> tuple[Experiment, Any]:
     """The experiment and validated config of a checkpoint (keys renamed since are upgraded),
-    with ``overrides`` (the caller decides which keys may change)."""
-    experiment = get_experiment(state["config"]["experiment"])
-    values = upgrade(experiment.config_cls, state["config"])
+    with ``overrides`` (the caller decides which keys may change).
+
+    Raises:
+        ConfigError: the stored config is not valid here (an unknown experiment, a bad value,
+            a device this machine lacks), named as ``source``'s; or an override is not valid.
+    """
     overrides = as_overrides(overrides)
+    experiment = stored_experiment(state, source)
+    values = upgrade(experiment.config_cls, state["config"])
     if "device" not in overrides:
-        _check_stored_device(values)
-    values.update(overrides)
-    return experiment, from_dict(experiment.config_cls, values)
+        try:
+            _check_stored_device(values)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    try:
+        return experiment, from_dict(experiment.config_cls, {**values, **overrides})
+    except ConfigError:
+        # Whose error is it? What is on disk, checked alone, names the file (a device that
+        # is overridden is the override's to check); else the override's error stands.
+        device = {"device": "cpu"} if "device" in overrides else {}
+        try:
+            from_dict(experiment.config_cls, {**values, **device})
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        raise
 
 
 def _check_stored_device(values: dict[str, Any]) -> None:

@@ -222,7 +222,8 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
     if which is not None and which not in ("best", "last"):
         raise ConfigError(f"which={which!r}: give 'best' or 'last' (or None, what evaluate tests)")
     state = load_checkpoint(run_dir)
-    experiment, config = stored_config(state, {"device": "cpu"})  # where it is loaded
+    # loaded on the CPU
+    experiment, config = stored_config(state, {"device": "cpu"}, Path(run_dir) / CHECKPOINT)
     from metarl.rl.config import RLConfig
 
     meta_rl = isinstance(config, RLConfig)

@@ -217,7 +217,7 @@ def _train_both_and_analyze(
 
 @pytest.mark.skipif(not _available("mnist"), reason="MNIST is not on this machine")
 @pytest.mark.timeout(900)
-def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
+def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     pytest.importorskip("sklearn")
     from metarl.cli import main
 
@@ -254,6 +254,20 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path) -> None:
                      lambda: loaded.adapt_policy({"goal": [0.1, 0.1]})):  # fmt: skip
         with pytest.raises(metarl.ConfigError, match="ordinary training, nothing adapts"):
             adapting()
+
+    # A unit the network does not have is refused before any work (the folder is not made).
+    wide = tmp_path / "too-wide"
+    assert main(["analyze", str(standard), "--out", str(wide), "--units", "0", "5000",
+                 "--no-progress"]) == 2  # fmt: skip
+    assert not wide.exists()
+    shallow = tmp_path / "shallow"  # two hidden layers: no third and fourth BatchNorm to show
+    assert main(["train", "mnist-mlp-5w1s", "--out", str(shallow), "--no-progress", "--set",
+                 "iterations=2", "log_every=2", "checkpoint_every=2", "mlp_hidden=[16,16]",
+                 "tensorboard=false"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["analyze", str(shallow), "--out", str(wide), "--no-progress"]) == 2
+    assert "its network has 2 BatchNorm layers" in capsys.readouterr().err
+    assert not wide.exists()
 
     # A run compared with itself: every layer's CKA is 1.
     again = tmp_path / "again"

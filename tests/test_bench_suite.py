@@ -211,7 +211,7 @@ def test_an_evaluation_is_stale_when_training_went_on_or_it_tested_another_model
     write_report(_rl_eval(-40, -12, model=ModelChoice("last", 5, 5),
                           missing=[MissingBaseline("oracle", "none stored")]), run)  # fmt: skip
     assert not needs_evaluation(run, last_wanted, baselines)
-    from metarl.reports import results_table
+    from metarl.results_table import results_table
 
     assert "not evaluated: oracle (PPO): none stored" in results_table(read_report(run))
     baselines.mkdir()

@@ -15,7 +15,7 @@ from metarl.config import ConfigError
 from metarl.core import TaskBatch
 from metarl.experiments import load_config
 from metarl.reports import read_report
-from metarl.run import load_checkpoint, read_metrics
+from metarl.run import atomic_torch_save, load_checkpoint, read_metrics
 from metarl.supervised.data.files import resolve_data_dir
 
 DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../shared/data
@@ -157,7 +157,7 @@ def _scripted_validation(monkeypatch, scores: list[float], seen: list[dict[str, 
     monkeypatch.setattr(classification_experiment, "validation", validation)
 
 
-def test_the_kept_best_model_is_the_one_its_validation_scored(tmp_path, monkeypatch):
+def test_the_kept_best_model_is_the_one_its_validation_scored(tmp_path, monkeypatch, capsys):
     """Validations score 0.5, NaN, 0.9, 0.7, 0.9, 0.8 at iterations 2-12: the checkpoint keeps
     the model (and Meta-SGD's learned step sizes) as they were at 6, across a resume at 8, and
     `eval_model=best` / `load_run(run, "best")` restore exactly those, not the last."""
@@ -189,6 +189,13 @@ def test_the_kept_best_model_is_the_one_its_validation_scored(tmp_path, monkeypa
     chosen = read_report(run).model
     assert (chosen.choice, chosen.iteration, chosen.checkpoint_iteration) == ("best", 6, 12)
     assert chosen.validation_accuracy == 0.9 and chosen.note == ""
+    # A best entry that lost its step sizes (a damaged file) is named in one line.
+    damaged = {k: v for k, v in best.items() if k != "algorithm"}
+    capsys.readouterr()
+    atomic_torch_save({**state, "best": damaged}, run / "checkpoint.pt")
+    assert main(["evaluate", str(run), "--no-progress", "--set", "eval_model=best"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "meta-learned step sizes" in err and "\n" not in err and "unexpected" not in err
 
 
 def test_a_run_resumed_from_a_checkpoint_without_a_best_model_says_where_its_best_starts(

@@ -13,7 +13,8 @@ from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.experiments import load_config
 from metarl.gap import gap_closed
-from metarl.reports import read_report, results_table
+from metarl.reports import read_report
+from metarl.results_table import results_table
 from metarl.rl.evaluate import adaptation_curve, baseline_fingerprint
 from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env

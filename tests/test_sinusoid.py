@@ -79,7 +79,8 @@ def test_with_shots_and_ci():
 
 
 def test_diverging_tasks_are_counted_and_flagged_beside_the_median():
-    from metarl.reports import EvalReport, Headline, ModelChoice, results_table
+    from metarl.reports import EvalReport, Headline, ModelChoice
+    from metarl.results_table import results_table
 
     losses = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 1.0, 1.5, 80.0], [0.2, float("inf"), 1, 2]])
     curve = Curve.from_samples("meta_learned", "MAML", losses, "ci95", count_growth=True)

@@ -94,7 +94,7 @@ def test_a_time_limit_ends_the_session_at_a_window_with_a_checkpoint_and_resumes
 def test_a_checkpoint_is_due_by_iterations_or_by_time_at_a_window_end():
     """Every ``every`` iterations always; by time only where a window ends, and only once
     ``minutes`` have passed since the last save; 0 minutes never saves by time."""
-    from metarl.run import CheckpointSchedule
+    from metarl.loop import CheckpointSchedule
 
     now = [0.0]
     schedule = CheckpointSchedule(every=1000, minutes=10, clock=lambda: now[0])

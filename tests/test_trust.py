@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import metarl
 from metarl.cli import main
+from metarl.config import ConfigError
 from metarl.reports import ReportError, read_report
 from metarl.run import RunError, atomic_torch_save, load_checkpoint, read_metrics
 
@@ -383,6 +385,22 @@ def test_stored_files_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
             assert main(command) == 1, (message, command)
             err = capsys.readouterr().err
             assert _one_line(err) and message in err and "unexpected" not in err, err
+    # A stored config that is not valid here is named as the checkpoint's, by every reader.
+    path = run / "checkpoint.pt"
+    for config, message in (
+        ({**good["config"], "meta_batch_size": 0}, "meta_batch_size: 0 is below the minimum 1"),
+        ({**good["config"], "experiment": "nosuch"}, "unknown experiment 'nosuch'"),
+    ):
+        atomic_torch_save({**good, "config": config}, path)
+        commands = [["evaluate", str(run), "--no-progress"]]
+        if config["experiment"] == "sinusoid":  # resume names the experiment: checked first
+            commands.append(["train", "sinusoid", "--resume", str(run), "--no-progress"])
+        for command in commands:
+            assert main(command) == 2, (message, command)
+            err = capsys.readouterr().err
+            assert _one_line(err) and f"{path}: {message}" in err, err
+        with pytest.raises(ConfigError, match=f"checkpoint.pt: {message}"):
+            metarl.load_run(run)
     atomic_torch_save(good, run / "checkpoint.pt")
     # A damaged cache of the sinusoid baselines is trained again, with a notice.
     assert main(["evaluate", str(run), "--no-progress"]) == 0

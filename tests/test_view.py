@@ -51,6 +51,13 @@ def test_navigation_writes_a_trajectory_figure_and_an_animation(tmp_path):
 def test_view_rejects_bad_input(cheetah_run, capsys):
     assert main(["view", str(cheetah_run), "--tasks", "7", "--no-progress"]) == 2
     assert "not a test task index" in capsys.readouterr().err
+    # The stage to replay is refused before any rollout (and before asking for a display).
+    for stage in ("-1", "4"):
+        args = ["view", str(cheetah_run), "--interactive", "--interactive-stage", stage]
+        assert main([*args, "--steps", "3", "--no-progress"]) == 2
+        assert f"--interactive-stage {stage}: the stages are 0" in capsys.readouterr().err
+    assert main(["view", str(cheetah_run), "--interactive-stage", "0", "--no-progress"]) == 2
+    assert "add --interactive" in capsys.readouterr().err
 
 
 def test_interactive_without_a_display_says_so(cheetah_run, capsys, monkeypatch):

@@ -162,6 +162,13 @@ def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
     )
 
 
+def norm_widths(model: nn.Sequential) -> dict[str, int]:
+    """The number of units of each BatchNorm of a frozen model (``norm1``…, as
+    :func:`layer_outputs` names them): features of a Linear layer, channels of a convolution."""
+    norms = [layer for layer in model if isinstance(layer, FrozenNorm)]
+    return {f"norm{i}": layer.weight.numel() for i, layer in enumerate(norms, 1)}
+
+
 def layer_outputs(model: nn.Sequential, images: Tensor, batch: int = 1000) -> dict[str, Tensor]:
     """The output of every BatchNorm (``norm1``…) and hidden ReLU (``hidden1``…) of a frozen
     model on ``images (M, 1, 28, 28)``, each ``(M, width)``: a convolutional layer's unit is a

@@ -23,7 +23,7 @@ from metarl.algorithms import Problem
 from metarl.algorithms.alignment import task_alignment
 from metarl.analysis import figures, probes
 from metarl.analysis.data import analysis_images, held_out_classes
-from metarl.analysis.models import first_layer, layer_outputs, load_subject
+from metarl.analysis.models import first_layer, layer_outputs, load_subject, norm_widths
 from metarl.analysis.numbers import (
     linear_cka,
     linear_probe_accuracy,
@@ -97,6 +97,18 @@ def analyze(
             )
         if subjects[1].name == subjects[0].name:
             subjects[1].name += " (2)"
+    for s in subjects:  # checked before the embeddings and probes, which take minutes
+        widths = norm_widths(s.frozen)
+        for layer in ("norm3", "norm4"):
+            if layer not in widths:
+                raise ConfigError(
+                    f"{s.run.run_dir}: its network has {len(widths)} BatchNorm layers; metarl "
+                    "analyze shows units of the third and fourth (train with four hidden layers)"
+                )
+            if units is not None and max(units) >= widths[layer]:
+                raise ConfigError(
+                    f"--units {max(units)}: {s.name}'s {layer} has {widths[layer]} units"
+                )
     held_out, held_out_note = held_out_classes(subjects)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,8 +166,6 @@ def analyze(
         rows, shown = [], {}
         for layer in ("norm3", "norm4"):
             acts = outputs[s.name][layer]
-            if units is not None and max(units) >= acts.shape[1]:
-                raise ConfigError(f"--units {max(units)}: {layer} has {acts.shape[1]} units")
             picked = units if units is not None else acts.var(dim=0).topk(4).indices.tolist()
             shown[layer] = picked
             for u in picked:

@@ -17,7 +17,8 @@ from metarl.benchmarks.registry import QualityBenchmark
 from metarl.benchmarks.runner import read_info
 from metarl.gap import gap_share
 from metarl.references import PaperResult
-from metarl.reports import EvalReport, read_report, results_table
+from metarl.reports import EvalReport, read_report
+from metarl.results_table import results_table
 
 
 @dataclass(frozen=True)

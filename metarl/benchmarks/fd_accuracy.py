@@ -29,8 +29,8 @@ import torch
 from metarl.algorithms import Problem
 from metarl.algorithms.maml import MAML
 from metarl.core import InnerStepSize
+from metarl.loop import adam
 from metarl.rl.trpo import flatten
-from metarl.run import adam
 from metarl.seeding import seeded
 from metarl.supervised.models import sinusoid_mlp
 from metarl.supervised.sinusoid import SinusoidTasks

@@ -29,7 +29,7 @@ from metarl.benchmarks.registry import QUALITY, SUITES
 from metarl.benchmarks.runner import run_quality
 from metarl.benchmarks.speed import SPEED, TIME_TO, BenchmarkUnavailable, stored_time_to
 from metarl.config import ConfigError
-from metarl.run import session_deadline
+from metarl.loop import session_deadline
 
 
 def benchmark_names() -> list[str]:

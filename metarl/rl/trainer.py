@@ -20,22 +20,14 @@ from metarl.config import to_dict
 from metarl.core import all_finite, get_params
 from metarl.core.functional import Params
 from metarl.distributed import ALONE, TaskReduction, init_world
+from metarl.loop import CheckpointSchedule, deadline_passed, iteration_bar
 from metarl.rl import maml_trpo
 from metarl.rl.config import RLConfig
 from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import sample_meta_batch
 from metarl.rl.policy import GaussianMLPPolicy, build_policy
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import (
-    CHECKPOINT,
-    CheckpointSchedule,
-    MetricsLog,
-    NullLog,
-    atomic_torch_save,
-    deadline_passed,
-    iteration_bar,
-    load_weights,
-)
+from metarl.run import CHECKPOINT, MetricsLog, NullLog, atomic_torch_save, load_weights
 from metarl.runtime import set_num_threads
 
 META_UPDATES = {"maml_trpo": maml_trpo.meta_update}

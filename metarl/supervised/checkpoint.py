@@ -49,7 +49,9 @@ def tested_state(
     source, chosen = select_model(state, eval_model)
     if source is state:
         return state, chosen
-    return {**state, "model": source["model"], "algorithm": source["algorithm"]}, chosen
+    # A best entry without its algorithm's state (a damaged file) reaches load_weights, which
+    # names what is missing in one line, unless the algorithm has no state to miss.
+    return {**state, "model": source["model"], "algorithm": algorithm_state(source)}, chosen
 
 
 def kept_best(

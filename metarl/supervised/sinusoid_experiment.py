@@ -17,7 +17,7 @@ from tqdm import tqdm
 from metarl.algorithms import Problem, make_algorithm
 from metarl.core import TaskBatch
 from metarl.core.layers import MLP
-from metarl.run import adam
+from metarl.loop import adam
 from metarl.seeding import seeded
 from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp

@@ -19,16 +19,9 @@ from torch import Tensor, nn
 
 from metarl.config import to_dict
 from metarl.core import all_finite
+from metarl.loop import CheckpointSchedule, deadline_passed
 from metarl.reports import ERROR_BAR_SCALE, Curve, EvalReport, Headline, ModelChoice, write_report
-from metarl.run import (
-    CHECKPOINT,
-    CheckpointSchedule,
-    MetricsLog,
-    atomic_torch_save,
-    deadline_passed,
-    load_checkpoint,
-    load_weights,
-)
+from metarl.run import CHECKPOINT, MetricsLog, atomic_torch_save, load_checkpoint, load_weights
 from metarl.runtime import set_num_threads
 from metarl.seeding import seeded
 from metarl.supervised.config import StandardConfig

@@ -21,17 +21,8 @@ from metarl.algorithms.alignment import alignment_metrics, task_alignment
 from metarl.config import ConfigError, to_dict
 from metarl.core import InnerStepSize, TaskBatch, all_finite
 from metarl.distributed import init_world
-from metarl.run import (
-    CHECKPOINT,
-    CheckpointSchedule,
-    MetricsLog,
-    NullLog,
-    adam,
-    atomic_torch_save,
-    deadline_passed,
-    iteration_bar,
-    load_weights,
-)
+from metarl.loop import CheckpointSchedule, adam, deadline_passed, iteration_bar
+from metarl.run import CHECKPOINT, MetricsLog, NullLog, atomic_torch_save, load_weights
 from metarl.runtime import set_num_threads
 from metarl.supervised.checkpoint import algorithm_state, kept_best
 from metarl.supervised.meta_gradient import MetaGradient

@@ -31,7 +31,7 @@ from torch.func import functional_call
 from metarl.benchmarks.common import machine_info, peak_memory_mib
 from metarl.core import MLP, TaskBatch, adapt, expand_to_tasks, get_params, task_forward
 from metarl.core.step_size import as_step_size
-from metarl.run import adam
+from metarl.loop import adam
 from metarl.supervised.sinusoid import SinusoidTasks
 from metarl.supervised.tasks import mse_per_task
 

@@ -51,7 +51,7 @@ def _setup(variant: str, iterations: int) -> tuple[Callable[[TaskBatch], None], 
     """The step of one meta-iteration of ``variant`` = ``"<algorithm name>|<inner steps>"``."""
     from metarl.algorithms import make_algorithm
     from metarl.experiments import load_config
-    from metarl.run import adam
+    from metarl.loop import adam
     from metarl.supervised.classification_experiment import build_model, problem
     from metarl.supervised.meta_gradient import MetaGradient
 
