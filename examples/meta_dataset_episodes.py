@@ -1,11 +1,11 @@
 """ProtoMAML on Meta-Dataset-style episodes: variable ways and class-imbalanced shots, drawn
 from two datasets at once (Triantafillou et al., ICLR 2020).
 
-Training episodes come from Omniglot's training alphabets and MNIST's digits 0-4; test episodes
-from Omniglot's test alphabets and MNIST's digits 5-9, scored per source. One Conv-4 with 50
+Training episodes come from Omniglot's training characters and MNIST's digits 0-4; test episodes
+from Omniglot's test characters and MNIST's digits 5-9, scored per source. One Conv-4 with 50
 outputs (the most ways an episode has) serves every episode: each is scored over its own
 classes only. A short run (100 episodes, about a minute on one core). Needs the Omniglot and
-MNIST files (``metarl data fetch omniglot mnist``).
+MNIST files (``metarl data fetch omniglot`` and ``metarl data fetch mnist``).
 
     python examples/meta_dataset_episodes.py
 """

@@ -1,7 +1,7 @@
 """Omniglot 5-way 1-shot with metarl's data loaders, Conv-4 and MAML, step by step.
 
 A short run (200 meta-iterations, under a minute on one core) reaches ~78% on the
-test alphabets after adaptation; the paper's 98.7% takes the full protocol:
+test characters after adaptation; the paper's 98.7% takes the full protocol:
 ``metarl train omniglot-5w1s`` (60,000 iterations). Needs the Omniglot archives
 (``metarl data fetch omniglot``).
 
