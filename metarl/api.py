@@ -49,6 +49,7 @@ from metarl.run import (
     load_checkpoint,
     log_evaluation,
     prepare_new_run_dir,
+    remove_unstarted,
     run_lock,
 )
 
@@ -129,34 +130,43 @@ def train(
         world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
         if time_limit is not None:  # each process's clock would stop it at another iteration
             raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
+    made_here = resume is None and main and not run_dir.exists()
     try:
         lock = run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext()
         with lock:
-            state = None
-            if resume is not None:
-                state = load_checkpoint(run_dir, experiment=experiment)
-                if state["iteration"] == config.iterations:
-                    if main:
-                        _declare_finished(run_dir, state, config)
-                    report = _evaluate(config, run_dir, progress) if evaluate and main else None
-                    return Training(run_dir, config, report, main)
-            elif main:
-                prepare_new_run_dir(run_dir)
-            if main:
-                write_yaml(run_dir / CONFIG, to_dict(config))
-                if progress:
-                    print(f"run directory: {run_dir}")
-            experiment_ = get_experiment(config.experiment)
-            experiment_.train(config, run_dir, state, progress=progress and main, stop_at=stop_at)
-            if world is not None:  # the evaluation is rank 0's alone: the others may leave
-                close_world(finished=True)
-            # a session that the time limit ended is not the trained model `evaluate` asked for
-            cut_short = stop_at is not None and stopped_early(run_dir, config)
-            report = (
-                _evaluate(config, run_dir, progress)
-                if evaluate and main and not cut_short
-                else None
-            )
+            try:
+                state = None
+                if resume is not None:
+                    state = load_checkpoint(run_dir, experiment=experiment)
+                    if state["iteration"] == config.iterations:
+                        if main:
+                            _declare_finished(run_dir, state, config)
+                        report = _evaluate(config, run_dir, progress) if evaluate and main else None
+                        return Training(run_dir, config, report, main)
+                elif main:
+                    prepare_new_run_dir(run_dir)
+                if main:
+                    write_yaml(run_dir / CONFIG, to_dict(config))
+                    if progress:
+                        print(f"run directory: {run_dir}")
+                experiment_ = get_experiment(config.experiment)
+                experiment_.train(
+                    config, run_dir, state, progress=progress and main, stop_at=stop_at
+                )
+                if world is not None:  # the evaluation is rank 0's alone: the others may leave
+                    close_world(finished=True)
+                # a session that the time limit ended is not the trained model `evaluate` asked for
+                cut_short = stop_at is not None and stopped_early(run_dir, config)
+                report = (
+                    _evaluate(config, run_dir, progress)
+                    if evaluate and main and not cut_short
+                    else None
+                )
+            except Exception:  # a failed start (an interruption keeps its folder, as said)
+                # Under the lock: a directory this call made, never one another process holds.
+                if made_here:
+                    remove_unstarted(run_dir)
+                raise
     finally:
         if world is not None:
             close_world()

@@ -69,6 +69,16 @@ def prepare_new_run_dir(path: Path) -> Path:
     return path
 
 
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run directory whose start failed before it logged anything (it holds only
+    ``config.yaml`` and the lock), so that a bad dataset or a refused start leaves no empty run
+    behind. Anything more (a metrics line, a checkpoint) is kept: it tells what went wrong."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {CONFIG, LOCK}:
+        for name in (CONFIG, LOCK):
+            (run_dir / name).unlink(missing_ok=True)
+        run_dir.rmdir()
+
+
 def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

@@ -194,6 +194,37 @@ def test_bad_values_stop_before_a_run_directory_exists(tmp_path, capsys, experim
     assert not run.exists()
 
 
+def test_a_dataset_found_corrupt_at_the_start_leaves_no_run_behind(tmp_path, capsys, monkeypatch):
+    """A truncated MNIST archive is found when training reads it, after the run directory is
+    made: the error is one line naming the file, and the empty directory is removed (one that
+    held a run before is left as it was)."""
+    from metarl.supervised.data.files import dataset_dir
+
+    try:
+        mnist = dataset_dir(None, "mnist")
+    except Exception:  # noqa: BLE001 - any reason the data is not here
+        pytest.skip("MNIST is not on this machine")
+    copy = tmp_path / "data" / "mnist"
+    copy.mkdir(parents=True)
+    for gz in mnist.glob("*.gz"):
+        data = gz.read_bytes()
+        (copy / gz.name).write_bytes(data[:1000] if gz.name.startswith("train-images") else data)
+    monkeypatch.setenv("METARL_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    short = ["--no-progress", "--set", "iterations=2", "tensorboard=false"]
+    for out in (["--out", "run"], []):  # named, and the default runs/mnist-5w1s-<time>
+        assert main(["train", "mnist-5w1s", *out, *short]) == 1
+        err = capsys.readouterr().err
+        assert _one_line(err) and "train-images-idx3-ubyte.gz cannot be decompressed" in err, err
+        assert not (tmp_path / "run").exists()
+        assert not any((tmp_path / "runs").glob("*"))  # no runs/ folder, or an empty one
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(["train", "mnist-5w1s", "--out", str(kept), *short]) == 1
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
