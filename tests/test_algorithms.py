@@ -4,7 +4,6 @@ differences of the whole objective, and MAML itself where a variant reduces to i
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -223,10 +222,16 @@ def test_anil_is_maml_with_the_body_step_size_at_zero():
 
 
 def test_maml_plus_plus_multi_step_loss_anneals_to_maml():
+    """The weights by hand (Antoniou et al. 2019, MSL: earlier steps lose 1/K per annealing
+    span, floor 0.03/K), and the multi-step loss's gradient is the weighted sum of MAML's
+    gradients through 1 and through 2 steps."""
     assert msl_weights(0, 4, 100) == pytest.approx([0.25] * 4)
-    late = msl_weights(99, 4, 100)
-    assert late[0] == pytest.approx(0.03 / 4) and sum(late) == pytest.approx(1.0, abs=1e-2)
+    # halfway: 1/4 − 50/(4·100) = 0.125 each earlier step; the last 1/4 + 3·50/400 = 0.625
+    assert msl_weights(50, 4, 100) == pytest.approx([0.125, 0.125, 0.125, 0.625])
+    late = msl_weights(99, 4, 100)  # the floor 0.03/4 and the cap 1 − 3·0.03/4
+    assert late == pytest.approx([0.0075, 0.0075, 0.0075, 0.9775])
     assert msl_weights(100, 4, 100) == [0.0, 0.0, 0.0, 1.0]
+    assert msl_weights(3, 1, 10) == [1.0]
     torch.manual_seed(5)
     model = MLP((1, 8, 8, 1), "tanh")
     batch = _regression_batch()
@@ -236,13 +241,19 @@ def test_maml_plus_plus_multi_step_loss_anneals_to_maml():
     n = sum(p.numel() for p in model.parameters())
     after = _meta_gradient(plus, model, batch, REGRESSION, iteration=10)[:n]
     torch.testing.assert_close(after, _meta_gradient(plain, model, batch, REGRESSION)[:n])
-    during = _meta_gradient(plus, model, batch, REGRESSION, iteration=0)[:n]
-    assert not torch.allclose(during, after)  # the multi-step loss is a different objective
+    one_step = MAML(InnerStepSize([0.1]), inner_steps=1)
+    through = [_meta_gradient(one_step, model, batch, REGRESSION)[:n], after]
+    for iteration, (w1, w2) in ((0, (0.5, 0.5)), (5, (0.25, 0.75))):  # by hand, as above
+        during = _meta_gradient(plus, model, batch, REGRESSION, iteration=iteration)[:n]
+        torch.testing.assert_close(during, w1 * through[0] + w2 * through[1])
+    assert not torch.allclose(through[0], through[1])  # so the weights matter
     # Derivative-order annealing: first order before doa_iterations, as first-order MAML.
     doa = make_algorithm(_config("maml_plus_plus", "msl_iterations=0", "doa_iterations=5"), model)
     first = MAML(InnerStepSize([0.1, 0.1]), inner_steps=2, mode="first_order")
     torch.testing.assert_close(_meta_gradient(doa, model, batch, REGRESSION, 0)[:n],
                                _meta_gradient(first, model, batch, REGRESSION)[:n])  # fmt: skip
+    # ... and the config's second order from doa_iterations on.
+    torch.testing.assert_close(_meta_gradient(doa, model, batch, REGRESSION, 5)[:n], after)
 
 
 def test_proto_maml_starts_from_a_prototypical_network():
@@ -302,7 +313,6 @@ def test_algorithms_that_need_a_head_refuse_a_model_without_one():
 
     with pytest.raises(ConfigError, match="proto_maml: .*no linear `head`"):
         make_algorithm(_config("proto_maml"), MLP((1, 4, 1)))
-    assert not math.isnan(msl_weights(3, 1, 10)[0])
 
 
 def test_step_size_lr_moves_only_the_step_sizes_at_its_rate():

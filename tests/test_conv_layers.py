@@ -12,7 +12,11 @@ from metarl.core import expand_to_tasks, get_params, task_forward
 from metarl.core.conv import BatchNorm2d, Conv2d, MaxPool2d
 from metarl.supervised.conv4 import Conv4
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):  # noqa: ANN001 - conftest's: restored after each test
+    """Small convolutions on one thread (set per test, so other files keep their threads)."""
+    yield
 
 
 def _task_params(module: torch.nn.Module, n_tasks: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -176,6 +176,21 @@ def test_the_shared_omniglot_archives_verify_by_their_images():
         assert fetch_module.check(folder / remote.name, remote.checksum), remote.name
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_the_fetch_digests_match_the_idx_files_on_this_machine(name):
+    """The table's SHA-256 of each decompressed IDX file, against copies that came another way
+    (the shared data folder; Debian's dataset-fashion-mnist package)."""
+    from metarl.supervised.data.files import dataset_dir
+    from metarl.supervised.data.mnist import FALLBACK_DIRS
+
+    try:
+        folder = dataset_dir(None, name, FALLBACK_DIRS.get(name, ()))
+    except DataError:
+        pytest.skip(f"{name} is not on this machine")
+    for remote in fetch_module.SOURCES[name].files:
+        assert fetch_module.check(folder / remote.name, remote.checksum), remote.name
+
+
 def test_a_benchmark_finds_its_dataset_where_the_loader_does(tmp_path, monkeypatch):
     """Fashion-MNIST from Debian's package (outside the data root) counts as present, as it
     does for the loader; with neither, the benchmark says what is missing."""

@@ -77,6 +77,11 @@ def _gym_reference(robot: str, seed: int, actions: np.ndarray):
         yield info, terminated
 
 
+# The constants are the MAML code's (cbfinn/maml_rl's rllab envs, as tristandeleu/pytorch-maml-rl
+# ports them in maml_rl/envs/mujoco/{half_cheetah,ant}.py): control cost 0.5·1e-1‖a‖² for
+# HalfCheetah and 0.5·1e-2‖a‖² for Ant, survive reward 0.05, AntVel's +1.0 on −|v − v*|, AntPos's
+# +4.0 on −‖xy − g‖₁; contact cost 0.5·1e-3 Σ clip(cfrc_ext)², which is gymnasium's own
+# reward_contact here. Written out here, not imported, so a wrong constant in envs/ fails.
 @pytest.mark.parametrize(
     "name, expected",
     [

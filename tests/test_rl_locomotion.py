@@ -49,15 +49,22 @@ def test_locomotion_configs_follow_the_reference():
 
 def test_locomotion_resume_is_exact(tmp_path):
     """Reset noise is reseeded per iteration, so a resumed run equals an uninterrupted one."""
+
+    def model(run: str) -> dict:
+        state = torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)
+        return {"iteration": state["iteration"], **state["model"]}
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        main(["train", "halfcheetah-vel", "--out", str(tmp_path / "a"), "--no-progress",
-              "--set", *TINY])  # fmt: skip
-        main(["train", "halfcheetah-vel", "--out", str(tmp_path / "b"), "--no-progress",
-              "--set", *TINY, "iterations=1"])  # fmt: skip
-        main(["train", "halfcheetah-vel", "--resume", str(tmp_path / "b"), "--no-progress",
-              "--set", "iterations=2"])  # fmt: skip
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
-    for name in a:
+        assert main(["train", "halfcheetah-vel", "--out", str(tmp_path / "a"), "--no-progress",
+                     "--set", *TINY]) == 0  # fmt: skip
+        assert main(["train", "halfcheetah-vel", "--out", str(tmp_path / "b"), "--no-progress",
+                     "--set", *TINY, "iterations=1"]) == 0  # fmt: skip
+        first = model("b")
+        assert main(["train", "halfcheetah-vel", "--resume", str(tmp_path / "b"), "--no-progress",
+                     "--set", "iterations=2"]) == 0  # fmt: skip
+    a, b = model("a"), model("b")
+    assert a["iteration"] == b["iteration"] == 2 and first["iteration"] == 1
+    for name in a.keys() - {"iteration"}:
         assert torch.equal(a[name], b[name]), name
+    assert any(not torch.equal(first[k], b[k]) for k in b if k != "iteration")  # it trained
