@@ -10,7 +10,9 @@ two threads drifts as far from one thread), so the RL comparisons use a well-con
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,11 +44,38 @@ def _train(experiment: str, out: Path, settings: list[str], processes: int, *ext
     if "--resume" not in extra:
         command += ["--out", str(out)]
     command += ["--set", *settings]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
-    )
+    done = _run(command)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` to its end, or stopped with all its processes after ``TIMEOUT``."""
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        out, err = launcher.communicate(timeout=TIMEOUT)
+    finally:
+        _stop(launcher)
+    return subprocess.CompletedProcess(command, launcher.returncode, out, err)
+
+
+def _stop(launcher: subprocess.Popen) -> None:
+    """End torchrun and its workers. The workers run in sessions of their own, so killing the
+    launcher alone would leave them training, and competing for the CPU, after the test."""
+    if launcher.poll() is not None:
+        return
+    workers = list(_rank_pids(launcher.pid).values()) if Path("/proc").is_dir() else []
+    launcher.terminate()  # torchrun stops its workers on SIGTERM
+    try:
+        launcher.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        launcher.wait()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _parameters(run: Path) -> dict[str, torch.Tensor]:
@@ -172,9 +201,7 @@ def test_two_processes_need_two_tasks(tmp_path: Path) -> None:
         "-m", "metarl", "train", "sinusoid", "--out", str(tmp_path / "run"), "--no-progress",
         "--set", "meta_batch_size=1", "iterations=1",
     ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
-    )
+    done = _run(command)
     assert done.returncode != 0
     assert "meta_batch_size 1 is smaller than the 2 processes" in done.stderr
     # torchrun prints its own ChildFailedError; no frame of metarl's code shows
@@ -218,7 +245,6 @@ def _rank_pids(launcher_pid: int) -> dict[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_a_dead_process_stops_the_run_and_the_checkpoint_survives(tmp_path: Path) -> None:
-    import signal
     import time
 
     run = tmp_path / "run"
@@ -239,7 +265,7 @@ def test_a_dead_process_stops_the_run_and_the_checkpoint_survives(tmp_path: Path
         os.kill(_rank_pids(launcher.pid)[1], signal.SIGKILL)
         output, _ = launcher.communicate(timeout=TIMEOUT)
     finally:
-        launcher.kill()
+        _stop(launcher)
     assert launcher.returncode != 0
     assert "rank      : 1" in output  # torchrun's summary names the process that died
     assert 1 <= load_checkpoint(run)["iteration"] < 1000
@@ -267,9 +293,7 @@ def test_a_finished_process_leaves_only_with_its_peers(tmp_path: Path, finished:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
         str(script), str(tmp_path), "finished" if finished else "error",
     ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
-    )
+    done = _run(command)
     assert done.returncode == 0, done.stdout + done.stderr
     (main_arrived, _), (_, other_left) = (
         [float(t) for t in (tmp_path / rank).read_text().split()] for rank in "01"
