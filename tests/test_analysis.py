@@ -119,6 +119,21 @@ def test_linear_cka_is_one_for_a_representation_with_itself_and_its_rotations() 
     assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
     assert linear_cka(x, 3.0 * x @ rotation + 5.0) == pytest.approx(1.0, abs=1e-9)
     assert linear_cka(x, torch.randn(200, 10)) < 0.2
+    # The kernel form (Kornblith et al. 2019, Eq. 3): HSIC(K, L) = tr(K H L H) / (n − 1)² on
+    # Gram matrices K = X Xᵀ, L = Y Yᵀ with the centring H = I − 11ᵀ/n, normalised.
+    import numpy as np
+
+    a, b = np.random.default_rng(0).normal(size=(2, 30, 4)) @ np.diag([3.0, 1.0, 0.5, 0.1])
+    b = b + 0.7 * a[:, ::-1]  # partly related
+    h = np.eye(30) - 1.0 / 30
+
+    def hsic(k: np.ndarray, m: np.ndarray) -> float:
+        return float(np.trace(k @ h @ m @ h)) / 29**2
+
+    gram_a, gram_b = a @ a.T, b @ b.T
+    expected = hsic(gram_a, gram_b) / np.sqrt(hsic(gram_a, gram_a) * hsic(gram_b, gram_b))
+    assert 0.1 < expected < 0.9
+    assert linear_cka(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_nearest_centroid_finds_separated_classes_and_guesses_on_noise() -> None:
@@ -234,7 +249,9 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path, capsys) -> No
     chance = 1 / 5
     for key, accuracy in numbers["linear_probe"].items():
         assert accuracy > chance + 0.2, key  # even random features separate digits linearly
-    assert numbers["nearest_centroid"]["standard (trained)"]["5-way 1-shot"]["mean"] > 0.6
+    centroid = {k: v["5-way 1-shot"]["mean"] for k, v in numbers["nearest_centroid"].items()}
+    assert centroid["standard (trained)"] > 0.6
+    assert centroid["standard (trained)"] > centroid["standard (initial)"] + 0.05  # it learnt
     for run in ("standard", "MAML"):
         assert -1 <= numbers["silhouette"][run]["features"] <= 1, run
     assert set(numbers["cka"]["MAML vs standard"]) >= {"hidden1", "norm4", "hidden4"}
