@@ -3,10 +3,12 @@ benchmark's meta-gradient agreement."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import metarl
 from metarl.algorithms import ALGORITHMS
@@ -424,3 +426,100 @@ def test_accuracy_by_ways_groups_episodes_over_every_source():
     ]
     for row, want in zip(rows, expected):
         assert row["accuracy"] == pytest.approx(want)
+
+
+class _PlainConv4(torch.nn.Module):
+    """Conv-4 (stride-2 blocks, spatial mean, linear head) written with torch.nn alone, for an
+    independent check of the evaluator: BatchNorm always normalises with batch statistics
+    (biased variance), of the input itself or, given ``reference``, of the reference images
+    passed through the same layers (``bn_policy=support_statistics``)."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        nn = torch.nn
+        parts = [f"blocks.{i}.{layer}" for i in range(4) for layer in ("conv", "bn")]
+        assert set(state) == {f"{p}.{w}" for p in [*parts, "head"] for w in ("weight", "bias")}
+        conv = [f"blocks.{i}.conv" for i in range(4)]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(state[f"{c}.weight"].shape[1], state[f"{c}.weight"].shape[0], 3, 2, 1)
+            for c in conv
+        )
+        self.bns = nn.ModuleList(
+            nn.BatchNorm2d(state[f"{c}.weight"].shape[0], track_running_stats=False) for c in conv
+        )
+        self.head = nn.Linear(*reversed(state["head.weight"].shape))
+        with torch.no_grad():
+            for i in range(4):
+                for ours, theirs in ((self.convs[i], "conv"), (self.bns[i], "bn")):
+                    ours.weight.copy_(state[f"blocks.{i}.{theirs}.weight"])
+                    ours.bias.copy_(state[f"blocks.{i}.{theirs}.bias"])
+            self.head.weight.copy_(state["head.weight"])
+            self.head.bias.copy_(state["head.bias"])
+        self.train()  # batch statistics, whatever the mode: nothing is tracked
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        for conv, bn in zip(self.convs, self.bns):
+            x = conv(x)
+            if reference is None:
+                x = bn(x)
+            else:
+                reference = conv(reference)
+                mean = reference.mean(dim=(0, 2, 3))
+                var = reference.var(dim=(0, 2, 3), unbiased=False)
+                x = F.batch_norm(x, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+                reference = F.relu(bn(reference))
+            x = F.relu(x)
+        return self.head(x.mean(dim=(-2, -1)))
+
+
+@pytest.mark.parametrize("bn_policy", ["transductive", "support_statistics"])
+def test_evaluated_accuracy_curve_equals_plain_sgd_on_each_test_episode(tmp_path, bn_policy):
+    """`metarl evaluate`'s mean query accuracy after 0, 1 and 2 steps (and its 95% interval and
+    median) equals, on the same fixed test episodes, a torch.nn copy of the trained Conv-4
+    fine-tuned episode by episode with `torch.optim.SGD` at inner_lr on the support set's
+    cross-entropy, its BatchNorm as the bn_policy says. The episodes are adapted in chunks of
+    4 and 2 by the evaluator, one at a time here."""
+    _need("omniglot")
+    from metarl.supervised.classification_experiment import load_split
+    from metarl.supervised.data.episodes import fixed_episodes
+
+    run = tmp_path / "run"
+    assert main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress",
+                 "--set", *TINY, "eval_tasks=6", "eval_steps=2", "eval_chunk=4",
+                 "eval_k_query=3", f"bn_policy={bn_policy}"]) == 0  # fmt: skip
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    report = read_report(run)
+    curve = report.curves[0]
+    assert (curve.method, curve.steps) == ("meta_learned", [0, 1, 2])
+    assert report.protocol["episodes"] == 6
+
+    config = metarl.load_run(run).config  # only for the settings; the weights are read below
+    assert (config.eval_lr, config.learn_inner_lr, config.bn_policy) == (None, "fixed", bn_policy)
+    alpha = config.inner_lr  # MAML's fixed step size, used at test time without eval_lr
+    assert report.protocol["step_size"] == alpha == 0.4
+    # The episode source is not under test: the evaluator's own sampler, from eval_seed.
+    episodes = fixed_episodes(load_split(config, "test"), 6, 5, 1, 3, config.eval_seed)
+    assert episodes.query_x.shape == (6, 15, 1, 28, 28)
+    trained = _PlainConv4(load_checkpoint(run)["model"])
+
+    accuracy = torch.zeros(3, 6, dtype=torch.float64)  # (step, episode)
+    for task, (sx, sy, qx, qy) in enumerate(zip(*episodes)):
+        net = copy.deepcopy(trained)
+        sgd = torch.optim.SGD(net.parameters(), lr=alpha)
+        for step in range(3):
+            with torch.no_grad():
+                logits = net(qx, sx if bn_policy == "support_statistics" else None)
+            accuracy[step, task] = (logits.argmax(dim=1) == qy).double().mean()
+            if step < 2:
+                sgd.zero_grad()
+                F.cross_entropy(net(sx), sy).backward()
+                sgd.step()
+
+    # ~1e-6: the evaluator's per-episode accuracies are float32; one query more or less right
+    # in one episode moves a mean by 1/90.
+    assert curve.mean == pytest.approx(accuracy.mean(dim=1).tolist(), abs=1e-6)
+    ci95 = 1.96 * accuracy.std(dim=1) / math.sqrt(6)  # ddof 1
+    assert curve.error == pytest.approx(ci95.tolist(), abs=1e-6)
+    assert curve.median == pytest.approx(accuracy.quantile(0.5, dim=1).tolist(), abs=1e-6)
+    # The check has teeth: adapting changes the episodes' accuracies.
+    assert not torch.equal(accuracy[0], accuracy[2])
