@@ -8,6 +8,7 @@ import torch
 
 from metarl.core import expand_to_tasks, get_params, single_forward
 from metarl.envs import BatchedNavigation2D, Navigation2DEnv
+from metarl.experiments import load_config
 from metarl.rl.baseline import LinearFeatureBaseline
 from metarl.rl.episodes import with_advantages
 from metarl.rl.evaluate import navigation_oracle
@@ -108,6 +109,104 @@ def test_advantages_are_normalised_per_task() -> None:
         valid = filled.advantages[:, i][episodes.masks[:, i] == 1]
         assert float(valid.mean()) == pytest.approx(0.0, abs=1e-5)
         assert float(valid.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+
+
+def _numpy_features(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``[o, o², s, s², s³, 1]`` with ``s = t / 100`` and ``o`` clipped to ±10 (rllab's linear
+    feature baseline), one row per valid step, episode by episode (loops, numpy)."""
+    rows = []
+    for e in range(observations.shape[1]):
+        for t in range(int(masks[:, e].sum())):
+            o, s = np.clip(observations[t, e], -10.0, 10.0), t / 100.0
+            rows.append(np.concatenate([o, o * o, [s, s * s, s**3, 1.0]]))
+    return np.array(rows)
+
+
+def _loop_gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> list[float]:
+    """``A_t = Σ_k (γλ)^k δ_{t+k}``, ``δ_t = r_t + γ V(s_{t+1}) − V(s_t)``, over one episode
+    whose value after its last step is 0."""
+    next_values = [*values[1:], 0.0]
+    deltas = [r + gamma * nv - v for r, nv, v in zip(rewards, next_values, values, strict=True)]
+    return [
+        sum((gamma * lam) ** k * deltas[t + k] for k in range(len(deltas) - t))
+        for t in range(len(deltas))
+    ]
+
+
+def _numpy_advantages(
+    observations: np.ndarray, rewards: np.ndarray, masks: np.ndarray, gamma: float, lam: float,
+    reg: float,
+) -> np.ndarray:  # fmt: skip
+    """Advantages ``(T, E)`` of one task's ``E`` episodes, written from the papers in numpy.
+
+    Finn et al. (2017, Sec. 5.3) use "the standard linear feature baseline proposed by Duan et
+    al. (2016), which is fitted separately at each iteration for each sampled task": a ridge
+    regression (coefficient ``reg``) of the discounted returns on the features of the task's
+    own valid steps, solved here as least squares on the augmented system ``[X; √reg I]``.
+    Advantages are GAE (Schulman et al. 2016) with that baseline as V and no bootstrap after an
+    episode's last step (pytorch-maml-rl's convention), and 0 on padding.
+    """
+    lengths = masks.sum(axis=0).astype(int)
+    returns = np.zeros_like(rewards, dtype=np.float64)
+    for e, length in enumerate(lengths):
+        running = 0.0
+        for t in reversed(range(length)):
+            running = rewards[t, e] + gamma * running
+            returns[t, e] = running
+    x = _numpy_features(observations, masks)
+    y = np.concatenate([returns[:length, e] for e, length in enumerate(lengths)])
+    n_features = x.shape[1]
+    weights = np.linalg.lstsq(
+        np.vstack([x, np.sqrt(reg) * np.eye(n_features)]),
+        np.concatenate([y, np.zeros(n_features)]),
+        rcond=None,
+    )[0]
+    values = np.split(x @ weights, np.cumsum(lengths)[:-1])
+    advantages = np.zeros_like(returns)
+    for e, length in enumerate(lengths):
+        advantages[:length, e] = _loop_gae(rewards[:length, e], values[e], gamma, lam)
+    return advantages
+
+
+def _end_some_episodes_early(episodes, seed: int):
+    """``episodes`` with some cut short, as an environment that terminated them would leave
+    them: mask and reward 0 after the end (the observations there are left: they must not
+    count)."""
+    steps = episodes.rewards.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, steps + 1, episodes.rewards.shape[1:], generator=gen)
+    lengths[:, 0] = steps  # one full-length episode per task
+    alive = (torch.arange(steps).reshape(-1, 1, 1) < lengths).to(torch.float32)
+    return episodes._replace(rewards=episodes.rewards * alive, masks=episodes.masks * alive)
+
+
+@pytest.mark.parametrize("gamma_lambda", [None, (0.9, 0.5)], ids=["config", "lambda-0.5"])
+def test_advantages_are_gae_of_the_per_task_linear_baseline(gamma_lambda) -> None:
+    """Unnormalised advantages, task by task, against :func:`_numpy_advantages` (the config's
+    γ 0.99 and λ 1 of the paper's 2D navigation, and a λ < 1 where GAE is more than returns
+    minus values); the normalised ones are the same standardised over each task's valid steps.
+    Some episodes end early, so the baseline is fitted on, and GAE stops at, each one's end."""
+    config = load_config("navigation", [])
+    gamma, lam = gamma_lambda or (config.gamma, config.gae_lambda)
+    policy, env, tasks, params = _setup(4)
+    sampled = sample_episodes(
+        env, tasks, EPISODES, policy, params, torch.Generator().manual_seed(4)
+    )
+    episodes = _end_some_episodes_early(sampled, 4)
+    baseline = LinearFeatureBaseline(config.baseline_reg)
+    raw = with_advantages(episodes, baseline, gamma, lam, normalize=False).advantages
+    normalised = with_advantages(episodes, baseline, gamma, lam).advantages
+    assert raw is not None and normalised is not None
+    for i in range(N_TASKS):
+        obs, rewards, masks = (
+            x[:, i].double().numpy()
+            for x in (episodes.observations, episodes.rewards, episodes.masks)
+        )
+        expected = _numpy_advantages(obs, rewards, masks, gamma, lam, config.baseline_reg)
+        np.testing.assert_allclose(raw[:, i].numpy(), expected, rtol=1e-5, atol=1e-5)
+        valid = expected[masks == 1]
+        standardised = np.where(masks == 1, (expected - valid.mean()) / valid.std(), 0.0)
+        np.testing.assert_allclose(normalised[:, i].numpy(), standardised, rtol=1e-5, atol=1e-5)
 
 
 def test_navigation_oracle_is_the_worked_example() -> None:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
+from torch.distributions import Normal
 
+import metarl.rl.evaluate as rl_evaluate
 from metarl.cli import main
 from metarl.config import ConfigError
+from metarl.core import get_params
+from metarl.envs import Navigation2DEnv
 from metarl.experiments import load_config
 from metarl.gap import gap_closed
 from metarl.reports import read_report
@@ -20,7 +26,7 @@ from metarl.rl.policy import build_policy
 from metarl.rl.task_envs import make_batched_env
 from metarl.rl.trainer import train
 from metarl.run import CHECKPOINT, atomic_torch_save, load_checkpoint, read_metrics
-from metarl.trained import load_run
+from metarl.trained import LoadedRun, load_run
 
 # Small but real: 100-step episodes would make the tests slow, 30 steps reach every goal.
 SMALL = [
@@ -322,6 +328,186 @@ def test_reused_baseline_scores_equal_a_full_evaluation_and_expire(tmp_path: Pat
     baselines.mkdir(parents=True)
     (baselines / "oracle.pt").write_bytes(b"another oracle")  # a new file: measured again
     assert baseline_fingerprint(config, baselines) != full.details["baseline_fingerprint"]
+
+
+# --- test-time adaptation against a plain re-implementation ----------------------------------
+# Tiny on purpose: 4 episodes of 15 steps per task, 3 steps (α, α/2, α/2), a 16-unit policy.
+ADAPT = ["horizon=15", "hidden_sizes=[16]", "eval_episodes_per_task=4", "eval_steps=3",
+         "tensorboard=false"]  # fmt: skip
+
+
+def _plain_policy(policy, params: dict[str, Tensor]):
+    """A float64 deepcopy of ``policy`` holding one task's ``params`` (no task dimension)."""
+    net = deepcopy(policy).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(params[name])
+    return net
+
+
+def _reference_rollout(policy, stage: list[dict[str, Tensor]], tasks, n_episodes, horizon,
+                       generator: torch.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+    """Episodes of every task, one gymnasium :class:`Navigation2DEnv` per episode, the actions
+    of task ``i`` sampled as ``a = μ(s) + σ ε`` with ``stage[i]``'s parameters.
+
+    ``ε`` is drawn from ``generator`` once per time step for all ``(task, episode)`` pairs, the
+    finished ones included, until every episode has ended (metarl.rl.sampler's documented
+    noise stream, so that the same seed gives the same episodes). Layout ``(T, n_tasks, E, …)``.
+    """
+    nets = [_plain_policy(policy, params) for params in stage]
+    envs = [[Navigation2DEnv(horizon=horizon, task=task) for _ in range(n_episodes)]
+            for task in tasks]  # fmt: skip
+    obs = np.array([[env.reset()[0] for env in row] for row in envs], dtype=np.float64)
+    alive = np.ones(obs.shape[:2], dtype=bool)
+    out: dict[str, list[np.ndarray]] = {"obs": [], "actions": [], "rewards": [], "masks": []}
+    for _ in range(horizon):
+        noise = torch.randn((*obs.shape[:2], 2), generator=generator).double()
+        actions = np.zeros_like(obs)
+        with torch.no_grad():
+            for i, net in enumerate(nets):
+                mean, log_std = net(torch.from_numpy(obs[i]))
+                actions[i] = (mean + log_std.exp() * noise[i]).numpy()
+        out["obs"].append(obs.copy())
+        out["actions"].append(actions)
+        out["masks"].append(alive.astype(np.float64))
+        rewards = np.zeros(alive.shape)
+        for i, row in enumerate(envs):
+            for e, env in enumerate(row):
+                if alive[i, e]:
+                    obs[i, e], rewards[i, e], terminated, truncated, _ = env.step(actions[i, e])
+                    alive[i, e] = not (terminated or truncated)
+        out["rewards"].append(rewards)
+        if not alive.any():
+            break
+    return {key: np.stack(values) for key, values in out.items()}
+
+
+def _reference_advantages(obs: np.ndarray, rewards: np.ndarray, masks: np.ndarray,
+                          gamma: float, reg: float) -> np.ndarray:  # fmt: skip
+    """One task's ``(T, E)`` advantages for GAE λ = 1: the discounted return to go minus the
+    linear feature baseline ``[o, o², s, s², s³, 1]`` (``s = t/100``) ridge-fitted on this
+    task's own episodes (Finn et al. 2017, Sec. 5.3, after Duan et al. 2016), standardised over
+    the task's valid steps."""
+    returns, running = np.zeros_like(rewards), np.zeros(rewards.shape[1])
+    for t in reversed(range(len(rewards))):
+        running = masks[t] * (rewards[t] + gamma * running)
+        returns[t] = running
+    s = np.broadcast_to((np.arange(len(rewards)) / 100.0)[:, None, None], (*masks.shape, 1))
+    o = np.clip(obs, -10.0, 10.0)
+    valid = masks == 1
+    x = np.concatenate([o, o * o, s, s * s, s**3, np.ones_like(s)], axis=-1)[valid]
+    weights = np.linalg.solve(x.T @ x + reg * np.eye(x.shape[1]), x.T @ returns[valid])
+    advantages = returns[valid] - x @ weights
+    out = np.zeros_like(rewards)
+    out[valid] = (advantages - advantages.mean()) / advantages.std()
+    return out
+
+
+def _reference_step(policy, params: dict[str, Tensor], episodes: dict[str, np.ndarray],
+                    config, alpha: float) -> dict[str, Tensor]:  # fmt: skip
+    """θ − α ∇θ L for one task's ``episodes`` (``(T, E, …)``), with
+    ``L = −mean over the valid steps of log π(a|s) · A``: autograd on a deepcopy, a manual SGD
+    step."""
+    net = _plain_policy(policy, params)
+    valid = episodes["masks"] == 1
+    advantages = _reference_advantages(
+        episodes["obs"], episodes["rewards"], episodes["masks"], config.gamma, config.baseline_reg
+    )
+    mean, log_std = net(torch.from_numpy(episodes["obs"][valid]))
+    log_probs = Normal(mean, log_std.exp()).log_prob(torch.from_numpy(episodes["actions"][valid]))
+    loss = -(log_probs.sum(-1) * torch.from_numpy(advantages[valid])).mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= alpha * p.grad
+    return {name: p.detach() for name, p in net.named_parameters()}
+
+
+def _task(episodes: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Task ``i``'s episodes ``(T, E, …)`` of a ``(T, n_tasks, E, …)`` batch."""
+    return {key: value[:, i] for key, value in episodes.items()}
+
+
+def _expected_step_sizes(config) -> list[float]:
+    """The paper's test-time schedule (``eval_lr`` unset): α, then α/2 for every later step."""
+    assert config.eval_lr is None and config.gae_lambda == 1.0 and config.normalize_advantages
+    return [config.inner_lr] + [config.inner_lr / 2] * (config.eval_steps - 1)
+
+
+def test_adaptation_curve_matches_a_plain_reimplementation(monkeypatch) -> None:
+    """Every stage of ``adaptation_curve``: its episodes are what the stage's parameters sample
+    in the gymnasium environment with the same noise, and the next stage's parameters are one
+    hand-written REINFORCE step (α, α/2, α/2) on them."""
+    config = load_config("navigation", ADAPT)
+    n_tasks, n_episodes, alphas = 3, config.eval_episodes_per_task, _expected_step_sizes(config)
+    policy = build_policy(config)
+    env = make_batched_env(config.env, n_tasks * n_episodes, config.horizon)
+    tasks = env.sample_tasks(n_tasks, np.random.default_rng(11))
+    sampler, seen = rl_evaluate.sampled_adaptation, []
+
+    def recording(*args, **kwargs):  # keeps the episodes adaptation_curve gets
+        seen.append(sampler(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(rl_evaluate, "sampled_adaptation", recording)
+    curve = adaptation_curve(policy, env, tasks, config, torch.Generator().manual_seed(5))
+    (episodes, _), stages = seen[0], curve.params
+    assert len(episodes) == len(stages) == len(alphas) + 1
+
+    noise = torch.Generator().manual_seed(5)
+    for k, (batch, stage) in enumerate(zip(episodes, stages)):
+        per_task = [{name: p[i] for name, p in stage.items()} for i in range(n_tasks)]
+        if k == 0:  # every task starts from θ
+            for params in per_task:
+                for name, p in policy.named_parameters():
+                    assert torch.equal(params[name], p.detach()), name
+        replay = _reference_rollout(policy, per_task, tasks, n_episodes, config.horizon, noise)
+        recorded = {key: value.double().numpy() for key, value in (
+            ("obs", batch.observations), ("actions", batch.actions),
+            ("rewards", batch.rewards), ("masks", batch.masks),
+        )}  # fmt: skip
+        for key, value in recorded.items():
+            np.testing.assert_allclose(value, replay[key], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"stage {k}: {key}")  # fmt: skip
+        np.testing.assert_allclose(
+            curve.returns[k].numpy(), replay["rewards"].sum(0).mean(1), rtol=1e-5
+        )
+        if k == len(alphas):
+            break
+        for i in range(n_tasks):  # the step from the library's own episodes of the stage
+            expected = _reference_step(policy, per_task[i], _task(recorded, i), config, alphas[k])
+            moved = max(float((expected[n] - per_task[i][n]).abs().max()) for n in expected)
+            assert moved > 1e-2, "a step this small would not test the step size"
+            for name, value in expected.items():
+                where = f"stage {k + 1}, task {i}, {name}"
+                torch.testing.assert_close(
+                    stages[k + 1][name][i].double(), value, rtol=1e-5, atol=1e-5, msg=where
+                )
+
+
+def test_adapt_policy_matches_a_plain_reimplementation(tmp_path: Path) -> None:
+    """``LoadedRun.adapt_policy`` on one task: the same parameters and returns, stage after
+    stage, as sampling in the gymnasium environment and stepping by hand from θ (α, α/2, α/2),
+    with nothing taken from the library's episodes."""
+    config = load_config("navigation", ADAPT)
+    policy = build_policy(config)
+    run = LoadedRun(policy, config, 0, tmp_path, "last", None, {})
+    task = {"goal": np.array([0.3, -0.4])}
+    adaptation = run.adapt_policy(task, seed=7)
+    alphas = _expected_step_sizes(config)
+    assert len(adaptation.params) == len(adaptation.returns) == len(alphas) + 1
+
+    noise, params = torch.Generator().manual_seed(7), get_params(policy)
+    for k, (adapted, mean_return) in enumerate(zip(adaptation.params, adaptation.returns)):
+        for name, value in params.items():
+            torch.testing.assert_close(adapted[name].double(), value.detach().double(),
+                                       rtol=1e-5, atol=1e-5, msg=f"stage {k}, {name}")  # fmt: skip
+        episodes = _reference_rollout(
+            policy, [params], [task], config.eval_episodes_per_task, config.horizon, noise
+        )
+        assert mean_return == pytest.approx(episodes["rewards"].sum(0).mean(), rel=1e-5)
+        if k < len(alphas):
+            params = _reference_step(policy, params, _task(episodes, 0), config, alphas[k])
 
 
 @pytest.mark.parametrize(

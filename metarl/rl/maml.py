@@ -99,7 +99,9 @@ def sampled_adaptation(
         step_sizes: α, or one α per step.
         config: reads ``baseline_reg, gamma, gae_lambda, normalize_advantages``.
         generator: the action noise.
-        check_finite: stop on a non-finite inner loss (evaluation records divergence instead).
+        check_finite: stop on a non-finite inner loss. Without it (evaluation) the step is
+            taken, and a policy it makes diverge stops at the next rollout, whose actions
+            are checked (:class:`~metarl.envs.task_env.DivergedActions`, one line).
         on_sample: called after each batch of episodes (a progress bar's ``update``).
         shard: this process's tasks of a meta-batch shared by several processes (the action
             noise is drawn for the whole batch).
