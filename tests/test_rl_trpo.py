@@ -7,10 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Normal, kl_divergence
+from torch.func import functional_call
 
 from metarl.core import get_params
 from metarl.core.conjugate_gradient import conjugate_gradient
-from metarl.rl.config import RLConfig
+from metarl.rl import maml_trpo
+from metarl.rl.config import FISHER_PRODUCTS, RLConfig
 from metarl.rl.diagnostics import (
     check_gradient_agreement,
     check_meta_gradient_agreement,
@@ -181,6 +184,134 @@ def test_trpo_models_predict_the_objective_of_a_smooth_policy(problem) -> None:
     nan_query = query._replace(advantages=torch.full_like(query.advantages, math.nan))
     with pytest.raises(FloatingPointError, match="the natural step is not finite"):
         profile_natural_step(policy, get_params(policy), [support], nan_query, config)
+
+
+# --- The trainer's Fisher-vector products against the exact Hessian of the meta-KL ----------
+
+
+def _reference_meta_kl(
+    policy: GaussianMLPPolicy, support: list[Episodes], query: Episodes, alpha: float, every: int
+):
+    """flat θ ↦ the KL whose Hessian at θ_0 natural_step's Fisher product is, written without
+    metarl.rl.maml, losses or fisher: on episodes 0, k, 2k, ... of every task (support and query
+    alike, k = ``every``), each task takes one plain gradient step per support batch on its
+    REINFORCE loss −Σ log π(a|s)·A·mask / Σ mask (torch.distributions on the module's own
+    forward), then KL(π_old || π_θ'(θ)) per query step, its mean over the task's valid steps,
+    the mean over tasks. π_old is the adapted policy at θ_0 (the policy's parameters), fixed."""
+    theta = get_params(policy)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::every]
+
+    def adapted(flat: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not flat.requires_grad:  # a plain evaluation: the inner step still needs a graph
+            flat = flat.detach().requires_grad_(True)
+        params = unflatten(flat, theta)
+        for episodes in support:
+            mean, log_std = functional_call(policy, params, (pick(episodes.observations)[:, task],))
+            log_prob = Normal(mean, log_std.exp()).log_prob(pick(episodes.actions)[:, task])
+            mask = pick(episodes.masks)[:, task]
+            advantages = pick(episodes.advantages)[:, task]
+            loss = -(log_prob.sum(-1) * advantages * mask).sum() / mask.sum()
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {name: p - alpha * g for (name, p), g in zip(params.items(), grads)}
+        return functional_call(policy, params, (pick(query.observations)[:, task],))
+
+    theta0 = flatten(p.detach() for p in theta.values())
+    old = [[t.detach() for t in adapted(theta0, i)] for i in range(query.n_tasks)]
+
+    def kl(flat: torch.Tensor) -> torch.Tensor:
+        per_task = []
+        for i, (old_mean, old_log_std) in enumerate(old):
+            mean, log_std = adapted(flat, i)
+            kls = kl_divergence(Normal(old_mean, old_log_std.exp()), Normal(mean, log_std.exp()))
+            mask = pick(query.masks)[:, i]
+            per_task.append((kls.sum(-1) * mask).sum() / mask.sum())
+        return torch.stack(per_task).mean()
+
+    return kl
+
+
+def _trainer_fisher_product(monkeypatch, policy, support, query, config):
+    """natural_step at θ = the policy's parameters (what maml_trpo.meta_update, the trainer's
+    update, runs first), and the Fisher-vector product it hands to conjugate gradient."""
+    products = []
+
+    def recording(matvec, b, iterations=10, residual_tol=1e-10):
+        products.append(matvec)
+        return conjugate_gradient(matvec, b, iterations, residual_tol)
+
+    monkeypatch.setattr(maml_trpo, "conjugate_gradient", recording)
+    step = maml_trpo.natural_step(policy, get_params(policy), support, query, config)
+    assert len(products) == 1
+    return products[0], step
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+@pytest.mark.parametrize("subsample", [1, 2])
+@pytest.mark.parametrize("fisher_product", FISHER_PRODUCTS)
+def test_trainer_fisher_product_is_the_hessian_of_the_meta_kl(
+    problem, monkeypatch, fisher_product: str, subsample: int, inner_steps: int
+) -> None:
+    """The product natural_step uses for each ``fisher_product`` and ``fisher_subsample``
+    equals (F + λI)v, F the float64 Hessian (autograd.functional.hessian) at θ_0 of the
+    meta-KL of :func:`_reference_meta_kl` on the same every-k-th episodes."""
+    policy, first_support, query = problem
+    query.masks[2:, 1, :] = 0.0  # task 1's query episodes are shorter: per-task means matter
+    support = [first_support, _episodes(torch.Generator().manual_seed(2), [2, 4, 3])]
+    support = support[:inner_steps]
+    alpha, damping, fd_epsilon = 0.5, 0.05, 1e-2
+    config = RLConfig(
+        inner_lr=alpha, inner_steps=inner_steps, episodes_per_task=EPISODES, cg_damping=damping,
+        fisher_product=fisher_product, fisher_subsample=subsample, fd_epsilon=fd_epsilon,
+        cg_iterations=50,
+    )  # fmt: skip
+    theta0 = flatten(p.detach() for p in policy.parameters())
+    kl = _reference_meta_kl(policy, support, query, alpha, subsample)
+    hessian = torch.autograd.functional.hessian(kl, theta0)
+    # At θ_0 the new policy is the old one: the KL and its gradient vanish. This is why the
+    # Gauss-Newton form Jᵀ M J (which drops Σ ∂KL/∂y · ∇²y, y = (μ, log σ)) is the Hessian.
+    assert float(kl(theta0).detach()) == 0.0
+    assert float(torch.autograd.functional.jacobian(kl, theta0).abs().max()) < 1e-14
+    if subsample > 1:  # the subsample's Fisher is another matrix: the test can tell them apart
+        full = torch.autograd.functional.hessian(
+            _reference_meta_kl(policy, support, query, alpha, 1), theta0
+        )
+        assert float((full - hessian).norm()) > 0.1 * float(hessian.norm())
+
+    fvp, step = _trainer_fisher_product(monkeypatch, policy, support, query, config)
+    v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    v = 3.0 * v / v.norm()  # ‖v‖ ≠ 1: the finite-difference step must not scale with ‖v‖
+    expected = hessian @ v + damping * v
+    product = fvp(v)
+    if fisher_product == "finite_difference":
+        # [∇KL(θ_0 + εv) − ∇KL(θ_0 − εv)] / 2ε with ε = fd_epsilon/‖v‖ is Hv plus, by Taylor,
+        # (ε²/6) ∇⁴KL[v, v, v, ·] = (fd_epsilon²/6) ‖v‖ ∇⁴KL[u, u, u, ·] (u = v/‖v‖), plus
+        # O(ε⁴): that leading term, by autograd, must account for the error to O(fd_epsilon²)
+        # of itself (measured ≤ 2e-4 of it; 1% allowed).
+        u = v / v.norm()
+        x = theta0.clone().requires_grad_(True)
+        derivative = kl(x)
+        for _ in range(3):
+            derivative = torch.autograd.grad(derivative, x, create_graph=True)[0] @ u
+        fourth = torch.autograd.grad(derivative, x)[0]
+        leading = fd_epsilon**2 / 6.0 * v.norm() * fourth
+        assert float(leading.norm()) > 0.0
+        assert float((product - expected - leading).norm()) < 0.01 * float(leading.norm())
+    else:
+        # double_backward is the Hessian itself and Gauss-Newton equals it at θ_0 (above): both
+        # to float64 round-off.
+        torch.testing.assert_close(product, expected, rtol=1e-9, atol=1e-11)
+
+    # The step the trainer takes is the natural step of that matrix: d = (F + λI)⁻¹ g scaled to
+    # ½ sᵀ(F + λI)s = max_kl; 1e-3 of |s| for conjugate gradient, which stops at |r|² < 1e-10
+    # (measured ≤ 1e-4). Not for finite differences: their O(ε²) product error is amplified by
+    # the condition number of F + λI (up to 7e3 here), which no ε-derived bound keeps tight.
+    if fisher_product != "finite_difference":
+        matrix = hessian + damping * torch.eye(theta0.numel(), dtype=torch.float64)
+        direction = torch.linalg.solve(matrix, step.grad)
+        natural = direction * math.sqrt(2.0 * config.max_kl / float(direction @ matrix @ direction))
+        assert float((step.full_step - natural).norm()) < 1e-3 * float(natural.norm())
 
 
 @pytest.mark.parametrize("rule", LINE_SEARCH_RULES)

@@ -92,9 +92,10 @@ class RLConfig(MetaLearningConfig):
     )
     fisher_subsample: int = option(
         1,
-        "Fisher-vector products use every k-th episode of each task; the gradient and the line "
-        "search always use all of them (the paper: 1, all episodes; k > 1 is the fast option, "
-        "OpenAI baselines' TRPO also uses every 5th sample)",
+        "Fisher-vector products use every k-th episode of each task, of the support (the "
+        "adaptation is redone on them) and of the query: that subset's own meta-KL; the "
+        "gradient and the line search always use all of them (the paper: 1, all episodes; k > 1 "
+        "is the fast option; OpenAI baselines' TRPO subsamples every 5th sample of its KL)",
         low=1,
     )
     line_search_ratio: float = option(
