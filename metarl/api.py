@@ -132,36 +132,9 @@ def train(
             raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
     made_here = resume is None and main and not run_dir.exists()
     try:
-        lock = run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext()
-        with lock:
+        with run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext():
             try:
-                state = None
-                if resume is not None:
-                    state = load_checkpoint(run_dir, experiment=experiment)
-                    if state["iteration"] == config.iterations:
-                        if main:
-                            _declare_finished(run_dir, state, config)
-                        report = _evaluate(config, run_dir, progress) if evaluate and main else None
-                        return Training(run_dir, config, report, main)
-                elif main:
-                    prepare_new_run_dir(run_dir)
-                if main:
-                    write_yaml(run_dir / CONFIG, to_dict(config))
-                    if progress:
-                        print(f"run directory: {run_dir}")
-                experiment_ = get_experiment(config.experiment)
-                experiment_.train(
-                    config, run_dir, state, progress=progress and main, stop_at=stop_at
-                )
-                if world is not None:  # the evaluation is rank 0's alone: the others may leave
-                    close_world(finished=True)
-                # a session that the time limit ended is not the trained model `evaluate` asked for
-                cut_short = stop_at is not None and stopped_early(run_dir, config)
-                report = (
-                    _evaluate(config, run_dir, progress)
-                    if evaluate and main and not cut_short
-                    else None
-                )
+                report = _train_session(config, run_dir, resume, world, evaluate, progress, stop_at)
             except Exception:  # a failed start (an interruption keeps its folder, as said)
                 # Under the lock: a directory this call made, never one another process holds.
                 if made_here:
@@ -171,6 +144,41 @@ def train(
         if world is not None:
             close_world()
     return Training(run_dir, config, report, main)
+
+
+def _train_session(
+    config: Any,
+    run_dir: Path,
+    resume: str | Path | None,
+    world: Any,
+    evaluate: bool,
+    progress: bool,
+    stop_at: float | None,
+) -> EvalReport | None:
+    """One session of `train` on a locked run directory: start or continue the run, train until
+    the budget or the session's deadline, and evaluate if asked; returns the evaluation."""
+    main = world is None or world.is_main
+    state = None
+    if resume is not None:
+        state = load_checkpoint(run_dir, experiment=config.experiment)
+        if state["iteration"] == config.iterations:
+            if main:
+                _declare_finished(run_dir, state, config)
+            return _evaluate(config, run_dir, progress) if evaluate and main else None
+    elif main:
+        prepare_new_run_dir(run_dir)
+    if main:
+        write_yaml(run_dir / CONFIG, to_dict(config))
+        if progress:
+            print(f"run directory: {run_dir}")
+    get_experiment(config.experiment).train(
+        config, run_dir, state, progress=progress and main, stop_at=stop_at
+    )
+    if world is not None:  # the evaluation is rank 0's alone: the others may leave
+        close_world(finished=True)
+    # a session that the time limit ended is not the trained model `evaluate` asked for
+    cut_short = stop_at is not None and stopped_early(run_dir, config)
+    return _evaluate(config, run_dir, progress) if evaluate and main and not cut_short else None
 
 
 def stopped_early(run_dir: Path, config: Any) -> bool:
