@@ -162,26 +162,39 @@ def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
     )
 
 
+def named_layers(model: nn.Sequential) -> dict[int, str]:
+    """The analysed layers of a frozen model by position: each BatchNorm (``norm1``…) and
+    hidden ReLU (``hidden1``…), numbered from the input."""
+    names, counts = {}, {"norm": 0, "hidden": 0}
+    for i, layer in enumerate(model):
+        kind = (
+            "norm"
+            if isinstance(layer, FrozenNorm)
+            else "hidden"
+            if isinstance(layer, nn.ReLU)
+            else None
+        )
+        if kind is not None:
+            counts[kind] += 1
+            names[i] = f"{kind}{counts[kind]}"
+    return names
+
+
 def norm_widths(model: nn.Sequential) -> dict[str, int]:
     """The number of units of each BatchNorm of a frozen model (``norm1``…, as
-    :func:`layer_outputs` names them): features of a Linear layer, channels of a convolution."""
-    norms = [layer for layer in model if isinstance(layer, FrozenNorm)]
-    return {f"norm{i}": layer.weight.numel() for i, layer in enumerate(norms, 1)}
+    :func:`named_layers` names them): features of a Linear layer, channels of a convolution."""
+    return {
+        name: model[i].weight.numel()
+        for i, name in named_layers(model).items()
+        if name.startswith("norm")
+    }
 
 
 def layer_outputs(model: nn.Sequential, images: Tensor, batch: int = 1000) -> dict[str, Tensor]:
-    """The output of every BatchNorm (``norm1``…) and hidden ReLU (``hidden1``…) of a frozen
-    model on ``images (M, 1, 28, 28)``, each ``(M, width)``: a convolutional layer's unit is a
-    channel, its activation the channel's mean over space."""
-    names, outputs = {}, {}
-    norms = hidden = 0
-    for i, layer in enumerate(model):
-        if isinstance(layer, FrozenNorm):
-            norms += 1
-            names[i] = f"norm{norms}"
-        elif isinstance(layer, nn.ReLU):
-            hidden += 1
-            names[i] = f"hidden{hidden}"
+    """The output of every layer that :func:`named_layers` names, on a frozen model and
+    ``images (M, 1, 28, 28)``, each ``(M, width)``: a convolutional layer's unit is a channel,
+    its activation the channel's mean over space."""
+    names, outputs = named_layers(model), {}
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = images[start : start + batch]
