@@ -1,8 +1,11 @@
-"""What the training loops share: Adam (fused where torch has it), the progress bar over
-iterations, the session's wall-clock deadline, and when to write a checkpoint."""
+"""What the training loops share: Adam (fused where torch has it), the progress bars (every
+bar's defaults, and the one over iterations), the session's wall-clock deadline, and when to
+write a checkpoint."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,18 +23,40 @@ def adam(params: Any, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+LOGGED_BAR_SECONDS = 30.0
+"""How often a progress bar redraws when stderr is not a terminal (a log file, a pipe): each
+redraw is another line there, and a bar over hours would otherwise fill megabytes."""
+
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm bar with the house defaults: its width follows the terminal, in a notebook it is
+    a widget, and written to a log instead it redraws every :data:`LOGGED_BAR_SECONDS` (unless
+    ``TQDM_MININTERVAL`` says otherwise). Keywords are tqdm's."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("dynamic_ncols", True)
+    stream = kwargs.get("file") or sys.stderr
+    notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    logged = stream is None or not getattr(stream, "isatty", lambda: False)()
+    if (
+        logged
+        and not notebook
+        and not kwargs.get("disable")
+        and "TQDM_MININTERVAL" not in os.environ
+    ):
+        kwargs.setdefault("mininterval", LOGGED_BAR_SECONDS)
+    return tqdm(iterable, **kwargs)
+
+
 def iteration_bar(config: Any, start: int, progress: bool = True) -> Any:
     """The progress bar over iterations ``start..config.iterations`` (tqdm; loss and it/s)."""
-    from tqdm import tqdm
-
-    return tqdm(
+    return progress_bar(
         range(start, config.iterations),
         initial=start,
         total=config.iterations,
         desc=config.experiment,
         disable=not progress,
         unit="it",
-        dynamic_ncols=True,
     )
 
 

@@ -73,8 +73,7 @@ def analyze(
     Raises:
         ConfigError: a run that cannot be analysed, or two runs on different datasets.
     """
-    from tqdm.auto import tqdm
-
+    from metarl.loop import progress_bar
     from metarl.runtime import missing_extra
 
     try:
@@ -93,7 +92,8 @@ def analyze(
         subjects.append(load_subject(compare, reference))
         if subjects[1].config.dataset != dataset:
             raise ConfigError(
-                f"{compare} is a {subjects[1].config.dataset} run, {run} a {dataset} run"
+                f"{compare} was trained on {subjects[1].config.dataset}, {run} on {dataset}: "
+                "compared runs share a dataset"
             )
         if subjects[1].name == subjects[0].name:
             subjects[1].name += " (2)"
@@ -112,7 +112,7 @@ def analyze(
     held_out, held_out_note = held_out_classes(subjects)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stages = tqdm(total=8, disable=not progress, desc="analyze", unit="stage", dynamic_ncols=True)
+    stages = progress_bar(total=8, disable=not progress, desc="analyze", unit="stage")
 
     def stage(text: str) -> None:
         stages.set_postfix_str(text)

@@ -44,12 +44,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from metarl.config import to_dict
 from metarl.core import get_params
 from metarl.core.functional import Params
 from metarl.envs import BatchedTaskEnv
+from metarl.loop import progress_bar
 from metarl.plots import adaptation_curves, learning_curve, new_figure, save
 from metarl.references import paper_result
 from metarl.reports import (
@@ -225,8 +225,8 @@ def evaluate(
     # MAML, random init and pretrained adapt; the oracles only roll out
     adapting = 1 + (earlier is None) + (stored.get("pretrained") is not None)
     rollouts = 2 * (stored.get("oracle") is not None) + analytic
-    bar = tqdm(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
-               unit="batch", disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=adapting * (config.eval_steps + 1) + rollouts, desc="evaluate",
+                       unit="batch", disable=not progress)  # fmt: skip
 
     step_sizes: dict[str, list[float]] = {}  # by method, for the report
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.config import ConfigError
+from metarl.loop import progress_bar
 from metarl.rl.config import RLConfig
 from metarl.rl.evaluate import adaptation_curve, plot_trajectories
 from metarl.rl.policy import GaussianMLPPolicy
@@ -154,7 +154,7 @@ def render_mujoco(
     # The step a finished episode stopped at: later frames repeat its last state.
     lengths = masks.sum(axis=0).astype(int)
     frames = []
-    for t in tqdm(range(len(qpos)), desc=f"rendering task {task}", disable=not progress):
+    for t in progress_bar(range(len(qpos)), desc=f"rendering task {task}", disable=not progress):
         panels = []
         for s in range(stages):
             k = min(t, lengths[s])
@@ -180,7 +180,7 @@ def render_navigation(
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     canvas, ax = FigureCanvasAgg(fig), fig.subplots()
     frames = []
-    for t in tqdm(range(len(obs) + 1), desc=f"task {task} frames", disable=not progress):
+    for t in progress_bar(range(len(obs) + 1), desc=f"task {task} frames", disable=not progress):
         ax.clear()
         for s in range(stages):
             valid = obs[: min(t, int(masks[:, s].sum())), s]

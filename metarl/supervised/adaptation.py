@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from metarl.algorithms import MetaAlgorithm, Problem, StepSizes
 from metarl.core import InnerStepSize, TaskBatch
+from metarl.loop import progress_bar
 
 
 def adaptation_curve(
@@ -43,7 +43,7 @@ def adaptation_curve(
     """
     rows: list[Tensor] = []
     starts = range(0, batch.n_tasks, chunk_size)
-    for start in tqdm(starts, desc="evaluate", unit="chunk", disable=not progress):
+    for start in progress_bar(starts, desc="evaluate", unit="chunk", disable=not progress):
         chunk = batch.tasks(start, start + chunk_size)
         scores = []
         for params in algorithm.adapt_steps(model, chunk, problem, steps, step_sizes):

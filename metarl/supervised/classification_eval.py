@@ -159,7 +159,7 @@ def meta_dataset_values(
     """``eval_tasks`` Meta-Dataset episodes drawn from ``eval_seed`` over the evaluated
     sources' ``eval_subset`` classes, each adapted on its own (episodes differ in size), and
     the config's probes on the same episodes."""
-    from tqdm import tqdm
+    from metarl.loop import progress_bar
 
     sources = source_splits(config, config.eval_subset, config.evaluated_sources)
     spec, (channels, side) = episode_spec(config), image_shape(config)
@@ -168,8 +168,8 @@ def meta_dataset_values(
     values: dict[str, list[Tensor]] = {name: [] for name in sources}
     ways: dict[str, list[Tensor]] = {name: [] for name in sources}
     probed = {method: {name: [] for name in sources} for method in probes(config)}
-    for _ in tqdm(range(config.eval_tasks), desc="test episodes", disable=not progress,
-                  leave=False):  # fmt: skip
+    for _ in progress_bar(range(config.eval_tasks), desc="test episodes", disable=not progress,
+                          leave=False):  # fmt: skip
         episode = sample_meta_dataset_episode(sources, spec, generator, (channels, side, side))
         curve = adaptation_curve(algorithm, model, episode.batch, scored,
                                  config.eval_steps, config.eval_lr)  # fmt: skip

@@ -12,12 +12,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from metarl.algorithms import Problem, make_algorithm
 from metarl.core import TaskBatch
 from metarl.core.layers import MLP
-from metarl.loop import adam
+from metarl.loop import adam, progress_bar
 from metarl.seeding import seeded
 from metarl.supervised.config import SinusoidConfig
 from metarl.supervised.models import sinusoid_mlp
@@ -91,7 +90,9 @@ def train_regressor(
     tasks = task_distribution(config)
     optimizer = adam(model.parameters(), config.baseline_lr)
     n_points = config.k_shot + config.k_query
-    for _ in tqdm(range(config.baseline_iterations), desc=desc, disable=not progress, unit="it"):
+    iterations = range(config.baseline_iterations)
+    bar = progress_bar(iterations, desc=desc, disable=not progress, unit="it")
+    for _ in bar:
         params = tasks.sample_params(config.meta_batch_size, gen)
         x = tasks.sample_inputs(config.meta_batch_size, n_points, gen)
         y = tasks.targets(params, x)

@@ -121,7 +121,7 @@ def train(
     Every epoch adds ``train/loss`` (cross-entropy, mean over the epoch's batches),
     ``train/accuracy`` and ``test/accuracy`` (after the epoch) to ``metrics.jsonl``.
     """
-    from tqdm.auto import tqdm
+    from metarl.loop import progress_bar
 
     set_num_threads(config.num_threads)
     images, labels = load_images(config, "train")
@@ -141,8 +141,8 @@ def train(
         start, elapsed_before = resume_state["iteration"], resume_state["elapsed"]
     log = MetricsLog(run_dir, config.tensorboard, start if resume_state else None)
     steps = math.ceil(len(images) / config.batch_size)
-    bar = tqdm(total=config.epochs * steps, initial=start * steps, disable=not progress,
-               unit="batch", dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=config.epochs * steps, initial=start * steps, unit="batch",
+                       desc=config.experiment, disable=not progress)  # fmt: skip
     started = time.perf_counter()
     saves = CheckpointSchedule(config.checkpoint_every, config.checkpoint_minutes)
     try:

@@ -219,7 +219,7 @@ def meta_train(
                 shown = {"loss": f"{means['meta/query_loss']:.4f}"}
                 if "val/accuracy" in means:
                     shown["val_acc"] = f"{means['val/accuracy']:.4f}"
-                bar.set_postfix(shown)
+                bar.set_postfix(shown, refresh=False)  # the bar redraws on its own clock
                 window, window_start, window_size = {}, time.perf_counter(), 0
             if main and (saves.due(done, window_ends) or last):
                 checkpoint(done)

@@ -30,8 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from metarl.loop import progress_bar
 from metarl.supervised.data.files import CHECKSUMS, DataError, read_checksums, sha256_file
 
 
@@ -177,8 +176,8 @@ def download(url: str, path: Path, progress: bool = True) -> None:
         total = response.headers.get("Content-Length")
         total = int(total) + (done if resumed else 0) if total else None
         mode = "ab" if resumed else "wb"
-        bar = tqdm(total=total, initial=done if resumed else 0, unit="B", unit_scale=True,
-                   desc=path.name, disable=not progress)  # fmt: skip
+        bar = progress_bar(total=total, initial=done if resumed else 0, unit="B", unit_scale=True,
+                           desc=path.name, disable=not progress)  # fmt: skip
         with path.open(mode) as f, bar:
             while block := response.read(1 << 16):
                 f.write(block)
