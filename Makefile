@@ -15,7 +15,7 @@ PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 # The same interpreter by an absolute path, for recipes that change directory.
 PYTHON_ABS = $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON))
 
-.PHONY: setup demo test test-all lint bench smoke readme-commands examples docs
+.PHONY: setup demo test lint bench smoke readme-commands examples docs
 
 .venv/bin/python:
 	$(BASE_PYTHON) -m venv .venv
@@ -36,9 +36,6 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
-
-test-all: setup
-	$(PYTHON) -m pytest -q -m ""
 
 lint: setup
 	$(PYTHON) -m ruff check metarl envs tests scripts examples

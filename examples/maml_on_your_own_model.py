@@ -32,13 +32,17 @@ maml = MAML(InnerStepSize(0.05), inner_steps=1)  # second-order meta-gradient
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 gen = torch.Generator().manual_seed(1)
 
+window = 0.0  # one batch of 10 tasks is noisy: report the mean of every 100 iterations
 for iteration in range(400):
     step = maml.meta_loss(model, sample_lines(10, gen), problem, iteration)
     optimizer.zero_grad()
     step.loss.backward()
     optimizer.step()
-    if iteration % 100 == 0:
-        print(f"iteration {iteration:4d}: query MSE after one step {step.loss.item():.3f}")
+    window += step.loss.item()
+    if (iteration + 1) % 100 == 0:
+        print(f"iterations {iteration - 98:3d}-{iteration + 1}: mean query MSE after one step "
+              f"{window / 100:.3f}")  # fmt: skip
+        window = 0.0
 
 # New lines: the query error before adaptation and after 1 and 5 steps on their 5 points.
 test = sample_lines(200, torch.Generator().manual_seed(2))

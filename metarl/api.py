@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import shlex
+import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from metarl.config import ConfigError, to_dict, write_yaml
+from metarl.config import ConfigError, read_yaml, to_dict, write_yaml
 from metarl.distributed import close_world, init_world
 from metarl.experiments import (
     Overrides,
@@ -44,6 +46,7 @@ from metarl.reports import EvalReport
 from metarl.run import (
     CHECKPOINT,
     CONFIG,
+    RunError,
     atomic_torch_save,
     default_run_dir,
     load_checkpoint,
@@ -51,6 +54,7 @@ from metarl.run import (
     prepare_new_run_dir,
     remove_unstarted,
     run_lock,
+    zoo_root,
 )
 
 RESUME_OVERRIDES = ("iterations", "num_threads", "checkpoint_minutes", "time_budget", "device")
@@ -108,7 +112,8 @@ def train(
         ConfigError: a bad config (before anything is written).
         DataError: the dataset is missing (a ``FileNotFoundError``, before anything is
             written).
-        RunError: the run directory is in use, holds another run, or cannot be read.
+        RunError: the run directory is in use, holds another run, cannot be read or written,
+            or (``resume``) is an entry of a committed zoo: the message says how to copy it.
     """
     stop_at = session_deadline(time_limit)
     if resume is not None and out is not None:
@@ -117,6 +122,9 @@ def train(
         run_dir = Path(resume)
         experiment = experiment_name(experiment)
         state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
+        if (zoo := zoo_root(run_dir)) is not None:
+            hint = _copy_hint(run_dir, zoo, experiment)
+            raise RunError(f"{run_dir} is a committed zoo entry: {hint}")
         config = resumed_config(state, overrides, run_dir / CHECKPOINT)
     else:
         config = load_config(experiment, overrides)
@@ -130,6 +138,8 @@ def train(
         world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
         if time_limit is not None:  # each process's clock would stop it at another iteration
             raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
+    if resume is not None and main:
+        _note_edited_record(run_dir, state)
     made_here = resume is None and main and not run_dir.exists()
     try:
         with run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext():
@@ -210,6 +220,56 @@ def _evaluate(config: Any, run_dir: Path, progress: bool, retrain: bool = False)
     return report
 
 
+def _copy_hint(entry: Path, zoo: Path, experiment: str) -> str:
+    """The commands that copy a zoo entry to ``runs/`` to continue it there (meta-RL: with the
+    zoo's baselines, where `evaluate` then looks for them)."""
+    copy = f"runs/{entry.resolve().name}"
+    hint = f"continue a copy of it (mkdir -p runs && cp -r {shlex.quote(str(entry))} "
+    hint += shlex.quote(copy)
+    if (zoo / "baselines" / experiment).is_dir():
+        baselines = shlex.quote(str(zoo / "baselines" / experiment))
+        hint += f" && mkdir -p runs/baselines && cp -r {baselines} runs/baselines/"
+    return hint + f"; then --resume {shlex.quote(copy)})"
+
+
+def evaluation_dir(run_dir: str | Path) -> Path:
+    """Where `evaluate` writes its report for ``run_dir``: the run itself, or for an entry of
+    a committed zoo its copy ``runs/zoo/<entry's path in the zoo>``."""
+    run_dir = Path(run_dir)
+    zoo = zoo_root(run_dir)
+    return run_dir if zoo is None else Path("runs") / "zoo" / run_dir.resolve().relative_to(zoo)
+
+
+def _copy_zoo_entry(entry: Path, copy: Path) -> None:
+    """Refresh ``copy`` with the committed files of zoo ``entry`` (its eval.json included: a
+    meta-RL evaluation reuses the baselines' scores it holds)."""
+    for file in entry.iterdir():
+        if file.is_file() and not file.name.startswith("."):
+            shutil.copy2(file, copy / file.name)
+
+
+def _note_edited_record(run_dir: Path, state: dict[str, Any]) -> None:
+    """Say so when a run's ``config.yaml`` no longer matches its checkpoint: an edit there
+    changes nothing (the checkpoint's config is the run's; config.yaml is its record)."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return
+
+    def settings(config: dict[str, Any]) -> dict[str, Any]:  # what a resume cannot change
+        return {k: v for k, v in config.items() if k not in RESUME_OVERRIDES}
+
+    try:  # a resume writes the record at once, the checkpoint at its first save
+        edited = settings(read_yaml(path)) != settings(state["config"])
+    except ConfigError:
+        edited = True
+    if edited:
+        print(
+            f"metarl: note: {path} differs from the config in {CHECKPOINT}, which is the run's "
+            "(config.yaml is only its record; settings change with --set)",
+            file=sys.stderr,
+        )
+
+
 def resumed_config(
     state: dict[str, Any], overrides: Overrides, source: str | Path = "the checkpoint"
 ) -> Any:
@@ -245,6 +305,9 @@ def evaluate(
     """The paper's evaluation of a trained run (``metarl evaluate``): writes ``eval.json`` and
     the plots into the run directory and returns the report.
 
+    A run in a committed model zoo (:func:`metarl.run.zoo_root`) stays as committed: it is
+    copied to :func:`evaluation_dir` and evaluated there, with the zoo's baselines (meta-RL).
+
     Args:
         run_dir: the run.
         overrides: evaluation settings only (``eval_*``, ``num_threads``, ``device``,
@@ -274,6 +337,16 @@ def evaluate(
                 f"--set {key}: {hint}`metarl evaluate` tests the trained model as it was "
                 f"trained; it may change the evaluation's own keys: {', '.join(allowed)}"
             )
-    _, config = stored_config(state, overrides, run_dir / CHECKPOINT)
+    entry, zoo, run_dir = run_dir, zoo_root(run_dir), evaluation_dir(run_dir)
+    if zoo is not None:  # the zoo stays as committed: evaluate a copy, beside its baselines
+        name = state["config"]["experiment"]
+        if "baselines_dir" in state["config"] and "baselines_dir" not in overrides:
+            overrides["baselines_dir"] = str(zoo / "baselines" / name)
+        print(f"{entry} is a committed zoo entry: evaluating a copy of it, {run_dir} "
+              f"(the committed result: {entry / 'eval.json'})", file=sys.stderr)  # fmt: skip
+    _, config = stored_config(state, overrides, entry / CHECKPOINT)
+    _note_edited_record(entry, state)  # after the config is known good: one problem at a time
     with run_lock(run_dir, "metarl evaluate"):
+        if zoo is not None:
+            _copy_zoo_entry(entry, run_dir)
         return _evaluate(config, run_dir, progress, retrain_baselines)

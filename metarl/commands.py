@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,12 +27,13 @@ def train_command(args: argparse.Namespace) -> int:
     if not result.main:  # another process of a distributed run: rank 0 reports
         return 0
     print(_training_summary(run_dir, config))
-    if args.time_limit is not None and stopped_early(run_dir, config):
+    cut_short = args.time_limit is not None and stopped_early(run_dir, config)
+    if cut_short:
         print(f"the time limit ended this session; continue: metarl train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
         _print_results(result.report, run_dir)
-    else:
+    elif not cut_short:
         print(f"next: metarl evaluate {run_dir}" + (
             f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
     return 0
@@ -62,10 +64,10 @@ def _duration(seconds: float) -> str:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from metarl.api import evaluate
+    from metarl.api import evaluate, evaluation_dir
 
     report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
-    _print_results(report, args.run_dir)
+    _print_results(report, evaluation_dir(args.run_dir))
     return 0
 
 
@@ -74,12 +76,28 @@ def _print_results(report: EvalReport, run_dir: Path) -> None:
     from metarl.gap import gap_share
     from metarl.results_table import results_table
 
+    print(_caption(report, run_dir))
     print(results_table(report))
-    if report.model.choice == "best" or report.model.note:
-        print(f"tested {report.model}")
     if (share := gap_share(report)) is not None:
         print(share.line())
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
+
+
+def _caption(report: EvalReport, run_dir: Path) -> str:
+    """What the table measures: the metric, over how many test tasks, what ± is, and which
+    model (with a warning for a run short of its budget, of iterations or of time)."""
+    from metarl.api import stopped_early
+
+    bar = {"ci95": "the 95% interval", "stderr": "one standard error"}[report.error_bar]
+    if "test_images" in report.protocol:  # ordinary training: one test set, no tasks
+        over = f" on {report.protocol['test_images']:,} test images, ± {bar}"
+    else:
+        over = f", mean over {report.config.get('eval_tasks')} test tasks, ± {bar} of the mean"
+    text = f"{report.experiment}: {report.metric}{over}; {report.model}"
+    if stopped_early(run_dir, SimpleNamespace(**report.config)):
+        done, budget = report.model.checkpoint_iteration, report.config["iterations"]
+        text += f" (the run is not finished: {done} of {budget} iterations)"
+    return text
 
 
 def baseline_command(args: argparse.Namespace) -> int:
@@ -177,11 +195,14 @@ def check_step_command(args: argparse.Namespace) -> int:
         format_step_profile,
     )
     from metarl.rl.policy import build_policy
+    from metarl.run import RunError
     from metarl.runtime import set_num_threads
     from metarl.trained import load_run
 
     target = Path(args.target)
     looks_like_a_path = target.exists() or "/" in args.target
+    if looks_like_a_path and not target.exists() and target.suffix not in YAML_SUFFIXES:
+        raise RunError(f"run directory not found: {args.target}")  # as the other commands say
     if looks_like_a_path and not target.is_dir() and target.suffix not in YAML_SUFFIXES:
         raise ConfigError(f"{args.target}: not a run directory, a YAML file or an experiment")
     if target.is_dir():

@@ -230,7 +230,7 @@ class MetaLearningConfig(CommonConfig):
         high=1.0,
     )
     # --- evaluation (metarl evaluate) --------------------------------------------------------
-    eval_tasks: int = option(600, "fixed test tasks", low=1)
+    eval_tasks: int = option(600, "fixed test tasks (at least 2: the error bars need two)", low=2)
     eval_seed: int = option(
         20_170_301, "seed of the test tasks (independent of `seed`)", low=0, high=MAX_SEED - 16
     )

@@ -37,6 +37,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
+ZOO_MARKER = ".metarl-zoo"
+"""The file that marks a model zoo's top folder (see :func:`zoo_root`)."""
 
 
 class RunError(RuntimeError):
@@ -58,7 +60,10 @@ def prepare_new_run_dir(path: Path) -> Path:
         RunError: ``path`` holds a run with a checkpoint (it would be overwritten).
     """
     if (path / CHECKPOINT).exists():
-        raise RunError(f"{path} already holds a run; pass --resume {path} to continue it")
+        raise RunError(
+            f"{path} already holds a run: continue it with --resume {path} (Python: "
+            f"resume={str(path)!r}), or give another directory"
+        )
     if (path / METRICS).exists():
         print(f"metarl: {path} holds a run that never reached its first checkpoint; starting it "
               "again", file=sys.stderr)  # fmt: skip
@@ -91,11 +96,20 @@ def run_lock(run_dir: Path, what: str) -> Iterator[None]:
     kernel releases it when the owner dies, however it dies, so a stale lock never blocks.
 
     Raises:
-        RunError: another process owns the run.
+        RunError: another process owns the run, or the directory cannot be written.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        unwritable = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        way_out = (
+            ": copy the run to a writable place first"
+            if unwritable and (run_dir / CHECKPOINT).is_file()
+            else ""
+        )
+        raise RunError(f"cannot write to {run_dir} ({e.strerror}){way_out}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,6 +123,29 @@ def run_lock(run_dir: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds ``run_dir``'s lock (its PID and command), or None if nobody does."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # releases a shared lock taken just to look
+
+
+def zoo_root(run_dir: Path) -> Path | None:
+    """The committed model zoo that ``run_dir`` lies in (the nearest folder above it marked by
+    :data:`ZOO_MARKER`), or None. A zoo's files are reference results: commands work on copies."""
+    return next(
+        (folder for folder in run_dir.resolve().parents if (folder / ZOO_MARKER).is_file()), None
+    )
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -219,6 +256,11 @@ def load_checkpoint(run_dir: str | Path, experiment: str | None = None) -> dict[
         raise RunError(f"run directory not found: {run_dir}")
     path = run_dir / CHECKPOINT
     if not path.is_file():
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            raise RunError(f"{run_dir} is in use by {holder} and has no {CHECKPOINT} yet")
+        if not (run_dir / CONFIG).is_file():
+            raise RunError(f"{run_dir} is not a run directory (no {CHECKPOINT} or {CONFIG})")
         raise RunError(f"no {CHECKPOINT} in {run_dir}: the run never reached its first checkpoint")
     state = load_tensors(path, "checkpoint")
     if not isinstance(state, dict):

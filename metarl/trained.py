@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -78,7 +80,8 @@ class LoadedRun:
             The adapted parameters (no task dimension), for :meth:`predict`.
 
         Raises:
-            ConfigError: a meta-RL or ordinary-training run, or ``steps < 0``.
+            ConfigError: a meta-RL or ordinary-training run, ``steps < 0``, or tensors the
+                model does not take (e.g. ``(K,)`` for ``(K, 1)``).
         """
         from metarl.algorithms.maml import last
 
@@ -87,9 +90,15 @@ class LoadedRun:
         steps = self.config.eval_steps if steps is None else steps
         if steps < 0:
             raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
+        if len(support_x) != len(support_y):
+            raise ConfigError(
+                f"adapt(): {len(support_x)} inputs but {len(support_y)} targets; give "
+                "support_x (K, *input_shape) and support_y (K, *target_shape)"
+            )
         problem = _problem(self.config)
         one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
-        params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
+        with _shape_errors("adapt", support_x, support_y):
+            params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
         return {name: p[0] for name, p in params.items()}
 
     def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
@@ -101,10 +110,13 @@ class LoadedRun:
 
         Returns:
             ``(B, *output_shape)``: a classifier's logits, a regressor's predictions.
+
+        Raises:
+            ConfigError: ``x`` of a shape the model does not take.
         """
         from metarl.core import single_forward
 
-        with torch.no_grad():
+        with torch.no_grad(), _shape_errors("predict", x):
             return self.model(x) if params is None else single_forward(self.model, params, x)
 
     def adapt_policy(
@@ -166,6 +178,22 @@ class LoadedRun:
         if self.algorithm is None:
             return "this is ordinary training, nothing adapts: use predict()"
         return "this is a supervised run: use adapt()"
+
+
+@contextmanager
+def _shape_errors(method: str, *tensors: Tensor) -> Iterator[None]:
+    """Turn the model's shape error on the user's tensors into one line that names them (a
+    forgotten feature dimension, ``(K,)`` for ``(K, 1)``, is the usual cause)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "size" not in str(e) and "shape" not in str(e):
+            raise
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ConfigError(
+            f"{method}(): the model does not take tensors of shapes {shapes} (batch first, then "
+            f"the input's own shape, e.g. (K, 1) for the sinusoid): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _problem(config: Any) -> Any:

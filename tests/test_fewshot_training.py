@@ -127,7 +127,7 @@ def test_the_best_validated_model_is_kept_across_a_resume_and_tested_on_request(
     capsys.readouterr()
     assert main(["evaluate", str(whole), "--no-progress", "--set", "eval_model=best",
                  "eval_subset=val", "eval_tasks=12"]) == 0  # fmt: skip
-    assert f"tested the best-validated model, from iteration {top['iteration']}" in (
+    assert f"; the best-validated model, from iteration {top['iteration']}" in (
         capsys.readouterr().out
     )
     report = read_report(whole)

@@ -486,12 +486,15 @@ def test_command_line_mistakes_are_named_in_one_line(tmp_path, capsys):
     experiment_free.write_text("iterations: 3\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text("# My sinusoid: fewer iterations.\nexperiment: sinusoid\niterations: 30\n")
+    listed_file = tmp_path / "notes.txt"
+    listed_file.write_text("not a config\n")
     assert main(["list", str(mine)]) == 0  # a YAML file, as `metarl list --help` says
     listed = capsys.readouterr().out
     assert listed.startswith(f"{mine}: My sinusoid\n") and "iterations" in listed
     for command, message in (
         (["config", str(experiment_free)], "foo.yaml: say which experiment it configures"),
-        (["check-step", str(tmp_path / "nope")], "not a run directory, a YAML file or an"),
+        (["check-step", str(listed_file)], "not a run directory, a YAML file or an"),
+        (["check-step", str(tmp_path / "no.yaml")], "config file not found"),
         (["check-step", str(mine)], "sinusoid: check-step measures the meta-RL TRPO step"),
         (["data", "list", "nosuch"], "unknown dataset 'nosuch'; one of omniglot"),
         (["data", "fetch"], "which dataset? `metarl data fetch NAME`"),
@@ -500,6 +503,9 @@ def test_command_line_mistakes_are_named_in_one_line(tmp_path, capsys):
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert _one_line(err) and message in err, (command, err)
+    for command in (["check-step"], ["evaluate"], ["view"], ["analyze", "--out", str(tmp_path)]):
+        assert main([*command, str(tmp_path / "nope")]) == 1, command  # one wording and code
+        assert f"run directory not found: {tmp_path / 'nope'}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:  # argparse: a usage error
         main(["train", "sinusoid", "--out", str(tmp_path / "a"), "--resume", str(tmp_path)])
     assert stopped.value.code == 2

@@ -165,15 +165,10 @@ def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
 def named_layers(model: nn.Sequential) -> dict[int, str]:
     """The analysed layers of a frozen model by position: each BatchNorm (``norm1``…) and
     hidden ReLU (``hidden1``…), numbered from the input."""
-    names, counts = {}, {"norm": 0, "hidden": 0}
+    kinds = {FrozenNorm: "norm", nn.ReLU: "hidden"}
+    names, counts = {}, dict.fromkeys(kinds.values(), 0)
     for i, layer in enumerate(model):
-        kind = (
-            "norm"
-            if isinstance(layer, FrozenNorm)
-            else "hidden"
-            if isinstance(layer, nn.ReLU)
-            else None
-        )
+        kind = kinds.get(type(layer))
         if kind is not None:
             counts[kind] += 1
             names[i] = f"{kind}{counts[kind]}"

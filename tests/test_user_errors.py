@@ -1,0 +1,158 @@
+"""Mistakes a user makes get one line that names the problem and the way out: a committed zoo
+entry is not overwritten, a folder that is not a run (or not yet one) says which, a tensor of the
+wrong shape is named, and an evaluation reads what its table measures."""
+
+from __future__ import annotations
+
+import errno
+import io
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import metarl
+from metarl.api import evaluation_dir
+from metarl.cli import main
+from metarl.config import ConfigError
+from metarl.loop import LOGGED_BAR_SECONDS, progress_bar
+from metarl.run import CHECKPOINT, ZOO_MARKER, RunError, load_checkpoint, run_lock, zoo_root
+
+ROOT = Path(__file__).parents[1]
+TINY = {"iterations": 20, "log_every": 10, "checkpoint_every": 20, "tensorboard": False,
+        "baseline_iterations": 5, "eval_tasks": 4, "eval_shots": [10],
+        "eval_steps": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sinusoid run of 20 iterations, evaluated (seconds)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    metarl.train("sinusoid", TINY, out=out, evaluate=True, progress=False)
+    return out
+
+
+def test_the_committed_zoo_is_marked():
+    assert zoo_root(ROOT / "zoo" / "sinusoid") == ROOT / "zoo"
+    assert zoo_root(ROOT / "zoo" / "beyond-protocol" / "ant-dir-800") == ROOT / "zoo"
+    assert zoo_root(ROOT / "tests") is None
+
+
+def test_a_zoo_entry_is_evaluated_as_a_copy_and_never_resumed(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where runs/ goes
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / ZOO_MARKER).write_text("a zoo\n")
+    entry = zoo / "sinusoid"
+    shutil.copytree(tiny_run, entry, ignore=shutil.ignore_patterns(".lock", "plots", "hparams"))
+    committed = {f.name: f.read_bytes() for f in entry.iterdir()}
+    report = metarl.evaluate(entry, {"eval_tasks": 2}, progress=False)
+    assert evaluation_dir(entry) == Path("runs/zoo/sinusoid")
+    assert metarl.read_report("runs/zoo/sinusoid") == report
+    assert report.config["eval_tasks"] == 2
+    assert {f.name: f.read_bytes() for f in entry.iterdir()} == committed  # untouched
+    # the copy is refreshed from the zoo each time: the protocol's table comes back
+    again = metarl.evaluate(entry, progress=False)
+    assert again.curves == metarl.read_report(tiny_run).curves
+    hint = re.escape(f"mkdir -p runs && cp -r {entry} runs/sinusoid; then --resume runs/sinusoid")
+    with pytest.raises(RunError, match=rf"committed zoo entry: continue a copy of it \({hint}\)"):
+        metarl.train("sinusoid", {"iterations": 30}, resume=entry, progress=False)
+    assert load_checkpoint(entry)["iteration"] == 20
+
+
+def test_a_meta_rl_zoo_entry_is_copied_with_its_baselines():
+    entry, baselines = ROOT / "zoo" / "navigation", ROOT / "zoo" / "baselines" / "navigation"
+    hint = re.escape(f"&& mkdir -p runs/baselines && cp -r {baselines} runs/baselines/")
+    with pytest.raises(RunError, match=hint):
+        metarl.train("navigation", resume=entry, progress=False)
+
+
+def test_folders_that_are_not_runs_say_so(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(ROOT / "docs")]) == 1
+    assert f"{ROOT / 'docs'} is not a run directory (no checkpoint.pt or config.yaml)" in (
+        capsys.readouterr().err
+    )
+    started = tmp_path / "started"
+    started.mkdir()
+    shutil.copy(tiny_run / "config.yaml", started)
+    with pytest.raises(RunError, match="never reached its first checkpoint"):
+        load_checkpoint(started)
+    with run_lock(started, "metarl train sinusoid"):  # a training before its first checkpoint
+        with pytest.raises(RunError, match=r"in use by process \d+ \(metarl train sinusoid\) "
+                                           "and has no checkpoint.pt yet"):  # fmt: skip
+            load_checkpoint(started)
+
+
+def test_an_unwritable_run_directory_is_one_line(tiny_run, tmp_path, monkeypatch):
+    def refuse(*args: object, **kwargs: object) -> int:  # only run_lock's calls reach it
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("metarl.run.os.open", refuse)  # root ignores file modes: fake the OS
+    with pytest.raises(RunError, match=r"cannot write to .* \(Permission denied\): copy the run"):
+        with run_lock(tiny_run, "metarl evaluate"):  # a run: the way out is a copy
+            pass
+    with pytest.raises(RunError, match=r"cannot write to \S+ \(Permission denied\)$"):
+        with run_lock(tmp_path / "new", "metarl train"):  # no run yet: nothing to copy
+            pass
+
+
+def test_tensors_of_the_wrong_shape_are_named(tiny_run):
+    run = metarl.load_run(tiny_run)
+    x = torch.linspace(-5, 5, 10)
+    with pytest.raises(ConfigError, match=r"adapt\(\): the model does not take tensors of "
+                                          r"shapes \(10,\), \(10,\)"):  # fmt: skip
+        run.adapt(x, torch.sin(x))
+    with pytest.raises(ConfigError, match=r"adapt\(\): 10 inputs but 3 targets"):
+        run.adapt(x[:, None], torch.sin(x)[:3, None])
+    with pytest.raises(ConfigError, match=r"predict\(\): the model does not take .* \(10,\)"):
+        run.predict(x)
+    assert run.predict(x[:, None], run.adapt(x[:, None], torch.sin(x)[:, None])).shape == (10, 1)
+
+
+def test_an_error_bar_needs_two_test_tasks(tiny_run):
+    with pytest.raises(ConfigError, match="eval_tasks: 1 is below the minimum 2"):
+        metarl.evaluate(tiny_run, {"eval_tasks": 1}, progress=False)
+
+
+def test_the_evaluation_says_what_it_measured(tiny_run, tmp_path, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(tiny_run, unfinished)
+    state = torch.load(unfinished / CHECKPOINT, weights_only=True)
+    state["config"]["iterations"] = 40  # as a run stopped at half its budget would say
+    torch.save(state, unfinished / CHECKPOINT)
+    capsys.readouterr()
+    assert main(["evaluate", str(unfinished), "--no-progress"]) == 0
+    caption = capsys.readouterr().out.splitlines()[0]
+    assert caption == (
+        "sinusoid: mean squared error on the query points, mean over 4 test tasks, ± the 95% "
+        "interval of the mean; the last model, iteration 20 (the run is not finished: 20 of 40 "
+        "iterations)"
+    )
+
+
+def test_a_logged_progress_bar_redraws_rarely():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with progress_bar(range(3), file=io.StringIO()) as logged:
+        assert logged.mininterval == LOGGED_BAR_SECONDS
+    with progress_bar(range(3), file=Terminal()) as shown:
+        assert shown.mininterval < 1.0  # tqdm's own default
+
+
+def test_an_edited_config_record_is_pointed_out(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metarl.evaluate(run, progress=False)
+    assert "note:" not in capsys.readouterr().err  # the record as training wrote it
+    record = (run / "config.yaml").read_text()
+    for edit in ("eval_tasks: 7\n", "eval_tasks: [\n"):  # a changed setting; not even YAML
+        (run / "config.yaml").write_text(record + edit)
+        report = metarl.evaluate(run, progress=False)
+        assert report.config["eval_tasks"] == 4  # the checkpoint's config
+        assert f"note: {run / 'config.yaml'} differs from the config in checkpoint.pt" in (
+            capsys.readouterr().err
+        )
