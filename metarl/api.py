@@ -48,6 +48,7 @@ from metarl.run import (
     CONFIG,
     RunError,
     atomic_torch_save,
+    default_baselines_dir,
     default_run_dir,
     load_checkpoint,
     log_evaluation,
@@ -122,8 +123,8 @@ def train(
         run_dir = Path(resume)
         experiment = experiment_name(experiment)
         state = load_checkpoint(run_dir, experiment=experiment)  # a clear error before locking
-        if (zoo := zoo_root(run_dir)) is not None:
-            hint = _copy_hint(run_dir, zoo, experiment)
+        if zoo_root(run_dir) is not None:
+            hint = _copy_hint(run_dir, experiment)
             raise RunError(f"{run_dir} is a committed zoo entry: {hint}")
         config = resumed_config(state, overrides, run_dir / CHECKPOINT)
     else:
@@ -187,14 +188,13 @@ def _train_session(
     if world is not None:  # the evaluation is rank 0's alone: the others may leave
         close_world(finished=True)
     # a session that the time limit ended is not the trained model `evaluate` asked for
-    cut_short = stop_at is not None and stopped_early(run_dir, config)
+    cut_short = stop_at is not None and short_of_budget(load_checkpoint(run_dir), config)
     return _evaluate(config, run_dir, progress) if evaluate and main and not cut_short else None
 
 
-def stopped_early(run_dir: Path, config: Any) -> bool:
-    """Whether the run's checkpoint is short of its budget: of iterations, and of the time
-    budget, if it has one, on the budget's clock."""
-    state = load_checkpoint(run_dir)
+def short_of_budget(state: dict[str, Any], config: Any) -> bool:
+    """Whether a run's checkpoint ``state`` is short of the budget of ``config``: of
+    iterations, and of the time budget, if it has one, on the budget's clock."""
     if state["iteration"] >= config.iterations:
         return False
     budget = getattr(config, "time_budget", 0.0)
@@ -220,14 +220,14 @@ def _evaluate(config: Any, run_dir: Path, progress: bool, retrain: bool = False)
     return report
 
 
-def _copy_hint(entry: Path, zoo: Path, experiment: str) -> str:
+def _copy_hint(entry: Path, experiment: str) -> str:
     """The commands that copy a zoo entry to ``runs/`` to continue it there (meta-RL: with the
     zoo's baselines, where `evaluate` then looks for them)."""
     copy = f"runs/{entry.resolve().name}"
     hint = f"continue a copy of it (mkdir -p runs && cp -r {shlex.quote(str(entry))} "
     hint += shlex.quote(copy)
-    if (zoo / "baselines" / experiment).is_dir():
-        baselines = shlex.quote(str(zoo / "baselines" / experiment))
+    if (baselines_dir := default_baselines_dir(entry, experiment)).is_dir():
+        baselines = shlex.quote(str(baselines_dir))
         hint += f" && mkdir -p runs/baselines && cp -r {baselines} runs/baselines/"
     return hint + f"; then --resume {shlex.quote(copy)})"
 
@@ -236,7 +236,10 @@ def evaluation_dir(run_dir: str | Path) -> Path:
     """Where `evaluate` writes its report for ``run_dir``: the run itself, or for an entry of
     a committed zoo its copy ``runs/zoo/<entry's path in the zoo>``."""
     run_dir = Path(run_dir)
-    zoo = zoo_root(run_dir)
+    return _evaluation_dir(run_dir, zoo_root(run_dir))
+
+
+def _evaluation_dir(run_dir: Path, zoo: Path | None) -> Path:
     return run_dir if zoo is None else Path("runs") / "zoo" / run_dir.resolve().relative_to(zoo)
 
 
@@ -337,11 +340,12 @@ def evaluate(
                 f"--set {key}: {hint}`metarl evaluate` tests the trained model as it was "
                 f"trained; it may change the evaluation's own keys: {', '.join(allowed)}"
             )
-    entry, zoo, run_dir = run_dir, zoo_root(run_dir), evaluation_dir(run_dir)
+    entry, zoo = run_dir, zoo_root(run_dir)
+    run_dir = _evaluation_dir(entry, zoo)
     if zoo is not None:  # the zoo stays as committed: evaluate a copy, beside its baselines
         name = state["config"]["experiment"]
         if "baselines_dir" in state["config"] and "baselines_dir" not in overrides:
-            overrides["baselines_dir"] = str(zoo / "baselines" / name)
+            overrides["baselines_dir"] = str(default_baselines_dir(entry, name))
         print(f"{entry} is a committed zoo entry: evaluating a copy of it, {run_dir} "
               f"(the committed result: {entry / 'eval.json'})", file=sys.stderr)  # fmt: skip
     _, config = stored_config(state, overrides, entry / CHECKPOINT)

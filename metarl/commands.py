@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from metarl.api import stopped_early, train
+    from metarl.api import short_of_budget, train
+    from metarl.run import load_checkpoint
 
     result = train(
         args.experiment, args.set, out=args.out, resume=args.resume, evaluate=args.evaluate,
@@ -26,24 +27,25 @@ def train_command(args: argparse.Namespace) -> int:
     run_dir, config = result.run_dir, result.config
     if not result.main:  # another process of a distributed run: rank 0 reports
         return 0
-    print(_training_summary(run_dir, config))
-    cut_short = args.time_limit is not None and stopped_early(run_dir, config)
+    state = load_checkpoint(run_dir)
+    print(_training_summary(state, run_dir, config))
+    unfinished = short_of_budget(state, config)
+    cut_short = args.time_limit is not None and unfinished
     if cut_short:
         print(f"the time limit ended this session; continue: metarl train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
-        _print_results(result.report, run_dir)
+        _print_results(result.report, run_dir, unfinished)
     elif not cut_short:
         print(f"next: metarl evaluate {run_dir}" + (
             f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
     return 0
 
 
-def _training_summary(run_dir: Path, config: Any) -> str:
+def _training_summary(state: dict[str, Any], run_dir: Path, config: Any) -> str:
     """One line: iterations, wall time, speed and the last logged values."""
-    from metarl.run import load_checkpoint, read_metrics
+    from metarl.run import read_metrics
 
-    state = load_checkpoint(run_dir)
     seconds = float(state.get("elapsed", 0.0))
     last = read_metrics(run_dir)[-1] if read_metrics(run_dir) else {}
     prefixes = ("meta/", "returns/", "train/", "test/", "val/")
@@ -64,37 +66,40 @@ def _duration(seconds: float) -> str:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from metarl.api import evaluate, evaluation_dir
+    from metarl.api import evaluate, evaluation_dir, short_of_budget
+    from metarl.run import load_checkpoint
 
     report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
-    _print_results(report, evaluation_dir(args.run_dir))
+    run_dir = evaluation_dir(args.run_dir)
+    unfinished = short_of_budget(load_checkpoint(run_dir), SimpleNamespace(**report.config))
+    _print_results(report, run_dir, unfinished)
     return 0
 
 
-def _print_results(report: EvalReport, run_dir: Path) -> None:
-    """The evaluation's table, for meta-RL the gap it closes, and where the report went."""
+def _print_results(report: EvalReport, run_dir: Path, unfinished: bool) -> None:
+    """The evaluation's table, for meta-RL the gap it closes, and where the report went
+    (``unfinished``: the run is short of its budget)."""
     from metarl.gap import gap_share
     from metarl.results_table import results_table
 
-    print(_caption(report, run_dir))
+    print(_caption(report, unfinished))
     print(results_table(report))
     if (share := gap_share(report)) is not None:
         print(share.line())
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
 
 
-def _caption(report: EvalReport, run_dir: Path) -> str:
+def _caption(report: EvalReport, unfinished: bool) -> str:
     """What the table measures: the metric, over how many test tasks, what ± is, and which
-    model (with a warning for a run short of its budget, of iterations or of time)."""
-    from metarl.api import stopped_early
-
+    model (with a warning for an ``unfinished`` run, short of its budget of iterations or of
+    time)."""
     bar = {"ci95": "the 95% interval", "stderr": "one standard error"}[report.error_bar]
     if "test_images" in report.protocol:  # ordinary training: one test set, no tasks
         over = f" on {report.protocol['test_images']:,} test images, ± {bar}"
     else:
         over = f", mean over {report.config.get('eval_tasks')} test tasks, ± {bar} of the mean"
     text = f"{report.experiment}: {report.metric}{over}; {report.model}"
-    if stopped_early(run_dir, SimpleNamespace(**report.config)):
+    if unfinished:
         done, budget = report.model.checkpoint_iteration, report.config["iterations"]
         text += f" (the run is not finished: {done} of {budget} iterations)"
     return text

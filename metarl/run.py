@@ -116,8 +116,7 @@ def run_lock(run_dir: Path, what: str) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            raise RunError(f"{run_dir} is in use by {holder}; wait for it to finish") from None
+            raise RunError(f"{run_dir} is in use by {_holder(fd)}; wait for it to finish") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()} ({what})\n".encode())
         yield
@@ -135,9 +134,14 @@ def lock_holder(run_dir: Path) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except OSError:
-        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        return _holder(fd)
     finally:
         os.close(fd)  # releases a shared lock taken just to look
+
+
+def _holder(fd: int) -> str:
+    """The holder a lock file names (the line `run_lock` writes: PID and command)."""
+    return os.read(fd, 200).decode(errors="replace").strip() or "another process"
 
 
 def zoo_root(run_dir: Path) -> Path | None:
@@ -146,6 +150,14 @@ def zoo_root(run_dir: Path) -> Path | None:
     return next(
         (folder for folder in run_dir.resolve().parents if (folder / ZOO_MARKER).is_file()), None
     )
+
+
+def default_baselines_dir(run_dir: Path, experiment: str) -> Path:
+    """Where a meta-RL run's baselines are looked for when its config names none:
+    ``<runs>/baselines/<experiment>`` beside the run, or for an entry of a committed zoo (at
+    any depth) the zoo's own ``<zoo>/baselines/<experiment>``."""
+    zoo = zoo_root(run_dir)
+    return (run_dir.parent if zoo is None else zoo) / "baselines" / experiment
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -90,15 +88,14 @@ class LoadedRun:
         steps = self.config.eval_steps if steps is None else steps
         if steps < 0:
             raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
+        inputs, targets = _io_shapes(self.config) or ((), ())  # adapt() refused meta-RL above
+        _check_shape("adapt", "support_x", support_x, inputs)
+        _check_shape("adapt", "support_y", support_y, targets)
         if len(support_x) != len(support_y):
-            raise ConfigError(
-                f"adapt(): {len(support_x)} inputs but {len(support_y)} targets; give "
-                "support_x (K, *input_shape) and support_y (K, *target_shape)"
-            )
+            raise ConfigError(f"adapt(): {len(support_x)} inputs but {len(support_y)} targets")
         problem = _problem(self.config)
         one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
-        with _shape_errors("adapt", support_x, support_y):
-            params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
+        params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
         return {name: p[0] for name, p in params.items()}
 
     def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
@@ -116,7 +113,9 @@ class LoadedRun:
         """
         from metarl.core import single_forward
 
-        with torch.no_grad(), _shape_errors("predict", x):
+        if (shapes := _io_shapes(self.config)) is not None:
+            _check_shape("predict", "x", x, shapes[0])
+        with torch.no_grad():
             return self.model(x) if params is None else single_forward(self.model, params, x)
 
     def adapt_policy(
@@ -180,20 +179,32 @@ class LoadedRun:
         return "this is a supervised run: use adapt()"
 
 
-@contextmanager
-def _shape_errors(method: str, *tensors: Tensor) -> Iterator[None]:
-    """Turn the model's shape error on the user's tensors into one line that names them (a
-    forgotten feature dimension, ``(K,)`` for ``(K, 1)``, is the usual cause)."""
-    try:
-        yield
-    except RuntimeError as e:
-        if "size" not in str(e) and "shape" not in str(e):
-            raise
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+def _io_shapes(config: Any) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The shapes of one input and of one target of a supervised run's model (no batch
+    dimension): the sinusoid's ``(1,)`` and ``(1,)``, a classifier's image ``(C, H, W)`` and
+    its integer label ``()``; None for a policy (its observation's size is the environment's)."""
+    from metarl.supervised.classification_config import ClassificationConfig
+    from metarl.supervised.config import SinusoidConfig
+
+    if isinstance(config, ClassificationConfig):
+        from metarl.supervised.classification_experiment import image_shape
+
+        channels, side = image_shape(config)
+        return (channels, side, side), ()
+    if hasattr(config, "epochs"):  # ordinary training: MNIST, Fashion-MNIST, Omniglot images
+        return (1, 28, 28), ()
+    return ((1,), (1,)) if isinstance(config, SinusoidConfig) else None
+
+
+def _check_shape(method: str, name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
+    """One line naming a tensor the model does not take (a forgotten feature dimension,
+    ``(K,)`` for ``(K, 1)``, is the usual mistake)."""
+    if tuple(tensor.shape[1:]) != shape or tensor.ndim != len(shape) + 1:
+        wanted = ", ".join(["B", *map(str, shape)]) + ("," if not shape else "")
         raise ConfigError(
-            f"{method}(): the model does not take tensors of shapes {shapes} (batch first, then "
-            f"the input's own shape, e.g. (K, 1) for the sinusoid): {str(e).splitlines()[0]}"
-        ) from None
+            f"{method}(): {name} has shape {tuple(tensor.shape)}; the model takes ({wanted}): "
+            "a batch dimension, then one example's shape"
+        )
 
 
 def _problem(config: Any) -> Any:

@@ -18,7 +18,15 @@ from metarl.api import evaluation_dir
 from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.loop import LOGGED_BAR_SECONDS, progress_bar
-from metarl.run import CHECKPOINT, ZOO_MARKER, RunError, load_checkpoint, run_lock, zoo_root
+from metarl.run import (
+    CHECKPOINT,
+    ZOO_MARKER,
+    RunError,
+    default_baselines_dir,
+    load_checkpoint,
+    run_lock,
+    zoo_root,
+)
 
 ROOT = Path(__file__).parents[1]
 TINY = {"iterations": 20, "log_every": 10, "checkpoint_every": 20, "tensorboard": False,
@@ -101,14 +109,39 @@ def test_an_unwritable_run_directory_is_one_line(tiny_run, tmp_path, monkeypatch
 def test_tensors_of_the_wrong_shape_are_named(tiny_run):
     run = metarl.load_run(tiny_run)
     x = torch.linspace(-5, 5, 10)
-    with pytest.raises(ConfigError, match=r"adapt\(\): the model does not take tensors of "
-                                          r"shapes \(10,\), \(10,\)"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"adapt\(\): support_x has shape \(10,\); the model "
+                                          r"takes \(B, 1\)"):  # fmt: skip
         run.adapt(x, torch.sin(x))
+    with pytest.raises(ConfigError, match=r"adapt\(\): support_y has shape \(10,\)"):
+        run.adapt(x[:, None], torch.sin(x))
     with pytest.raises(ConfigError, match=r"adapt\(\): 10 inputs but 3 targets"):
         run.adapt(x[:, None], torch.sin(x)[:3, None])
-    with pytest.raises(ConfigError, match=r"predict\(\): the model does not take .* \(10,\)"):
+    with pytest.raises(ConfigError, match=r"predict\(\): x has shape \(10,\)"):
         run.predict(x)
     assert run.predict(x[:, None], run.adapt(x[:, None], torch.sin(x)[:, None])).shape == (10, 1)
+
+
+def test_a_classifier_takes_images_and_integer_labels():
+    run = metarl.load_run(ROOT / "zoo" / "omniglot-5w1s")
+    images, labels = torch.rand(5, 1, 28, 28), torch.arange(5)
+    with pytest.raises(ConfigError, match=r"predict\(\): x has shape \(5, 28, 28\); the model "
+                                          r"takes \(B, 1, 28, 28\)"):  # fmt: skip
+        run.predict(images[:, 0])
+    with pytest.raises(ConfigError, match=r"support_y has shape \(5, 1\); the model takes \(B,\)"):
+        run.adapt(images, labels[:, None])
+    assert run.predict(images, run.adapt(images, labels, steps=1)).shape == (5, 5)
+    mean, log_std = metarl.load_run(ROOT / "zoo" / "navigation").predict(torch.zeros(3, 2))
+    assert mean.shape == log_std.shape == (3, 2)  # a policy: an observation's size is the env's
+
+
+def test_baselines_are_looked_for_beside_the_run_or_in_its_zoo(tmp_path):
+    assert default_baselines_dir(tmp_path / "runs" / "x", "ant-dir") == (
+        tmp_path / "runs" / "baselines" / "ant-dir"
+    )
+    nested = ROOT / "zoo" / "time-to-quality" / "ant-dir-remedies" / "tanh,-α-=-0.5,-max_kl-=-0.02"
+    zoo_baselines = ROOT.resolve() / "zoo" / "baselines" / "ant-dir"
+    assert default_baselines_dir(nested, "ant-dir") == zoo_baselines
+    assert default_baselines_dir(nested, "ant-dir").is_dir()
 
 
 def test_an_error_bar_needs_two_test_tasks(tiny_run):

@@ -110,12 +110,11 @@ def run_quality(
 ) -> None:
     """Train missing baselines, train (or resume) the experiment, evaluate if the evaluation is
     stale (:func:`~metarl.benchmarks.staleness.needs_evaluation`)."""
-    from metarl.rl.sb3_baselines import default_dir
-    from metarl.run import CHECKPOINT, load_checkpoint
+    from metarl.run import CHECKPOINT, default_baselines_dir, load_checkpoint
 
     quiet = [] if progress else ["--no-progress"]
     info = read_info(run_dir)
-    baselines = default_dir(run_dir, bench.experiment)  # where `metarl evaluate` looks
+    baselines = default_baselines_dir(run_dir, bench.experiment)  # where `metarl evaluate` looks
 
     def save() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,9 @@ class RLConfig(MetaLearningConfig):
         choices=("best", "last"),
     )
     baselines_dir: str | None = option(
-        None, "where `metarl evaluate` looks for SB3 baselines; null: <runs>/baselines/<experiment>"
+        None,
+        "where `metarl evaluate` looks for SB3 baselines; null: <runs>/baselines/<experiment> "
+        "beside the run (for a zoo entry, the zoo's baselines/<experiment>)",
     )
     eval_lr_pretrained: float | list[float] | None = option(
         None,

@@ -71,12 +71,11 @@ from metarl.rl.sb3_baselines import (
     KINDS,
     StoredBaseline,
     baseline_command,
-    default_dir,
     load_baseline,
     oracle_actions,
 )
 from metarl.rl.task_envs import make_batched_env
-from metarl.run import load_checkpoint, load_weights, read_metrics
+from metarl.run import default_baselines_dir, load_checkpoint, load_weights, read_metrics
 from metarl.runtime import set_num_threads
 
 GAP_ORACLES = ("oracle_ppo", "oracle_analytic")
@@ -213,7 +212,7 @@ def evaluate(
     tasks = env.sample_tasks(config.eval_tasks, np.random.default_rng(config.eval_seed))
     curves: list[Curve] = []
 
-    baselines = Path(config.baselines_dir or default_dir(run_dir, config.experiment))
+    baselines = Path(config.baselines_dir or default_baselines_dir(run_dir, config.experiment))
     fingerprint = baseline_fingerprint(config, baselines)
     earlier = stored_baseline_scores(run_dir, fingerprint) if config.eval_reuse_baselines else None
     stored: dict[str, StoredBaseline | None] = {}

@@ -65,11 +65,6 @@ def default_timesteps(env: str) -> int:
     return DEFAULT_TIMESTEPS.get(env, LOCOMOTION_TIMESTEPS)
 
 
-def default_dir(run_dir: Path, experiment: str) -> Path:
-    """Where baselines of ``experiment`` are looked for: ``<runs>/baselines/<experiment>``."""
-    return run_dir.parent / "baselines" / experiment
-
-
 class StoredBaseline(NamedTuple):
     """A trained baseline, as ``metarl evaluate`` uses it.
 

@@ -173,8 +173,9 @@ def _time_to(spec: TimeTo) -> SpeedBenchmark:
             bench_time_to_quality,
             format_time_to_quality,
         )
+        from metarl.run import default_baselines_dir
 
-        baselines = workdir.parent / "baselines" / experiment  # the suite's shared baselines
+        baselines = default_baselines_dir(workdir, experiment)  # the suite's shared baselines
         if experiment != "navigation" and not (baselines / "oracle.pt").exists():
             raise BenchmarkUnavailable(
                 f"needs the oracle baseline in {baselines}: `metarl bench --suite {suite} --only "
