@@ -101,6 +101,28 @@ def test_problems_flag_failures_nan_and_no_improvement():
     assert any("broken" in p for p in found) and any("boom" in p for p in found)
 
 
+def test_the_verdict_sums_up_the_suite_in_one_line():
+    assert collect.verdict("quick", [], ["a: failed"]) == (
+        "quick suite: FAILED, 1 problem(s) listed above"
+    )
+    rows = [_result("a", -40.0, -12.0), _result("b", -40.0, -12.0), _result("c", -40.0, -30.0)]
+    for row, comparison in zip(rows, ("met", "met", "missed by 3")):
+        row.comparison, row.status = comparison, "done"
+    rows[1].status = "in progress"
+    rows.append(QualityResult("d", "d", "not run"))
+    assert collect.verdict("paper", rows, []) == (
+        "paper suite, 4 row(s): 1 met the paper, 1 met the paper so far (in progress), "
+        "1 missed it, 1 not run"
+    )
+    assert collect.verdict("paper", [], []) == "paper suite, 0 row(s): no quality rows selected"
+    assert collect.verdict("quick", rows, [], interrupted=True).startswith(
+        "quick suite: interrupted"
+    )
+    assert collect.verdict("quick", rows[2:], [], report_only=True) == (
+        "quick suite, report only (nothing ran): 1 done, 1 not run"
+    )
+
+
 def _run(date: str, value: float) -> dict:
     row = vars(_result("navigation", -40.0, value))
     row.update(iterations=20, target_iterations=500, status="in progress", comparison="met",
@@ -167,7 +189,7 @@ def test_cli_rejects_unknown_benchmarks_and_lists_them(capsys):
     assert {"sinusoid", "halfcheetah-vel", "ant-goal", "speed-simulator"} <= set(names)
 
 
-def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     """The real pipeline (child `metarl train`/`evaluate` processes) at a tiny budget."""
     tiny = QualityBenchmark(
         "sinusoid", "sinusoid",
@@ -179,6 +201,11 @@ def test_tiny_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "report"
     code = suite.run_suite("quick", None, runs, out, progress=False)
     assert code == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith("quick suite: passed (1 done; tiny budgets: finite numbers")
+    )
     run = json.loads((out / "benchmarks.json").read_text())["quick"]
     (row,) = run["quality"]
     assert row["status"] == "done" and row["iterations"] == 30

@@ -157,6 +157,39 @@ def _collect(bench: QualityBenchmark, run_dir: Path, suite: str, result: Quality
     result.plots = sorted(str(p) for p in (run_dir / "plots").glob("*.png"))
 
 
+def verdict(
+    suite: str,
+    results: list[QualityResult],
+    found: list[str],
+    report_only: bool = False,
+    interrupted: bool = False,
+) -> str:
+    """The suite's outcome in one line, the last thing ``metarl bench`` prints: for the quick
+    suite whether its smoke checks passed, for the paper suite where the selected rows stand
+    against the papers (``found``: :func:`problems`)."""
+    if found:
+        return f"{suite} suite: FAILED, {len(found)} problem(s) listed above"
+    if interrupted:
+        return f"{suite} suite: interrupted; the report holds what had finished"
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.headline is None or suite == "quick":
+            key = r.status
+        else:
+            key = ("met the paper" if r.comparison.startswith("met")
+                   else "missed it" if r.comparison.startswith("missed")
+                   else "without a number in the paper")  # fmt: skip
+            key += " so far (in progress)" if r.status == "in progress" else ""
+        counts[key] = counts.get(key, 0) + 1
+    rows = ", ".join(f"{n} {key}" for key, n in counts.items()) or "no quality rows selected"
+    if suite != "quick":
+        return f"{suite} suite, {len(results)} row(s): {rows}"
+    if report_only:
+        return f"quick suite, report only (nothing ran): {rows}"
+    checks = "finite numbers, no adaptation that hurts; the paper suite holds rows to the papers"
+    return f"quick suite: passed ({rows}; tiny budgets: {checks})"
+
+
 def problems(
     results: list[QualityResult], speed: dict[str, Any], complete: bool = False
 ) -> list[str]:

@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metarl.benchmarks.collect import QualityResult, collect_quality, paper_cell, problems
+from metarl.benchmarks.collect import (
+    QualityResult,
+    collect_quality,
+    paper_cell,
+    problems,
+    verdict,
+)
 from metarl.benchmarks.registry import QUALITY, SUITES
 from metarl.benchmarks.runner import run_quality
 from metarl.benchmarks.speed import SPEED, TIME_TO, BenchmarkUnavailable, stored_time_to
@@ -161,6 +167,7 @@ def run_suite(
     print("\n" + "\n".join(f"wrote {p}" for p in paths))
     for p in found:
         print(f"PROBLEM: {p}", file=sys.stderr)
+    print(verdict(suite, results, found, report_only, interrupted))
     if interrupted:
         return 130
     return 1 if found else 0
