@@ -2,9 +2,11 @@
 
 A batched simulator of the tasks (here: move a point on a line to a target), registered under a
 name, is all the meta-RL trainer needs; everything else (sampling, the inner loop, TRPO,
-evaluation) comes with metarl.
+evaluation) comes with metarl. Importing this file registers the environment; running it
+trains a tiny run and evaluates it. The command line reaches the environment the same way:
 
     python examples/custom_task_env.py
+    metarl --import examples/custom_task_env.py evaluate examples_output/point-on-a-line
 """
 
 from typing import Any
@@ -51,10 +53,13 @@ class PointOnALine(BatchedTaskEnv):
 
 
 register_batched_env("point-on-a-line", lambda num_envs, horizon: PointOnALine(num_envs, horizon))
-settings = {"env": "point-on-a-line", "horizon": 20, "hidden_sizes": [32, 32], "iterations": 20,
-            "meta_batch_size": 10, "episodes_per_task": 10, "eval_tasks": 10,
-            "eval_episodes_per_task": 10, "eval_steps": 2, "tensorboard": False}  # fmt: skip
-result = metarl.train("navigation", settings, out="examples_output/point-on-a-line",
-                      evaluate=True, progress=False)  # fmt: skip
-maml = result.report.curve("meta_learned")
-print("return after 0, 1, 2 adaptation steps:", [round(v, 2) for v in maml.mean])
+
+if __name__ == "__main__":
+    settings = {"env": "point-on-a-line", "horizon": 20, "hidden_sizes": [32, 32],
+                "iterations": 20, "meta_batch_size": 10, "episodes_per_task": 10,
+                "eval_tasks": 10, "eval_episodes_per_task": 10, "eval_steps": 2,
+                "tensorboard": False}  # fmt: skip
+    result = metarl.train("navigation", settings, out="examples_output/point-on-a-line",
+                          evaluate=True, progress=False)  # fmt: skip
+    maml = result.report.curve("meta_learned")
+    print("return after 0, 1, 2 adaptation steps:", [round(v, 2) for v in maml.mean])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="print the traceback of an error (or METARL_DEBUG=1)"
     )
     parser.add_argument("--version", action="version", version=f"metarl {_version()}")
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import a module (a name, or a .py file) before the command: your own task "
+        "environments (register_batched_env) for train, evaluate, view and --resume; repeatable",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
@@ -297,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     expected = (ConfigError, RunError, ReportError, FloatingPointError, OSError, ImportError)
     try:
         with _signals_interrupt():
+            for module in args.imports:
+                import_plugin(module)
             return args.func(args)
     except BrokenPipeError:  # the reader of our output went away (`metarl list | head`)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the pipe
@@ -315,6 +324,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `metarl --debug "
               f"{args.command} …` shows where; please report it)", file=sys.stderr)  # fmt: skip
         return 1
+
+
+def import_plugin(module: str) -> None:
+    """Import ``module``, a module name or the path of a ``.py`` file, for what it registers.
+
+    Raises:
+        ImportError: no such module or file (its own import errors pass through as they are).
+    """
+    if not module.endswith(".py"):
+        importlib.import_module(module)
+        return
+    path = Path(module)
+    if not path.is_file():
+        raise ImportError(f"--import {module}: no such file")
+    spec = importlib.util.spec_from_file_location(f"metarl_plugin_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py path always has both
+    plugin = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = plugin  # dataclasses and pickling look their module up
+    spec.loader.exec_module(plugin)
 
 
 def _interrupted(args: argparse.Namespace) -> str:

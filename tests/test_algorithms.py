@@ -532,3 +532,68 @@ def test_the_reported_step_size_counts_step_sizes_only():
         config = load_config("omniglot-5w1s", [f"algorithm={name}", "inner_lr=0.1"])
         reported = step_size_used(config, make_algorithm(config, model))
         assert reported == "meta-learned: mean 0.1, range [0.1, 0.1]"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["algorithm=reptile", "meta_gradient=first_order"], "reptile computes its own"),
+        (["algorithm=imaml", "meta_gradient=finite_difference"], "imaml computes its own"),
+        (["algorithm=reptile", "learn_inner_lr=element"], "reptile sets its inner step sizes"),
+        (["algorithm=imaml", "learn_inner_lr=global"], "imaml sets its inner step sizes"),
+        (["algorithm=meta_sgd", "learn_inner_lr=tensor"], "meta_sgd sets its inner step sizes"),
+        (["algorithm=maml_plus_plus", "inner_steps=0"], "maml_plus_plus needs at least one"),
+        (["algorithm=reptile", "inner_steps=0"], "reptile needs at least one inner step"),
+        (["meta_lr_schedule=cosine", "meta_lr_min=0.01"], "would raise the learning rate"),
+    ],
+)
+def test_a_setting_the_algorithm_would_ignore_is_refused(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("sinusoid", settings)
+
+
+def test_the_same_settings_are_accepted_where_they_act():
+    load_config("sinusoid", ["meta_gradient=first_order", "learn_inner_lr=element"])  # MAML
+    load_config("sinusoid", ["algorithm=anil", "learn_inner_lr=global", "inner_steps=0"])
+    load_config("sinusoid", ["meta_lr_schedule=cosine", "meta_lr_min=0.0001"])
+
+
+def test_task_losses_must_give_one_loss_per_task():
+    model, algorithm, batch, _ = _setup("maml")
+    averaged = Problem(lambda p, y: ((p - y) ** 2).mean())  # over the tasks too: a 1/n step
+    with pytest.raises(ValueError, match=r"returned shape \(\) for 4 tasks: .* shape \(4,\)"):
+        algorithm.meta_loss(model, batch, averaged, 0)
+
+
+def test_dropout_draws_its_own_mask_for_each_task():
+    """Tasks run under one vmap: each task gets its own Dropout mask (and eval mode none)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 64), nn.Dropout(0.5), nn.Linear(64, 1))
+    x = torch.randn(1, 8, 1).expand(3, 8, 1)  # three identical tasks
+    params = {n: p.expand(3, *p.shape) for n, p in get_params(model).items()}
+    from metarl.core import task_forward
+
+    out = task_forward(model, params, x)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    model.eval()
+    out = task_forward(model, params, x)
+    torch.testing.assert_close(out[0], out[1])
+    model.train()
+    step = MAML(InnerStepSize(0.01), 1, "second_order", 1e-3)
+    batch = TaskBatch(x, torch.sin(x), x, torch.sin(x))
+    step.meta_loss(model, batch, REGRESSION, 0).loss.backward()  # second order through masks
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_proto_heads_need_a_features_only_forward():
+    class NoFeatures(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):  # noqa: ANN001, ANN202 - a user's model, as written
+            return self.head(self.body(x))
+
+    for name in ("proto_maml", "leopard"):
+        with pytest.raises(ValueError, match="takes no `features_only` argument"):
+            make_algorithm(_config(name), NoFeatures())

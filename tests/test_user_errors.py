@@ -189,3 +189,25 @@ def test_an_edited_config_record_is_pointed_out(tiny_run, tmp_path, capsys):
         assert f"note: {run / 'config.yaml'} differs from the config in checkpoint.pt" in (
             capsys.readouterr().err
         )
+
+
+def test_the_command_line_imports_your_own_environment(tmp_path, capsys, monkeypatch):
+    from metarl.rl import task_envs
+
+    monkeypatch.setattr(task_envs, "_BATCHED", dict(task_envs._BATCHED))  # registered here only
+    plugin = tmp_path / "my_envs.py"
+    plugin.write_text(
+        "from metarl.rl.task_envs import make_batched_env, register_batched_env\n"
+        "register_batched_env('my-navigation',\n"
+        "                     lambda n, h: make_batched_env('navigation2d', n, h))\n"
+    )
+    assert main(["config", "navigation", "--set", "env=my-navigation"]) == 2
+    assert "metarl --import MODULE_OR_FILE" in capsys.readouterr().err
+    assert (
+        main(["--import", str(plugin), "config", "navigation", "--set", "env=my-navigation"]) == 0
+    )
+    assert "env: my-navigation" in capsys.readouterr().out
+    assert main(["--import", str(tmp_path / "none.py"), "list"]) == 1
+    assert capsys.readouterr().err.strip().endswith("none.py: no such file")
+    assert main(["--import", "no_such_module_here", "list"]) == 1
+    assert "No module named 'no_such_module_here'" in capsys.readouterr().err

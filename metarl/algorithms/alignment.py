@@ -21,7 +21,7 @@ def task_alignment(
     support = per_task_gradients(problem.support_loss(model, batch), params, n)
 
     def query_losses(p: Params) -> Tensor:
-        return problem.task_losses(problem.query_predictions(model, p, batch), batch.query_y)
+        return problem.losses(problem.query_predictions(model, p, batch), batch.query_y)
 
     query = per_task_gradients(query_losses, params, n)
     return gradient_alignment(support, query)

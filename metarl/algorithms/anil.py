@@ -25,7 +25,9 @@ from metarl.core import TaskBatch, expand_to_tasks, get_params, task_forward
 
 def head_prefix(model: nn.Module) -> str:
     """The name prefix of the model's head: its ``head`` submodule if it has one (Conv-4),
-    else the last module that holds parameters (an MLP's last linear layer)."""
+    else the last module registered that holds parameters (an ``nn.Sequential``'s last linear
+    layer). Registration order is not call order: a model that defines its output layer before
+    its body must name it ``head``."""
     if isinstance(getattr(model, "head", None), nn.Module):
         return "head."
     owners = [name for name, m in model.named_modules() if list(m.parameters(recurse=False))]

@@ -50,11 +50,21 @@ class Problem:
     score_name: str | None = None
     query_inputs: Callable[[TaskBatch], tuple[Tensor, ...]] | None = None
 
+    def losses(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        """``(n_tasks,)``: :attr:`task_losses`, checked to give one loss per task.
+
+        Raises:
+            ValueError: ``task_losses`` returned another shape (a loss averaged over the tasks
+                too would shrink every inner step by the number of tasks).
+        """
+        losses = self.task_losses(predictions, targets)
+        return _one_per_task(losses, predictions, "task_losses")
+
     def support_loss(self, model: nn.Module, batch: TaskBatch) -> LossFn:
         """``params -> (n_tasks,)`` support losses, for task-batched parameters."""
 
         def loss(params: Params) -> Tensor:
-            return self.task_losses(task_forward(model, params, batch.support_x), batch.support_y)
+            return self.losses(task_forward(model, params, batch.support_x), batch.support_y)
 
         return loss
 
@@ -65,8 +75,9 @@ class Problem:
 
     def query_score(self, predictions: Tensor, batch: TaskBatch) -> Tensor:
         """``(n_tasks,)`` the reported number: :attr:`score`, else the loss."""
-        metric = self.task_losses if self.score is None else self.score
-        return metric(predictions, batch.query_y)
+        if self.score is None:
+            return self.losses(predictions, batch.query_y)
+        return _one_per_task(self.score(predictions, batch.query_y), predictions, "score")
 
     def score_metrics(self, predictions: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
         """``{"meta/<score name>": mean score}`` for the training log; empty without a score."""
@@ -74,6 +85,18 @@ class Problem:
             return {}
         with torch.no_grad():
             return {f"meta/{self.score_name}": self.score(predictions, batch.query_y).mean()}
+
+
+def _one_per_task(values: Tensor, predictions: Tensor, name: str) -> Tensor:
+    """``values`` if it holds one number per task (the predictions' first dimension)."""
+    n_tasks = predictions.shape[0]
+    if values.shape != (n_tasks,):
+        raise ValueError(
+            f"Problem.{name} returned shape {tuple(values.shape)} for {n_tasks} tasks: it must "
+            f"give one value per task, shape ({n_tasks},); reduce over each task's examples "
+            "only, e.g. ((p - y) ** 2).mean(dim=(1, 2))"
+        )
+    return values
 
 
 class MetaLoss(NamedTuple):

@@ -5,6 +5,8 @@ the meta-gradient flows through them into the body."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,13 @@ def check_model(model: nn.Module) -> None:
         raise ValueError(
             f"{type(model).__name__} has no linear `head` (head.weight, head.bias) to initialise "
             "from the support set; ProtoMAML and LEOPARD need a classifier such as Conv-4"
+        )
+    arguments = inspect.signature(model.forward).parameters.values()
+    if not any(a.name == "features_only" or a.kind is a.VAR_KEYWORD for a in arguments):
+        raise ValueError(
+            f"{type(model).__name__}.forward takes no `features_only` argument: ProtoMAML and "
+            "LEOPARD read the head's input features with forward(x, features_only=True), as "
+            "Conv-4's does"
         )
 
 

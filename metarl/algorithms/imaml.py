@@ -149,7 +149,7 @@ class IMAML(MetaAlgorithm):
         # --- ∇L_query at φ, per task (the right-hand sides) ------------------------------------
         phi = {n: p.requires_grad_(True) for n, p in phi.items()}
         predictions = problem.query_predictions(model, phi, batch)
-        query_losses = problem.task_losses(predictions, batch.query_y)
+        query_losses = problem.losses(predictions, batch.query_y)
         grads = torch.autograd.grad(query_losses.sum(), list(phi.values()))
         query_grad = _flat(dict(zip(names, grads)), names)
 

@@ -148,7 +148,7 @@ class MAML(MetaAlgorithm):
 
         def query_loss(adapted: Params, step: int) -> tuple[Tensor, Tensor]:
             predictions = problem.query_predictions(model, {**fixed_at(step), **adapted}, batch)
-            return problem.task_losses(predictions, batch.query_y).mean(), predictions
+            return problem.losses(predictions, batch.query_y).mean(), predictions
 
         # --- inner loop: adapt θ to every task's support set, all tasks at once ---------------
         # (with MAML++'s multi-step loss, the query loss after each earlier step is weighted in)

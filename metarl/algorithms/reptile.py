@@ -107,7 +107,7 @@ class Reptile(MetaAlgorithm):
         with torch.no_grad():
             predictions = problem.query_predictions(model, phi, batch)
             metrics = {
-                "meta/query_loss": problem.task_losses(predictions, batch.query_y).mean(),
+                "meta/query_loss": problem.losses(predictions, batch.query_y).mean(),
                 "inner/support_loss_pre": before,
                 # a mean over tasks (not the norm of the mean step), so chunks log the same
                 "inner/distance": torch.sqrt(

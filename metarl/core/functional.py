@@ -97,7 +97,8 @@ def task_forward(
         return functional_call(module, (p, buffers), x, options)
 
     try:
-        return vmap(one_task)(params, *inputs)
+        # each task draws its own random numbers (Dropout's masks), from the global generator
+        return vmap(one_task, randomness="different")(params, *inputs)
     except RuntimeError as e:
         if "running_mean" in str(e) or "running_var" in str(e):
             raise RuntimeError(

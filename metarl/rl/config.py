@@ -171,7 +171,8 @@ class RLConfig(MetaLearningConfig):
         if self.env not in environment_names():
             raise ConfigError(
                 f"env: {self.env!r} is not one of {environment_names()} (a task environment of "
-                "your own: metarl.rl.task_envs.register_batched_env)"
+                "your own: register it with metarl.rl.task_envs.register_batched_env, and on "
+                "the command line import that code first: metarl --import MODULE_OR_FILE ...)"
             )
         if self.inner_steps < 1:
             raise ConfigError("inner_steps: meta-RL needs at least one inner step")

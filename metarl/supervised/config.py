@@ -148,12 +148,55 @@ class SupervisedConfig(MetaLearningConfig):
                 f"align_every ({self.align_every}) must be a multiple of log_every "
                 f"({self.log_every}): the alignment is logged with a window's means"
             )
+        self._refuse_ignored_settings()
         if self.chunk_workers > 1 and (self.chunk_tasks == 0 or self.num_threads != 1):
             raise ConfigError(
                 f"chunk_workers={self.chunk_workers} needs chunk_tasks > 0 (the chunks it runs at "
                 f"once) and num_threads=1 (each worker is one thread), got chunk_tasks="
                 f"{self.chunk_tasks}, num_threads={self.num_threads}; or chunk_workers=1"
             )
+
+    def _refuse_ignored_settings(self) -> None:
+        """Refuse a setting the chosen algorithm would ignore: the run would record it in
+        config.yaml without it having any effect."""
+        name = self.algorithm
+        if name in NO_META_GRADIENT_MODE and self.meta_gradient != "second_order":
+            raise ConfigError(
+                f"meta_gradient={self.meta_gradient}: {name} computes its own meta-update "
+                f"({NO_META_GRADIENT_MODE[name]}); leave meta_gradient at second_order"
+            )
+        if name in OWN_STEP_SIZES and self.learn_inner_lr != "fixed":
+            raise ConfigError(
+                f"learn_inner_lr={self.learn_inner_lr}: {name} sets its inner step sizes itself "
+                f"({OWN_STEP_SIZES[name]}); leave learn_inner_lr at fixed"
+            )
+        if name in NEEDS_INNER_STEPS and self.inner_steps < 1:
+            raise ConfigError(f"inner_steps={self.inner_steps}: {name} needs at least one inner "
+                              "step")  # fmt: skip
+        if self.meta_lr_schedule != "constant" and self.meta_lr_min > self.meta_lr:
+            raise ConfigError(
+                f"meta_lr_min={self.meta_lr_min} is above meta_lr={self.meta_lr}: a "
+                f"{self.meta_lr_schedule} schedule would raise the learning rate"
+            )
+
+
+NO_META_GRADIENT_MODE = {
+    "reptile": "θ − φ, first order by construction",
+    "imaml": "the implicit gradient, by conjugate gradient",
+}
+"""Algorithms whose meta-update does not differentiate through the inner loop."""
+
+OWN_STEP_SIZES = {
+    "meta_sgd": "one meta-learned α per parameter",
+    "maml_plus_plus": "one meta-learned α per parameter tensor and inner step",
+    "leopard": "one meta-learned α per parameter tensor and inner step",
+    "reptile": "a fixed inner_lr",
+    "imaml": "a fixed inner_lr",
+}
+"""Algorithms whose inner step sizes ``learn_inner_lr`` does not choose."""
+
+NEEDS_INNER_STEPS = ("maml_plus_plus", "leopard", "reptile", "imaml")
+"""Algorithms that are undefined without an inner step (MAML with none is pretraining)."""
 
 
 @dataclass
