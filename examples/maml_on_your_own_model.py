@@ -38,7 +38,7 @@ for iteration in range(400):
     optimizer.zero_grad()
     step.loss.backward()
     optimizer.step()
-    window += step.loss.item()
+    window += step.metrics["meta/query_loss"].item()  # step.loss is Reptile's, iMAML's surrogate
     if (iteration + 1) % 100 == 0:
         print(f"iterations {iteration - 98:3d}-{iteration + 1}: mean query MSE after one step "
               f"{window / 100:.3f}")  # fmt: skip

@@ -334,3 +334,12 @@ def test_batchnorm_with_running_statistics_names_the_fix_and_the_fix_works():
     # each task normalised with its own batch: the same as the module on that task alone
     for i in range(2):
         torch.testing.assert_close(out[i], model(x[i]))
+
+
+def test_an_input_with_another_number_of_tasks_is_named():
+    from metarl.core import expand_to_tasks, get_params, task_forward
+
+    model = torch.nn.Linear(1, 1)
+    params = expand_to_tasks(get_params(model), 4)
+    with pytest.raises(ValueError, match=r"carry 4 tasks but input 0 has shape \(3, 10, 1\)"):
+        task_forward(model, params, torch.randn(3, 10, 1))

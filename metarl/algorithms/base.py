@@ -103,7 +103,9 @@ class MetaLoss(NamedTuple):
     """The outer objective of one meta-batch.
 
     Attributes:
-        loss: scalar; its gradient with respect to the meta-parameters is the meta-update.
+        loss: scalar; its gradient with respect to the meta-parameters is the meta-update
+            (Reptile's and iMAML's is a surrogate whose value measures nothing: read
+            ``metrics["meta/query_loss"]``, which every algorithm logs).
         metrics: detached scalars for the log, under namespaced keys (``meta/query_loss``,
             ``inner/support_loss_pre``, ``meta/<score name>``).
     """

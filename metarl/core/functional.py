@@ -74,6 +74,7 @@ def task_forward(
         The module's output with a leading task dimension.
 
     Raises:
+        ValueError: an input whose task dimension differs from the parameters'.
         RuntimeError: also when a BatchNorm layer with running statistics meets the vmap path,
             with the fix (:func:`use_batch_statistics`).
 
@@ -88,6 +89,14 @@ def task_forward(
         >>> task_forward(model, params, torch.randn(4, 10, 1)).shape
         torch.Size([4, 10, 1])
     """
+    n_tasks = next(iter(params.values())).shape[0] if params else None
+    for i, x in enumerate(inputs):
+        if n_tasks is not None and (x.ndim == 0 or x.shape[0] != n_tasks):
+            raise ValueError(
+                f"task_forward: the parameters carry {n_tasks} tasks but input {i} has shape "
+                f"{tuple(x.shape)}: every tensor has the task dimension first (a TaskBatch's "
+                "support and query sets hold the same tasks)"
+            )
     if buffers is None:
         buffers = get_buffers(module)
     if getattr(module, "native_task_batch", False):
