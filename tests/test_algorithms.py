@@ -545,6 +545,7 @@ def test_the_reported_step_size_counts_step_sizes_only():
         (["algorithm=maml_plus_plus", "inner_steps=0"], "maml_plus_plus needs at least one"),
         (["algorithm=reptile", "inner_steps=0"], "reptile needs at least one inner step"),
         (["meta_lr_schedule=cosine", "meta_lr_min=0.01"], "would raise the learning rate"),
+        (["algorithm=proto_maml"], "proto_maml builds a classifier's head"),
     ],
 )
 def test_a_setting_the_algorithm_would_ignore_is_refused(settings, message):

@@ -243,6 +243,11 @@ class SinusoidConfig(SupervisedConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.algorithm in ("proto_maml", "leopard"):
+            raise ConfigError(
+                f"algorithm: {self.algorithm} builds a classifier's head from the support set's "
+                "classes; the sinusoid is regression (any other algorithm fits)"
+            )
         for name in ("amplitude_range", "phase_range", "input_range"):
             pair = getattr(self, name)
             if len(pair) != 2 or pair[0] > pair[1]:
