@@ -287,3 +287,14 @@ def test_the_missing_baseline_hint_trains_one_that_fits(tmp_path, overrides):
     sets = command.split(" --set ")[1].split(" --out ")[0].split()
     rebuilt = load_config("ant-dir", sets)
     assert all(getattr(rebuilt, k) == getattr(config, k) for k in MATCHED_KEYS)
+
+
+def test_the_missing_baseline_hint_for_your_own_environment_asks_for_its_code(
+    tmp_path, monkeypatch
+):
+    from metarl.rl import task_envs
+
+    monkeypatch.setattr(task_envs, "_BATCHED", dict(task_envs._BATCHED))
+    task_envs.register_batched_env("my-nav", task_envs._BATCHED["navigation2d"])
+    command = baseline_command(load_config("navigation", ["env=my-nav"]), "pretrained", tmp_path)
+    assert command.startswith("metarl --import MODULE_OR_FILE baseline pretrained navigation ")

@@ -259,9 +259,13 @@ MATCHED_KEYS: tuple[str, ...] = ("env", "horizon", "hidden_sizes", "activation")
 def baseline_command(config: RLConfig, kind: str, out: Path) -> str:
     """The ``metarl baseline`` command that trains a ``kind`` baseline fitting ``config`` into
     ``out``: the experiment, with every key a baseline must share spelled out (a run may have
-    changed any of them from its experiment's file)."""
+    changed any of them from its experiment's file). An environment of the user's own needs the
+    code that registers it, which the command names as a placeholder to fill in."""
+    from metarl.rl.task_envs import ENVIRONMENTS
+
     sets = " ".join(f"{key}={_yaml(getattr(config, key))}" for key in MATCHED_KEYS)
-    return f"metarl baseline {kind} {config.experiment} --set {sets} --out {out}"
+    plugin = "" if config.env in ENVIRONMENTS else "--import MODULE_OR_FILE "
+    return f"metarl {plugin}baseline {kind} {config.experiment} --set {sets} --out {out}"
 
 
 def _yaml(value: object) -> str:
