@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metarl {_version()}")
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
-        help="import a module (a name, or a .py file) before the command: your own task "
-        "environments (register_batched_env) for train, evaluate, view and --resume; repeatable",
+        help="import a module (a name, a .py file or a package folder) before the command: "
+        "your own task environments (register_batched_env) for train, evaluate, view, "
+        "check-step and baseline; repeatable",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -327,17 +328,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def import_plugin(module: str) -> None:
-    """Import ``module``, a module name or the path of a ``.py`` file, for what it registers.
+    """Import ``module`` for what it registers: a module name (found from the current folder
+    too, as ``python -m`` finds it), a package folder, or a ``.py`` file (which may import the
+    modules beside it, as ``python file.py`` may).
 
     Raises:
         ImportError: no such module or file (its own import errors pass through as they are).
     """
+    path = Path(module)
     if not module.endswith(".py"):
+        if path.is_dir():  # a package folder: imported by name, from its parent folder
+            sys.path.insert(0, str(path.resolve().parent))
+            importlib.import_module(path.resolve().name)
+            return
+        sys.path.insert(0, os.getcwd())
         importlib.import_module(module)
         return
-    path = Path(module)
     if not path.is_file():
         raise ImportError(f"--import {module}: no such file")
+    sys.path.insert(0, str(path.resolve().parent))
     spec = importlib.util.spec_from_file_location(f"metarl_plugin_{path.stem}", path)
     assert spec is not None and spec.loader is not None  # a .py path always has both
     plugin = importlib.util.module_from_spec(spec)

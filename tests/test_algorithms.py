@@ -598,3 +598,21 @@ def test_proto_heads_need_a_features_only_forward():
     for name in ("proto_maml", "leopard"):
         with pytest.raises(ValueError, match="takes no `features_only` argument"):
             make_algorithm(_config(name), NoFeatures())
+
+
+def test_finite_differences_replay_the_dropout_masks_of_their_gradient():
+    """With the masks of the gradient replayed, central differences of a smooth model's
+    gradient agree with the exact second-order meta-gradient from the same seed."""
+    model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Dropout(0.3), nn.Linear(32, 1))
+    batch = _regression_batch()
+    grads = {}
+    for mode in ("second_order", "finite_difference"):
+        torch.manual_seed(3)
+        model.zero_grad()
+        MAML(InnerStepSize(0.1), 1, mode, 1e-4).meta_loss(
+            model, batch, REGRESSION, 0
+        ).loss.backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(
+        grads["finite_difference"], grads["second_order"], rtol=1e-5, atol=1e-7
+    )

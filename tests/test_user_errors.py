@@ -211,3 +211,23 @@ def test_the_command_line_imports_your_own_environment(tmp_path, capsys, monkeyp
     assert capsys.readouterr().err.strip().endswith("none.py: no such file")
     assert main(["--import", "no_such_module_here", "list"]) == 1
     assert "No module named 'no_such_module_here'" in capsys.readouterr().err
+
+
+def test_import_finds_modules_beside_the_command_and_beside_a_file(tmp_path, monkeypatch):
+    from metarl.cli import import_plugin
+
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.setattr("sys.modules", dict(__import__("sys").modules))
+    (tmp_path / "helper_for_import.py").write_text("VALUE = 7\n")
+    (tmp_path / "plugin_file.py").write_text("from helper_for_import import VALUE\nSEEN = VALUE\n")
+    package = tmp_path / "plugin_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .inner import SEEN\n")
+    (package / "inner.py").write_text("SEEN = 8\n")
+    monkeypatch.chdir(tmp_path)
+    import_plugin("helper_for_import")  # a module name, from the current folder
+    import_plugin(str(tmp_path / "plugin_file.py"))  # a file importing its neighbour
+    import_plugin(str(package))  # a package folder, relative imports inside
+    modules = __import__("sys").modules
+    assert modules["metarl_plugin_plugin_file"].SEEN == 7
+    assert modules["plugin_package"].SEEN == 8

@@ -58,7 +58,7 @@ class Problem:
                 too would shrink every inner step by the number of tasks).
         """
         losses = self.task_losses(predictions, targets)
-        return _one_per_task(losses, predictions, "task_losses")
+        return _one_per_task(losses, targets, "task_losses")
 
     def support_loss(self, model: nn.Module, batch: TaskBatch) -> LossFn:
         """``params -> (n_tasks,)`` support losses, for task-batched parameters."""
@@ -77,7 +77,7 @@ class Problem:
         """``(n_tasks,)`` the reported number: :attr:`score`, else the loss."""
         if self.score is None:
             return self.losses(predictions, batch.query_y)
-        return _one_per_task(self.score(predictions, batch.query_y), predictions, "score")
+        return _one_per_task(self.score(predictions, batch.query_y), batch.query_y, "score")
 
     def score_metrics(self, predictions: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
         """``{"meta/<score name>": mean score}`` for the training log; empty without a score."""
@@ -87,9 +87,9 @@ class Problem:
             return {f"meta/{self.score_name}": self.score(predictions, batch.query_y).mean()}
 
 
-def _one_per_task(values: Tensor, predictions: Tensor, name: str) -> Tensor:
-    """``values`` if it holds one number per task (the predictions' first dimension)."""
-    n_tasks = predictions.shape[0]
+def _one_per_task(values: Tensor, targets: Tensor, name: str) -> Tensor:
+    """``values`` if it holds one number per task (the targets' first dimension)."""
+    n_tasks = targets.shape[0]
     if values.shape != (n_tasks,):
         raise ValueError(
             f"Problem.{name} returned shape {tuple(values.shape)} for {n_tasks} tasks: it must "

@@ -69,6 +69,9 @@ class _FiniteDifferenceGradient(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         ctx.loss_fn, ctx.names, ctx.epsilon = loss_fn, names, epsilon
         ctx.save_for_backward(*tensors)
+        # The differences must see the random numbers this gradient saw (Dropout's masks).
+        ctx.devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
+        ctx.rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in ctx.devices]
         with torch.enable_grad():
             leaves = {n: t.detach().requires_grad_(True) for n, t in zip(names, tensors)}
             return tuple(g.detach() for g in _gradients(loss_fn, leaves, create_graph=False))
@@ -82,7 +85,10 @@ class _FiniteDifferenceGradient(torch.autograd.Function):
         eps = ctx.epsilon / norm  # a perturbation of size fd_epsilon whatever the scale of v
 
         def grad_at(sign: float) -> list[Tensor]:
-            with torch.enable_grad():
+            with torch.random.fork_rng(devices=ctx.devices), torch.enable_grad():
+                torch.set_rng_state(ctx.rng[0])
+                for device, state in zip(ctx.devices, ctx.rng[1]):
+                    torch.cuda.set_rng_state(state, device)
                 shifted = {
                     n: (t.detach() + sign * eps * v).requires_grad_(True)
                     for n, t, v in zip(ctx.names, tensors, vectors)
