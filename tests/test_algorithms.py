@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from metarl.algorithms import ALGORITHMS, Problem, make_algorithm
+from metarl.algorithms import ALGORITHMS, OWN_SETTINGS, Problem, make_algorithm
 from metarl.algorithms.anil import is_head
 from metarl.algorithms.heads import class_means
 from metarl.algorithms.imaml import IMAML
@@ -616,3 +616,28 @@ def test_finite_differences_replay_the_dropout_masks_of_their_gradient():
     torch.testing.assert_close(
         grads["finite_difference"], grads["second_order"], rtol=1e-5, atol=1e-7
     )
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_own_settings_declare_exactly_the_settings_without_effect(name):
+    """Each algorithm's OWN_SETTINGS matches what it does: a setting it declares changes
+    nothing when forced past the config's check, and one it does not declare changes the
+    meta-gradient (meta_gradient) or the meta-learned step sizes (learn_inner_lr)."""
+    own = OWN_SETTINGS[name]
+
+    def build(**forced):
+        torch.manual_seed(0)
+        model, _, batch, problem = _setup(name)
+        config = _config(name)
+        for key, value in forced.items():  # past the check, as a config without it would be
+            object.__setattr__(config, key, value)
+        algorithm = make_algorithm(config, model)
+        return algorithm, _meta_gradient(algorithm, model, batch, problem)
+
+    default, default_gradient = build()
+    _, first_order_gradient = build(meta_gradient="first_order")
+    same = torch.allclose(default_gradient, first_order_gradient, rtol=1e-10, atol=1e-12)
+    assert same == bool(own.meta_gradient)
+    learned, _ = build(learn_inner_lr="element")
+    shapes = [tuple(p.shape) for p in learned.parameters()]
+    assert (shapes == [tuple(p.shape) for p in default.parameters()]) == bool(own.learn_inner_lr)

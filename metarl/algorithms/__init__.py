@@ -1,7 +1,8 @@
 """Supervised meta-learning algorithms behind one interface (:class:`MetaAlgorithm`).
 
-Each algorithm is one module with a ``from_config(config, model)`` constructor, registered in
-:data:`ALGORITHMS` under the name that the config key ``algorithm`` takes.
+Each algorithm is one module with a ``from_config(config, model)`` constructor (and, if it
+decides some shared settings itself, an ``OWN_SETTINGS``), registered in ``_MODULES`` under the
+name that the config key ``algorithm`` takes.
 """
 
 from __future__ import annotations
@@ -21,19 +22,23 @@ from metarl.algorithms import (
     proto_maml,
     reptile,
 )
-from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
+from metarl.algorithms.base import MetaAlgorithm, MetaLoss, OwnSettings, Problem, StepSizes
+
+_MODULES = {
+    "maml": maml, "anil": anil, "meta_sgd": meta_sgd, "maml_plus_plus": maml_plus_plus,
+    "proto_maml": proto_maml, "leopard": leopard, "reptile": reptile, "imaml": imaml,
+}  # fmt: skip
 
 ALGORITHMS: dict[str, Callable[[Any, nn.Module], MetaAlgorithm]] = {
-    "maml": maml.from_config,
-    "anil": anil.from_config,
-    "meta_sgd": meta_sgd.from_config,
-    "maml_plus_plus": maml_plus_plus.from_config,
-    "proto_maml": proto_maml.from_config,
-    "leopard": leopard.from_config,
-    "reptile": reptile.from_config,
-    "imaml": imaml.from_config,
+    name: module.from_config for name, module in _MODULES.items()
 }
 """Algorithm name -> constructor from a supervised config and the model it meta-learns."""
+
+OWN_SETTINGS: dict[str, OwnSettings] = {
+    name: getattr(module, "OWN_SETTINGS", OwnSettings()) for name, module in _MODULES.items()
+}
+"""Algorithm name -> the shared settings it decides itself (its module's ``OWN_SETTINGS``;
+none when the module declares none)."""
 
 LABELS = {
     "maml": "MAML", "anil": "ANIL", "meta_sgd": "Meta-SGD", "maml_plus_plus": "MAML++",
@@ -61,6 +66,8 @@ __all__ = [
     "LABELS",
     "MetaAlgorithm",
     "MetaLoss",
+    "OWN_SETTINGS",
+    "OwnSettings",
     "Problem",
     "StepSizes",
     "make_algorithm",

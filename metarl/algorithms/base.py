@@ -99,6 +99,27 @@ def _one_per_task(values: Tensor, targets: Tensor, name: str) -> Tensor:
     return values
 
 
+@dataclass(frozen=True)
+class OwnSettings:
+    """The shared config settings an algorithm decides itself, and why.
+
+    A config that sets one of them to anything but its default is refused: the run would
+    record the value in config.yaml without it having any effect.
+
+    Attributes:
+        meta_gradient: why ``meta_gradient`` does not apply (the meta-update does not
+            differentiate through the inner loop); None: it applies.
+        learn_inner_lr: why ``learn_inner_lr`` does not apply (the algorithm sets its inner step
+            sizes itself); None: it applies.
+        needs_inner_steps: the algorithm is undefined with ``inner_steps: 0`` (MAML with none
+            is pretraining, which is defined).
+    """
+
+    meta_gradient: str | None = None
+    learn_inner_lr: str | None = None
+    needs_inner_steps: bool = False
+
+
 class MetaLoss(NamedTuple):
     """The outer objective of one meta-batch.
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
+from metarl.algorithms.base import MetaAlgorithm, MetaLoss, OwnSettings, Problem, StepSizes
 from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 from metarl.core.conjugate_gradient import batched_conjugate_gradient
@@ -193,6 +193,14 @@ class IMAML(MetaAlgorithm):
         loss = proximal_loss(problem.support_loss(model, batch), theta, self.lam)
         alpha = self.step_size if step_sizes is None else step_sizes
         yield from self._solve(loss, theta, alpha, steps)
+
+
+OWN_SETTINGS = OwnSettings(
+    meta_gradient="the implicit gradient, by conjugate gradient",
+    learn_inner_lr="a fixed inner_lr",
+    needs_inner_steps=True,
+)
+"""The shared config settings this algorithm decides itself (:class:`OwnSettings`)."""
 
 
 def from_config(config: Any, model: nn.Module) -> IMAML:

@@ -13,8 +13,15 @@ from typing import Any
 
 from torch import nn
 
+from metarl.algorithms.base import OwnSettings
 from metarl.algorithms.heads import HEAD, GeneratedHead, check_model
 from metarl.algorithms.maml import MAML, step_size_from_config
+
+OWN_SETTINGS = OwnSettings(
+    learn_inner_lr="one meta-learned α per parameter tensor and inner step",
+    needs_inner_steps=True,
+)
+"""The shared config settings this algorithm decides itself (:class:`OwnSettings`)."""
 
 
 def from_config(config: Any, model: nn.Module) -> MAML:

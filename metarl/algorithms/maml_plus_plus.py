@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from metarl.algorithms.base import OwnSettings
 from metarl.algorithms.maml import MAML, step_size_from_config
 from metarl.core import MetaGradientMode, Params
 from metarl.core.conv import BatchNorm2d
@@ -96,6 +97,13 @@ class PerStepBatchNorm(nn.Module):
             key.replace("/", "."): p[step - 1].expand(n_tasks, *p.shape[1:])
             for key, p in self.later_steps.items()
         }
+
+
+OWN_SETTINGS = OwnSettings(
+    learn_inner_lr="one meta-learned α per parameter tensor and inner step",
+    needs_inner_steps=True,
+)
+"""The shared config settings this algorithm decides itself (:class:`OwnSettings`)."""
 
 
 def from_config(config: Any, model: nn.Module) -> MAML:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metarl.algorithms.base import OwnSettings
 from metarl.algorithms.maml import MAML, step_size_from_config
 from metarl.core import InnerStepSize
 
@@ -23,6 +24,12 @@ def draw_step_sizes(step_size: InnerStepSize, low: float, high: float, seed: int
     with torch.no_grad():
         for _, value in sorted(step_size.values.items()):  # a fixed order: the same draws
             value.copy_(low + (high - low) * torch.rand(value.shape, generator=generator))
+
+
+OWN_SETTINGS = OwnSettings(
+    learn_inner_lr="one meta-learned α per parameter",
+)
+"""The shared config settings this algorithm decides itself (:class:`OwnSettings`)."""
 
 
 def from_config(config: Any, model: nn.Module) -> MAML:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metarl.algorithms.base import MetaAlgorithm, MetaLoss, Problem, StepSizes
+from metarl.algorithms.base import MetaAlgorithm, MetaLoss, OwnSettings, Problem, StepSizes
 from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 from metarl.core.step_size import as_step_size
@@ -130,6 +130,14 @@ class Reptile(MetaAlgorithm):
         alpha = self.step_size if step_sizes is None else step_sizes
         start = expand_to_tasks(theta, batch.n_tasks)
         yield from self._steps(problem.support_loss(model, batch), start, alpha, steps)
+
+
+OWN_SETTINGS = OwnSettings(
+    meta_gradient="θ − φ, first order by construction",
+    learn_inner_lr="a fixed inner_lr",
+    needs_inner_steps=True,
+)
+"""The shared config settings this algorithm decides itself (:class:`OwnSettings`)."""
 
 
 def from_config(config: Any, model: nn.Module) -> Reptile:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from metarl.algorithms import ALGORITHMS
+from metarl.algorithms import ALGORITHMS, OWN_SETTINGS
 from metarl.algorithms.maml import LEARNABLE_STEP_SIZES
 from metarl.config import CommonConfig, ConfigError, MetaLearningConfig, option, override
 from metarl.supervised.models import BN_MLP_HIDDEN, INITS
@@ -159,18 +159,18 @@ class SupervisedConfig(MetaLearningConfig):
     def _refuse_ignored_settings(self) -> None:
         """Refuse a setting the chosen algorithm would ignore: the run would record it in
         config.yaml without it having any effect."""
-        name = self.algorithm
-        if name in NO_META_GRADIENT_MODE and self.meta_gradient != "second_order":
+        name, own = self.algorithm, OWN_SETTINGS[self.algorithm]
+        if own.meta_gradient and self.meta_gradient != "second_order":
             raise ConfigError(
                 f"meta_gradient={self.meta_gradient}: {name} computes its own meta-update "
-                f"({NO_META_GRADIENT_MODE[name]}); leave meta_gradient at second_order"
+                f"({own.meta_gradient}); leave meta_gradient at second_order"
             )
-        if name in OWN_STEP_SIZES and self.learn_inner_lr != "fixed":
+        if own.learn_inner_lr and self.learn_inner_lr != "fixed":
             raise ConfigError(
                 f"learn_inner_lr={self.learn_inner_lr}: {name} sets its inner step sizes itself "
-                f"({OWN_STEP_SIZES[name]}); leave learn_inner_lr at fixed"
+                f"({own.learn_inner_lr}); leave learn_inner_lr at fixed"
             )
-        if name in NEEDS_INNER_STEPS and self.inner_steps < 1:
+        if own.needs_inner_steps and self.inner_steps < 1:
             raise ConfigError(f"inner_steps={self.inner_steps}: {name} needs at least one inner "
                               "step")  # fmt: skip
         if self.meta_lr_schedule != "constant" and self.meta_lr_min > self.meta_lr:
@@ -178,25 +178,6 @@ class SupervisedConfig(MetaLearningConfig):
                 f"meta_lr_min={self.meta_lr_min} is above meta_lr={self.meta_lr}: a "
                 f"{self.meta_lr_schedule} schedule would raise the learning rate"
             )
-
-
-NO_META_GRADIENT_MODE = {
-    "reptile": "θ − φ, first order by construction",
-    "imaml": "the implicit gradient, by conjugate gradient",
-}
-"""Algorithms whose meta-update does not differentiate through the inner loop."""
-
-OWN_STEP_SIZES = {
-    "meta_sgd": "one meta-learned α per parameter",
-    "maml_plus_plus": "one meta-learned α per parameter tensor and inner step",
-    "leopard": "one meta-learned α per parameter tensor and inner step",
-    "reptile": "a fixed inner_lr",
-    "imaml": "a fixed inner_lr",
-}
-"""Algorithms whose inner step sizes ``learn_inner_lr`` does not choose."""
-
-NEEDS_INNER_STEPS = ("maml_plus_plus", "leopard", "reptile", "imaml")
-"""Algorithms that are undefined without an inner step (MAML with none is pretraining)."""
 
 
 @dataclass
