@@ -323,6 +323,31 @@ def evaluate(
             a stored config that is not valid here (named as the checkpoint's).
         RunError: no run there, an unreadable one, or one in use.
     """
+    return evaluate_run(run_dir, overrides, retrain_baselines, progress).report
+
+
+class Evaluation(NamedTuple):
+    """An evaluation, with what ``metarl evaluate`` says around its table.
+
+    Attributes:
+        report: the evaluation (:func:`evaluate`'s answer).
+        run_dir: where ``eval.json`` and the plots were written (:func:`evaluation_dir`).
+        unfinished: the run is short of its budget (:func:`short_of_budget`).
+    """
+
+    report: EvalReport
+    run_dir: Path
+    unfinished: bool
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    overrides: Overrides = None,
+    retrain_baselines: bool = False,
+    progress: bool = True,
+) -> Evaluation:
+    """:func:`evaluate`, also saying where the report went and whether the run is unfinished
+    (from the checkpoint it already read)."""
     run_dir = Path(run_dir)
     overrides = as_overrides(overrides)
     state = load_checkpoint(run_dir)
@@ -353,4 +378,5 @@ def evaluate(
     with run_lock(run_dir, "metarl evaluate"):
         if zoo is not None:
             _copy_zoo_entry(entry, run_dir)
-        return _evaluate(config, run_dir, progress, retrain_baselines)
+        report = _evaluate(config, run_dir, progress, retrain_baselines)
+    return Evaluation(report, run_dir, short_of_budget(state, config))

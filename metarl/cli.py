@@ -338,20 +338,28 @@ def import_plugin(module: str) -> None:
     path = Path(module)
     if not module.endswith(".py"):
         if path.is_dir():  # a package folder: imported by name, from its parent folder
-            sys.path.insert(0, str(path.resolve().parent))
+            _search_first(path.resolve().parent)
             importlib.import_module(path.resolve().name)
             return
-        sys.path.insert(0, os.getcwd())
+        _search_first(Path.cwd())
         importlib.import_module(module)
         return
     if not path.is_file():
         raise ImportError(f"--import {module}: no such file")
-    sys.path.insert(0, str(path.resolve().parent))
+    _search_first(path.resolve().parent)
     spec = importlib.util.spec_from_file_location(f"metarl_plugin_{path.stem}", path)
     assert spec is not None and spec.loader is not None  # a .py path always has both
     plugin = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = plugin  # dataclasses and pickling look their module up
     spec.loader.exec_module(plugin)
+
+
+def _search_first(folder: Path) -> None:
+    """Put ``folder`` first on ``sys.path`` (once, however many ``--import`` name it)."""
+    entry = str(folder)
+    if entry in sys.path:
+        sys.path.remove(entry)
+    sys.path.insert(0, entry)
 
 
 def _interrupted(args: argparse.Namespace) -> str:

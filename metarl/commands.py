@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,13 +65,10 @@ def _duration(seconds: float) -> str:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from metarl.api import evaluate, evaluation_dir, short_of_budget
-    from metarl.run import load_checkpoint
+    from metarl.api import evaluate_run
 
-    report = evaluate(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
-    run_dir = evaluation_dir(args.run_dir)
-    unfinished = short_of_budget(load_checkpoint(run_dir), SimpleNamespace(**report.config))
-    _print_results(report, run_dir, unfinished)
+    done = evaluate_run(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
+    _print_results(done.report, done.run_dir, done.unfinished)
     return 0
 
 

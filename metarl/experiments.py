@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -25,9 +25,13 @@ from metarl.config import (
 )
 from metarl.reports import EvalReport
 
+if TYPE_CHECKING:
+    from metarl.algorithms import Problem
+
 Overrides = Sequence[str] | Mapping[str, Any] | None
 """Config overrides: ``["key=value", ...]`` (``--set``) or ``{key: value}``."""
 YAML_SUFFIXES = (".yaml", ".yml")
+Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class Experiment:
             ``eval.json`` and the plots into the run directory.
         preflight: ``config -> None``; raises if the run cannot start (missing data, a
             meta-batch beyond memory), before anything is created on disk.
+        io_shapes: ``config -> (input shape, target shape)`` of one example, without a batch
+            dimension (a classifier's image ``(C, H, W)`` and its integer label ``()``); None
+            for a policy, whose observation's size is its environment's.
+        problem: ``config -> Problem``, how a supervised model's predictions are scored on a
+            task; None where nothing adapts to a task's examples (meta-RL, ordinary training).
     """
 
     config_cls: type
@@ -50,6 +59,8 @@ class Experiment:
     train: Callable[..., nn.Module]
     evaluate: Callable[..., EvalReport]
     preflight: Callable[[Any], None]
+    io_shapes: Callable[[Any], tuple[Shape, Shape]] | None = None
+    problem: Callable[[Any], Problem] | None = None
 
 
 def _sinusoid() -> Experiment:
@@ -62,6 +73,8 @@ def _sinusoid() -> Experiment:
         sinusoid_experiment.train,
         sinusoid_eval.evaluate,
         sinusoid_experiment.preflight,
+        sinusoid_experiment.io_shapes,
+        sinusoid_experiment.problem,
     )
 
 
@@ -83,6 +96,8 @@ def _classification() -> Experiment:
         classification_experiment.train,
         classification_eval.evaluate,
         classification_experiment.preflight,
+        classification_experiment.io_shapes,
+        classification_experiment.problem,
     )
 
 
@@ -91,8 +106,9 @@ def _standard() -> Experiment:
     from metarl.supervised.config import StandardConfig
 
     return Experiment(
-        StandardConfig, standard.build_model, standard.train, standard.evaluate, standard.preflight
-    )
+        StandardConfig, standard.build_model, standard.train, standard.evaluate, standard.preflight,
+        standard.io_shapes,
+    )  # fmt: skip
 
 
 _FAMILIES: dict[str, Callable[[], Experiment]] = {

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from metarl.config import ConfigError
 from metarl.core import Params, TaskBatch
-from metarl.experiments import stored_config
+from metarl.experiments import Experiment, stored_config
 from metarl.run import CHECKPOINT, load_checkpoint, load_weights
 
 
@@ -48,6 +48,8 @@ class LoadedRun:
         algorithm: meta-learned supervised runs: how the model adapts at test time (with its
             meta-learned step sizes); None for meta-RL and for ordinary training.
         checkpoint: the checkpoint, as stored (tensors and plain types).
+        experiment: the run's experiment family (its model's input and target shapes, how its
+            predictions are scored).
     """
 
     model: nn.Module
@@ -57,6 +59,7 @@ class LoadedRun:
     which: Literal["best", "last"]
     algorithm: Any
     checkpoint: dict[str, Any]
+    experiment: Experiment = field(repr=False)
 
     def adapt(
         self,
@@ -88,12 +91,14 @@ class LoadedRun:
         steps = self.config.eval_steps if steps is None else steps
         if steps < 0:
             raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
-        inputs, targets = _io_shapes(self.config) or ((), ())  # adapt() refused meta-RL above
+        # A meta-learned supervised family declares both; adapt() refused the others above.
+        assert self.experiment.io_shapes is not None and self.experiment.problem is not None
+        inputs, targets = self.experiment.io_shapes(self.config)
         _check_shape("adapt", "support_x", support_x, inputs)
         _check_shape("adapt", "support_y", support_y, targets)
         if len(support_x) != len(support_y):
             raise ConfigError(f"adapt(): {len(support_x)} inputs but {len(support_y)} targets")
-        problem = _problem(self.config)
+        problem = self.experiment.problem(self.config)
         one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
         params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
         return {name: p[0] for name, p in params.items()}
@@ -113,8 +118,8 @@ class LoadedRun:
         """
         from metarl.core import single_forward
 
-        if (shapes := _io_shapes(self.config)) is not None:
-            _check_shape("predict", "x", x, shapes[0])
+        if self.experiment.io_shapes is not None:
+            _check_shape("predict", "x", x, self.experiment.io_shapes(self.config)[0])
         with torch.no_grad():
             return self.model(x) if params is None else single_forward(self.model, params, x)
 
@@ -179,23 +184,6 @@ class LoadedRun:
         return "this is a supervised run: use adapt()"
 
 
-def _io_shapes(config: Any) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """The shapes of one input and of one target of a supervised run's model (no batch
-    dimension): the sinusoid's ``(1,)`` and ``(1,)``, a classifier's image ``(C, H, W)`` and
-    its integer label ``()``; None for a policy (its observation's size is the environment's)."""
-    from metarl.supervised.classification_config import ClassificationConfig
-    from metarl.supervised.config import SinusoidConfig
-
-    if isinstance(config, ClassificationConfig):
-        from metarl.supervised.classification_experiment import image_shape
-
-        channels, side = image_shape(config)
-        return (channels, side, side), ()
-    if hasattr(config, "epochs"):  # ordinary training: MNIST, Fashion-MNIST, Omniglot images
-        return (1, 28, 28), ()
-    return ((1,), (1,)) if isinstance(config, SinusoidConfig) else None
-
-
 def _check_shape(method: str, name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
     """One line naming a tensor the model does not take (a forgotten feature dimension,
     ``(K,)`` for ``(K, 1)``, is the usual mistake)."""
@@ -205,19 +193,6 @@ def _check_shape(method: str, name: str, tensor: Tensor, shape: tuple[int, ...])
             f"{method}(): {name} has shape {tuple(tensor.shape)}; the model takes ({wanted}): "
             "a batch dimension, then one example's shape"
         )
-
-
-def _problem(config: Any) -> Any:
-    """How a supervised run's predictions are scored (its family's ``Problem``)."""
-    from metarl.supervised.classification_config import ClassificationConfig
-
-    if isinstance(config, ClassificationConfig):
-        from metarl.supervised.classification_experiment import problem
-
-        return problem(config)
-    from metarl.supervised.sinusoid_experiment import PROBLEM
-
-    return PROBLEM
 
 
 def _why_no_best(config: Any, meta_rl: bool) -> str:
@@ -274,15 +249,15 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
         model, chosen = choose_model(replace(config, eval_model=wanted), state)
         return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, None,
-                         state)  # fmt: skip
+                         state, experiment)  # fmt: skip
     if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
         model = experiment.build_model(config)
         load_weights(model, state["model"], Path(run_dir) / CHECKPOINT)
         return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
-                         state)  # fmt: skip
+                         state, experiment)  # fmt: skip
     from metarl.supervised.checkpoint import restore, tested_state
 
     chosen_state, chosen = tested_state(state, wanted)
     model, algorithm = restore(config, chosen_state, experiment.build_model(config))
     return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, algorithm,
-                     state)  # fmt: skip
+                     state, experiment)  # fmt: skip

@@ -17,6 +17,7 @@ import metarl
 from metarl.api import evaluation_dir
 from metarl.cli import main
 from metarl.config import ConfigError
+from metarl.experiments import experiment_names, get_experiment, load_config
 from metarl.loop import LOGGED_BAR_SECONDS, progress_bar
 from metarl.run import (
     CHECKPOINT,
@@ -134,6 +135,25 @@ def test_a_classifier_takes_images_and_integer_labels():
     assert mean.shape == log_std.shape == (3, 2)  # a policy: an observation's size is the env's
 
 
+@pytest.mark.parametrize("name", experiment_names())
+def test_each_family_declares_the_shapes_its_model_takes(name):
+    """The shapes adapt() and predict() check against are the ones the built model runs on: a
+    batch of zeros of the declared input shape gives one prediction per example, of the target's
+    shape for a regressor and one logit per class for a classifier."""
+    needs_folder = {"data_dir": "/nonexistent"} if name.startswith("miniimagenet") else {}
+    experiment, config = get_experiment(name), load_config(name, needs_folder)
+    if experiment.io_shapes is None:  # a policy
+        assert experiment.problem is None
+        return
+    inputs, targets = experiment.io_shapes(config)
+    with torch.no_grad():
+        out = experiment.build_model(config).eval()(torch.zeros(2, *inputs))
+    classes = getattr(config, "n_way", getattr(config, "n_classes", None))
+    assert tuple(out.shape) == ((2, *targets) if targets else (2, classes))
+    with pytest.raises(RuntimeError):  # and a missing feature/channel dimension fails
+        experiment.build_model(config)(torch.zeros(2, *inputs[1:]))
+
+
 def test_baselines_are_looked_for_beside_the_run_or_in_its_zoo(tmp_path):
     assert default_baselines_dir(tmp_path / "runs" / "x", "ant-dir") == (
         tmp_path / "runs" / "baselines" / "ant-dir"
@@ -231,3 +251,4 @@ def test_import_finds_modules_beside_the_command_and_beside_a_file(tmp_path, mon
     modules = __import__("sys").modules
     assert modules["metarl_plugin_plugin_file"].SEEN == 7
     assert modules["plugin_package"].SEEN == 8
+    assert __import__("sys").path.count(str(tmp_path)) == 1  # three imports, one entry

@@ -143,6 +143,12 @@ def build_model(config: ClassificationConfig) -> nn.Module:
         return Conv4(outputs, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
 
 
+def io_shapes(config: ClassificationConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One image ``(C, H, W)`` and its integer label ``()``."""
+    channels, side = image_shape(config)
+    return (channels, side, side), ()
+
+
 def problem(config: ClassificationConfig) -> Problem:
     """Cross-entropy, scored by accuracy; the query pass under the config's ``bn_policy``."""
     query_inputs = None

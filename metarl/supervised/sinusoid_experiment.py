@@ -28,6 +28,16 @@ PROBLEM = Problem(mse_per_task)
 """Regression: the task loss is the mean squared error, and so is the reported score."""
 
 
+def problem(config: SinusoidConfig) -> Problem:
+    """:data:`PROBLEM`, whatever the config: every sinusoid is scored the same way."""
+    return PROBLEM
+
+
+def io_shapes(config: SinusoidConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One input ``x`` and its target ``y``: ``(1,)`` and ``(1,)``."""
+    return (1,), (1,)
+
+
 def task_distribution(config: SinusoidConfig) -> SinusoidTasks:
     """The config's distribution over sinusoids."""
     return SinusoidTasks(

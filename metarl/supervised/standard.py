@@ -78,12 +78,23 @@ def _omniglot_images(config: StandardConfig, subset: str) -> tuple[Tensor, Tenso
     return images.reshape(-1, 1, *images.shape[-2:]).float() / 255.0, labels
 
 
+IMAGE_SHAPE = (1, 28, 28)
+"""Every dataset of ordinary training is 28×28 grey images (Omniglot resized as the paper's)."""
+
+
+def io_shapes(config: StandardConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One image :data:`IMAGE_SHAPE` and its integer label ``()``."""
+    return IMAGE_SHAPE, ()
+
+
 def build_model(config: StandardConfig) -> nn.Sequential:
     """The classifier, with BatchNorm's running statistics, initial weights from the seed."""
     with seeded(config.seed):
         if config.network == "conv4":
             return conv4_sequential(config.n_classes, running_statistics=True)
-        return bn_mlp(28 * 28, config.mlp_hidden, config.n_classes, running_statistics=True)
+        return bn_mlp(
+            math.prod(IMAGE_SHAPE), config.mlp_hidden, config.n_classes, running_statistics=True
+        )
 
 
 def l2_penalty(model: nn.Module) -> Tensor:
