@@ -347,7 +347,10 @@ def evaluate_run(
     progress: bool = True,
 ) -> Evaluation:
     """:func:`evaluate`, also saying where the report went and whether the run is unfinished
-    (from the checkpoint it already read)."""
+    (from the checkpoint it already read), as ``metarl evaluate`` prints them.
+
+    Args and Raises: as :func:`evaluate`.
+    """
     run_dir = Path(run_dir)
     overrides = as_overrides(overrides)
     state = load_checkpoint(run_dir)

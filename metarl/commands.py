@@ -95,9 +95,10 @@ def _caption(report: EvalReport, unfinished: bool) -> str:
     else:
         over = f", mean over {report.config.get('eval_tasks')} test tasks, ± {bar} of the mean"
     text = f"{report.experiment}: {report.metric}{over}; {report.model}"
-    if unfinished:
-        done, budget = report.model.checkpoint_iteration, report.config["iterations"]
-        text += f" (the run is not finished: {done} of {budget} iterations)"
+    if unfinished:  # ordinary training counts its budget in epochs
+        unit = "epochs" if "epochs" in report.config else "iterations"
+        done, budget = report.model.checkpoint_iteration, report.config[unit]
+        text += f" (the run is not finished: {done} of {budget} {unit})"
     return text
 
 

@@ -32,6 +32,7 @@ Overrides = Sequence[str] | Mapping[str, Any] | None
 """Config overrides: ``["key=value", ...]`` (``--set``) or ``{key: value}``."""
 YAML_SUFFIXES = (".yaml", ".yml")
 Shape = tuple[int, ...]
+"""One example's shape, without a batch dimension: ``(C, H, W)``, ``(1,)``, ``()``."""
 
 
 @dataclass(frozen=True)

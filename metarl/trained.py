@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from metarl.config import ConfigError
 from metarl.core import Params, TaskBatch
-from metarl.experiments import Experiment, stored_config
+from metarl.experiments import Experiment, get_experiment, stored_config
 from metarl.run import CHECKPOINT, load_checkpoint, load_weights
 
 
@@ -48,8 +48,6 @@ class LoadedRun:
         algorithm: meta-learned supervised runs: how the model adapts at test time (with its
             meta-learned step sizes); None for meta-RL and for ordinary training.
         checkpoint: the checkpoint, as stored (tensors and plain types).
-        experiment: the run's experiment family (its model's input and target shapes, how its
-            predictions are scored).
     """
 
     model: nn.Module
@@ -59,7 +57,12 @@ class LoadedRun:
     which: Literal["best", "last"]
     algorithm: Any
     checkpoint: dict[str, Any]
-    experiment: Experiment = field(repr=False)
+
+    @property
+    def experiment(self) -> Experiment:
+        """The run's experiment family: its model's input and target shapes, how its
+        predictions are scored."""
+        return get_experiment(self.config.experiment)
 
     def adapt(
         self,
@@ -91,37 +94,63 @@ class LoadedRun:
         steps = self.config.eval_steps if steps is None else steps
         if steps < 0:
             raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
-        # A meta-learned supervised family declares both; adapt() refused the others above.
-        assert self.experiment.io_shapes is not None and self.experiment.problem is not None
-        inputs, targets = self.experiment.io_shapes(self.config)
+        io_shapes, scored = self.experiment.io_shapes, self.experiment.problem
+        if io_shapes is None or scored is None:  # a family added without them
+            raise ConfigError(f"adapt(): the family of {self.config.experiment} declares no "
+                              "io_shapes or problem (metarl.experiments.Experiment)")  # fmt: skip
+        inputs, targets = io_shapes(self.config)
         _check_shape("adapt", "support_x", support_x, inputs)
         _check_shape("adapt", "support_y", support_y, targets)
         if len(support_x) != len(support_y):
             raise ConfigError(f"adapt(): {len(support_x)} inputs but {len(support_y)} targets")
-        problem = self.experiment.problem(self.config)
+        problem = scored(self.config)
         one = TaskBatch(support_x[None], support_y[None], support_x[None], support_y[None])
         params = last(self.algorithm.adapt_steps(self.model, one, problem, steps, step_size))
         return {name: p[0] for name, p in params.items()}
 
-    def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
+    def predict(
+        self, x: Tensor, params: Params | None = None, support_x: Tensor | None = None
+    ) -> Tensor:
         """The model's output at ``params`` (default θ), without gradients.
 
         Args:
             x: a batch of inputs ``(B, *input_shape)``.
             params: parameters without a task dimension, as :meth:`adapt` returns them.
+            support_x: the task's support inputs ``(K, *input_shape)``, for a classifier
+                trained with ``bn_policy=support_statistics`` (its BatchNorm normalises a query
+                by the support set, as its evaluation does); refused otherwise (the
+                paper's transductive BatchNorm normalises ``x`` by its own statistics).
 
         Returns:
             ``(B, *output_shape)``: a classifier's logits, a regressor's predictions.
 
         Raises:
-            ConfigError: ``x`` of a shape the model does not take.
+            ConfigError: ``x`` or ``support_x`` of a shape the model does not take, or
+                ``support_x`` missing where the run needs it, or given where it does not.
         """
         from metarl.core import single_forward
 
-        if self.experiment.io_shapes is not None:
-            _check_shape("predict", "x", x, self.experiment.io_shapes(self.config)[0])
+        if self._needs_support() != (support_x is not None):
+            raise ConfigError(
+                "predict(): this run normalises a query by its task's support set "
+                "(bn_policy=support_statistics): pass support_x" if support_x is None else
+                "predict(support_x=...) is for a run trained with bn_policy=support_statistics; "
+                "this one normalises each batch by its own statistics"
+            )  # fmt: skip
+        inputs = {"x": x} if support_x is None else {"x": x, "support_x": support_x}
+        if self.experiment.io_shapes is not None:  # a policy's is its environment's
+            shape = self.experiment.io_shapes(self.config)[0]
+            for name, tensor in inputs.items():
+                _check_shape("predict", name, tensor, shape)
         with torch.no_grad():
-            return self.model(x) if params is None else single_forward(self.model, params, x)
+            if params is None:
+                return self.model(*inputs.values())
+            return single_forward(self.model, params, *inputs.values())
+
+    def _needs_support(self) -> bool:
+        """Whether the model's query pass takes the support set (support-statistics BatchNorm)."""
+        scored = self.experiment.problem
+        return scored is not None and scored(self.config).query_inputs is not None
 
     def adapt_policy(
         self,
@@ -249,15 +278,15 @@ def load_run(run_dir: str | Path, which: Literal["best", "last"] | None = None) 
 
         model, chosen = choose_model(replace(config, eval_model=wanted), state)
         return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, None,
-                         state, experiment)  # fmt: skip
+                         state)  # fmt: skip
     if not hasattr(config, "inner_lr"):  # ordinary training (standard-*): nothing adapts
         model = experiment.build_model(config)
         load_weights(model, state["model"], Path(run_dir) / CHECKPOINT)
         return LoadedRun(model.eval(), config, state["iteration"], Path(run_dir), "last", None,
-                         state, experiment)  # fmt: skip
+                         state)  # fmt: skip
     from metarl.supervised.checkpoint import restore, tested_state
 
     chosen_state, chosen = tested_state(state, wanted)
     model, algorithm = restore(config, chosen_state, experiment.build_model(config))
     return LoadedRun(model, config, chosen.iteration, Path(run_dir), chosen.choice, algorithm,
-                     state, experiment)  # fmt: skip
+                     state)  # fmt: skip

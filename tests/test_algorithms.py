@@ -554,9 +554,12 @@ def test_a_setting_the_algorithm_would_ignore_is_refused(settings, message):
 
 
 def test_the_same_settings_are_accepted_where_they_act():
-    load_config("sinusoid", ["meta_gradient=first_order", "learn_inner_lr=element"])  # MAML
-    load_config("sinusoid", ["algorithm=anil", "learn_inner_lr=global", "inner_steps=0"])
-    load_config("sinusoid", ["meta_lr_schedule=cosine", "meta_lr_min=0.0001"])
+    maml = load_config("sinusoid", ["meta_gradient=first_order", "learn_inner_lr=element"])
+    assert (maml.meta_gradient, maml.learn_inner_lr) == ("first_order", "element")
+    anil = load_config("sinusoid", ["algorithm=anil", "learn_inner_lr=global", "inner_steps=0"])
+    assert (anil.algorithm, anil.learn_inner_lr, anil.inner_steps) == ("anil", "global", 0)
+    cosine = load_config("sinusoid", ["meta_lr_schedule=cosine", "meta_lr_min=0.0001"])
+    assert (cosine.meta_lr_schedule, cosine.meta_lr_min) == ("cosine", 0.0001)
 
 
 def test_task_losses_must_give_one_loss_per_task():
@@ -620,9 +623,10 @@ def test_finite_differences_replay_the_dropout_masks_of_their_gradient():
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_own_settings_declare_exactly_the_settings_without_effect(name):
-    """Each algorithm's OWN_SETTINGS matches what it does: a setting it declares changes
-    nothing when forced past the config's check, and one it does not declare changes the
-    meta-gradient (meta_gradient) or the meta-learned step sizes (learn_inner_lr)."""
+    """Each algorithm's OWN_SETTINGS matches what it does, with the setting forced past the
+    config's check: a meta_gradient or learn_inner_lr it declares changes nothing, one it does
+    not declare changes the meta-gradient or the meta-learned step sizes; and it refuses to be
+    built without an inner step exactly when it declares that it needs one."""
     own = OWN_SETTINGS[name]
 
     def build(**forced):
@@ -638,6 +642,16 @@ def test_own_settings_declare_exactly_the_settings_without_effect(name):
     _, first_order_gradient = build(meta_gradient="first_order")
     same = torch.allclose(default_gradient, first_order_gradient, rtol=1e-10, atol=1e-12)
     assert same == bool(own.meta_gradient)
-    learned, _ = build(learn_inner_lr="element")
-    shapes = [tuple(p.shape) for p in learned.parameters()]
-    assert (shapes == [tuple(p.shape) for p in default.parameters()]) == bool(own.learn_inner_lr)
+    shapes = [tuple(p.shape) for p in default.parameters()]
+    for granularity in ("global", "element"):  # one of them differs from any algorithm's own
+        learned, _ = build(learn_inner_lr=granularity)
+        if [tuple(p.shape) for p in learned.parameters()] != shapes:
+            assert not own.learn_inner_lr, granularity
+            break
+    else:
+        assert own.learn_inner_lr
+    if own.needs_inner_steps:
+        with pytest.raises(ConfigError, match="step"):
+            build(inner_steps=0)
+    else:  # zero steps is pretraining: the query loss's gradient at θ
+        assert torch.isfinite(build(inner_steps=0)[1]).all()

@@ -231,6 +231,28 @@ def _train_both_and_analyze(
 
 
 @pytest.mark.skipif(not _available("mnist"), reason="MNIST is not on this machine")
+@pytest.mark.timeout(300)
+def test_an_ordinary_training_run_is_evaluated_finished_or_not(tmp_path, capsys):
+    """Ordinary training counts its budget in epochs: a finished run evaluates, and one short
+    of its budget says so in epochs."""
+    from metarl.cli import main
+    from metarl.run import CHECKPOINT
+
+    run = tmp_path / "standard"
+    assert main(["train", "standard-mnist", "--out", str(run), "--no-progress",
+                 "--set", "epochs=1", "tensorboard=false"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    assert "not finished" not in capsys.readouterr().out
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    state["config"]["epochs"] = 3  # as a run stopped after its first of three epochs would say
+    torch.save(state, run / CHECKPOINT)
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    caption = capsys.readouterr().out.splitlines()[0]
+    assert caption.endswith("(the run is not finished: 1 of 3 epochs)"), caption
+
+
+@pytest.mark.skipif(not _available("mnist"), reason="MNIST is not on this machine")
 @pytest.mark.timeout(900)
 def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     pytest.importorskip("sklearn")

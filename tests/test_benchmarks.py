@@ -86,6 +86,21 @@ def test_a_time_budget_ends_training_with_a_checkpoint_and_resumes(tmp_path):
     assert second > first and logged == second and elapsed >= 1.5
 
 
+def test_a_run_its_time_budget_stopped_is_finished():
+    """A run short of its iterations is unfinished unless its time budget, on the budget's
+    clock, ran out: then it is done (its evaluation carries no "not finished" warning)."""
+    from types import SimpleNamespace as Config
+
+    from metarl.api import short_of_budget
+
+    state = {"iteration": 10, "elapsed": 5.0, "cpu_elapsed": 2.0}
+    assert short_of_budget(state, Config(iterations=20))  # no time budget
+    assert not short_of_budget(state, Config(iterations=10))
+    assert not short_of_budget(state, Config(iterations=20, time_budget=5.0))  # 5 of 5 wall s
+    assert short_of_budget(state, Config(iterations=20, time_budget=5.0, budget_clock="cpu"))
+    assert not short_of_budget(state, Config(iterations=20, time_budget=2.0, budget_clock="cpu"))
+
+
 def test_a_cpu_time_budget_counts_the_process_cpu_seconds_not_the_clock(tmp_path, monkeypatch):
     """With ``budget_clock=cpu`` a wall clock running 20x fast (a machine busy with other work,
     seen from this process) does not end training: the process's CPU seconds do. The same

@@ -139,7 +139,13 @@ def test_the_image_digest_is_sha256sum_of_the_extracted_images(tmp_path):
     zipfile.ZipFile(tmp_path / "a.zip").extractall(tmp_path / "out")
     recipe = "find set -name '*.png' | LC_ALL=C sort | xargs sha256sum | sha256sum"
     shell = subprocess.run(
-        recipe, shell=True, cwd=tmp_path / "out", capture_output=True, text=True, check=True
+        recipe,
+        shell=True,
+        cwd=tmp_path / "out",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout.split()[0]
     assert fetch_module.file_digest(tmp_path / "a.zip", "sha256-pngs") == shell
     assert fetch_module.file_digest(tmp_path / "b.zip", "sha256-pngs") == shell

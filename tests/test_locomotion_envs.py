@@ -221,7 +221,7 @@ def test_import_metarl_registers_every_environment_without_loading_mujoco():
         "env = gym.make('metarl/HalfCheetahVel-v0', task={'velocity': 1.0})\n"
         "print(len(ids), env.unwrapped.task)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "11" and "velocity" in out.stdout
     assert "settotalmass" not in out.stderr  # MuJoCo's deprecation warning is gone too

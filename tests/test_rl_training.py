@@ -17,7 +17,7 @@ from metarl.cli import main
 from metarl.config import ConfigError
 from metarl.core import get_params
 from metarl.envs import Navigation2DEnv
-from metarl.experiments import get_experiment, load_config
+from metarl.experiments import load_config
 from metarl.gap import gap_closed
 from metarl.reports import read_report
 from metarl.results_table import results_table
@@ -491,7 +491,7 @@ def test_adapt_policy_matches_a_plain_reimplementation(tmp_path: Path) -> None:
     with nothing taken from the library's episodes."""
     config = load_config("navigation", ADAPT)
     policy = build_policy(config)
-    run = LoadedRun(policy, config, 0, tmp_path, "last", None, {}, get_experiment("navigation"))
+    run = LoadedRun(policy, config, 0, tmp_path, "last", None, {})
     task = {"goal": np.array([0.3, -0.4])}
     adaptation = run.adapt_policy(task, seed=7)
     alphas = _expected_step_sizes(config)

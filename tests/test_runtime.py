@@ -47,7 +47,11 @@ def _probe(code: str, extra: dict[str, str], after: str = "") -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     script = _PROBE.format(code=code, after=after)
     result = subprocess.run(
-        [sys.executable, "-c", script], env={**env, **extra}, capture_output=True, text=True
+        [sys.executable, "-c", script],
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()[-1].split()
@@ -92,6 +96,6 @@ def test_a_missing_extra_is_named_in_the_error():
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "pip install 'metarl[rl]'" in out.stdout

@@ -263,7 +263,7 @@ def test_yaml_exponent_without_dot_is_a_number():
 
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "metarl.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+                         text=True, check=True, timeout=300).stdout  # fmt: skip
     assert "train" in out and "evaluate" in out
 
 
@@ -281,7 +281,7 @@ def test_scripts_are_thin_entry_points(tmp_path, script):
     result = subprocess.run(
         [sys.executable, str(path), "--out", str(tmp_path / "s"), "--no-progress",
          "--set", *SMALL, "iterations=10"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s" / "checkpoint.pt").exists()

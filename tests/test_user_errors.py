@@ -8,6 +8,7 @@ import errno
 import io
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,39 @@ def test_a_classifier_takes_images_and_integer_labels():
     assert run.predict(images, run.adapt(images, labels, steps=1)).shape == (5, 5)
     mean, log_std = metarl.load_run(ROOT / "zoo" / "navigation").predict(torch.zeros(3, 2))
     assert mean.shape == log_std.shape == (3, 2)  # a policy: an observation's size is the env's
+
+
+def test_a_support_statistics_classifier_predicts_as_its_evaluation_scores():
+    """With bn_policy=support_statistics a query is normalised by its task's support set:
+    predict() takes support_x and gives the logits the evaluation scores (the problem's query
+    pass on a one-task batch), differing from a pass that normalises the queries by
+    themselves; without support_x it refuses to guess, and a transductive run refuses it."""
+    from metarl.algorithms import make_algorithm
+    from metarl.core import TaskBatch
+    from metarl.trained import LoadedRun
+
+    config = load_config("omniglot-5w1s", {"bn_policy": "support_statistics"})
+    experiment = get_experiment("omniglot-5w1s")
+    torch.manual_seed(0)
+    model = experiment.build_model(config)
+    run = LoadedRun(model, config, 0, Path("."), "last", make_algorithm(config, model), {})
+    support_x, labels, query_x = torch.rand(5, 1, 28, 28), torch.arange(5), torch.rand(7, 1, 28, 28)
+    params = run.adapt(support_x, labels, steps=2)
+    batch = TaskBatch(support_x[None], labels[None], query_x[None], labels[:1].expand(1, 7))
+    scored = experiment.problem(config).query_predictions(
+        model, {n: p[None] for n, p in params.items()}, batch
+    )[0]
+    predicted = run.predict(query_x, params, support_x=support_x)
+    torch.testing.assert_close(predicted, scored)
+    alone = run.model(query_x)  # θ, queries normalised by themselves
+    assert not torch.allclose(run.predict(query_x, support_x=support_x), alone, atol=1e-3)
+    with pytest.raises(ConfigError, match=r"predict\(\): .*support_statistics\): pass support_x"):
+        run.predict(query_x, params)
+    with pytest.raises(ConfigError, match=r"predict\(\): support_x has shape \(5, 28, 28\)"):
+        run.predict(query_x, params, support_x=support_x[:, 0])
+    transductive = replace(run, config=load_config("omniglot-5w1s"))
+    with pytest.raises(ConfigError, match=r"is for a run trained with bn_policy=support_stat"):
+        transductive.predict(query_x, support_x=support_x)
 
 
 @pytest.mark.parametrize("name", experiment_names())

@@ -1,8 +1,9 @@
 """Supervised meta-learning algorithms behind one interface (:class:`MetaAlgorithm`).
 
-Each algorithm is one module with a ``from_config(config, model)`` constructor (and, if it
-decides some shared settings itself, an ``OWN_SETTINGS``), registered in ``_MODULES`` under the
-name that the config key ``algorithm`` takes.
+Each algorithm is one module with a ``from_config(config, model)`` constructor, a ``LABEL`` for
+tables and plots and, if it decides some shared settings itself, an ``OWN_SETTINGS``; it is
+registered in ``_MODULES`` under the name that the config key ``algorithm`` takes, from which
+:data:`ALGORITHMS`, :data:`LABELS` and :data:`OWN_SETTINGS` are read.
 """
 
 from __future__ import annotations
@@ -40,11 +41,8 @@ OWN_SETTINGS: dict[str, OwnSettings] = {
 """Algorithm name -> the shared settings it decides itself (its module's ``OWN_SETTINGS``;
 none when the module declares none)."""
 
-LABELS = {
-    "maml": "MAML", "anil": "ANIL", "meta_sgd": "Meta-SGD", "maml_plus_plus": "MAML++",
-    "proto_maml": "ProtoMAML", "leopard": "LEOPARD", "reptile": "Reptile", "imaml": "iMAML",
-}  # fmt: skip
-"""How tables and plots name each algorithm."""
+LABELS: dict[str, str] = {name: module.LABEL for name, module in _MODULES.items()}
+"""Algorithm name -> how tables and plots name it (its module's ``LABEL``)."""
 
 
 def make_algorithm(config: Any, model: nn.Module) -> MetaAlgorithm:

@@ -42,6 +42,10 @@ def is_head(model: nn.Module) -> Callable[[str], bool]:
     return lambda name: name.startswith(prefix)
 
 
+LABEL = "ANIL"
+"""How tables and plots name the algorithm."""
+
+
 def from_config(config: Any, model: nn.Module) -> MAML:
     """ANIL with a config's inner loop (``inner_lr``, ``inner_steps``, ``meta_gradient``...)."""
     return MAML(

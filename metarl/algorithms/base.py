@@ -12,8 +12,9 @@ nothing else:
   gradient is that update.
 * :meth:`MetaAlgorithm.adapt_steps` — how it adapts to a new task at test time.
 
-To add an algorithm: subclass :class:`MetaAlgorithm` in a module of this package and register
-its constructor in :data:`metarl.algorithms.ALGORITHMS` (docs/architecture.md).
+To add an algorithm: subclass :class:`MetaAlgorithm` in a module of this package, give the
+module a ``from_config``, a ``LABEL`` and, if needed, an ``OWN_SETTINGS``, and register it in
+``metarl.algorithms._MODULES`` (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ class IMAML(MetaAlgorithm):
         super().__init__()
         if not lam > 0:
             raise ValueError(f"iMAML's λ must be positive, got {lam}")
+        if inner_steps < 1:  # φ = θ solves no proximal problem
+            raise ValueError(f"iMAML needs at least one inner step, got {inner_steps}")
         self.step_size, self.inner_steps, self.lam, self.cg_steps = (
             step_size, inner_steps, lam, cg_steps
         )  # fmt: skip
@@ -193,6 +195,10 @@ class IMAML(MetaAlgorithm):
         loss = proximal_loss(problem.support_loss(model, batch), theta, self.lam)
         alpha = self.step_size if step_sizes is None else step_sizes
         yield from self._solve(loss, theta, alpha, steps)
+
+
+LABEL = "iMAML"
+"""How tables and plots name the algorithm."""
 
 
 OWN_SETTINGS = OwnSettings(

@@ -17,6 +17,10 @@ from metarl.algorithms.base import OwnSettings
 from metarl.algorithms.heads import HEAD, GeneratedHead, check_model
 from metarl.algorithms.maml import MAML, step_size_from_config
 
+LABEL = "LEOPARD"
+"""How tables and plots name the algorithm."""
+
+
 OWN_SETTINGS = OwnSettings(
     learn_inner_lr="one meta-learned α per parameter tensor and inner step",
     needs_inner_steps=True,

@@ -245,6 +245,10 @@ def step_size_from_config(config: Any, model: nn.Module, granularity: str | None
     return InnerStepSize(init, params, learnable=True, granularity=granularity)  # type: ignore[arg-type]
 
 
+LABEL = "MAML"
+"""How tables and plots name the algorithm."""
+
+
 def from_config(config: Any, model: nn.Module) -> MAML:
     """MAML as a supervised config describes it (``inner_lr``, ``inner_steps``,
     ``meta_gradient``, ``fd_epsilon``, ``learn_inner_lr``)."""

@@ -99,6 +99,10 @@ class PerStepBatchNorm(nn.Module):
         }
 
 
+LABEL = "MAML++"
+"""How tables and plots name the algorithm."""
+
+
 OWN_SETTINGS = OwnSettings(
     learn_inner_lr="one meta-learned α per parameter tensor and inner step",
     needs_inner_steps=True,

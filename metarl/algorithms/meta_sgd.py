@@ -26,6 +26,10 @@ def draw_step_sizes(step_size: InnerStepSize, low: float, high: float, seed: int
             value.copy_(low + (high - low) * torch.rand(value.shape, generator=generator))
 
 
+LABEL = "Meta-SGD"
+"""How tables and plots name the algorithm."""
+
+
 OWN_SETTINGS = OwnSettings(
     learn_inner_lr="one meta-learned α per parameter",
 )

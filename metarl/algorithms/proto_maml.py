@@ -14,6 +14,9 @@ from torch import nn
 from metarl.algorithms.heads import PrototypeHead, check_model
 from metarl.algorithms.maml import MAML, step_size_from_config
 
+LABEL = "ProtoMAML"
+"""How tables and plots name the algorithm."""
+
 
 def from_config(config: Any, model: nn.Module) -> MAML:
     """ProtoMAML with a config's inner loop; the model needs a linear ``head`` (Conv-4)."""

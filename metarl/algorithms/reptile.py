@@ -132,6 +132,10 @@ class Reptile(MetaAlgorithm):
         yield from self._steps(problem.support_loss(model, batch), start, alpha, steps)
 
 
+LABEL = "Reptile"
+"""How tables and plots name the algorithm."""
+
+
 OWN_SETTINGS = OwnSettings(
     meta_gradient="θ − φ, first order by construction",
     learn_inner_lr="a fixed inner_lr",
@@ -143,5 +147,5 @@ OWN_SETTINGS = OwnSettings(
 def from_config(config: Any, model: nn.Module) -> Reptile:
     """Reptile with a config's ``inner_lr``, ``inner_steps`` and ``reptile_inner_optimizer``."""
     return Reptile(
-        InnerStepSize(config.inner_lr), max(config.inner_steps, 1), config.reptile_inner_optimizer
+        InnerStepSize(config.inner_lr), config.inner_steps, config.reptile_inner_optimizer
     )

@@ -160,12 +160,12 @@ class SupervisedConfig(MetaLearningConfig):
         """Refuse a setting the chosen algorithm would ignore: the run would record it in
         config.yaml without it having any effect."""
         name, own = self.algorithm, OWN_SETTINGS[self.algorithm]
-        if own.meta_gradient and self.meta_gradient != "second_order":
+        if own.meta_gradient is not None and self.meta_gradient != "second_order":
             raise ConfigError(
                 f"meta_gradient={self.meta_gradient}: {name} computes its own meta-update "
                 f"({own.meta_gradient}); leave meta_gradient at second_order"
             )
-        if own.learn_inner_lr and self.learn_inner_lr != "fixed":
+        if own.learn_inner_lr is not None and self.learn_inner_lr != "fixed":
             raise ConfigError(
                 f"learn_inner_lr={self.learn_inner_lr}: {name} sets its inner step sizes itself "
                 f"({own.learn_inner_lr}); leave learn_inner_lr at fixed"
