@@ -118,3 +118,32 @@ def test_test_time_steps_are_alpha_then_half_alpha_unless_set_or_learned():
     assert step_sizes(inner_lr=0.001) == [0.001, 0.0005]
     assert step_sizes(eval_lr=0.01) == 0.01  # the paper text's fixed step
     assert step_sizes(algorithm="meta_sgd") is None  # its meta-learned step sizes, as learned
+
+
+def test_stored_baselines_are_reused_until_their_settings_change_or_a_retrain(tmp_path):
+    """The pretrained model and the oracle are trained once and read back while the settings
+    they depend on stay the same; --retrain-baselines and a changed dependency (the test
+    tasks' seed) train them again, from the same seed to the same weights."""
+    from dataclasses import replace
+
+    from metarl.experiments import load_config
+    from metarl.run import atomic_torch_save
+    from metarl.supervised.sinusoid_eval import BASELINES, baselines
+
+    config = load_config("sinusoid", {"baseline_iterations": 5, "meta_batch_size": 4})
+    trained, _ = baselines(config, tmp_path, progress=False)
+    stored = torch.load(tmp_path / BASELINES, weights_only=True)
+    altered = {k: v + 1.0 for k, v in stored["pretrained"].items()}  # a cache we can recognise
+    atomic_torch_save({**stored, "pretrained": altered}, tmp_path / BASELINES)
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    reused, _ = baselines(config, tmp_path, progress=False)
+    assert same(reused.state_dict(), altered)
+    retrained, _ = baselines(config, tmp_path, retrain=True, progress=False)
+    assert same(retrained.state_dict(), trained.state_dict())
+    atomic_torch_save({**stored, "pretrained": altered}, tmp_path / BASELINES)
+    other_seed = replace(config, eval_seed=config.eval_seed + 1)
+    again, _ = baselines(other_seed, tmp_path, progress=False)
+    assert same(again.state_dict(), trained.state_dict())

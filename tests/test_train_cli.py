@@ -312,12 +312,18 @@ def test_a_checkpoint_of_the_earlier_layout_resumes_and_evaluates(tmp_path):
     """Before the algorithm layer, MAML's step sizes were saved under "step_size" and some
     checkpoints had no "elapsed"; navigation configs said eval_step_sizes and eval_episodes."""
     run = tmp_path / "run"
-    assert _train(run, "iterations=20") == 0
+    assert _train(run, "iterations=20", "learn_inner_lr=tensor") == 0  # α to carry over
     state = torch.load(run / "checkpoint.pt", weights_only=True)
+    learned = metarl.load_run(run).algorithm.state_dict()
+    # one α per weight and bias of the 3-layer MLP, meta-learned apart from inner_lr
+    assert len(learned) == 6 and len({float(v) for v in learned.values()}) == 6
     old = dict(state)
     old["step_size"] = {k.removeprefix("step_size."): v for k, v in old.pop("algorithm").items()}
     del old["elapsed"]
     torch.save(old, run / "checkpoint.pt")
+    loaded = metarl.load_run(run).algorithm.state_dict()
+    assert loaded.keys() == learned.keys()
+    assert all(torch.equal(loaded[k], learned[k]) for k in learned)
     assert main(["train", "sinusoid", "--resume", str(run), "--no-progress",
                  "--set", "iterations=40"]) == 0  # fmt: skip
     assert main(["evaluate", str(run), "--no-progress"]) == 0
@@ -376,3 +382,28 @@ def test_evaluate_may_change_only_the_evaluation(tmp_path, capsys):
     assert main(["evaluate", str(run), "--no-progress", "--set", "eval_lr=0.02",
                  "eval_steps=2"]) == 0  # fmt: skip
     assert read_report(run).protocol["step_size"] == 0.02
+
+
+def test_list_config_and_version_say_what_they_should(tmp_path, capsys):
+    """`metarl list` names every experiment once with its YAML's first sentence ("Sec. 5.1"
+    does not end it); `metarl config` prints YAML that loads back to the same config; and
+    `--version` is the installed package's."""
+    from importlib.metadata import version
+
+    from metarl.experiments import experiment_names, load_config
+
+    assert main(["list"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:1].isalnum()]
+    assert [row.split()[0] for row in rows] == experiment_names()
+    sinusoid = next(row for row in rows if row.split()[0] == "sinusoid")
+    assert sinusoid.split(None, 1)[1] == (
+        "Sinusoid regression, the MAML paper's protocol (Finn et al. 2017, Sec. 5.1 and App. A.1)"
+    )
+    assert main(["config", "omniglot-5w1s", "--set", "inner_lr=0.2", "n_way=3"]) == 0
+    (tmp_path / "printed.yaml").write_text(capsys.readouterr().out)
+    wanted = load_config("omniglot-5w1s", {"inner_lr": 0.2, "n_way": 3})
+    assert load_config(tmp_path / "printed.yaml") == wanted
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"metarl {version('metarl')}"
