@@ -62,6 +62,22 @@ def test_support_size_follows_the_beta_formula():
     assert 27.5 - 4 - 0.5 < totals.mean() < 27.5 + 0.5  # sd/√n ≈ 0.23
 
 
+def test_support_size_is_uniform_where_no_class_runs_out():
+    """Five classes of 1010 images: q = 10 and each class contributes min(1000, 100), so
+    |S| = 5(⌊100β⌋ + 1), uniform on {5, 10, ..., 500}. No class holds fewer images than its
+    share of |S|, so the shots fall short of |S| only by the five floors (at most 4 in all)
+    and |S| is the multiple of 5 at or above their sum: each value 40 times of 4000, up to
+    chance (χ² with 99 degrees of freedom; 181 is its 1e-6 tail)."""
+    spec = EpisodeSpec(min_ways=5, max_ways=5)
+    gen = torch.Generator().manual_seed(4)
+    totals = torch.tensor(
+        [int(describe_episode(torch.full((5,), 1010), spec, gen).shots.sum()) for _ in range(4000)]
+    )
+    sizes = 5 * torch.div(totals + 4, 5, rounding_mode="floor")
+    counts = torch.bincount(sizes // 5 - 1, minlength=100).double()
+    assert counts.numel() == 100 and ((counts - 40) ** 2 / 40).sum() < 181
+
+
 def test_shots_follow_the_class_sizes():
     """R_c ∝ n_c exp(a_c): a class with 10x the images gets far more shots, on average."""
     spec = EpisodeSpec(min_ways=5, max_ways=5)
