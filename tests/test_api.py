@@ -82,8 +82,13 @@ def test_a_meta_policy_adapts_to_a_new_goal_and_acts(tmp_path):
 
     env = gym.make("metarl/Navigation2D-v0", task=goal)
     obs, _ = env.reset(seed=0)
-    for _ in range(5):
-        obs, *_ = env.step(policy.act(obs, params=adaptation.params[-1]))
+    scale = env.unwrapped.action_scale
+    for _ in range(5):  # the point moves by the policy's clipped action; reward −‖x − goal‖
+        action = policy.act(obs, params=adaptation.params[-1])
+        moved, reward, *_ = env.step(action)
+        np.testing.assert_allclose(moved, obs + scale * np.clip(action, -1, 1), atol=1e-6)
+        assert reward == pytest.approx(-np.linalg.norm(moved - goal["goal"]), abs=1e-6)
+        obs = moved
     with pytest.raises(ConfigError, match="task .*needs"):
         run.adapt_policy({"velocity": 1.0})
     with pytest.raises(ConfigError, match="this is a meta-RL run: use adapt_policy"):
