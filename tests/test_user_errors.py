@@ -79,6 +79,24 @@ def test_a_meta_rl_zoo_entry_is_copied_with_its_baselines():
         metarl.train("navigation", resume=entry, progress=False)
 
 
+def test_a_meta_rl_zoo_entry_is_evaluated_with_the_zoos_baselines(tmp_path, monkeypatch):
+    """A policy in a zoo is evaluated as a copy under runs/zoo/, against the baselines the zoo
+    keeps beside it (none missing, none retrained), and the entry stays as committed."""
+    monkeypatch.chdir(tmp_path)
+    zoo = tmp_path / "zoo"
+    (zoo / "baselines").mkdir(parents=True)
+    (zoo / ZOO_MARKER).write_text("a zoo\n")
+    entry = zoo / "navigation"
+    shutil.copytree(ROOT / "zoo" / "navigation", entry, ignore=shutil.ignore_patterns("plots"))
+    shutil.copytree(ROOT / "zoo" / "baselines" / "navigation", zoo / "baselines" / "navigation")
+    committed = {f.name: f.read_bytes() for f in entry.iterdir()}
+    report = metarl.evaluate(entry, {"eval_tasks": 2, "eval_episodes_per_task": 2}, progress=False)
+    assert report.missing == [] and set(report.baselines) >= {"pretrained", "oracle"}
+    assert report.config["baselines_dir"] == str(zoo / "baselines" / "navigation")
+    assert metarl.read_report("runs/zoo/navigation") == report
+    assert {f.name: f.read_bytes() for f in entry.iterdir()} == committed
+
+
 def test_folders_that_are_not_runs_say_so(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(ROOT / "docs")]) == 1
     assert f"{ROOT / 'docs'} is not a run directory (no checkpoint.pt or config.yaml)" in (
