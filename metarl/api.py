@@ -133,16 +133,16 @@ def train(
         run_dir = Path(out) if out is not None else default_run_dir(config.experiment)
     world = init_world(config.device)
     main = world is None or world.is_main
-    if world is not None:
-        if not hasattr(config, "meta_batch_size"):
-            raise ConfigError(f"{config.experiment} (ordinary training) runs on one process")
-        world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
-        if time_limit is not None:  # each process's clock would stop it at another iteration
-            raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
-    if resume is not None and main:
-        _note_edited_record(run_dir, state)
-    made_here = resume is None and main and not run_dir.exists()
-    try:
+    try:  # a refusal leaves the process group too
+        if world is not None:
+            if not hasattr(config, "meta_batch_size"):
+                raise ConfigError(f"{config.experiment} (ordinary training) runs on one process")
+            world.shard(config.meta_batch_size)  # refuses more processes than tasks, up front
+            if time_limit is not None:  # each process's clock would stop it at another iteration
+                raise ConfigError("time limit: a run under torchrun stops by iterations or Ctrl-C")
+        if resume is not None and main:
+            _note_edited_record(run_dir, state)
+        made_here = resume is None and main and not run_dir.exists()
         with run_lock(run_dir, f"metarl train {experiment}") if main else nullcontext():
             try:
                 report = _train_session(config, run_dir, resume, world, evaluate, progress, stop_at)

@@ -211,6 +211,24 @@ def test_two_processes_need_two_tasks(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_what_cannot_run_under_torchrun_is_refused_and_the_group_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun (a process group of 2, faked here) a time limit is refused (each
+    process's clock would stop it at another iteration), the process group is left after the
+    refusal, and no run directory is made."""
+    from metarl.api import train
+
+    left: list[bool] = []
+    monkeypatch.setattr("metarl.api.init_world", lambda device: World(0, 2))
+    monkeypatch.setattr("metarl.api.close_world", lambda finished=False: left.append(finished))
+    with pytest.raises(ConfigError, match="a run under torchrun stops by iterations or Ctrl-C"):
+        train("sinusoid", {"iterations": 2}, out=tmp_path / "run", time_limit=1.0)
+    with pytest.raises(ConfigError, match="meta_batch_size 1 is smaller than the 2 processes"):
+        train("sinusoid", {"meta_batch_size": 1}, out=tmp_path / "run")
+    assert left == [False, False] and not (tmp_path / "run").exists()
+
+
 def test_a_lost_peer_is_one_line_naming_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
     from metarl import distributed
 
