@@ -349,7 +349,15 @@ def evaluate_run(
     """:func:`evaluate`, also saying where the report went and whether the run is unfinished
     (from the checkpoint it already read), as ``metarl evaluate`` prints them.
 
-    Args and Raises: as :func:`evaluate`.
+    Args:
+        run_dir: the run.
+        overrides: evaluation settings only, as for :func:`evaluate`.
+        retrain_baselines: train the baselines again even if stored ones match.
+        progress: progress bars.
+
+    Raises:
+        ConfigError: as :func:`evaluate`.
+        RunError: as :func:`evaluate`.
     """
     run_dir = Path(run_dir)
     overrides = as_overrides(overrides)

@@ -87,8 +87,8 @@ def _print_results(report: EvalReport, run_dir: Path, unfinished: bool) -> None:
 
 def _caption(report: EvalReport, unfinished: bool) -> str:
     """What the table measures: the metric, over how many test tasks, what ± is, and which
-    model (with a warning for an ``unfinished`` run, short of its budget of iterations or of
-    time)."""
+    model (with a warning for an ``unfinished`` run, short of its budget of iterations, epochs
+    for ordinary training, or time)."""
     bar = {"ci95": "the 95% interval", "stderr": "one standard error"}[report.error_bar]
     if "test_images" in report.protocol:  # ordinary training: one test set, no tasks
         over = f" on {report.protocol['test_images']:,} test images, ± {bar}"

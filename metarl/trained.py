@@ -110,19 +110,20 @@ class LoadedRun:
 
     def predict(
         self, x: Tensor, params: Params | None = None, support_x: Tensor | None = None
-    ) -> Tensor:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """The model's output at ``params`` (default θ), without gradients.
 
         Args:
             x: a batch of inputs ``(B, *input_shape)``.
             params: parameters without a task dimension, as :meth:`adapt` returns them.
-            support_x: the task's support inputs ``(K, *input_shape)``, for a classifier
+            support_x: the task's support inputs ``(K, *input_shape)``: needed by a classifier
                 trained with ``bn_policy=support_statistics`` (its BatchNorm normalises a query
-                by the support set, as its evaluation does); refused otherwise (the
-                paper's transductive BatchNorm normalises ``x`` by its own statistics).
+                by the support set, as its evaluation does) and refused by every other model,
+                which takes no support set.
 
         Returns:
-            ``(B, *output_shape)``: a classifier's logits, a regressor's predictions.
+            ``(B, *output_shape)``: a classifier's logits, a regressor's predictions; for a
+            policy the Gaussian's ``(mean, log_std)``, each ``(B, action_dim)``.
 
         Raises:
             ConfigError: ``x`` or ``support_x`` of a shape the model does not take, or
@@ -130,16 +131,17 @@ class LoadedRun:
         """
         from metarl.core import single_forward
 
-        if self._needs_support() != (support_x is not None):
+        experiment = self.experiment
+        if self._needs_support(experiment) != (support_x is not None):
             raise ConfigError(
                 "predict(): this run normalises a query by its task's support set "
                 "(bn_policy=support_statistics): pass support_x" if support_x is None else
-                "predict(support_x=...) is for a run trained with bn_policy=support_statistics; "
-                "this one normalises each batch by its own statistics"
+                "predict(): this run's model takes no support set (only a classifier trained "
+                "with bn_policy=support_statistics does): leave support_x out"
             )  # fmt: skip
         inputs = {"x": x} if support_x is None else {"x": x, "support_x": support_x}
-        if self.experiment.io_shapes is not None:  # a policy's is its environment's
-            shape = self.experiment.io_shapes(self.config)[0]
+        if experiment.io_shapes is not None:  # a policy's is its environment's
+            shape = experiment.io_shapes(self.config)[0]
             for name, tensor in inputs.items():
                 _check_shape("predict", name, tensor, shape)
         with torch.no_grad():
@@ -147,10 +149,11 @@ class LoadedRun:
                 return self.model(*inputs.values())
             return single_forward(self.model, params, *inputs.values())
 
-    def _needs_support(self) -> bool:
+    def _needs_support(self, experiment: Experiment) -> bool:
         """Whether the model's query pass takes the support set (support-statistics BatchNorm)."""
-        scored = self.experiment.problem
-        return scored is not None and scored(self.config).query_inputs is not None
+        return experiment.problem is not None and (
+            experiment.problem(self.config).query_inputs is not None
+        )
 
     def adapt_policy(
         self,

@@ -40,15 +40,25 @@ def record_saves(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
     return record
 
 
+_SKIPPED: list[str] = []
+"""Why each skipped test or module skipped, in this session."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(f"{report.nodeid}: {report.longrepr[-1]}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a whole module skipped (importorskip at its top)
+        _SKIPPED.append(f"{report.nodeid}: {report.longrepr[-1]}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With ``METARL_NO_SKIPS=1`` (CI, where every dataset and package is installed) a skipped
     test fails the run: a test that needs Omniglot or MNIST must not pass by not running."""
     if os.environ.get("METARL_NO_SKIPS") != "1" or exitstatus != pytest.ExitCode.OK:
         return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
-    if skipped:
+    if _SKIPPED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        reasons = sorted({str(report.longrepr[-1]) for report in skipped})
-        reporter.write_line(f"METARL_NO_SKIPS=1: {len(skipped)} test(s) skipped: "
-                            + "; ".join(reasons), red=True)  # fmt: skip
+        print(f"\nMETARL_NO_SKIPS=1: {len(_SKIPPED)} test(s) skipped:", *_SKIPPED, sep="\n")

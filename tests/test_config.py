@@ -122,3 +122,11 @@ def test_a_checkpoint_from_before_a_key_existed_keeps_how_it_was_trained(tmp_pat
     torch.save(state, run / "checkpoint.pt")
     loaded = metarl.load_run(run)
     assert loaded.config.bn_per_step_weights is False and loaded.algorithm.per_step is None
+
+
+def test_support_statistics_needs_conv4_batchnorm():
+    """Normalising a query by the support set happens inside Conv-4's BatchNorm; the MLP has
+    none that could, so the combination is refused when the config is read."""
+    with pytest.raises(ConfigError, match="set network=conv4 or bn_policy=transductive"):
+        load_config("mnist-mlp-5w1s", {"bn_policy": "support_statistics"})
+    assert load_config("mnist-5w1s", {"bn_policy": "support_statistics"}).network == "conv4"

@@ -214,9 +214,9 @@ def test_two_processes_need_two_tasks(tmp_path: Path) -> None:
 def test_what_cannot_run_under_torchrun_is_refused_and_the_group_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under torchrun (a process group of 2, faked here) a time limit is refused (each
-    process's clock would stop it at another iteration), the process group is left after the
-    refusal, and no run directory is made."""
+    """Under torchrun (a process group of 2, faked here) a time limit (each process's clock
+    would stop it at another iteration), more processes than tasks and ordinary training are
+    refused; the process group is left after each refusal, and no run directory is made."""
     from metarl.api import train
 
     left: list[bool] = []
@@ -226,7 +226,10 @@ def test_what_cannot_run_under_torchrun_is_refused_and_the_group_left(
         train("sinusoid", {"iterations": 2}, out=tmp_path / "run", time_limit=1.0)
     with pytest.raises(ConfigError, match="meta_batch_size 1 is smaller than the 2 processes"):
         train("sinusoid", {"meta_batch_size": 1}, out=tmp_path / "run")
-    assert left == [False, False] and not (tmp_path / "run").exists()
+    monkeypatch.setattr("metarl.api.preflight", lambda config: None)  # MNIST need not be here
+    with pytest.raises(ConfigError, match=r"standard-mnist \(ordinary training\) runs on one"):
+        train("standard-mnist", out=tmp_path / "run")
+    assert left == [False, False, False] and not (tmp_path / "run").exists()
 
 
 def test_a_lost_peer_is_one_line_naming_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,7 +315,9 @@ if not world.is_main:
 
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_finished_process_leaves_only_with_its_peers(tmp_path: Path, finished: bool) -> None:
-    """Order, not clocks: whether rank 0 had arrived at the close when rank 1 left it."""
+    """Whether rank 0 had arrived at the close when rank 1 left it, read from files. After an
+    error rank 0 arrives only once rank 1 has left (an exact order); after finishing, rank 0
+    arrives 2 s late, so a rank 1 that did not wait would leave first."""
     script = tmp_path / "closing.py"
     script.write_text(_CLOSING)
     command = [

@@ -122,8 +122,9 @@ def test_test_time_steps_are_alpha_then_half_alpha_unless_set_or_learned():
 
 def test_stored_baselines_are_reused_until_their_settings_change_or_a_retrain(tmp_path):
     """The pretrained model and the oracle are trained once and read back while the settings
-    they depend on stay the same; --retrain-baselines and a changed dependency (the test
-    tasks' seed) train them again, from the same seed to the same weights."""
+    their training reads stay the same (another test-task seed is not one); --retrain-baselines
+    trains them again, from the same seed to the same weights, and so does a changed
+    learning rate, to other weights."""
     from dataclasses import replace
 
     from metarl.experiments import load_config
@@ -139,11 +140,12 @@ def test_stored_baselines_are_reused_until_their_settings_change_or_a_retrain(tm
     def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
         return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    reused, _ = baselines(config, tmp_path, progress=False)
-    assert same(reused.state_dict(), altered)
+    for settings in (config, replace(config, eval_seed=config.eval_seed + 1)):
+        reused, _ = baselines(settings, tmp_path, progress=False)
+        assert same(reused.state_dict(), altered)
     retrained, _ = baselines(config, tmp_path, retrain=True, progress=False)
     assert same(retrained.state_dict(), trained.state_dict())
     atomic_torch_save({**stored, "pretrained": altered}, tmp_path / BASELINES)
-    other_seed = replace(config, eval_seed=config.eval_seed + 1)
-    again, _ = baselines(other_seed, tmp_path, progress=False)
-    assert same(again.state_dict(), trained.state_dict())
+    other_lr, _ = baselines(replace(config, baseline_lr=0.01), tmp_path, progress=False)
+    assert not same(other_lr.state_dict(), altered)
+    assert not same(other_lr.state_dict(), trained.state_dict())

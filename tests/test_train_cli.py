@@ -387,8 +387,9 @@ def test_evaluate_may_change_only_the_evaluation(tmp_path, capsys):
 def test_list_config_and_version_say_what_they_should(tmp_path, capsys):
     """`metarl list` names every experiment once with its YAML's first sentence ("Sec. 5.1"
     does not end it); `metarl config` prints YAML that loads back to the same config; and
-    `--version` is the installed package's."""
-    from importlib.metadata import version
+    `--version` is the one pyproject.toml and `metarl.__version__` give."""
+    import re
+    from pathlib import Path
 
     from metarl.experiments import experiment_names, load_config
 
@@ -406,4 +407,6 @@ def test_list_config_and_version_say_what_they_should(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.strip() == f"metarl {version('metarl')}"
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, re.M)[1] == metarl.__version__
+    assert capsys.readouterr().out.strip() == f"metarl {metarl.__version__}"

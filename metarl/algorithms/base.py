@@ -121,6 +121,13 @@ class OwnSettings:
     needs_inner_steps: bool = False
 
 
+def require_inner_steps(steps: int, name: str) -> None:
+    """Refuse fewer than one inner step, for an algorithm undefined without one (its
+    ``OwnSettings.needs_inner_steps``)."""
+    if steps < 1:
+        raise ValueError(f"{name} needs at least one inner step, got {steps}")
+
+
 class MetaLoss(NamedTuple):
     """The outer objective of one meta-batch.
 

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metarl.algorithms.base import MetaAlgorithm, MetaLoss, OwnSettings, Problem, StepSizes
+from metarl.algorithms.base import (
+    MetaAlgorithm,
+    MetaLoss,
+    OwnSettings,
+    Problem,
+    StepSizes,
+    require_inner_steps,
+)
 from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 from metarl.core.conjugate_gradient import batched_conjugate_gradient
@@ -115,8 +122,7 @@ class IMAML(MetaAlgorithm):
         super().__init__()
         if not lam > 0:
             raise ValueError(f"iMAML's λ must be positive, got {lam}")
-        if inner_steps < 1:  # φ = θ solves no proximal problem
-            raise ValueError(f"iMAML needs at least one inner step, got {inner_steps}")
+        require_inner_steps(inner_steps, "iMAML")  # φ = θ solves no proximal problem
         self.step_size, self.inner_steps, self.lam, self.cg_steps = (
             step_size, inner_steps, lam, cg_steps
         )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from metarl.algorithms.base import OwnSettings
+from metarl.algorithms.base import OwnSettings, require_inner_steps
 from metarl.algorithms.heads import HEAD, GeneratedHead, check_model
 from metarl.algorithms.maml import MAML, step_size_from_config
 
@@ -31,6 +31,7 @@ OWN_SETTINGS = OwnSettings(
 def from_config(config: Any, model: nn.Module) -> MAML:
     """LEOPARD with a config's inner loop; the model needs a linear ``head`` (Conv-4)."""
     check_model(model)
+    require_inner_steps(config.inner_steps, "LEOPARD")  # the generated head is adapted
     features = dict(model.named_parameters())[HEAD[0]].shape[1]
     return MAML(
         step_size_from_config(config, model, granularity="tensor", per_step=True),

@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from metarl.algorithms.base import OwnSettings
+from metarl.algorithms.base import OwnSettings, require_inner_steps
 from metarl.algorithms.maml import MAML, step_size_from_config
 from metarl.core import MetaGradientMode, Params
 from metarl.core.conv import BatchNorm2d
@@ -114,6 +114,7 @@ def from_config(config: Any, model: nn.Module) -> MAML:
     """MAML++ with a config's inner loop, LSLR, MSL (``msl_iterations``), DOA
     (``doa_iterations``) and BNWB (``bn_per_step_weights``)."""
     steps = config.inner_steps
+    require_inner_steps(steps, "MAML++")  # its per-step step sizes and weights need a step
     # A model without BatchNorm (the sinusoid MLP) has nothing to make per-step.
     has_norm = any(isinstance(m, NORMALIZATIONS) for m in model.modules())
     use_bnwb = config.bn_per_step_weights and has_norm

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metarl.algorithms.base import MetaAlgorithm, MetaLoss, OwnSettings, Problem, StepSizes
+from metarl.algorithms.base import (
+    MetaAlgorithm,
+    MetaLoss,
+    OwnSettings,
+    Problem,
+    StepSizes,
+    require_inner_steps,
+)
 from metarl.algorithms.maml import gradient_steps, last
 from metarl.core import InnerStepSize, Params, TaskBatch, expand_to_tasks, get_params
 from metarl.core.step_size import as_step_size
@@ -77,8 +84,7 @@ class Reptile(MetaAlgorithm):
         self, step_size: InnerStepSize, inner_steps: int, inner_optimizer: str = "sgd"
     ) -> None:
         super().__init__()
-        if inner_steps < 1:
-            raise ValueError(f"Reptile needs at least one inner step, got {inner_steps}")
+        require_inner_steps(inner_steps, "Reptile")
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be sgd or adam, got {inner_optimizer!r}")
         self.step_size, self.inner_steps = step_size, inner_steps
