@@ -655,3 +655,27 @@ def test_own_settings_declare_exactly_the_settings_without_effect(name):
             build(inner_steps=0)
     else:  # zero steps is pretraining: the query loss's gradient at θ
         assert torch.isfinite(build(inner_steps=0)[1]).all()
+
+
+def test_anil_says_which_layer_it_adapts_when_the_model_does_not_name_its_head():
+    """Registration order is not call order: a model that defines its output layer first and
+    names none `head` gets a warning naming the layer ANIL adapts; a `head` or an
+    nn.Sequential (called in its order) gets none."""
+    import warnings
+
+    from metarl.algorithms.anil import head_prefix
+
+    class OutputFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out, self.body = nn.Linear(4, 2), nn.Linear(3, 4)
+
+        def forward(self, x):  # noqa: ANN001, ANN202 - a user's model, as written
+            return self.out(torch.relu(self.body(x)))
+
+    with pytest.warns(UserWarning, match="ANIL adapts 'body', the last layer OutputFirst"):
+        assert head_prefix(OutputFirst()) == "body."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert head_prefix(MLP((1, 8, 1), "tanh")) == "2."
+        assert head_prefix(Conv4(3, 1, 12, filters=4)) == "head."

@@ -11,6 +11,7 @@ labels queries by cosine similarity of features (``metarl evaluate`` with ``eval
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +28,19 @@ def head_prefix(model: nn.Module) -> str:
     """The name prefix of the model's head: its ``head`` submodule if it has one (Conv-4),
     else the last module registered that holds parameters (an ``nn.Sequential``'s last linear
     layer). Registration order is not call order: a model that defines its output layer before
-    its body must name it ``head``."""
+    its body must name it ``head``, and any other model without one is warned which layer
+    ANIL adapts."""
     if isinstance(getattr(model, "head", None), nn.Module):
         return "head."
     owners = [name for name, m in model.named_modules() if list(m.parameters(recurse=False))]
     if not owners or owners[-1] == "":
         raise ValueError(f"{type(model).__name__} has no head layer to adapt")
+    if not isinstance(model, nn.Sequential):  # a Sequential calls its layers in their order
+        warnings.warn(
+            f"ANIL adapts {owners[-1]!r}, the last layer {type(model).__name__} registers; "
+            "if that is not its output layer, name the output layer `head`",
+            stacklevel=2,
+        )
     return owners[-1] + "."
 
 
