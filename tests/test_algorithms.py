@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from metarl.algorithms import ALGORITHMS, OWN_SETTINGS, Problem, make_algorithm
+from metarl.algorithms import ALGORITHMS, OWN_SETTINGS_BY_ALGORITHM, Problem, make_algorithm
 from metarl.algorithms.anil import is_head
 from metarl.algorithms.heads import class_means
 from metarl.algorithms.imaml import IMAML
@@ -627,7 +627,7 @@ def test_own_settings_declare_exactly_the_settings_without_effect(name):
     config's check: a meta_gradient or learn_inner_lr it declares changes nothing, one it does
     not declare changes the meta-gradient or the meta-learned step sizes; and it refuses to be
     built without an inner step exactly when it declares that it needs one."""
-    own = OWN_SETTINGS[name]
+    own = OWN_SETTINGS_BY_ALGORITHM[name]
 
     def build(**forced):
         torch.manual_seed(0)

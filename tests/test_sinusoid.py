@@ -143,6 +143,10 @@ def test_stored_baselines_are_reused_until_their_settings_change_or_a_retrain(tm
     for settings in (config, replace(config, eval_seed=config.eval_seed + 1)):
         reused, _ = baselines(settings, tmp_path, progress=False)
         assert same(reused.state_dict(), altered)
+    older = {**stored["key"], "eval_seed": 7, "eval_steps": 10}  # a file's key held these too
+    atomic_torch_save({**stored, "key": older, "pretrained": altered}, tmp_path / BASELINES)
+    reused, _ = baselines(config, tmp_path, progress=False)
+    assert same(reused.state_dict(), altered)
     retrained, _ = baselines(config, tmp_path, retrain=True, progress=False)
     assert same(retrained.state_dict(), trained.state_dict())
     atomic_torch_save({**stored, "pretrained": altered}, tmp_path / BASELINES)

@@ -3,7 +3,7 @@
 Each algorithm is one module with a ``from_config(config, model)`` constructor, a ``LABEL`` for
 tables and plots and, if it decides some shared settings itself, an ``OWN_SETTINGS``; it is
 registered in ``_MODULES`` under the name that the config key ``algorithm`` takes, from which
-:data:`ALGORITHMS`, :data:`LABELS` and :data:`OWN_SETTINGS` are read.
+:data:`ALGORITHMS`, :data:`LABELS` and :data:`OWN_SETTINGS_BY_ALGORITHM` are read.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ALGORITHMS: dict[str, Callable[[Any, nn.Module], MetaAlgorithm]] = {
 }
 """Algorithm name -> constructor from a supervised config and the model it meta-learns."""
 
-OWN_SETTINGS: dict[str, OwnSettings] = {
+OWN_SETTINGS_BY_ALGORITHM: dict[str, OwnSettings] = {
     name: getattr(module, "OWN_SETTINGS", OwnSettings()) for name, module in _MODULES.items()
 }
 """Algorithm name -> the shared settings it decides itself (its module's ``OWN_SETTINGS``;
@@ -64,7 +64,7 @@ __all__ = [
     "LABELS",
     "MetaAlgorithm",
     "MetaLoss",
-    "OWN_SETTINGS",
+    "OWN_SETTINGS_BY_ALGORITHM",
     "OwnSettings",
     "Problem",
     "StepSizes",

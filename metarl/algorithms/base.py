@@ -13,7 +13,8 @@ nothing else:
 * :meth:`MetaAlgorithm.adapt_steps` — how it adapts to a new task at test time.
 
 To add an algorithm: subclass :class:`MetaAlgorithm` in a module of this package, give the
-module a ``from_config``, a ``LABEL`` and, if needed, an ``OWN_SETTINGS``, and register it in
+module a ``from_config``, a ``LABEL`` and, if needed, an ``OWN_SETTINGS`` (an algorithm that
+needs an inner step also calls :func:`require_inner_steps`), and register it in
 ``metarl.algorithms._MODULES`` (docs/architecture.md).
 """
 

@@ -27,7 +27,8 @@ class ClassificationConfig(SupervisedConfig):
     query prediction depends on the other query images of the episode. That is the protocol
     behind the published numbers, hence the default; ``support_statistics`` normalises the
     query images with the support set's statistics instead (no information flows between query
-    images), at the price of one extra forward of the support set in the query pass.
+    images), at the price of one extra forward of the support set in the query pass (Conv-4
+    only; such a run's ``LoadedRun.predict`` takes the support set too, ``support_x``).
     """
 
     RENAMED: ClassVar[dict[str, str]] = {
@@ -101,7 +102,8 @@ class ClassificationConfig(SupervisedConfig):
     bn_policy: str = option(
         "transductive",
         "BatchNorm statistics: transductive (support and query each their own batch, as the "
-        "paper) or support_statistics (query normalised by the support set: no query leakage)",
+        "paper) or support_statistics (query normalised by the support set: no query leakage; "
+        "Conv-4 only)",
         choices=BN_POLICIES,
     )
     # --- meta-training -----------------------------------------------------------------------

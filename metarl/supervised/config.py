@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from metarl.algorithms import ALGORITHMS, OWN_SETTINGS
+from metarl.algorithms import ALGORITHMS, OWN_SETTINGS_BY_ALGORITHM
 from metarl.algorithms.maml import LEARNABLE_STEP_SIZES
 from metarl.config import CommonConfig, ConfigError, MetaLearningConfig, option, override
 from metarl.supervised.models import BN_MLP_HIDDEN, INITS
@@ -159,7 +159,7 @@ class SupervisedConfig(MetaLearningConfig):
     def _refuse_ignored_settings(self) -> None:
         """Refuse a setting the chosen algorithm would ignore: the run would record it in
         config.yaml without it having any effect."""
-        name, own = self.algorithm, OWN_SETTINGS[self.algorithm]
+        name, own = self.algorithm, OWN_SETTINGS_BY_ALGORITHM[self.algorithm]
         if own.meta_gradient is not None and self.meta_gradient != "second_order":
             raise ConfigError(
                 f"meta_gradient={self.meta_gradient}: {name} computes its own meta-update "
