@@ -17,13 +17,13 @@ from metarl.supervised.data import omniglot as omniglot_module
 from metarl.supervised.data.episodes import ClassImages, sample_episodes
 from metarl.supervised.data.files import DataError, dataset_dir, resolve_data_dir
 from metarl.supervised.data.image_folder import image_folder_split
-from metarl.supervised.data.mnist import load_idx_dataset, mnist_split
+from metarl.supervised.data.mnist import FALLBACK_DIRS, load_idx_dataset, mnist_split
 from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
 
 DATA_ROOT = resolve_data_dir(None)[0]  # $METARL_DATA as pytest starts, else ../shared/data
 OMNIGLOT = DATA_ROOT / "omniglot"
 MNIST = DATA_ROOT / "mnist"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION = FALLBACK_DIRS["fashion-mnist"][0]  # where the loader looks (Debian's package)
 
 
 def _need(path: Path, what: str) -> None:
