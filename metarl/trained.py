@@ -94,7 +94,8 @@ class LoadedRun:
         steps = self.config.eval_steps if steps is None else steps
         if steps < 0:
             raise ConfigError(f"adapt(steps={steps}): give a number of steps ≥ 0")
-        io_shapes, scored = self.experiment.io_shapes, self.experiment.problem
+        experiment = self.experiment
+        io_shapes, scored = experiment.io_shapes, experiment.problem
         if io_shapes is None or scored is None:  # a family added without them
             raise ConfigError(f"adapt(): the family of {self.config.experiment} declares no "
                               "io_shapes or problem (metarl.experiments.Experiment)")  # fmt: skip
