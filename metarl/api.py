@@ -202,6 +202,12 @@ def short_of_budget(state: dict[str, Any], config: Any) -> bool:
     return not (budget and state.get(clock, 0.0) >= budget)
 
 
+def progress_line(state: dict[str, Any], config: Any) -> str:
+    """How far a run's checkpoint ``state`` is through the budget of ``config``, in the
+    budget's unit: ``"1,200 of 60,000 iterations"``, ``"1 of 5 epochs"``."""
+    return f"{state['iteration']:,} of {config.iterations:,} {config.BUDGET_UNIT}"
+
+
 def _declare_finished(run_dir: Path, state: dict[str, Any], config: Any) -> None:
     """A run already at its budget: say so, and record a changed budget in the checkpoint (a
     longer run stopped early and declared finished here: the checkpoint's own budget is what
@@ -333,11 +339,13 @@ class Evaluation(NamedTuple):
         report: the evaluation (:func:`evaluate`'s answer).
         run_dir: where ``eval.json`` and the plots were written (:func:`evaluation_dir`).
         unfinished: the run is short of its budget (:func:`short_of_budget`).
+        progress: how far its training got, in the budget's unit (:func:`progress_line`).
     """
 
     report: EvalReport
     run_dir: Path
     unfinished: bool
+    progress: str
 
 
 def evaluate_run(
@@ -390,4 +398,4 @@ def evaluate_run(
         if zoo is not None:
             _copy_zoo_entry(entry, run_dir)
         report = _evaluate(config, run_dir, progress, retrain_baselines)
-    return Evaluation(report, run_dir, short_of_budget(state, config))
+    return Evaluation(report, run_dir, short_of_budget(state, config), progress_line(state, config))

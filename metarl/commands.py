@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from metarl.api import short_of_budget, train
+    from metarl.api import progress_line, short_of_budget, train
     from metarl.run import load_checkpoint
 
     result = train(
@@ -28,8 +28,8 @@ def train_command(args: argparse.Namespace) -> int:
         return 0
     state = load_checkpoint(run_dir)
     print(_training_summary(state, run_dir, config))
-    unfinished = short_of_budget(state, config)
-    cut_short = args.time_limit is not None and unfinished
+    unfinished = progress_line(state, config) if short_of_budget(state, config) else None
+    cut_short = args.time_limit is not None and unfinished is not None
     if cut_short:
         print(f"the time limit ended this session; continue: metarl train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
@@ -50,7 +50,7 @@ def _training_summary(state: dict[str, Any], run_dir: Path, config: Any) -> str:
     prefixes = ("meta/", "returns/", "train/", "test/", "val/")
     shown = [k for k in last if k.startswith(prefixes) and isinstance(last[k], float)]
     values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
-    unit = "epochs" if hasattr(config, "epochs") else "iterations"
+    unit = config.BUDGET_UNIT
     speed = f", {seconds / state['iteration']:.3g} s per {unit[:-1]}" if seconds > 0 else ""
     if unit == "iterations" and seconds > 0:
         speed = f", {state['iteration'] / seconds:.3g} it/s"
@@ -68,13 +68,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from metarl.api import evaluate_run
 
     done = evaluate_run(args.run_dir, args.set, args.retrain_baselines, not args.no_progress)
-    _print_results(done.report, done.run_dir, done.unfinished)
+    _print_results(done.report, done.run_dir, done.progress if done.unfinished else None)
     return 0
 
 
-def _print_results(report: EvalReport, run_dir: Path, unfinished: bool) -> None:
+def _print_results(report: EvalReport, run_dir: Path, unfinished: str | None) -> None:
     """The evaluation's table, for meta-RL the gap it closes, and where the report went
-    (``unfinished``: the run is short of its budget)."""
+    (``unfinished``: how far a run short of its budget got, else None)."""
     from metarl.gap import gap_share
     from metarl.results_table import results_table
 
@@ -85,20 +85,18 @@ def _print_results(report: EvalReport, run_dir: Path, unfinished: bool) -> None:
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'plots'}/")
 
 
-def _caption(report: EvalReport, unfinished: bool) -> str:
+def _caption(report: EvalReport, unfinished: str | None) -> str:
     """What the table measures: the metric, over how many test tasks, what ± is, and which
-    model (with a warning for an ``unfinished`` run, short of its budget of iterations, epochs
-    for ordinary training, or time)."""
+    model, with a warning for a run short of its budget: ``unfinished`` says how far it got
+    (:func:`metarl.api.progress_line`), None for a finished run."""
     bar = {"ci95": "the 95% interval", "stderr": "one standard error"}[report.error_bar]
     if "test_images" in report.protocol:  # ordinary training: one test set, no tasks
         over = f" on {report.protocol['test_images']:,} test images, ± {bar}"
     else:
         over = f", mean over {report.config.get('eval_tasks')} test tasks, ± {bar} of the mean"
     text = f"{report.experiment}: {report.metric}{over}; {report.model}"
-    if unfinished:  # ordinary training counts its budget in epochs
-        unit = "epochs" if "epochs" in report.config else "iterations"
-        done, budget = report.model.checkpoint_iteration, report.config[unit]
-        text += f" (the run is not finished: {done} of {budget} {unit})"
+    if unfinished is not None:
+        text += f" (the run is not finished: {unfinished})"
     return text
 
 

@@ -17,7 +17,7 @@ import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -147,6 +147,9 @@ def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 @dataclass
 class CommonConfig:
     """Fields every experiment has."""
+
+    # What ``iterations`` counts, as messages name it; ordinary training counts epochs.
+    BUDGET_UNIT: ClassVar[str] = "iterations"
 
     experiment: str = option("sinusoid", "experiment name (the YAML file it came from)")
     seed: int = option(0, "seed of every random generator of the run", low=0, high=MAX_SEED - 16)

@@ -101,6 +101,19 @@ def test_a_run_its_time_budget_stopped_is_finished():
     assert not short_of_budget(state, Config(iterations=20, time_budget=2.0, budget_clock="cpu"))
 
 
+def test_progress_is_counted_in_the_budget_s_own_unit():
+    """Meta-training counts iterations, ordinary training epochs: the line an unfinished run's
+    evaluation carries says which, from the config's class, with the checkpoint's count."""
+    from metarl.api import progress_line
+    from metarl.experiments import load_config
+
+    state = {"iteration": 1200}
+    meta = load_config("omniglot-5w1s", {})
+    assert progress_line(state, meta) == "1,200 of 60,000 iterations"
+    standard = load_config("standard-mnist", {"epochs": 3})
+    assert progress_line({"iteration": 1}, standard) == "1 of 3 epochs"
+
+
 def test_a_cpu_time_budget_counts_the_process_cpu_seconds_not_the_clock(tmp_path, monkeypatch):
     """With ``budget_clock=cpu`` a wall clock running 20x fast (a machine busy with other work,
     seen from this process) does not end training: the process's CPU seconds do. The same

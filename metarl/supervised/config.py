@@ -252,6 +252,8 @@ class StandardConfig(CommonConfig):
     ``log_every`` and ``checkpoint_every`` count epochs.
     """
 
+    BUDGET_UNIT: ClassVar[str] = "epochs"
+
     experiment: str = override("standard-mnist")
     log_every: int = override(1)
     checkpoint_every: int = override(1)
