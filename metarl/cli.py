@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import os
 import signal
 import sys
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import metarl.commands as commands
+from metarl.plugins import import_plugin
 
 EXIT_USAGE = 2
 
@@ -325,41 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: error: {type(e).__name__}: {_one_line(e)} (unexpected: `metarl --debug "
               f"{args.command} …` shows where; please report it)", file=sys.stderr)  # fmt: skip
         return 1
-
-
-def import_plugin(module: str) -> None:
-    """Import ``module`` for what it registers: a module name (found from the current folder
-    too, as ``python -m`` finds it), a package folder, or a ``.py`` file (which may import the
-    modules beside it, as ``python file.py`` may).
-
-    Raises:
-        ImportError: no such module or file (its own import errors pass through as they are).
-    """
-    path = Path(module)
-    if not module.endswith(".py"):
-        if path.is_dir():  # a package folder: imported by name, from its parent folder
-            _search_first(path.resolve().parent)
-            importlib.import_module(path.resolve().name)
-            return
-        _search_first(Path.cwd())
-        importlib.import_module(module)
-        return
-    if not path.is_file():
-        raise ImportError(f"--import {module}: no such file")
-    _search_first(path.resolve().parent)
-    spec = importlib.util.spec_from_file_location(f"metarl_plugin_{path.stem}", path)
-    assert spec is not None and spec.loader is not None  # a .py path always has both
-    plugin = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = plugin  # dataclasses and pickling look their module up
-    spec.loader.exec_module(plugin)
-
-
-def _search_first(folder: Path) -> None:
-    """Put ``folder`` first on ``sys.path`` (once, however many ``--import`` name it)."""
-    entry = str(folder)
-    if entry in sys.path:
-        sys.path.remove(entry)
-    sys.path.insert(0, entry)
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metarl.rl", "metarl.supervised"),
     ("metarl.experiments", "metarl.api", "metarl.trained", "metarl.analysis"),
     ("metarl.benchmarks",),
-    ("metarl.cli", "metarl.commands", "metarl.__main__"),
+    ("metarl.cli", "metarl.commands", "metarl.plugins", "metarl.__main__"),
 ]  # fmt: skip
 """Lowest first. ``metarl/__init__.py`` (the public face, imported lazily) is above them all."""
 

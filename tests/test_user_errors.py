@@ -287,7 +287,7 @@ def test_the_command_line_imports_your_own_environment(tmp_path, capsys, monkeyp
 
 
 def test_import_finds_modules_beside_the_command_and_beside_a_file(tmp_path, monkeypatch):
-    from metarl.cli import import_plugin
+    from metarl.plugins import import_plugin
 
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     monkeypatch.setattr("sys.modules", dict(__import__("sys").modules))
