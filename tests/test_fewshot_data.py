@@ -58,6 +58,33 @@ def test_omniglot_counts_shapes_and_pixels(omniglot):
     assert len(torch.unique(images[0, 0])) > 2
 
 
+def test_omniglot_nearest_resize_gives_the_maml_script_s_binary_images(omniglot):
+    """``omniglot_resize=nearest`` reproduces what the MAML script's own call,
+    ``Image.resize((28, 28), resample=LANCZOS)`` on the 1-bit PNG, gives (inverted): binary
+    images; the default's antialiased ones differ from them only at the strokes' edges."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(OMNIGLOT / "images_background.zip") as zf:
+        pngs = [zf.read(n) for n in sorted(zf.namelist()) if n.endswith(".png")][::2000]
+    for png in pngs:
+        script = Image.open(io.BytesIO(png)).resize((28, 28), resample=Image.LANCZOS)
+        expected = 255 - np.asarray(script.convert("L"), dtype=np.uint8)
+        assert np.array_equal(omniglot_module._decode(png, 28, "nearest"), expected)
+    binary = load_omniglot(resize="nearest")["images"]
+    assert binary.shape == omniglot["images"].shape
+    assert set(torch.unique(binary).tolist()) == {0, 255}
+    changed = (binary.float() - omniglot["images"].float()).abs() > 127
+    assert 0 < changed.float().mean() < 0.05  # the same characters, edges aside
+    with pytest.raises(ValueError, match="resize"):
+        load_omniglot(resize="bilinear")
+    from metarl.experiments import load_config
+    from metarl.supervised.classification_experiment import load_split
+
+    config = load_config("omniglot-20w1s", {"omniglot_resize": "nearest"})
+    assert torch.equal(load_split(config, "train").images[..., 0, :, :], binary)
+
+
 def test_omniglot_maml_split_sizes_and_disjoint(omniglot):
     parts = {s: omniglot_split(omniglot, "maml", s) for s in ("train", "val", "test")}
     assert {s: p.n_classes for s, p in parts.items()} == {"train": 1100, "val": 100, "test": 423}
@@ -121,7 +148,7 @@ def test_omniglot_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, 
     root = _copy_omniglot(tmp_path)
     builds = []
 
-    def fake_build(folder, size):  # the real decoding is tested above; count the calls
+    def fake_build(folder, size, resize):  # the real decoding is tested above; count calls
         builds.append(folder)
         return {"images": torch.full((1623, 20, size, size), len(builds), dtype=torch.uint8),
                 "characters": ["x"] * 1623}  # fmt: skip

@@ -35,7 +35,8 @@ def analysis_images(run: str | Path) -> tuple[Tensor, Tensor, str]:
     if dataset == "omniglot":
         from metarl.supervised.data.omniglot import load_omniglot
 
-        images = load_omniglot(config.get("data_dir"))["images"]  # (1623, 20, 28, 28)
+        resize = config.get("omniglot_resize", "lanczos")  # the images the run saw
+        images = load_omniglot(config.get("data_dir"), resize=resize)["images"]  # (1623, 20, 28²)
         labels = torch.arange(len(images)).repeat_interleave(images.shape[1])
         return images.reshape(-1, 1, *images.shape[-2:]).float() / 255.0, labels, dataset
     from metarl.supervised.data.mnist import load_idx_dataset

@@ -51,6 +51,13 @@ class ClassificationConfig(SupervisedConfig):
         "vinyals (the split lists, rotations as extra classes)",
         choices=("maml", "vinyals"),
     )
+    omniglot_resize: str = option(
+        "lanczos",
+        "Omniglot's 105×105 1-bit images to 28×28: lanczos (antialiased greyscale, as the paper "
+        "says 'downsampled') or nearest (binary: the MAML script asked Pillow for Lanczos on the "
+        "1-bit PNGs, which Pillow does with nearest neighbour)",
+        choices=("lanczos", "nearest"),
+    )
     train_classes: list[int] = option(
         [0, 1, 2, 3, 4],
         "(Fashion-)MNIST, CIFAR-10: labels used for meta-training; the other labels are meta-test",
@@ -173,6 +180,10 @@ class ClassificationConfig(SupervisedConfig):
             )
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
+        read = {self.dataset, *self.sources, *self.eval_sources}
+        if self.omniglot_resize != "lanczos" and "omniglot" not in read:
+            raise ConfigError(f"omniglot_resize={self.omniglot_resize}: this run reads no "
+                              f"Omniglot (dataset {self.dataset})")  # fmt: skip
         if self.bn_policy == "support_statistics" and self.network != "conv4":
             raise ConfigError("bn_policy=support_statistics normalises a query by the support set "
                               "inside Conv-4; the MLP has no BatchNorm that can: set "

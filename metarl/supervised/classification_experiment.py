@@ -42,7 +42,8 @@ def load_split(config: ClassificationConfig, subset: str) -> ClassImages:
     if config.dataset == "omniglot":
         from metarl.supervised.data.omniglot import load_omniglot, omniglot_split
 
-        return omniglot_split(load_omniglot(config.data_dir), config.split, subset, config.data_dir)
+        data = load_omniglot(config.data_dir, resize=config.omniglot_resize)
+        return omniglot_split(data, config.split, subset, config.data_dir)
     if config.dataset in ("mnist", "fashion-mnist"):
         from metarl.supervised.data.mnist import mnist_split
 

@@ -9,7 +9,8 @@ about 10 s, later runs load it in well under a second.
 Note: the original MAML script (``data/omniglot_resized/resize_images.py``) called
 ``Image.resize((28, 28), LANCZOS)`` on the 1-bit PNGs; Pillow silently uses nearest-neighbour
 for mode ``"1"``, so its images were binary. We convert to greyscale first, so the resize is
-really antialiased, as the paper describes ("downsampled to 28×28").
+really antialiased, as the paper describes ("downsampled to 28×28"). ``resize="nearest"``
+(config ``omniglot_resize``) gives the original script's binary images instead.
 
 Splits (:func:`omniglot_split`):
 
@@ -48,21 +49,27 @@ SPLIT_SIZES = {"train": 1100, "val": 100, "test": 423}
 SHUFFLE_SEED = 1
 """``random.seed(1)`` of the original code before shuffling the character folders."""
 SPLITS = ("maml", "vinyals")
-_VERSION = "omniglot-v1-lanczos28-inverted"
+_VERSION = "omniglot-v1-{resize}28-inverted"
+RESIZES = ("lanczos", "nearest")
+"""How the 105×105 1-bit PNGs become ``size``×``size``: an antialiased Lanczos resize of the
+greyscale image, or nearest neighbour on the 1-bit image (binary, as the MAML script's)."""
 _HINT = (
     "Omniglot needs images_background.zip and images_evaluation.zip (the standard archives, "
     "about 14 MB) in <data root>/omniglot/; copy them there again from a good source."
 )
 
 
-def _decode(png: bytes, size: int) -> np.ndarray:
-    """One 105×105 1-bit PNG -> ``(size, size)`` uint8, strokes bright."""
-    image = Image.open(io.BytesIO(png)).convert("L")  # "L" first: see the module docstring
-    small = image.resize((size, size), Image.Resampling.LANCZOS)
+def _decode(png: bytes, size: int, resize: str = "lanczos") -> np.ndarray:
+    """One 105×105 1-bit PNG -> ``(size, size)`` uint8, strokes bright (``resize``: RESIZES)."""
+    image = Image.open(io.BytesIO(png))
+    if resize == "lanczos":
+        small = image.convert("L").resize((size, size), Image.Resampling.LANCZOS)
+    else:  # what the MAML script's LANCZOS gave on mode "1": nearest neighbour, 0 or 255
+        small = image.convert("1").resize((size, size), Image.Resampling.NEAREST).convert("L")
     return 255 - np.asarray(small, dtype=np.uint8)
 
 
-def _build(folder, size: int) -> dict:
+def _build(folder, size: int, resize: str) -> dict:
     """Decode every PNG of both archives into one ``(1623, 20, size, size)`` uint8 tensor."""
     characters: dict[str, list[bytes]] = {}
     for archive in ARCHIVES:
@@ -83,16 +90,22 @@ def _build(folder, size: int) -> dict:
             f"{len(characters)} characters with {sorted(counts)} images. {_HINT}"
         )
     names = sorted(characters)
-    images = np.stack([np.stack([_decode(png, size) for png in characters[n]]) for n in names])
+    images = np.stack(
+        [np.stack([_decode(png, size, resize) for png in characters[n]]) for n in names]
+    )
     return {"images": torch.from_numpy(images), "characters": names}
 
 
-def load_omniglot(data_dir: str | None = None, size: int = IMAGE_SIZE) -> dict:
+def load_omniglot(
+    data_dir: str | None = None, size: int = IMAGE_SIZE, resize: str = "lanczos"
+) -> dict:
     """All of Omniglot, preprocessed (from the cache when it matches the archives).
 
     Args:
         data_dir: the data root (config ``data_dir``); see :func:`.files.resolve_data_dir`.
         size: side of the resized images.
+        resize: ``"lanczos"`` (antialiased greyscale) or ``"nearest"`` (binary, the MAML
+            script's images); see :data:`RESIZES`.
 
     Returns:
         ``{"images": (1623, 20, size, size) uint8, "characters": ["Alphabet/characterNN", ...]}``
@@ -102,10 +115,13 @@ def load_omniglot(data_dir: str | None = None, size: int = IMAGE_SIZE) -> dict:
         DataError: the folder or an archive is missing, an archive fails its checksum or is not
             a readable zip, or the content is not the 1623 × 20 images of Omniglot.
     """
+    if resize not in RESIZES:
+        raise ValueError(f"Omniglot resize must be one of {RESIZES}, got {resize!r}")
     folder = dataset_dir(data_dir, "omniglot")
     digests = verify_files(folder, list(ARCHIVES), _HINT)
-    key = source_key(digests, f"{_VERSION}-{size}")
-    return cached(f"omniglot{size}", key, lambda: _build(folder, size))
+    key = source_key(digests, f"{_VERSION.format(resize=resize)}-{size}")
+    name = f"omniglot{size}" if resize == "lanczos" else f"omniglot{size}-{resize}"
+    return cached(name, key, lambda: _build(folder, size, resize))
 
 
 def _maml_split(characters: list[str], split: str) -> list[int]:
