@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import metarl
 from metarl.algorithms import ALGORITHMS
@@ -75,6 +76,51 @@ def test_omniglot_train_and_evaluate_via_cli(tmp_path, capsys, extra):
     # `metarl evaluate` on the finished run gives the same numbers (fixed test episodes).
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     assert read_report(run).curves == report.curves
+
+
+PLUGIN = """
+from torch import nn
+from metarl.supervised.networks import register_network
+
+def linear(input_shape, n_outputs):
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] ** 2, n_outputs))
+
+register_network("linear", linear)
+"""
+
+
+def test_a_registered_network_trains_evaluates_and_loads_by_name(tmp_path, capsys, monkeypatch):
+    """``network: NAME`` builds the registered network under the config's seed, trains and
+    evaluates it from the command line after ``--import`` of the code that registers it, and
+    names the fix in one line where that import is missing."""
+    _need("omniglot")
+    from metarl.seeding import seeded
+    from metarl.supervised import networks
+    from metarl.supervised.classification_experiment import build_model
+
+    monkeypatch.setattr(networks, "_REGISTERED", {})  # what this test registers stays here
+    plugin = tmp_path / "linear_net.py"
+    plugin.write_text(PLUGIN)
+    run = tmp_path / "run"
+    code = main(["--import", str(plugin), "train", "omniglot-5w1s", "--out", str(run),
+                 "--no-progress", "--evaluate", "--set", *TINY, "network=linear"])  # fmt: skip
+    assert code == 0 and networks.network_names() == ["conv4", "mlp", "linear"]
+    config = load_config("omniglot-5w1s", {"network": "linear", "seed": 3})
+    with seeded(3):
+        expected = networks.registered_network("linear")((1, 28, 28), 5)
+    built = build_model(config)
+    assert all(torch.equal(a, b) for a, b in zip(built.parameters(), expected.parameters()))
+    run_model = metarl.load_run(run).model
+    assert [p.shape for p in run_model.parameters()] == [(5, 784), (5,)]
+    assert 0.0 <= read_report(run).curves[0].mean[-1] <= 1.0
+    capsys.readouterr()
+    monkeypatch.setattr(networks, "_REGISTERED", {})  # as a new process without --import
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "network: 'linear' is not one of" in error and "--import" in error
+    assert len(error.splitlines()) == 1
+    with pytest.raises(ValueError, match="built-in"):
+        networks.register_network("conv4", lambda input_shape, n_outputs: nn.Identity())
 
 
 def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_path, capsys):

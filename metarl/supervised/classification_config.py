@@ -9,13 +9,13 @@ from typing import ClassVar
 from metarl.config import ConfigError, option, override
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.models import BN_MLP_HIDDEN
+from metarl.supervised.networks import network_names
 
 DATASETS = ("omniglot", "mnist", "fashion-mnist", "cifar10", "image_folder")
 TEN_CLASS = ("mnist", "fashion-mnist", "cifar10")
 """Datasets split by label into meta-training and meta-test classes, with no validation classes."""
 BN_POLICIES = ("transductive", "support_statistics")
 EPISODES = ("fixed", "meta_dataset")
-NETWORKS = ("conv4", "mlp")
 
 
 @dataclass
@@ -95,9 +95,9 @@ class ClassificationConfig(SupervisedConfig):
     # --- model -------------------------------------------------------------------------------
     network: str = option(
         "conv4",
-        "conv4 (the paper's) or mlp (fully connected, Linear-BatchNorm-ReLU per hidden layer: "
-        "the feature-analysis study's 784-256-128-64-64-N)",
-        choices=NETWORKS,
+        "conv4 (the paper's), mlp (fully connected, Linear-BatchNorm-ReLU per hidden layer: "
+        "the feature-analysis study's 784-256-128-64-64-N), or one added with "
+        "metarl.supervised.networks.register_network",
     )
     mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "mlp: hidden widths", low=1)
     filters: int = option(64, "channels of each of the 4 conv blocks", low=1)
@@ -154,6 +154,12 @@ class ClassificationConfig(SupervisedConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.network not in network_names():
+            raise ConfigError(
+                f"network: {self.network!r} is not one of {network_names()} (a network of your "
+                "own: register it with metarl.supervised.networks.register_network, and on the "
+                "command line import that code first: metarl --import MODULE_OR_FILE ...)"
+            )
         if self.episodes == "meta_dataset":
             self._validate_meta_dataset()
         elif self.dataset in TEN_CLASS:
