@@ -205,14 +205,16 @@ def short_of_budget(state: dict[str, Any], config: Any) -> bool:
 def progress_line(state: dict[str, Any], config: Any) -> str:
     """How far a run's checkpoint ``state`` is through the budget of ``config``, in the
     budget's unit: ``"1,200 of 60,000 iterations"``, ``"1 of 5 epochs"``."""
-    return f"{state['iteration']:,} of {config.iterations:,} {config.BUDGET_UNIT}"
+    unit = getattr(config, "BUDGET_UNIT", "iterations")  # a family's own config may lack it
+    return f"{state['iteration']:,} of {config.iterations:,} {unit}"
 
 
 def _declare_finished(run_dir: Path, state: dict[str, Any], config: Any) -> None:
     """A run already at its budget: say so, and record a changed budget in the checkpoint (a
     longer run stopped early and declared finished here: the checkpoint's own budget is what
     `metarl bench` reads to decide whether to resume)."""
-    print(f"{run_dir} finished {state['iteration']} iterations", file=sys.stderr)
+    unit = getattr(config, "BUDGET_UNIT", "iterations")
+    print(f"{run_dir} finished {state['iteration']} {unit}", file=sys.stderr)
     if state["config"] != to_dict(config):
         state["config"] = to_dict(config)
         atomic_torch_save(state, run_dir / CHECKPOINT)

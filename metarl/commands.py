@@ -50,7 +50,7 @@ def _training_summary(state: dict[str, Any], run_dir: Path, config: Any) -> str:
     prefixes = ("meta/", "returns/", "train/", "test/", "val/")
     shown = [k for k in last if k.startswith(prefixes) and isinstance(last[k], float)]
     values = ", ".join(f"{k} {last[k]:.4g}" for k in shown[:4])
-    unit = config.BUDGET_UNIT
+    unit = getattr(config, "BUDGET_UNIT", "iterations")
     speed = f", {seconds / state['iteration']:.3g} s per {unit[:-1]}" if seconds > 0 else ""
     if unit == "iterations" and seconds > 0:
         speed = f", {state['iteration'] / seconds:.3g} it/s"

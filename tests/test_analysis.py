@@ -320,7 +320,7 @@ def test_analyze_a_meta_learned_and_a_standard_run(tmp_path: Path, capsys) -> No
 
 @pytest.mark.skipif(not _available("omniglot"), reason="Omniglot is not on this machine")
 @pytest.mark.timeout(900)
-def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path) -> None:
+def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path, capsys) -> None:
     pytest.importorskip("sklearn")
     numbers = _train_both_and_analyze(
         tmp_path,
@@ -347,6 +347,22 @@ def test_analyze_a_meta_learned_and_a_standard_conv4_on_omniglot(tmp_path: Path)
     )
     assert numbers["adaptation_change"]["MAML"]["head.weight"] > 0
     assert numbers["nearest_centroid"]["MAML (trained)"]["5-way 1-shot"]["mean"] > 0.3  # chance 0.2
+    # A run that saw the binary images is not compared with one that saw the antialiased ones.
+    import shutil
+
+    from metarl.cli import main
+    from metarl.run import CHECKPOINT
+
+    binary = tmp_path / "maml-binary"
+    shutil.copytree(tmp_path / "maml", binary)
+    state = torch.load(binary / CHECKPOINT, weights_only=True)
+    state["config"]["omniglot_resize"] = "nearest"
+    torch.save(state, binary / CHECKPOINT)
+    capsys.readouterr()
+    assert main(["analyze", str(binary), "--compare", str(tmp_path / "standard"), "--out",
+                 str(tmp_path / "mixed"), "--no-progress"]) == 2  # fmt: skip
+    assert "omniglot_resize=nearest" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()
     report = (out / "report.md").read_text()
     assert "3×3 convolution kernels" in report and "| MAML vs standard |" in report
 

@@ -78,6 +78,8 @@ def test_omniglot_nearest_resize_gives_the_maml_script_s_binary_images(omniglot)
     assert 0 < changed.float().mean() < 0.05  # the same characters, edges aside
     with pytest.raises(ValueError, match="resize"):
         load_omniglot(resize="bilinear")
+    # The antialiased images keep the cache key they had before the option existed.
+    assert omniglot_module._VERSION.format(resize="lanczos") == "omniglot-v1-lanczos28-inverted"
     from metarl.experiments import load_config
     from metarl.supervised.classification_experiment import load_split
 

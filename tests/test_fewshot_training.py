@@ -370,6 +370,14 @@ def test_config_checks_name_the_field():
             config.inner_steps, config.eval_steps) == (20, 5, 16, 0.1, 5, 10)  # fmt: skip
     with pytest.raises(ConfigError, match="'eval_episodes' was renamed to 'eval_tasks'"):
         load_config("omniglot-5w1s", ["eval_episodes=100"])
+    # The binary images are Omniglot's: refused where no episode reads Omniglot.
+    with pytest.raises(ConfigError, match=r"reads no Omniglot \(dataset: mnist\)"):
+        load_config("mnist-5w1s", ["omniglot_resize=nearest", "sources=[omniglot]"])
+    meta = ["episodes=meta_dataset", "meta_batch_size=1", "omniglot_resize=nearest"]
+    with pytest.raises(ConfigError, match=r"\(sources: fashion-mnist, mnist\)"):
+        load_config("omniglot-5w1s", [*meta, "sources=[mnist, fashion-mnist]"])
+    evaluated = load_config("mnist-5w1s", [*meta, "eval_sources=[omniglot]"])
+    assert evaluated.omniglot_resize == "nearest"
 
 
 def test_benchmark_variants_compute_the_same_meta_gradient(one_thread):

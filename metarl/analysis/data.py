@@ -56,7 +56,7 @@ def trained_classes(config: Any) -> list[int]:
                 f"{config.experiment}: metarl analyze reads Omniglot runs of split=maml only "
                 f"(this one: split={config.split})"
             )
-        data = load_omniglot(config.data_dir)
+        data = load_omniglot(config.data_dir, resize=getattr(config, "omniglot_resize", "lanczos"))
         return omniglot_split(data, "maml", "train", config.data_dir).classes.tolist()
     return list(config.train_classes)
 

@@ -95,6 +95,12 @@ def analyze(
                 f"{compare} was trained on {subjects[1].config.dataset}, {run} on {dataset}: "
                 "compared runs share a dataset"
             )
+        resizes = [getattr(s.config, "omniglot_resize", "lanczos") for s in subjects]
+        if dataset == "omniglot" and resizes[0] != resizes[1]:
+            raise ConfigError(
+                f"{run} saw Omniglot with omniglot_resize={resizes[0]}, {compare} with "
+                f"{resizes[1]}: compared runs see the same images"
+            )
         if subjects[1].name == subjects[0].name:
             subjects[1].name += " (2)"
     for s in subjects:  # checked before the embeddings and probes, which take minutes

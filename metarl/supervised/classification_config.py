@@ -186,10 +186,13 @@ class ClassificationConfig(SupervisedConfig):
             )
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir: image_folder needs the folder (with train.csv, ...)")
-        read = {self.dataset, *self.sources, *self.eval_sources}
+        if self.episodes == "meta_dataset":
+            read, named = {*self.training_sources, *self.evaluated_sources}, "sources"
+        else:
+            read, named = {self.dataset}, "dataset"
         if self.omniglot_resize != "lanczos" and "omniglot" not in read:
             raise ConfigError(f"omniglot_resize={self.omniglot_resize}: this run reads no "
-                              f"Omniglot (dataset {self.dataset})")  # fmt: skip
+                              f"Omniglot ({named}: {', '.join(sorted(read))})")  # fmt: skip
         if self.bn_policy == "support_statistics" and self.network != "conv4":
             raise ConfigError("bn_policy=support_statistics normalises a query by the support set "
                               "inside Conv-4; the MLP has no BatchNorm that can: set "

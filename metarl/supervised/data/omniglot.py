@@ -114,6 +114,7 @@ def load_omniglot(
     Raises:
         DataError: the folder or an archive is missing, an archive fails its checksum or is not
             a readable zip, or the content is not the 1623 × 20 images of Omniglot.
+        ValueError: a ``resize`` not in :data:`RESIZES`.
     """
     if resize not in RESIZES:
         raise ValueError(f"Omniglot resize must be one of {RESIZES}, got {resize!r}")
