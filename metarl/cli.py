@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
         help="import a module (a name, a .py file or a package folder) before the command: "
         "your own task environments (register_batched_env) for train, evaluate, view, "
-        "check-step and baseline; repeatable",
+        "check-step and baseline, your own networks (register_network) for train, evaluate "
+        "and analyze; repeatable",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 

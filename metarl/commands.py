@@ -30,14 +30,16 @@ def train_command(args: argparse.Namespace) -> int:
     print(_training_summary(state, run_dir, config))
     unfinished = progress_line(state, config) if short_of_budget(state, config) else None
     cut_short = args.time_limit is not None and unfinished is not None
+    imports = getattr(args, "imports", [])  # what the next command needs again
+    metarl = " ".join(["metarl", *(f"--import {m}" for m in imports)])
     if cut_short:
-        print(f"the time limit ended this session; continue: metarl train {args.experiment} "
+        print(f"the time limit ended this session; continue: {metarl} train {args.experiment} "
               f"--resume {run_dir}")  # fmt: skip
     if result.report is not None:
         _print_results(result.report, run_dir, unfinished)
     elif not cut_short:
-        print(f"next: metarl evaluate {run_dir}" + (
-            f"   (and: metarl view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
+        print(f"next: {metarl} evaluate {run_dir}" + (
+            f"   (and: {metarl} view {run_dir})" if hasattr(config, "env") else ""))  # fmt: skip
     return 0
 
 

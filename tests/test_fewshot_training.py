@@ -114,6 +114,9 @@ def test_a_registered_network_trains_evaluates_and_loads_by_name(tmp_path, capsy
     assert [p.shape for p in run_model.parameters()] == [(5, 784), (5,)]
     assert 0.0 <= read_report(run).curves[0].mean[-1] <= 1.0
     capsys.readouterr()
+    assert main(["--import", str(plugin), "analyze", str(run), "--out", str(tmp_path / "an"),
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "network is your own ('linear')" in capsys.readouterr().err
     monkeypatch.setattr(networks, "_REGISTERED", {})  # as a new process without --import
     assert main(["evaluate", str(run), "--no-progress"]) == 2
     error = capsys.readouterr().err.strip()
@@ -121,6 +124,41 @@ def test_a_registered_network_trains_evaluates_and_loads_by_name(tmp_path, capsy
     assert len(error.splitlines()) == 1
     with pytest.raises(ValueError, match="built-in"):
         networks.register_network("conv4", lambda input_shape, n_outputs: nn.Identity())
+
+
+def _raises(input_shape, n_outputs):
+    raise RuntimeError("my builder broke")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (_raises, "raised RuntimeError: my builder broke"),
+        (lambda shape, n: len, "returned builtin_function_or_method, not an nn.Module"),
+        (lambda input_shape, n_outputs: nn.Flatten(), "not an nn.Module with parameters"),
+        (lambda input_shape, n_outputs: nn.Sequential(
+            nn.Flatten(), nn.Linear(784, n_outputs), nn.BatchNorm1d(n_outputs)),
+         "has BatchNorm1d with running statistics"),
+        (lambda input_shape, n_outputs: nn.Sequential(nn.Flatten(), nn.Linear(784, 8)),
+         "to (2, 8); the classifier needs logits (2, 5)"),
+        (lambda shape, n: nn.Linear(10, n), "failed on images (2, 1, 28, 28)"),
+    ],
+)  # fmt: skip
+def test_a_registered_network_that_breaks_the_rules_is_one_line_before_any_run(
+    tmp_path, capsys, monkeypatch, build, message
+):
+    """The user's builder is checked before the run directory is made: what it returns, its
+    BatchNorm, and the shape of its logits; the error names the builder, exit code 2."""
+    _need("omniglot")
+    from metarl.supervised import networks
+
+    monkeypatch.setattr(networks, "_REGISTERED", {"mine": build})
+    run = tmp_path / "run"
+    assert main(["train", "omniglot-5w1s", "--out", str(run), "--no-progress", "--set", *TINY,
+                 "network=mine"]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert message in error and "network 'mine'" in error and len(error.splitlines()) == 1
+    assert not run.exists()
 
 
 def test_validation_during_training_is_the_evaluation_on_validation_classes(tmp_path, capsys):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metarl.config import ConfigError
+from metarl.supervised.networks import BUILT_IN
 from metarl.trained import LoadedRun, load_run
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
@@ -142,6 +143,11 @@ def load_subject(run_dir: str | Path, reference: Tensor) -> Subject:
         raise ConfigError(
             f"{run_dir}: metarl analyze reads {', '.join(DATASETS)} runs, not "
             f"{getattr(config, 'dataset', config.experiment)}"
+        )
+    if getattr(config, "network", "mlp") not in BUILT_IN:  # its layers mean nothing known here
+        raise ConfigError(
+            f"{run_dir}: metarl analyze studies the BatchNorm MLP and the stride Conv-4; this "
+            f"run's network is your own ({config.network!r})"
         )
     try:
         trained, rename = as_sequential(run.model)

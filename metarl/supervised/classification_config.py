@@ -195,8 +195,8 @@ class ClassificationConfig(SupervisedConfig):
                               f"Omniglot ({named}: {', '.join(sorted(read))})")  # fmt: skip
         if self.bn_policy == "support_statistics" and self.network != "conv4":
             raise ConfigError("bn_policy=support_statistics normalises a query by the support set "
-                              "inside Conv-4; the MLP has no BatchNorm that can: set "
-                              "network=conv4 or bn_policy=transductive")  # fmt: skip
+                              f"inside Conv-4; network={self.network} has no BatchNorm that can: "
+                              "set network=conv4 or bn_policy=transductive")  # fmt: skip
         for probe in ("eval_nil", "eval_prototypes"):
             if getattr(self, probe) and self.network != "conv4":
                 raise ConfigError(f"{probe}: the probe reads Conv-4's features; set "

@@ -24,7 +24,7 @@ from metarl.supervised.conv4 import Conv4
 from metarl.supervised.data.episodes import ClassImages, fixed_episodes, sample_episodes
 from metarl.supervised.data.meta_dataset import EpisodeSpec, sample_meta_dataset_episode
 from metarl.supervised.models import bn_mlp
-from metarl.supervised.networks import BUILT_IN, registered_network
+from metarl.supervised.networks import BUILT_IN, build_registered
 from metarl.supervised.tasks import (
     accuracy_per_task,
     cross_entropy_per_task,
@@ -142,7 +142,7 @@ def build_model(config: ClassificationConfig) -> nn.Module:
     outputs = config.max_ways if config.episodes == "meta_dataset" else config.n_way
     with seeded(config.seed):
         if config.network not in BUILT_IN:
-            return registered_network(config.network)((channels, side, side), outputs)
+            return build_registered(config.network, (channels, side, side), outputs)
         if config.network == "mlp":
             return bn_mlp(channels * side * side, config.mlp_hidden, outputs)
         return Conv4(outputs, channels, side, config.filters, config.downsample)  # type: ignore[arg-type]
