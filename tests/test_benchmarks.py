@@ -194,12 +194,13 @@ def test_the_family_benchmark_resumes_only_the_same_comparison(changed, tmp_path
     another budget, or a budget on another clock, starts afresh rather than resume runs
     trained past (or short of) its budget. A stored comparison that names no clock was
     measured on the wall clock."""
+    from metarl.benchmarks import family_settings
     from metarl.benchmarks.speed import family_budget
 
     calls = _refuse_children(monkeypatch)
     point = {"seconds": 1.0, "iterations": 5, "scores": {}}
     done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},
-            "settings": family_budget.ALGORITHMS,
+            "settings": family_settings.ALGORITHMS,
             "rows": {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}}}}  # fmt: skip
     (tmp_path / family_budget.PROGRESS).write_text(json.dumps({**done, "clock": "cpu"}))
     (tmp_path / "maml").mkdir()
@@ -269,11 +270,12 @@ def test_the_family_benchmark_trains_on_to_each_share_of_the_budget(workers, tmp
 def test_the_family_benchmark_reruns_only_an_algorithm_whose_settings_changed(
     tmp_path, monkeypatch
 ):
+    from metarl.benchmarks import family_settings
     from metarl.benchmarks.speed import family_budget
 
     calls = _refuse_children(monkeypatch)
     point = {"seconds": 1.0, "iterations": 5, "scores": {}}
-    changed = {**family_budget.settings_for("sinusoid")["MAML++"], "step_size_lr": 0.5}
+    changed = {**family_settings.settings_for("sinusoid")["MAML++"], "step_size_lr": 0.5}
     rows = {"MAML": {"points": [point] * 3, "peak_mib": 9.0, "settings": {}},
             "MAML++": {"points": [point] * 3, "peak_mib": 9.0, "settings": changed}}  # fmt: skip
     done = {"experiment": "sinusoid", "budget_s": 4.0, "pretrained": {}, "evaluation": {},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from metarl.benchmarks.speed.family_budget import settings_for
+from metarl.benchmarks.family_settings import settings_for
 from metarl.references import PaperResult, paper_result
 
 SUITES = ("quick", "paper")
