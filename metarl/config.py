@@ -15,6 +15,7 @@ import re
 import types
 import typing
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -39,12 +40,15 @@ def option(
     low: float | None = None,
     high: float | None = None,
     choices: tuple[Any, ...] | None = None,
+    listed: Callable[[], Sequence[str]] | None = None,
 ) -> Any:
     """Declare a config field: ``default``, a one-line ``doc``, and its allowed values.
 
     ``low``/``high`` bound numbers (inclusive) and every element of a number list.
+    ``listed`` gives the names a field accepts where a registry can add to them at run time
+    (``metarl list`` shows them; the config's ``validate`` refuses the others).
     """
-    meta = {"doc": doc, "low": low, "high": high, "choices": choices}
+    meta = {"doc": doc, "low": low, "high": high, "choices": choices, "listed": listed}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -322,6 +326,8 @@ def describe(config: Any) -> list[FieldInfo]:
         meta = field_metadata(type(config), f.name)
         if meta.get("choices") is not None:
             allowed = " | ".join(str(c) for c in meta["choices"])
+        elif meta.get("listed") is not None:
+            allowed = " | ".join(meta["listed"]())
         elif meta.get("low") is not None and meta.get("high") is not None:
             allowed = f"{_number(meta['low'])} .. {_number(meta['high'])}"
         elif meta.get("low") is not None:

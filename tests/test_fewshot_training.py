@@ -94,6 +94,7 @@ def test_a_registered_network_trains_evaluates_and_loads_by_name(tmp_path, capsy
     evaluates it from the command line after ``--import`` of the code that registers it, and
     names the fix in one line where that import is missing."""
     _need("omniglot")
+    from metarl.config import describe
     from metarl.seeding import seeded
     from metarl.supervised import networks
     from metarl.supervised.classification_experiment import build_model
@@ -106,6 +107,8 @@ def test_a_registered_network_trains_evaluates_and_loads_by_name(tmp_path, capsy
                  "--no-progress", "--evaluate", "--set", *TINY, "network=linear"])  # fmt: skip
     assert code == 0 and networks.network_names() == ["conv4", "mlp", "linear"]
     config = load_config("omniglot-5w1s", {"network": "linear", "seed": 3})
+    shown = {row.name: row.allowed for row in describe(config)}  # what `metarl list` prints
+    assert shown["network"] == "conv4 | mlp | linear"
     with seeded(3):
         expected = networks.registered_network("linear")((1, 28, 28), 5)
     built = build_model(config)

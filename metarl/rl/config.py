@@ -42,6 +42,7 @@ class RLConfig(MetaLearningConfig):
         "navigation2d",
         f"task environment: {', '.join(ENVIRONMENTS)}, or one added with "
         "metarl.rl.task_envs.register_batched_env",
+        listed=environment_names,
     )
     horizon: int = option(
         100,

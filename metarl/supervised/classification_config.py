@@ -98,6 +98,7 @@ class ClassificationConfig(SupervisedConfig):
         "conv4 (the paper's), mlp (fully connected, Linear-BatchNorm-ReLU per hidden layer: "
         "the feature-analysis study's 784-256-128-64-64-N), or one added with "
         "metarl.supervised.networks.register_network",
+        listed=network_names,
     )
     mlp_hidden: list[int] = option(list(BN_MLP_HIDDEN), "mlp: hidden widths", low=1)
     filters: int = option(64, "channels of each of the 4 conv blocks", low=1)
