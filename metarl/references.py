@@ -51,6 +51,7 @@ PAPER: dict[str, PaperResult] = {
     "omniglot-20w5s": PaperResult(_OMNIGLOT, 98.9, 0.2),
     "omniglot-5w1s-first-order": PaperResult(_OMNIGLOT_FIRST_ORDER, 98.3, 0.5),
     "omniglot-20w1s-first-order": PaperResult(_OMNIGLOT_FIRST_ORDER, 89.4, 0.5),
+    "omniglot-20w1s-binary": PaperResult(_OMNIGLOT, 95.8, 0.3),  # the images of the paper's code
     "navigation": PaperResult(
         "Finn et al. 2017, Fig. 4 (the oracle is a goal-conditioned policy trained with TRPO)",
         -11.68,
