@@ -296,5 +296,9 @@ def test_the_missing_baseline_hint_for_your_own_environment_asks_for_its_code(
 
     monkeypatch.setattr(task_envs, "_BATCHED", dict(task_envs._BATCHED))
     task_envs.register_batched_env("my-nav", task_envs._BATCHED["navigation2d"])
+    from metarl.config import describe
+
+    shown = {row.name: row.allowed for row in describe(load_config("navigation"))}
+    assert "| my-nav |" in f"| {shown['env']} |"  # `metarl list navigation` names it
     command = baseline_command(load_config("navigation", ["env=my-nav"]), "pretrained", tmp_path)
     assert command.startswith("metarl --import MODULE_OR_FILE baseline pretrained navigation ")
