@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from metarl.budget import progress_line, short_of_budget
 from metarl.config import ConfigError, read_yaml, to_dict, write_yaml
 from metarl.distributed import close_world, init_world
 from metarl.experiments import (
@@ -192,23 +193,6 @@ def _train_session(
     return _evaluate(config, run_dir, progress) if evaluate and main and not cut_short else None
 
 
-def short_of_budget(state: dict[str, Any], config: Any) -> bool:
-    """Whether a run's checkpoint ``state`` is short of the budget of ``config``: of
-    iterations, and of the time budget, if it has one, on the budget's clock."""
-    if state["iteration"] >= config.iterations:
-        return False
-    budget = getattr(config, "time_budget", 0.0)
-    clock = "cpu_elapsed" if getattr(config, "budget_clock", "wall") == "cpu" else "elapsed"
-    return not (budget and state.get(clock, 0.0) >= budget)
-
-
-def progress_line(state: dict[str, Any], config: Any) -> str:
-    """How far a run's checkpoint ``state`` is through the budget of ``config``, in the
-    budget's unit: ``"1,200 of 60,000 iterations"``, ``"1 of 5 epochs"``."""
-    unit = getattr(config, "BUDGET_UNIT", "iterations")  # a family's own config may lack it
-    return f"{state['iteration']:,} of {config.iterations:,} {unit}"
-
-
 def _declare_finished(run_dir: Path, state: dict[str, Any], config: Any) -> None:
     """A run already at its budget: say so, and record a changed budget in the checkpoint (a
     longer run stopped early and declared finished here: the checkpoint's own budget is what
@@ -340,8 +324,9 @@ class Evaluation(NamedTuple):
     Attributes:
         report: the evaluation (:func:`evaluate`'s answer).
         run_dir: where ``eval.json`` and the plots were written (:func:`evaluation_dir`).
-        unfinished: the run is short of its budget (:func:`short_of_budget`).
-        progress: how far its training got, in the budget's unit (:func:`progress_line`).
+        unfinished: the run is short of its budget (:func:`metarl.budget.short_of_budget`).
+        progress: how far its training got, in the budget's unit
+            (:func:`metarl.budget.progress_line`).
     """
 
     report: EvalReport

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from metarl.api import progress_line, short_of_budget, train
+    from metarl.api import train
+    from metarl.budget import progress_line, short_of_budget
     from metarl.run import load_checkpoint
 
     result = train(
@@ -90,7 +91,7 @@ def _print_results(report: EvalReport, run_dir: Path, unfinished: str | None) ->
 def _caption(report: EvalReport, unfinished: str | None) -> str:
     """What the table measures: the metric, over how many test tasks, what ± is, and which
     model, with a warning for a run short of its budget: ``unfinished`` says how far it got
-    (:func:`metarl.api.progress_line`), None for a finished run."""
+    (:func:`metarl.budget.progress_line`), None for a finished run."""
     bar = {"ci95": "the 95% interval", "stderr": "one standard error"}[report.error_bar]
     if "test_images" in report.protocol:  # ordinary training: one test set, no tasks
         over = f" on {report.protocol['test_images']:,} test images, ± {bar}"

@@ -15,8 +15,8 @@ ROOT = Path(__file__).parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     ("metarl.core",),
-    ("metarl.config", "metarl.run", "metarl.loop", "metarl.runtime", "metarl.seeding",
-     "metarl.reports", "metarl.results_table",
+    ("metarl.config", "metarl.budget", "metarl.run", "metarl.loop", "metarl.runtime",
+     "metarl.seeding", "metarl.reports", "metarl.results_table",
      "metarl.gap", "metarl.references", "metarl.plots", "metarl.envs", "metarl.configs",
      "metarl.distributed"),
     ("metarl.algorithms",),

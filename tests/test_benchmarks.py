@@ -91,7 +91,7 @@ def test_a_run_its_time_budget_stopped_is_finished():
     clock, ran out: then it is done (its evaluation carries no "not finished" warning)."""
     from types import SimpleNamespace as Config
 
-    from metarl.api import short_of_budget
+    from metarl.budget import short_of_budget
 
     state = {"iteration": 10, "elapsed": 5.0, "cpu_elapsed": 2.0}
     assert short_of_budget(state, Config(iterations=20))  # no time budget
@@ -104,7 +104,7 @@ def test_a_run_its_time_budget_stopped_is_finished():
 def test_progress_is_counted_in_the_budget_s_own_unit():
     """Meta-training counts iterations, ordinary training epochs: the line an unfinished run's
     evaluation carries says which, from the config's class, with the checkpoint's count."""
-    from metarl.api import progress_line
+    from metarl.budget import progress_line
     from metarl.experiments import load_config
 
     state = {"iteration": 1200}
